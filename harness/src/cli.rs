@@ -1,0 +1,435 @@
+//! The `quiesce` command line. [`main`] returns an exit code from [`crate::exit_codes`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::exit_codes;
+use crate::infra::{self, BackendKind, Infra, InfraConfig, InfraError, images};
+use crate::signal::{SignalEvent, SignalHandler};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "quiesce",
+    version,
+    about = "Shutdown-correctness harness and soak rig for services on Kafka and Redis",
+    after_help = exit_codes::HELP
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one scenario: start the infrastructure and the target, stop it, check every
+    /// invariant, print the verdict.
+    #[command(after_help = exit_codes::HELP)]
+    Run(RunArgs),
+    /// Real Kafka and Redis behind fault proxies.
+    #[command(subcommand)]
+    Infra(InfraCommand),
+    /// Container images for the containers backend, built from local binaries.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum InfraCommand {
+    /// Start Kafka and Redis, print their endpoints, and hold until Ctrl-C.
+    #[command(after_help = exit_codes::HELP)]
+    Up(UpArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImagesCommand {
+    /// Build the local images (`FROM scratch` + the binaries the local backend uses).
+    #[command(after_help = exit_codes::HELP)]
+    Build,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The scenario file (TOML).
+    scenario: PathBuf,
+    #[command(flatten)]
+    infra: BackendArgs,
+    /// A variable for the target, over the scenario's (repeatable): KEY=VALUE.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Print the verdict as JSON on stdout (the summary goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Also write the verdict as JUnit XML to FILE (one test case per check).
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Keep the target's output in DIR (default: a new folder in the temp dir).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct InfraArgs {
+    /// A TOML file with an `[infra]` table (a scenario file will do).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+#[derive(Debug, Args)]
+struct BackendArgs {
+    /// auto, local, containers or external [env: QUIESCE_BACKEND]
+    #[arg(long, value_name = "BACKEND")]
+    backend: Option<String>,
+    /// Where the Kafka proxy listens: PORT or IP:PORT [env: QUIESCE_KAFKA_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    kafka_listen: Option<String>,
+    /// Where the Redis proxy listens: PORT or IP:PORT [env: QUIESCE_REDIS_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    redis_listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    #[command(flatten)]
+    infra: InfraArgs,
+    /// Print only the JSON line (no shell exports).
+    #[arg(long)]
+    json: bool,
+    /// Stop after this many seconds instead of waiting for Ctrl-C.
+    #[arg(long, value_name = "SECS")]
+    hold: Option<u64>,
+    /// Where the Toxiproxy-compatible fault API listens: PORT or IP:PORT (default: a free
+    /// loopback port).
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_api")]
+    api: Option<String>,
+    /// Do not serve the fault API.
+    #[arg(long)]
+    no_api: bool,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit_codes::BAD_INPUT
+            } else {
+                exit_codes::OK
+            };
+        }
+    };
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("quiesce: error: cannot start the async runtime: {e}");
+            return exit_codes::INFRA_FAILED;
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    // Anything still running was abandoned on purpose (a second Ctrl-C); do not wait for it.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QUIESCE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Run(args) => run_scenario(args).await,
+        Command::Infra(InfraCommand::Up(args)) => infra_up(args).await.map_err(CliError::from),
+        Command::Images(ImagesCommand::Build) => images_build().await.map_err(CliError::from),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("quiesce: error: {}", chain(&e));
+            e.exit_code()
+        }
+    }
+}
+
+/// An error and its sources, joined with ": ".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn resolve_config(args: &InfraArgs) -> Result<InfraConfig, InfraError> {
+    let mut config = match &args.config {
+        Some(path) => infra::load_config(path)?,
+        None => InfraConfig::default(),
+    };
+    apply_overrides(&mut config, &args.backend)?;
+    Ok(config)
+}
+
+/// Environment, then flags, over what the file says.
+fn apply_overrides(config: &mut InfraConfig, args: &BackendArgs) -> Result<(), InfraError> {
+    config.apply_env(|k| std::env::var(k).ok())?;
+    let flag = |flag: &str, message: String| {
+        InfraError::Config(infra::ConfigError::Value {
+            origin: format!("--{flag}"),
+            message,
+        })
+    };
+    if let Some(backend) = &args.backend {
+        config.backend = backend.parse().map_err(|m| flag("backend", m))?;
+    }
+    if let Some(listen) = &args.kafka_listen {
+        config.kafka.listen =
+            Some(infra::parse_listen(listen).map_err(|m| flag("kafka-listen", m))?);
+    }
+    if let Some(listen) = &args.redis_listen {
+        config.redis.listen =
+            Some(infra::parse_listen(listen).map_err(|m| flag("redis-listen", m))?);
+    }
+    Ok(())
+}
+
+/// Any error the CLI reports, with its exit code.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Infra(#[from] InfraError),
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
+    #[error(transparent)]
+    Config(#[from] infra::ConfigError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Infra(e) => e.exit_code(),
+            CliError::Run(e) => e.exit_code(),
+            CliError::Config(_) => exit_codes::BAD_INPUT,
+            CliError::Write { .. } => exit_codes::INFRA_FAILED,
+        }
+    }
+}
+
+async fn run_scenario(args: RunArgs) -> Result<i32, CliError> {
+    let mut scenario = crate::scenario::Scenario::load(&args.scenario)?;
+    apply_overrides(&mut scenario.infra, &args.infra)?;
+    let mut env = Vec::new();
+    for pair in &args.env {
+        let (key, value) = pair
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| infra::ConfigError::Value {
+                origin: "--env".to_owned(),
+                message: format!("`{pair}` is not KEY=VALUE"),
+            })?;
+        env.push((key.to_owned(), value.to_owned()));
+    }
+    let options = crate::run::RunOptions {
+        env,
+        out_dir: args.out.clone(),
+    };
+    let mut signals = SignalHandler::new().map_err(|e| CliError::Infra(InfraError::Workdir(e)))?;
+    let verdict = crate::run::run(&scenario, &options, &mut signals).await?;
+    let summary = crate::report::summary(&verdict);
+    if args.json {
+        eprint!("{summary}");
+        println!("{}", crate::report::json(&verdict));
+    } else {
+        print!("{summary}");
+    }
+    if let Some(path) = &args.junit {
+        std::fs::write(path, crate::report::junit_xml(&verdict)).map_err(|source| {
+            CliError::Write {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok(verdict.exit_code())
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("n/a".to_owned(), |b| {
+        format!("{:.1} MiB", b as f64 / 1048576.0)
+    })
+}
+
+async fn infra_up(args: UpArgs) -> Result<i32, InfraError> {
+    let config = resolve_config(&args.infra)?;
+    let mut signals = SignalHandler::new().map_err(InfraError::Workdir)?;
+    if config.backend == BackendKind::Auto {
+        eprintln!("quiesce: choosing a backend (QUIESCE_BACKEND or --backend to choose)");
+    }
+    let mut infra = tokio::select! {
+        started = Infra::start(&config) => started?,
+        _ = signals.recv() => {
+            // Dropping the start future stopped whatever it had started.
+            eprintln!("quiesce: interrupted during start; everything started was stopped");
+            return Ok(exit_codes::INTERRUPTED);
+        }
+    };
+    eprintln!(
+        "quiesce: backend {} ({})",
+        infra.backend(),
+        infra.backend_reason()
+    );
+    let status = infra.status();
+    for dep in &status {
+        eprintln!(
+            "quiesce: {:<5} {} -> {} ({}, RSS {})",
+            dep.dependency.as_str(),
+            dep.endpoint,
+            dep.upstream,
+            dep.runner,
+            mib(dep.rss_bytes),
+        );
+    }
+    eprintln!(
+        "quiesce: ready in {:.3} s; logs in {}",
+        infra.started_in().as_secs_f64(),
+        infra.workdir().display()
+    );
+    let api_listen = match &args.api {
+        Some(addr) => infra::parse_listen(addr).map_err(|message| {
+            InfraError::Config(infra::ConfigError::Value {
+                origin: "--api".to_owned(),
+                message,
+            })
+        })?,
+        None => std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    let endpoints = infra.endpoints().clone();
+    let backend = infra.backend();
+    let reason = infra.backend_reason().to_owned();
+    let ready_secs = infra.started_in().as_secs_f64();
+    let shared = std::sync::Arc::new(tokio::sync::Mutex::new(infra));
+    let api_stop = tokio_util::sync::CancellationToken::new();
+    let api = if args.no_api {
+        None
+    } else {
+        match infra::api::serve(shared.clone(), api_listen, api_stop.clone()).await {
+            Ok(served) => Some(served),
+            Err(e) => {
+                let _ = shared.lock().await.close().await;
+                return Err(e);
+            }
+        }
+    };
+    let api_url = api.as_ref().map(|(addr, _)| format!("http://{addr}"));
+    let json = serde_json::json!({
+        "backend": backend,
+        "backend_reason": reason,
+        "endpoints": endpoints,
+        "env": endpoints.env().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "fault_api": api_url,
+        "ready_secs": ready_secs,
+        "dependencies": status,
+    });
+    if let Some(url) = &api_url {
+        eprintln!("quiesce: fault API (Toxiproxy-compatible) at {url}");
+    }
+    if !args.json {
+        print!("{}", endpoints.shell_exports());
+        if let Some(url) = &api_url {
+            println!("export QUIESCE_FAULT_API='{url}'");
+        }
+    }
+    println!("{json}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let held = match args.hold {
+        Some(secs) => {
+            eprintln!("quiesce: holding for {secs} s (Ctrl-C stops earlier)");
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(secs)) => None,
+                event = signals.recv() => Some(event),
+            }
+        }
+        None => {
+            eprintln!("quiesce: holding until Ctrl-C");
+            Some(signals.recv().await)
+        }
+    };
+    if let Some(event) = held {
+        let name = match event {
+            SignalEvent::Interrupt => "Ctrl-C",
+            SignalEvent::Terminate => "SIGTERM",
+        };
+        eprintln!("quiesce: {name}: stopping (press Ctrl-C again to kill at once)");
+    }
+    api_stop.cancel();
+    let api_task = api.map(|(_, task)| task);
+    let abort = api_task.as_ref().map(|t| t.abort_handle());
+    let close = async {
+        if let Some(task) = api_task {
+            let _ = task.await;
+        }
+        shared.lock().await.close().await
+    };
+    tokio::select! {
+        closed = close => closed?,
+        _ = signals.recv() => {
+            eprintln!("quiesce: second signal: killing everything now");
+            // The API task holds a handle too; once it is gone, dropping ours drops the
+            // infrastructure, which kills the processes and removes the containers.
+            if let Some(abort) = abort {
+                abort.abort();
+            }
+            tokio::task::yield_now().await;
+            drop(shared);
+            return Ok(exit_codes::INTERRUPTED);
+        }
+    }
+    eprintln!("quiesce: stopped");
+    Ok(exit_codes::OK)
+}
+
+async fn images_build() -> Result<i32, InfraError> {
+    let config = {
+        let mut c = InfraConfig::default();
+        c.apply_env(|k| std::env::var(k).ok())?;
+        c
+    };
+    let built = images::build_local_images(&config).await?;
+    for image in &built {
+        eprintln!(
+            "quiesce: {} {} ({})",
+            image.name,
+            if image.reused { "up to date" } else { "built" },
+            image.source.display()
+        );
+    }
+    println!("{}", images::exports(&built));
+    Ok(exit_codes::OK)
+}

@@ -1,0 +1,39 @@
+//! Kafka invariants, checked the way Kafka's own client system tests check them.
+//!
+//! The harness writes sequence-numbered records to an input topic and keeps the ones the broker
+//! acknowledged (like Kafka's `VerifiableProducer`). The service under test reports what it
+//! processed by writing **one record per processed input** to an output topic:
+//!
+//! | field | value |
+//! |---|---|
+//! | key | the input record's key |
+//! | value | JSON `{"partition": P, "offset": O}`: where the input record was |
+//!
+//! That is the whole contract a service adopts to get the Kafka checks, with one setting: its
+//! consumer group starts from the earliest offset when nothing is committed
+//! (`auto.offset.reset=earliest`), since the judge counts uncommitted inputs as still to be
+//! consumed. After the stop the
+//! harness reads the output topic to its end and the committed offsets of the service's
+//! consumer group, and [`judge`] decides:
+//!
+//! - `offsets_committed`: after a clean stop, per partition, committed == last processed + 1
+//!   (Kafka's "last_commit == position"). Beyond it is a loss, short of it a redelivery; the
+//!   evidence names the partition and both offsets. After SIGKILL only a commit beyond what was
+//!   processed is a violation.
+//! - `no_message_loss`: every acknowledged input is processed, or at or after the committed
+//!   offset (so a restart consumes it): acked ⊆ consumed.
+//! - `no_redelivery`: no input processed twice.
+//!
+//! The read-back does not trust the broker's reported end of a topic alone: tansu 0.6.0 (the
+//! local backend's broker) reports a high watermark stuck near 10,001 while it serves, and has
+//! acknowledged, records far beyond it. Past the reported end the read-back goes on until the
+//! topic has been quiet for a second.
+
+mod client;
+mod judge;
+
+pub use client::{
+    AckedRecord, KafkaError, ProcessedRecord, committed_offsets, create_topic, produce_sequence,
+    read_processed,
+};
+pub use judge::{KafkaEvidence, StopKind, no_message_loss, no_redelivery, offsets_committed};

@@ -1,0 +1,104 @@
+//! A verdict for people and for machines: a terminal summary, JSON, and JUnit XML with one test
+//! case per check (so CI dashboards show each invariant).
+
+mod junit;
+mod terminal;
+
+pub use junit::junit_xml;
+pub use terminal::summary;
+
+use crate::verdict::Verdict;
+
+/// The verdict as pretty JSON.
+pub fn json(verdict: &Verdict) -> String {
+    serde_json::to_string_pretty(verdict).expect("a verdict always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::{CheckName, CheckResult, Outcome, TimelineEvent};
+
+    /// One of each outcome, with fixed times, so the reports are stable.
+    fn verdict() -> Verdict {
+        Verdict {
+            scenario: "event-pipeline".into(),
+            target: "./event-pipeline --workers 4".into(),
+            backend: "local".into(),
+            results: vec![
+                CheckResult {
+                    check: CheckName::StartsWithin,
+                    outcome: Outcome::pass("ready in 412 ms (deadline 30000 ms)"),
+                },
+                CheckResult {
+                    check: CheckName::StopsWithin,
+                    outcome: Outcome::violation(
+                        "stopped 7012 ms after SIGTERM, 2012 ms over the 5000 ms deadline",
+                        vec![],
+                    ),
+                },
+                CheckResult {
+                    check: CheckName::NoLeakedTasks,
+                    outcome: Outcome::violation(
+                        "2 leak signature line(s) in the target's output",
+                        vec![
+                            "out/stderr.log:14: Task was destroyed but it is pending!".into(),
+                            "out/stderr.log:15: task: <Task pending name='Task-3' coro=<flush()>>"
+                                .into(),
+                        ],
+                    ),
+                },
+                CheckResult {
+                    check: CheckName::NoLeakedThreads,
+                    outcome: Outcome::inconclusive("the target wrote no probe file"),
+                },
+                CheckResult {
+                    check: CheckName::NoOrphanProcesses,
+                    outcome: Outcome::Pass {
+                        detail: "nothing the target started outlived it".into(),
+                        limits: Some(
+                            "a process that cleared its environment & left the group".into(),
+                        ),
+                    },
+                },
+            ],
+            timeline: vec![
+                TimelineEvent {
+                    at_ms: 0,
+                    event: "started pid 4242".into(),
+                },
+                TimelineEvent {
+                    at_ms: 412,
+                    event: "ready".into(),
+                },
+            ],
+            interrupted: false,
+            target_log: Some("/tmp/quiesce-run-event-pipeline".into()),
+        }
+    }
+
+    #[test]
+    fn terminal_summary() {
+        insta::assert_snapshot!(summary(&verdict()));
+    }
+
+    #[test]
+    fn json_report() {
+        insta::assert_snapshot!(json(&verdict()));
+    }
+
+    #[test]
+    fn junit_report() {
+        insta::assert_snapshot!(junit_xml(&verdict()));
+    }
+
+    #[test]
+    fn verdict_words_and_exit_codes() {
+        let mut v = verdict();
+        assert_eq!((v.word(), v.exit_code()), ("VIOLATION", 1));
+        v.results.retain(|r| !r.outcome.is_violation());
+        assert_eq!((v.word(), v.exit_code()), ("PASS", 0));
+        v.interrupted = true;
+        assert_eq!((v.word(), v.exit_code()), ("INTERRUPTED", 130));
+    }
+}

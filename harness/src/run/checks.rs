@@ -1,0 +1,383 @@
+//! From what was observed to an outcome per check.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::scenario::{Scenario, StopSignal};
+use crate::target::{ReadyState, TargetExit, TargetRun};
+use crate::verdict::{CheckName, CheckResult, Outcome};
+
+/// Output lines that mean a task was leaked, whatever the scenario adds: what Python's asyncio
+/// prints when a pending task is garbage-collected or its exception was never looked at.
+pub const BUILTIN_LEAK_SIGNATURES: [&str; 2] = [
+    "Task was destroyed but it is pending!",
+    "Task exception was never retrieved",
+];
+
+/// How many matching lines a violation quotes.
+const QUOTED_LINES: usize = 10;
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+/// Decides every enabled check of `scenario` from `run`.
+pub fn evaluate(scenario: &Scenario, run: &TargetRun) -> Vec<CheckResult> {
+    scenario
+        .checks
+        .enabled()
+        .map(|check| CheckResult {
+            check,
+            outcome: decide(check, scenario, run),
+        })
+        .collect()
+}
+
+fn not_ready_reason(ready: &ReadyState) -> Option<String> {
+    match ready {
+        ReadyState::Ready { .. } => None,
+        ReadyState::Exited { status, .. } => {
+            Some(format!("the target exited before it was ready ({status})"))
+        }
+        ReadyState::TimedOut { .. } => Some("the target never became ready".to_owned()),
+        ReadyState::Interrupted => {
+            Some("the run was interrupted before the target was ready".to_owned())
+        }
+    }
+}
+
+fn decide(check: CheckName, scenario: &Scenario, run: &TargetRun) -> Outcome {
+    match check {
+        CheckName::StartsWithin => starts_within(scenario, run),
+        CheckName::StopsWithin => stops_within(scenario, run),
+        CheckName::ExitCode => exit_code(scenario, run),
+        CheckName::NoLeakedTasks => no_leaked_tasks(scenario, run),
+        CheckName::NoLeakedThreads => no_leaked_threads(run),
+        CheckName::NoOrphanProcesses => no_orphan_processes(run),
+    }
+}
+
+fn log_tail_evidence(run: &TargetRun) -> Vec<String> {
+    let mut evidence = Vec::new();
+    let streams = [("stdout", &run.stdout), ("stderr", &run.stderr)];
+    for (name, path) in streams
+        .into_iter()
+        .filter_map(|(n, p)| Some((n, p.as_ref()?)))
+    {
+        let tail = crate::process::log_tail(path, 5);
+        if !tail.trim().is_empty() {
+            evidence.push(format!("last lines of {name} ({}):", path.display()));
+            evidence.extend(tail.lines().map(|l| format!("  {l}")));
+        }
+    }
+    evidence
+}
+
+fn starts_within(scenario: &Scenario, run: &TargetRun) -> Outcome {
+    let deadline = scenario.checks.starts_within.params.deadline_ms;
+    match &run.ready {
+        ReadyState::Ready { after } => Outcome::pass(format!(
+            "ready in {} ms (deadline {deadline} ms)",
+            ms(*after)
+        )),
+        ReadyState::Exited { after, status } => {
+            let mut evidence = vec![format!("exited after {} ms with {status}", ms(*after))];
+            evidence.extend(log_tail_evidence(run));
+            Outcome::violation("exited before it was ready", evidence)
+        }
+        ReadyState::TimedOut { deadline } => {
+            let mut evidence = match &scenario.target {
+                crate::scenario::Target::Process(p) => vec![format!("ready probe: {:?}", p.ready)],
+                crate::scenario::Target::Graph(_) => {
+                    vec!["the graph never called ctx.ready()".to_owned()]
+                }
+            };
+            evidence.extend(log_tail_evidence(run));
+            Outcome::violation(format!("not ready within {} ms", ms(*deadline)), evidence)
+        }
+        ReadyState::Interrupted => {
+            Outcome::inconclusive("the run was interrupted before the target was ready")
+        }
+    }
+}
+
+fn stops_within(scenario: &Scenario, run: &TargetRun) -> Outcome {
+    let deadline = scenario.checks.stops_within.params.deadline_ms;
+    if let Some(reason) = not_ready_reason(&run.ready) {
+        return Outcome::inconclusive(format!("{reason}, so it was never asked to stop"));
+    }
+    if let Some(exit) = &run.exited_early {
+        return Outcome::inconclusive(format!(
+            "the target ended by itself before it was asked to stop ({})",
+            exit.describe()
+        ));
+    }
+    if run.interrupted {
+        return Outcome::inconclusive("the run was interrupted before the stop");
+    }
+    if run.killed_by_harness {
+        return Outcome::violation(
+            format!(
+                "still running {} ms after {}; the harness killed it",
+                scenario.stop.kill_after_ms, run.trigger
+            ),
+            vec![format!(
+                "deadline {deadline} ms; exceeded by at least {} ms",
+                scenario.stop.kill_after_ms.saturating_sub(deadline)
+            )],
+        );
+    }
+    let Some(measured) = run.stopped_after else {
+        return Outcome::inconclusive("the stop was not timed");
+    };
+    // The probe's settle wait happened inside the shutdown but is not the target's doing.
+    let settle = match &run.probe {
+        Some(Ok(report)) => Duration::from_millis(report.settle_ms).min(measured),
+        _ => Duration::ZERO,
+    };
+    let took = measured - settle;
+    let note = if settle.is_zero() {
+        String::new()
+    } else {
+        format!(
+            " ({} ms measured, less {} ms the probe waited)",
+            ms(measured),
+            ms(settle)
+        )
+    };
+    if ms(took) <= u128::from(deadline) {
+        Outcome::pass(format!(
+            "stopped {} ms after {}{note} (deadline {deadline} ms)",
+            ms(took),
+            run.trigger
+        ))
+    } else {
+        Outcome::violation(
+            format!(
+                "stopped {} ms after {}{note}, {} ms over the {deadline} ms deadline",
+                ms(took),
+                run.trigger,
+                ms(took) - u128::from(deadline)
+            ),
+            Vec::new(),
+        )
+    }
+}
+
+fn exit_code(scenario: &Scenario, run: &TargetRun) -> Outcome {
+    use std::os::unix::process::ExitStatusExt;
+    let expected = scenario.checks.exit_code.params.expected;
+    if let Some(reason) = not_ready_reason(&run.ready) {
+        return Outcome::inconclusive(reason);
+    }
+    if let Some(exit) = &run.exited_early {
+        return Outcome::violation(
+            format!(
+                "ended by itself before it was told to stop ({})",
+                exit.describe()
+            ),
+            log_tail_evidence(run),
+        );
+    }
+    if run.interrupted {
+        return Outcome::inconclusive("the run was interrupted before the stop");
+    }
+    if run.stop_signal == StopSignal::Kill {
+        return Outcome::inconclusive("stopped with SIGKILL: there is no clean exit to check");
+    }
+    if run.killed_by_harness {
+        return Outcome::violation(
+            format!(
+                "did not stop after {}; the harness had to kill it",
+                run.trigger
+            ),
+            Vec::new(),
+        );
+    }
+    let Some(exit) = &run.exit else {
+        return Outcome::inconclusive("no exit status was recorded");
+    };
+    let status = match exit {
+        TargetExit::Graph(Ok(())) => {
+            return Outcome::pass(format!("the graph returned Ok after {}", run.trigger));
+        }
+        TargetExit::Graph(Err(e)) => {
+            return Outcome::violation(
+                format!("the graph returned an error after {}", run.trigger),
+                vec![e.clone()],
+            );
+        }
+        TargetExit::Process(status) => status,
+    };
+    match (status.code(), status.signal()) {
+        (Some(code), _) if code == expected => {
+            Outcome::pass(format!("exit code {code} after {}", run.trigger))
+        }
+        (Some(code), _) => Outcome::violation(
+            format!(
+                "exit code {code} after {}, expected {expected}",
+                run.trigger
+            ),
+            log_tail_evidence(run),
+        ),
+        (None, Some(_)) => Outcome::violation(
+            format!(
+                "{} after {}: it does not handle the signal, so nothing ran on the way out",
+                exit.describe(),
+                run.trigger
+            ),
+            Vec::new(),
+        ),
+        _ => Outcome::inconclusive(format!("unrecognised exit status {status}")),
+    }
+}
+
+/// Lines of `path` that contain one of `signatures`, as `file:line: text`.
+fn matching_lines(path: Option<&PathBuf>, signatures: &[String]) -> Vec<String> {
+    let Some(path) = path else {
+        return Vec::new();
+    };
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| signatures.iter().any(|s| line.contains(s.as_str())))
+        .map(|(i, line)| format!("{}:{}: {}", path.display(), i + 1, line.trim()))
+        .collect()
+}
+
+/// The probe's verdict on tasks or threads, when it wrote one.
+fn from_probe(run: &TargetRun, what: &str) -> Option<Outcome> {
+    let report = match run.probe.as_ref()? {
+        Ok(report) => report,
+        Err(e) => {
+            return Some(Outcome::inconclusive(format!(
+                "the probe file is unreadable: {e}"
+            )));
+        }
+    };
+    let (alive, evidence): (u64, Vec<String>) = if what == "tasks" {
+        let items = report.tasks.items.iter().flat_map(|t| {
+            let head = format!("task `{}` at {}", t.name, t.location);
+            std::iter::once(head).chain(t.stack.iter().map(|f| format!("  {f}")))
+        });
+        (report.tasks.alive, items.take(4 * QUOTED_LINES).collect())
+    } else {
+        let items = report.threads.items.iter().map(|t| {
+            format!(
+                "thread `{}`{}",
+                t.name,
+                if t.daemon { " (daemon)" } else { "" }
+            )
+        });
+        (report.threads.alive, items.take(QUOTED_LINES).collect())
+    };
+    Some(if alive == 0 {
+        Outcome::pass(format!(
+            "0 {what} alive when shutdown completed ({} probe)",
+            report.runtime
+        ))
+    } else {
+        Outcome::violation(
+            format!("{alive} {what} still alive when shutdown completed"),
+            evidence,
+        )
+    })
+}
+
+fn no_leaked_tasks(scenario: &Scenario, run: &TargetRun) -> Outcome {
+    let from_probe = from_probe(run, "tasks");
+    if let Some(outcome @ Outcome::Violation { .. }) = &from_probe {
+        return outcome.clone();
+    }
+    let signatures: Vec<String> = BUILTIN_LEAK_SIGNATURES
+        .iter()
+        .map(|s| s.to_string())
+        .chain(
+            scenario
+                .checks
+                .no_leaked_tasks
+                .params
+                .signatures
+                .iter()
+                .cloned(),
+        )
+        .collect();
+    if run.stdout.is_none() && from_probe.is_none() {
+        return Outcome::inconclusive(GRAPH_NOT_INSPECTED);
+    }
+    let mut hits = matching_lines(run.stdout.as_ref(), &signatures);
+    hits.extend(matching_lines(run.stderr.as_ref(), &signatures));
+    if hits.is_empty() {
+        if let Some(outcome) = from_probe {
+            return outcome;
+        }
+        if run.killed_by_harness || run.stop_signal == StopSignal::Kill {
+            return Outcome::inconclusive(
+                "the target was killed, so it printed nothing on the way out (and wrote no probe file)",
+            );
+        }
+        if run.interrupted {
+            return Outcome::inconclusive("the run was interrupted; shutdown output is incomplete");
+        }
+        return Outcome::Pass {
+            detail: format!("no leak signature in the target's output ({} signatures)", signatures.len()),
+            limits: Some(
+                "tasks inside a process are counted only by a target-side probe writing QUIESCE_PROBE_FILE; \
+                 this target wrote none"
+                    .to_owned(),
+            ),
+        };
+    }
+    let total = hits.len();
+    let mut evidence: Vec<String> = hits.into_iter().take(QUOTED_LINES).collect();
+    if total > QUOTED_LINES {
+        evidence.push(format!("… and {} more", total - QUOTED_LINES));
+    }
+    Outcome::violation(
+        format!("{total} leak signature line(s) in the target's output"),
+        evidence,
+    )
+}
+
+/// Why an in-process graph's tasks and threads could not be counted.
+const GRAPH_NOT_INSPECTED: &str = "the graph did not return, so its runtime could not be inspected";
+
+fn no_leaked_threads(run: &TargetRun) -> Outcome {
+    if let Some(outcome) = from_probe(run, "threads") {
+        return outcome;
+    }
+    if run.stdout.is_none() {
+        return Outcome::inconclusive(GRAPH_NOT_INSPECTED);
+    }
+    if run.interrupted {
+        return Outcome::inconclusive("the run was interrupted");
+    }
+    Outcome::inconclusive(
+        "the threads of a process target are visible only to a target-side probe writing \
+         QUIESCE_PROBE_FILE when its shutdown completes; this target wrote none",
+    )
+}
+
+fn no_orphan_processes(run: &TargetRun) -> Outcome {
+    let Some(orphans) = &run.orphans else {
+        return Outcome::inconclusive(
+            "child processes of an in-process graph are not tracked (they share the harness's environment)",
+        );
+    };
+    if orphans.is_empty() {
+        return Outcome::pass("nothing the target started outlived it");
+    }
+    Outcome::violation(
+        format!(
+            "{} process(es) outlived the target (killed by the harness)",
+            orphans.len()
+        ),
+        orphans
+            .iter()
+            .map(|o| format!("pid {} (parent {}): {}", o.pid, o.ppid, o.command))
+            .collect(),
+    )
+}

@@ -1,0 +1,168 @@
+//! The `[checks]` table: each check is `true`, `false` or a table of its parameters, and every
+//! check is on unless turned off.
+
+use std::marker::PhantomData;
+
+use serde::de::{MapAccess, Visitor, value::MapAccessDeserializer};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::verdict::CheckName;
+
+/// One check: whether it runs, and its parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Check<T> {
+    pub enabled: bool,
+    pub params: T,
+}
+
+impl<T: Default> Default for Check<T> {
+    fn default() -> Self {
+        Check {
+            enabled: true,
+            params: T::default(),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Check<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CheckVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for CheckVisitor<T> {
+            type Value = Check<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or a table of the check's parameters")
+            }
+
+            fn visit_bool<E>(self, enabled: bool) -> Result<Check<T>, E> {
+                Ok(Check {
+                    enabled,
+                    params: T::default(),
+                })
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Check<T>, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(|params| Check {
+                    enabled: true,
+                    params,
+                })
+            }
+        }
+        d.deserialize_any(CheckVisitor(PhantomData))
+    }
+}
+
+/// For checks without parameters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartsWithinParams {
+    /// From start to ready (default 30 s, seed 001).
+    #[serde(default = "default_start_deadline")]
+    pub deadline_ms: u64,
+}
+
+fn default_start_deadline() -> u64 {
+    30_000
+}
+
+impl Default for StartsWithinParams {
+    fn default() -> Self {
+        StartsWithinParams {
+            deadline_ms: default_start_deadline(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopsWithinParams {
+    /// From the stop signal to the process gone (default 5 s, seed 001).
+    #[serde(default = "default_stop_deadline")]
+    pub deadline_ms: u64,
+}
+
+fn default_stop_deadline() -> u64 {
+    5_000
+}
+
+impl Default for StopsWithinParams {
+    fn default() -> Self {
+        StopsWithinParams {
+            deadline_ms: default_stop_deadline(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitCodeParams {
+    /// The exit code a clean stop must give.
+    #[serde(default)]
+    pub expected: i32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeakedTasksParams {
+    /// Lines in the target's output that mean a task was leaked, besides the built-in ones
+    /// (Python asyncio's).
+    #[serde(default)]
+    pub signatures: Vec<String>,
+}
+
+/// The `[checks]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChecksConfig {
+    #[serde(default)]
+    pub starts_within: Check<StartsWithinParams>,
+    #[serde(default)]
+    pub stops_within: Check<StopsWithinParams>,
+    #[serde(default)]
+    pub exit_code: Check<ExitCodeParams>,
+    #[serde(default)]
+    pub no_leaked_tasks: Check<LeakedTasksParams>,
+    #[serde(default)]
+    pub no_leaked_threads: Check<NoParams>,
+    #[serde(default)]
+    pub no_orphan_processes: Check<NoParams>,
+}
+
+impl ChecksConfig {
+    pub fn is_enabled(&self, check: CheckName) -> bool {
+        match check {
+            CheckName::StartsWithin => self.starts_within.enabled,
+            CheckName::StopsWithin => self.stops_within.enabled,
+            CheckName::ExitCode => self.exit_code.enabled,
+            CheckName::NoLeakedTasks => self.no_leaked_tasks.enabled,
+            CheckName::NoLeakedThreads => self.no_leaked_threads.enabled,
+            CheckName::NoOrphanProcesses => self.no_orphan_processes.enabled,
+        }
+    }
+
+    /// The checks that run, in report order.
+    pub fn enabled(&self) -> impl Iterator<Item = CheckName> + '_ {
+        CheckName::ALL.into_iter().filter(|c| self.is_enabled(*c))
+    }
+
+    /// Only `checks` on.
+    pub fn only(checks: &[CheckName]) -> Self {
+        let mut config = ChecksConfig::default();
+        for check in CheckName::ALL {
+            let on = checks.contains(&check);
+            match check {
+                CheckName::StartsWithin => config.starts_within.enabled = on,
+                CheckName::StopsWithin => config.stops_within.enabled = on,
+                CheckName::ExitCode => config.exit_code.enabled = on,
+                CheckName::NoLeakedTasks => config.no_leaked_tasks.enabled = on,
+                CheckName::NoLeakedThreads => config.no_leaked_threads.enabled = on,
+                CheckName::NoOrphanProcesses => config.no_orphan_processes.enabled = on,
+            }
+        }
+        config
+    }
+}

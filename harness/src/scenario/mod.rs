@@ -1,0 +1,475 @@
+//! Scenarios: what to run, how to stop it, and what to check, from a TOML file or a builder.
+//!
+//! ```toml
+//! name = "api-clean-stop"
+//!
+//! [infra]
+//! backend = "local"
+//!
+//! [target]
+//! command = ["python3", "service.py"]     # any executable; endpoints come as QUIESCE_* variables
+//! env = { LOG_LEVEL = "info" }
+//! ready = { log = "listening on" }        # or { http = "http://127.0.0.1:8080/ready" }, { tcp = "127.0.0.1:8080" }
+//!
+//! [stop]
+//! signal = "TERM"                         # TERM, INT or KILL
+//! after_ms = 1000                         # how long the target runs once ready
+//! kill_after_ms = 10000                   # SIGKILL if it is still running this long after the signal
+//!
+//! [checks]                                # every check is on unless turned off
+//! stops_within = { deadline_ms = 5000 }
+//! exit_code = { expected = 0 }
+//! no_leaked_tasks = { signatures = ["goroutine leak"] }
+//! no_leaked_threads = false
+//! ```
+//!
+//! Unknown keys and unknown checks are errors with file, line and column.
+
+mod checks;
+
+pub use checks::{
+    Check, ChecksConfig, ExitCodeParams, LeakedTasksParams, NoParams, StartsWithinParams,
+    StopsWithinParams,
+};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::infra::{ConfigError, InfraConfig, toml_error};
+
+/// The signal that asks the target to stop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum StopSignal {
+    /// SIGTERM: what container runtimes and Kubernetes send.
+    #[default]
+    Term,
+    /// SIGINT: Ctrl-C.
+    Int,
+    /// SIGKILL: a crash; nothing runs on the way out.
+    Kill,
+}
+
+impl StopSignal {
+    pub fn as_nix(self) -> nix::sys::signal::Signal {
+        match self {
+            StopSignal::Term => nix::sys::signal::Signal::SIGTERM,
+            StopSignal::Int => nix::sys::signal::Signal::SIGINT,
+            StopSignal::Kill => nix::sys::signal::Signal::SIGKILL,
+        }
+    }
+}
+
+impl fmt::Display for StopSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StopSignal::Term => "SIGTERM",
+            StopSignal::Int => "SIGINT",
+            StopSignal::Kill => "SIGKILL",
+        })
+    }
+}
+
+impl std::str::FromStr for StopSignal {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let upper = s.trim().to_ascii_uppercase();
+        match upper.strip_prefix("SIG").unwrap_or(&upper) {
+            "TERM" => Ok(StopSignal::Term),
+            "INT" => Ok(StopSignal::Int),
+            "KILL" => Ok(StopSignal::Kill),
+            _ => Err(format!("unknown signal `{s}` (expected TERM, INT or KILL)")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StopSignal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// When a process target counts as started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ReadyProbe {
+    /// A line of its stdout or stderr matches this regular expression.
+    Log(String),
+    /// This URL answers `200` (GET).
+    Http(String),
+    /// This `host:port` accepts a TCP connection.
+    Tcp(String),
+    /// As soon as it runs.
+    Started(bool),
+}
+
+/// An executable to run as the target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessTarget {
+    /// Program and arguments.
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory, relative to the scenario file's folder.
+    pub cwd: Option<PathBuf>,
+    /// When it counts as started; default: as soon as it runs.
+    #[serde(default = "default_ready")]
+    pub ready: ReadyProbe,
+}
+
+fn default_ready() -> ReadyProbe {
+    ReadyProbe::Started(true)
+}
+
+/// What runs: a process (from a file or the builder), or an in-process graph (builder only:
+/// a file cannot name Rust code).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    Process(ProcessTarget),
+    Graph(crate::target::Graph),
+}
+
+impl Target {
+    /// For report headings: the command line, or `graph NAME`.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Process(p) => p.command.join(" "),
+            Target::Graph(g) => format!("graph `{}`", g.name()),
+        }
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Target::Process(p) => p.serialize(s),
+            Target::Graph(g) => s.serialize_str(&format!("graph {}", g.name())),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ProcessTarget::deserialize(d).map(Target::Process)
+    }
+}
+
+/// How the run ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopPlan {
+    #[serde(default)]
+    pub signal: StopSignal,
+    /// Milliseconds the target runs once ready, before the signal.
+    #[serde(default = "default_after_ms")]
+    pub after_ms: u64,
+    /// Milliseconds after the signal before the harness kills the process group.
+    #[serde(default = "default_kill_after_ms")]
+    pub kill_after_ms: u64,
+}
+
+fn default_after_ms() -> u64 {
+    1_000
+}
+
+fn default_kill_after_ms() -> u64 {
+    10_000
+}
+
+impl Default for StopPlan {
+    fn default() -> Self {
+        StopPlan {
+            signal: StopSignal::Term,
+            after_ms: default_after_ms(),
+            kill_after_ms: default_kill_after_ms(),
+        }
+    }
+}
+
+impl StopPlan {
+    pub fn after(&self) -> Duration {
+        Duration::from_millis(self.after_ms)
+    }
+
+    pub fn kill_after(&self) -> Duration {
+        Duration::from_millis(self.kill_after_ms)
+    }
+}
+
+/// A whole scenario.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Defaults to the file's stem.
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub infra: InfraConfig,
+    pub target: Target,
+    #[serde(default)]
+    pub stop: StopPlan,
+    #[serde(default)]
+    pub checks: ChecksConfig,
+    /// The folder relative paths are resolved against (the file's folder).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses scenario text; `path` names it in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Scenario, ConfigError> {
+        let mut scenario: Scenario =
+            toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+        if scenario.name.is_empty() {
+            scenario.name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "scenario".to_owned());
+        }
+        scenario.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        scenario.validate(&path.display().to_string())?;
+        Ok(scenario)
+    }
+
+    /// Checks what serde cannot: an empty command, a bad regular expression.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |message: String| ConfigError::Value {
+            origin: origin.to_owned(),
+            message,
+        };
+        for signature in &self.checks.no_leaked_tasks.params.signatures {
+            if signature.is_empty() {
+                return Err(bad(
+                    "[checks] no_leaked_tasks has an empty signature".to_owned()
+                ));
+            }
+        }
+        let Target::Process(target) = &self.target else {
+            return Ok(());
+        };
+        if target.command.first().is_none_or(|c| c.is_empty()) {
+            return Err(bad(
+                "[target] command is empty (hint: command = [\"./my-service\"])".to_owned(),
+            ));
+        }
+        match &target.ready {
+            ReadyProbe::Log(pattern) => {
+                regex::Regex::new(pattern).map_err(|e| {
+                    bad(format!(
+                        "[target] ready.log is not a regular expression: {e}"
+                    ))
+                })?;
+            }
+            ReadyProbe::Http(url) if !url.starts_with("http://") => {
+                return Err(bad(format!(
+                    "[target] ready.http `{url}` must be an http:// URL"
+                )));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A scenario that runs `command` with every check on, on the default backend.
+    pub fn builder(
+        name: impl Into<String>,
+        command: impl IntoIterator<Item = impl Into<String>>,
+    ) -> ScenarioBuilder {
+        Self::with_target(
+            name,
+            Target::Process(ProcessTarget {
+                command: command.into_iter().map(Into::into).collect(),
+                env: BTreeMap::new(),
+                cwd: None,
+                ready: default_ready(),
+            }),
+        )
+    }
+
+    /// A scenario that runs an in-process `graph` with every check on.
+    pub fn graph(name: impl Into<String>, graph: crate::target::Graph) -> ScenarioBuilder {
+        Self::with_target(name, Target::Graph(graph))
+    }
+
+    fn with_target(name: impl Into<String>, target: Target) -> ScenarioBuilder {
+        ScenarioBuilder {
+            scenario: Scenario {
+                name: name.into(),
+                infra: InfraConfig::default(),
+                target,
+                stop: StopPlan::default(),
+                checks: ChecksConfig::default(),
+                base_dir: PathBuf::from("."),
+            },
+            process_only: Vec::new(),
+        }
+    }
+}
+
+/// Builds a [`Scenario`] in Rust, with the same defaults as a file.
+///
+/// ```
+/// use quiesce::scenario::{ReadyProbe, Scenario, StopSignal};
+/// let scenario = Scenario::builder("clean", ["./my-service"])
+///     .ready(ReadyProbe::Log("listening".into()))
+///     .stop_signal(StopSignal::Int)
+///     .run_for_ms(500)
+///     .build()
+///     .unwrap();
+/// assert_eq!(scenario.checks.stops_within.params.deadline_ms, 5_000);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ScenarioBuilder {
+    scenario: Scenario,
+    /// Settings made that only a process target has (an error for a graph).
+    process_only: Vec<&'static str>,
+}
+
+impl ScenarioBuilder {
+    pub fn infra(mut self, infra: InfraConfig) -> Self {
+        self.scenario.infra = infra;
+        self
+    }
+
+    /// A variable for a process target.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        match &mut self.scenario.target {
+            Target::Process(p) => {
+                p.env.insert(key.into(), value.into());
+            }
+            Target::Graph(_) => self.process_only.push("env"),
+        }
+        self
+    }
+
+    /// When a process target counts as ready (a graph says so itself).
+    pub fn ready(mut self, ready: ReadyProbe) -> Self {
+        match &mut self.scenario.target {
+            Target::Process(p) => p.ready = ready,
+            Target::Graph(_) => self.process_only.push("ready"),
+        }
+        self
+    }
+
+    pub fn stop_signal(mut self, signal: StopSignal) -> Self {
+        self.scenario.stop.signal = signal;
+        self
+    }
+
+    pub fn run_for_ms(mut self, ms: u64) -> Self {
+        self.scenario.stop.after_ms = ms;
+        self
+    }
+
+    pub fn kill_after_ms(mut self, ms: u64) -> Self {
+        self.scenario.stop.kill_after_ms = ms;
+        self
+    }
+
+    pub fn checks(mut self, checks: ChecksConfig) -> Self {
+        self.scenario.checks = checks;
+        self
+    }
+
+    pub fn base_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.scenario.base_dir = dir.into();
+        self
+    }
+
+    /// Validates and returns the scenario.
+    pub fn build(self) -> Result<Scenario, ConfigError> {
+        self.scenario
+            .validate(&format!("scenario `{}`", self.scenario.name))?;
+        Ok(self.scenario)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Scenario, ConfigError> {
+        Scenario::parse(Path::new("dir/s.toml"), text)
+    }
+
+    #[test]
+    fn minimal_file_gets_every_check_and_the_defaults() {
+        let s = parse("[target]\ncommand = [\"./svc\"]\n").unwrap();
+        assert_eq!(s.name, "s");
+        assert_eq!(s.base_dir, Path::new("dir"));
+        assert_eq!(s.stop, StopPlan::default());
+        let Target::Process(target) = &s.target else {
+            unreachable!()
+        };
+        assert_eq!(target.ready, ReadyProbe::Started(true));
+        assert!(s.checks.enabled().count() == crate::verdict::CheckName::ALL.len());
+    }
+
+    #[test]
+    fn checks_take_true_false_or_parameters() {
+        let s = parse(
+            "[target]\ncommand = [\"x\"]\nready = { log = \"up$\" }\n[stop]\nsignal = \"SIGINT\"\n\
+             [checks]\nno_leaked_threads = false\nstops_within = { deadline_ms = 250 }\nexit_code = true\n",
+        )
+        .unwrap();
+        assert!(!s.checks.no_leaked_threads.enabled);
+        assert_eq!(s.checks.stops_within.params.deadline_ms, 250);
+        assert!(s.checks.exit_code.enabled);
+        assert_eq!(s.stop.signal, StopSignal::Int);
+        let Target::Process(target) = &s.target else {
+            unreachable!()
+        };
+        assert_eq!(target.ready, ReadyProbe::Log("up$".into()));
+    }
+
+    #[test]
+    fn unknown_check_is_an_error_with_line_and_column() {
+        let err = parse("[target]\ncommand = [\"x\"]\n[checks]\nno_leaks = true\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("dir/s.toml:4:1: unknown field `no_leaks`, expected one of"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = parse("[target]\ncommand = [\"x\"]\n[stop]\nsignal = \"HUP\"\n").unwrap_err();
+        assert!(err.to_string().contains("unknown signal `HUP`"), "{err}");
+        let err = parse("[target]\ncommand = []\n").unwrap_err();
+        assert!(err.to_string().contains("command is empty"), "{err}");
+        let err = parse("[target]\ncommand = [\"x\"]\nready = { log = \"(\" }\n").unwrap_err();
+        assert!(
+            err.to_string().contains("not a regular expression"),
+            "{err}"
+        );
+        let err =
+            parse("[target]\ncommand = [\"x\"]\n[checks]\nexit_code = \"yes\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("dir/s.toml:4:13: invalid type"),
+            "{err}"
+        );
+        let err = parse("[target]\ncommand = [\"x\"]\nready = { smoke = \"x\" }\n").unwrap_err();
+        assert!(err.to_string().contains("unknown variant `smoke`"), "{err}");
+        let err = parse("[target]\n").unwrap_err();
+        assert!(err.to_string().contains("missing field `command`"), "{err}");
+    }
+}

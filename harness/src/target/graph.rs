@@ -1,0 +1,361 @@
+//! An in-process target: a Rust service graph on a tokio runtime the harness builds and owns.
+//!
+//! The graph gets the endpoints and one shutdown trigger, a `CancellationToken` ("container
+//! close is the only shutdown signal", seed 000), says when it is ready, and returns when it has
+//! stopped. The runtime runs on a thread of its own, so once the graph has returned the harness
+//! can still look inside it: how many tasks are alive (`RuntimeMetrics::num_alive_tasks`, after
+//! a settle budget like goleak's) and which OS threads the graph started that are still running
+//! (every thread of the process that is neither the runtime's own nor there before the graph
+//! started).
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::infra::Endpoints;
+use crate::scenario::{StopPlan, StopSignal};
+use crate::signal::SignalHandler;
+use crate::target::{
+    ProbeReport, ProbeSet, ProbeTask, ProbeThread, ReadyState, TargetExit, TargetRun,
+};
+
+/// Names of the graph runtime's threads (`/proc` shows the first 15 bytes).
+const RUNTIME_THREADS: &str = "quiesce-graph";
+/// The thread that drives the graph's runtime.
+const DRIVER_THREAD: &str = "quiesce-driver";
+/// Threads of the harness's own runtime, which may start while the graph runs (tokio's default
+/// names, old and new, cut to 15 bytes).
+const HARNESS_THREADS: [&str; 2] = ["tokio-runtime-w", "tokio-rt-worker"];
+/// How long the harness waits for the count once the graph has returned.
+const COUNT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a graph is given.
+pub struct GraphContext {
+    /// Where Kafka and Redis are (the proxies).
+    pub endpoints: Endpoints,
+    /// The one shutdown trigger: cancelled when the harness stops the graph.
+    pub shutdown: CancellationToken,
+    ready: Option<oneshot::Sender<()>>,
+}
+
+impl GraphContext {
+    /// Says the graph is ready (what `/ready` would say). Later calls do nothing.
+    pub fn ready(&mut self) {
+        if let Some(tx) = self.ready.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+type GraphFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// A service graph the harness can start, as often as it likes.
+///
+/// ```
+/// use quiesce::target::Graph;
+/// let graph = Graph::new("ticker", |mut ctx| async move {
+///     let tracker = tokio_util::task::TaskTracker::new();
+///     let token = ctx.shutdown.clone();
+///     tracker.spawn(async move { token.cancelled().await });
+///     ctx.ready();
+///     ctx.shutdown.cancelled().await;
+///     tracker.close();
+///     tracker.wait().await;
+///     Ok(())
+/// });
+/// assert_eq!(graph.name(), "ticker");
+/// ```
+#[derive(Clone)]
+pub struct Graph {
+    name: String,
+    start: Arc<dyn Fn(GraphContext) -> GraphFuture + Send + Sync>,
+}
+
+impl Graph {
+    /// `start` builds and runs the graph until it has stopped.
+    pub fn new<F, Fut>(name: impl Into<String>, start: F) -> Self
+    where
+        F: Fn(GraphContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        Graph {
+            name: name.into(),
+            start: Arc::new(move |ctx| Box::pin(start(ctx))),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Graph({})", self.name)
+    }
+}
+
+impl PartialEq for Graph {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.start, &other.start)
+    }
+}
+
+fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// Threads started since `baseline` that are not the runtime's or the harness's.
+fn leftover_threads(
+    baseline: &HashSet<u32>,
+    runtime: &Mutex<HashSet<u32>>,
+    driver: u32,
+) -> Vec<ProbeThread> {
+    let runtime = runtime.lock().unwrap_or_else(|e| e.into_inner());
+    quiesce_soak::own_threads()
+        .into_iter()
+        .filter(|(tid, name)| {
+            !baseline.contains(tid)
+                && !runtime.contains(tid)
+                && *tid != driver
+                && !HARNESS_THREADS.iter().any(|p| name.starts_with(p))
+        })
+        .map(|(_, name)| ProbeThread {
+            name,
+            daemon: false,
+        })
+        .collect()
+}
+
+/// Drives the graph on its own runtime, on this (dedicated) thread.
+fn drive(
+    graph: Graph,
+    ctx: GraphContext,
+    baseline: HashSet<u32>,
+    returned: oneshot::Sender<(Result<(), String>, Instant)>,
+    counted: oneshot::Sender<ProbeReport>,
+) {
+    let runtime_tids = Arc::new(Mutex::new(HashSet::new()));
+    let (on_start, on_stop) = (runtime_tids.clone(), runtime_tids.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(RUNTIME_THREADS)
+        .enable_all()
+        .on_thread_start(move || {
+            on_start
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(gettid());
+        })
+        .on_thread_stop(move || {
+            on_stop
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&gettid());
+        })
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = returned.send((
+                Err(format!("cannot build the graph's runtime: {e}")),
+                Instant::now(),
+            ));
+            return;
+        }
+    };
+    let result = runtime.block_on(async move {
+        std::panic::AssertUnwindSafe((graph.start)(ctx))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let text = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(format!("panicked: {text}"))
+            })
+    });
+    let _ = returned.send((result, Instant::now()));
+
+    // The graph says it has stopped: what is still alive on its runtime is a leak, once tasks
+    // finishing their own cancellation have had a moment.
+    let metrics = runtime.metrics();
+    let driver = gettid();
+    let mut pause = Duration::from_millis(1);
+    for _ in 0..20 {
+        if metrics.num_alive_tasks() == 0
+            && leftover_threads(&baseline, &runtime_tids, driver).is_empty()
+        {
+            break;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    let alive = metrics.num_alive_tasks() as u64;
+    let threads = leftover_threads(&baseline, &runtime_tids, driver);
+    let _ = counted.send(ProbeReport {
+        schema: 1,
+        runtime: "tokio, in-process".to_owned(),
+        // The wait happened after the graph returned, outside the measured stop.
+        settle_ms: 0,
+        tasks: ProbeSet {
+            alive,
+            items: (0..alive)
+                .map(|i| ProbeTask {
+                    name: format!("task {}", i + 1),
+                    location: "unknown (spawn locations need --cfg tokio_unstable)".to_owned(),
+                    stack: Vec::new(),
+                })
+                .collect(),
+        },
+        threads: ProbeSet {
+            alive: threads.len() as u64,
+            items: threads,
+        },
+    });
+    // Leaked tasks are dropped here; leaked threads are the graph's to end.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}
+
+/// Runs `graph` through start, ready, the run and the stop, and counts what it left alive.
+pub async fn run_graph(
+    graph: &Graph,
+    endpoints: Endpoints,
+    stop: &StopPlan,
+    ready_timeout: Duration,
+    signals: &mut SignalHandler,
+) -> std::io::Result<TargetRun> {
+    let (ready_tx, mut ready_rx) = oneshot::channel();
+    let (returned_tx, mut returned_rx) = oneshot::channel();
+    let (counted_tx, counted_rx) = oneshot::channel();
+    let shutdown = CancellationToken::new();
+    let ctx = GraphContext {
+        endpoints,
+        shutdown: shutdown.clone(),
+        ready: Some(ready_tx),
+    };
+    let baseline: HashSet<u32> = quiesce_soak::own_threads()
+        .into_iter()
+        .map(|(tid, _)| tid)
+        .collect();
+    let started = Instant::now();
+    let mut timeline = Vec::new();
+    let mut note = |what: String| timeline.push((started.elapsed().as_millis() as u64, what));
+    let graph_for_thread = graph.clone();
+    std::thread::Builder::new()
+        .name(DRIVER_THREAD.to_owned())
+        .spawn(move || drive(graph_for_thread, ctx, baseline, returned_tx, counted_tx))?;
+    note(format!("started graph `{}`", graph.name()));
+
+    let mut run = TargetRun {
+        ready: ReadyState::Interrupted,
+        exited_early: None,
+        stop_sent_at: None,
+        stop_signal: StopSignal::Term,
+        trigger: "the shutdown token".to_owned(),
+        stopped_after: None,
+        killed_by_harness: false,
+        exit: None,
+        orphans: None,
+        probe: None,
+        stdout: None,
+        stderr: None,
+        interrupted: false,
+        timeline: Vec::new(),
+    };
+    let mut returned: Option<(Result<(), String>, Instant)> = None;
+
+    // 1. Ready, returned, timed out, or Ctrl-C. A dropped ready sender means only that the
+    //    graph will never say it is ready (a closure may not even capture it), not that it
+    //    returned: that is `returned_rx`'s to say.
+    let deadline = tokio::time::sleep(ready_timeout);
+    tokio::pin!(deadline);
+    let mut ready_dropped = false;
+    run.ready = loop {
+        tokio::select! {
+            ready = &mut ready_rx, if !ready_dropped => match ready {
+                Ok(()) => break ReadyState::Ready { after: started.elapsed() },
+                Err(_) => ready_dropped = true,
+            },
+            result = &mut returned_rx => {
+                let result = result.unwrap_or((Err("the graph's thread died".into()), Instant::now()));
+                let status = TargetExit::Graph(result.0.clone()).describe();
+                returned = Some(result);
+                break ReadyState::Exited { after: started.elapsed(), status };
+            }
+            () = &mut deadline => break ReadyState::TimedOut { deadline: ready_timeout },
+            _ = signals.recv() => break ReadyState::Interrupted,
+        }
+    };
+    let mut interrupted = run.ready == ReadyState::Interrupted;
+    note(format!("{:?}", run.ready));
+
+    // 2. Run for `after`, unless it returns or Ctrl-C comes.
+    if matches!(run.ready, ReadyState::Ready { .. }) {
+        tokio::select! {
+            () = tokio::time::sleep(stop.after()) => {}
+            result = &mut returned_rx => {
+                let result = result.unwrap_or((Err("the graph's thread died".into()), Instant::now()));
+                note(format!("returned by itself ({})", TargetExit::Graph(result.0.clone()).describe()));
+                run.exited_early = Some(TargetExit::Graph(result.0.clone()));
+                returned = Some(result);
+            }
+            _ = signals.recv() => {
+                interrupted = true;
+                note("interrupted (Ctrl-C)".to_owned());
+            }
+        }
+    }
+
+    // 3. Stop: cancel the token and wait for the graph to return.
+    if returned.is_none() {
+        let sent = Instant::now();
+        shutdown.cancel();
+        note("cancelled the shutdown token".to_owned());
+        if matches!(run.ready, ReadyState::Ready { .. }) && !interrupted {
+            run.stop_sent_at = Some(sent.duration_since(started));
+        }
+        let waited = tokio::select! {
+            result = tokio::time::timeout(stop.kill_after(), &mut returned_rx) => result.ok(),
+            _ = signals.recv() => { interrupted = true; None }
+        };
+        match waited {
+            Some(result) => {
+                let result =
+                    result.unwrap_or((Err("the graph's thread died".into()), Instant::now()));
+                if run.stop_sent_at.is_some() {
+                    run.stopped_after = Some(result.1.saturating_duration_since(sent));
+                }
+                note(format!(
+                    "returned ({})",
+                    TargetExit::Graph(result.0.clone()).describe()
+                ));
+                returned = Some(result);
+            }
+            None => {
+                // A runtime cannot be killed: the graph and its thread are abandoned.
+                run.killed_by_harness = !interrupted;
+                note("did not return; abandoned".to_owned());
+            }
+        }
+    }
+    if let Some((result, _)) = returned {
+        run.exit = Some(TargetExit::Graph(result));
+        run.probe = match tokio::time::timeout(COUNT_TIMEOUT, counted_rx).await {
+            Ok(Ok(report)) => Some(Ok(report)),
+            _ => Some(Err("the graph's runtime could not be inspected".to_owned())),
+        };
+    }
+    run.interrupted = interrupted;
+    run.timeline = timeline;
+    Ok(run)
+}

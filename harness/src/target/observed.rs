@@ -1,0 +1,76 @@
+//! What the harness saw of one run of a target, whatever kind of target it was.
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use crate::scenario::StopSignal;
+use crate::target::{OrphanProcess, ProbeReport};
+
+/// How the wait for readiness ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadyState {
+    Ready {
+        after: Duration,
+    },
+    /// It exited (or the graph returned) before it was ready.
+    Exited {
+        after: Duration,
+        status: String,
+    },
+    /// Not ready by the deadline.
+    TimedOut {
+        deadline: Duration,
+    },
+    /// Ctrl-C came first.
+    Interrupted,
+}
+
+/// How a target ended.
+#[derive(Debug)]
+pub enum TargetExit {
+    /// A process's exit status.
+    Process(ExitStatus),
+    /// What an in-process graph returned.
+    Graph(Result<(), String>),
+}
+
+impl TargetExit {
+    /// In words: `exit code 3`, `killed by SIGTERM`, `returned Ok`, `returned an error: …`.
+    pub fn describe(&self) -> String {
+        match self {
+            TargetExit::Process(status) => crate::target::process::describe_status(status),
+            TargetExit::Graph(Ok(())) => "returned Ok".to_owned(),
+            TargetExit::Graph(Err(e)) => format!("returned an error: {e}"),
+        }
+    }
+}
+
+/// Everything observed about one run of a target.
+#[derive(Debug)]
+pub struct TargetRun {
+    pub ready: ReadyState,
+    /// Ended on its own after ready and before the stop.
+    pub exited_early: Option<TargetExit>,
+    /// When the stop was asked for, counted from the start.
+    pub stop_sent_at: Option<Duration>,
+    pub stop_signal: StopSignal,
+    /// How the stop was asked for, in reports: `SIGTERM`, `the shutdown token`.
+    pub trigger: String,
+    /// From the stop request to the target gone (a process exited, a graph returned).
+    pub stopped_after: Option<Duration>,
+    /// The target did not stop by `kill_after`: a process was killed, a graph abandoned.
+    pub killed_by_harness: bool,
+    pub exit: Option<TargetExit>,
+    /// Processes that outlived the target; `None` where they are not tracked.
+    pub orphans: Option<Vec<OrphanProcess>>,
+    /// What was alive when shutdown completed: the probe file of a process, or the harness's
+    /// own count for an in-process graph. An unreadable probe file is an error text.
+    pub probe: Option<Result<ProbeReport, String>>,
+    pub stdout: Option<PathBuf>,
+    pub stderr: Option<PathBuf>,
+    /// Ctrl-C cut the run short.
+    pub interrupted: bool,
+    /// (ms since start, what happened)
+    pub timeline: Vec<(u64, String)>,
+}

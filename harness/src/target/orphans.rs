@@ -1,0 +1,130 @@
+//! Processes a target left behind.
+//!
+//! Everything a target starts inherits its environment, so it carries the run's
+//! `QUIESCE_RUN_ID`; that finds descendants even when they left the process group (`setsid`) or
+//! were double-forked away from the target. The harness is also a child subreaper, so such
+//! orphans are re-parented to it rather than to init and can be reaped once killed.
+
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+/// A process that outlived the target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OrphanProcess {
+    pub pid: u32,
+    pub ppid: u32,
+    /// The command line, arguments joined by spaces.
+    pub command: String,
+}
+
+/// Marks the harness as a child subreaper: orphaned descendants are re-parented to it.
+pub fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and affects only this process.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn environ_has(pid: u32, marker: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|b| *b == 0).any(|var| var == marker))
+        .unwrap_or(false)
+}
+
+fn describe(pid: u32) -> Option<OrphanProcess> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None; // dead, only not reaped yet
+    }
+    let ppid = fields.next()?.parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let command = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(OrphanProcess { pid, ppid, command })
+}
+
+/// Live processes carrying `QUIESCE_RUN_ID=run_id`.
+fn marked(run_id: &str) -> Vec<OrphanProcess> {
+    let marker = format!("QUIESCE_RUN_ID={run_id}").into_bytes();
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found: Vec<OrphanProcess> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me && environ_has(*pid, &marker))
+        .filter_map(describe)
+        .collect();
+    found.sort_by_key(|o| o.pid);
+    found
+}
+
+/// Kills (and reaps, where they are ours) the processes still in process group `pgid` once its
+/// leader is gone. A process whose pid *is* `pgid` is not a member but a newcomer that got the
+/// recycled pid, and is left alone.
+pub async fn kill_group_members(pgid: u32) {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let members: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != pgid)
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let rest = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+                // Fields after the name: state, ppid, pgrp.
+                rest.split_whitespace().nth(2) == Some(pgid.to_string().as_str())
+            })
+        })
+        .collect();
+    kill_and_reap(&members).await;
+}
+
+async fn kill_and_reap(pids: &[u32]) {
+    for pid in pids {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+    // Reap the ones re-parented to us; they are zombies until then. Only these pids: a wait
+    // on any child would steal exits that tokio is waiting for.
+    for pid in pids {
+        let pid = Pid::from_raw(*pid as i32);
+        for _ in 0..50 {
+            match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(nix::sys::wait::WaitStatus::StillAlive) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+/// After the target exited: the processes of this run still alive once a settle budget has
+/// passed (goleak's approach: up to 20 looks, at most 100 ms apart, so a child finishing its
+/// own shutdown is not blamed). Every survivor is then killed and, where it is ours, reaped.
+pub async fn find_orphans(run_id: &str) -> Vec<OrphanProcess> {
+    let mut pause = Duration::from_millis(1);
+    let mut found = marked(run_id);
+    for _ in 0..20 {
+        if found.is_empty() {
+            return found;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+        found = marked(run_id);
+    }
+    let pids: Vec<u32> = found.iter().map(|o| o.pid).collect();
+    kill_and_reap(&pids).await;
+    found
+}

@@ -1,0 +1,238 @@
+//! One run of a process target: start, ready, run, stop, watch it go.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::process::{ChildProcess, ProcessSpec};
+use crate::scenario::{ProcessTarget, StopPlan, StopSignal};
+use crate::signal::SignalHandler;
+use crate::target::observed::{ReadyState, TargetExit, TargetRun};
+use crate::target::orphans::{become_subreaper, find_orphans};
+use crate::target::ready::wait_ready;
+
+/// What a process target needs from the run around it.
+pub struct ProcessContext<'a> {
+    /// Variables on top of the target's own `env` (endpoints, run id, probe file, `--env`).
+    pub env: Vec<(String, String)>,
+    pub run_id: &'a str,
+    /// Where stdout.log and stderr.log go.
+    pub out_dir: &'a Path,
+    /// Where the target-side probe writes (`QUIESCE_PROBE_FILE`).
+    pub probe_file: &'a Path,
+    /// The folder a relative `cwd` is resolved against.
+    pub base_dir: &'a Path,
+    pub ready_timeout: Duration,
+}
+
+/// An exit status in words: `exit code 3`, `killed by SIGTERM`.
+pub fn describe_status(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(s) => format!("killed by {}", s.as_str()),
+            Err(_) => format!("killed by signal {sig}"),
+        },
+        _ => status.to_string(),
+    }
+}
+
+/// Runs the target through start, ready, the run, the stop and the aftermath. Whatever
+/// happens, nothing the target started is left running.
+pub async fn run_process(
+    target: &ProcessTarget,
+    stop: &StopPlan,
+    ctx: ProcessContext<'_>,
+    signals: &mut SignalHandler,
+) -> std::io::Result<TargetRun> {
+    let run_id = ctx.run_id;
+    let result = drive_process(target, stop, ctx, signals).await;
+    if result.is_err() {
+        // The error left early: the child's Drop ends its group, this ends what left the group.
+        find_orphans(run_id).await;
+    }
+    result
+}
+
+async fn drive_process(
+    target: &ProcessTarget,
+    stop: &StopPlan,
+    ctx: ProcessContext<'_>,
+    signals: &mut SignalHandler,
+) -> std::io::Result<TargetRun> {
+    // Orphans of the target must come to us, not to init, to be seen and reaped.
+    become_subreaper()?;
+    let stdout = ctx.out_dir.join("stdout.log");
+    let stderr = ctx.out_dir.join("stderr.log");
+    let cwd = match &target.cwd {
+        Some(dir) if dir.is_absolute() => dir.clone(),
+        Some(dir) => ctx.base_dir.join(dir),
+        None => std::env::current_dir()?,
+    };
+    // This run's output only: a ready line or a leak message from an earlier run in the same
+    // folder must not speak for this one.
+    for log in [&stdout, &stderr] {
+        match std::fs::remove_file(log) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    let program = resolve_program(&target.command[0], ctx.base_dir);
+    let mut spec = ProcessSpec::new(program, cwd, &stdout).stderr_to(&stderr);
+    for arg in &target.command[1..] {
+        spec = spec.arg(arg);
+    }
+    for (k, v) in target
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(ctx.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    {
+        spec = spec.env(k, v);
+    }
+    spec = spec.env("QUIESCE_RUN_ID", ctx.run_id);
+    spec = spec.env("QUIESCE_PROBE_FILE", ctx.probe_file);
+
+    let started = Instant::now();
+    let mut timeline = Vec::new();
+    let mut note = |at: Instant, what: String| {
+        timeline.push((at.duration_since(started).as_millis() as u64, what))
+    };
+    let mut child = ChildProcess::spawn(&spec)?;
+    note(Instant::now(), format!("started pid {}", child.pid()));
+
+    let mut run = TargetRun {
+        ready: ReadyState::Interrupted,
+        exited_early: None,
+        stop_sent_at: None,
+        stop_signal: stop.signal,
+        trigger: stop.signal.to_string(),
+        stopped_after: None,
+        killed_by_harness: false,
+        exit: None,
+        orphans: Some(Vec::new()),
+        probe: None,
+        stdout: Some(stdout.clone()),
+        stderr: Some(stderr.clone()),
+        interrupted: false,
+        timeline: Vec::new(),
+    };
+
+    // 1. Ready, or exited, or timed out, or Ctrl-C.
+    let logs = [stdout.as_path(), stderr.as_path()];
+    let ready = tokio::select! {
+        ready = wait_ready(&target.ready, &logs, ctx.ready_timeout, || child.try_exited().ok().flatten().is_some()) => Some(ready),
+        _ = signals.recv() => None,
+    };
+    run.ready = match ready {
+        None => ReadyState::Interrupted,
+        Some(true) => ReadyState::Ready {
+            after: started.elapsed(),
+        },
+        Some(false) => match child.try_exited()? {
+            Some(status) => ReadyState::Exited {
+                after: started.elapsed(),
+                status: describe_status(&status),
+            },
+            None => ReadyState::TimedOut {
+                deadline: ctx.ready_timeout,
+            },
+        },
+    };
+    match &run.ready {
+        ReadyState::Ready { .. } => note(Instant::now(), "ready".to_owned()),
+        ReadyState::Exited { status, .. } => {
+            note(Instant::now(), format!("exited before ready ({status})"))
+        }
+        ReadyState::TimedOut { .. } => note(Instant::now(), "not ready by the deadline".to_owned()),
+        ReadyState::Interrupted => note(Instant::now(), "interrupted (Ctrl-C)".to_owned()),
+    }
+
+    // 2. Run for `after`, unless it exits or Ctrl-C comes.
+    let mut interrupted = matches!(run.ready, ReadyState::Interrupted);
+    if matches!(run.ready, ReadyState::Ready { .. }) {
+        tokio::select! {
+            () = tokio::time::sleep(stop.after()) => {}
+            status = child.wait() => {
+                let status = status?;
+                note(Instant::now(), format!("exited by itself ({})", describe_status(&status)));
+                run.exited_early = Some(TargetExit::Process(status));
+            }
+            _ = signals.recv() => {
+                interrupted = true;
+                note(Instant::now(), "interrupted (Ctrl-C)".to_owned());
+            }
+        }
+    }
+
+    // 3. Stop: the scenario's signal, or SIGTERM when the run did not get that far.
+    if child.try_exited()?.is_none() {
+        let signal = match (&run.ready, interrupted) {
+            (ReadyState::Ready { .. }, false) => stop.signal,
+            _ => StopSignal::Term,
+        };
+        let sent = Instant::now();
+        // To the target alone: stopping what it started is its job, and the orphan check
+        // below sees whether it did.
+        child.signal_leader(signal.as_nix())?;
+        note(sent, format!("sent {signal}"));
+        if matches!(run.ready, ReadyState::Ready { .. }) && !interrupted {
+            run.stop_sent_at = Some(sent.duration_since(started));
+        }
+        let exited = tokio::select! {
+            status = tokio::time::timeout(stop.kill_after(), child.wait()) => status.ok(),
+            _ = signals.recv() => {
+                interrupted = true;
+                note(Instant::now(), "second signal: killing at once".to_owned());
+                None
+            }
+        };
+        let status = match exited {
+            Some(status) => status?,
+            None => {
+                run.killed_by_harness = !interrupted;
+                note(Instant::now(), "SIGKILL to the process group".to_owned());
+                child.kill().await?
+            }
+        };
+        if run.stop_sent_at.is_some() && !run.killed_by_harness {
+            run.stopped_after = Some(sent.elapsed());
+        }
+        note(
+            Instant::now(),
+            format!("exited ({})", describe_status(&status)),
+        );
+        run.exit = Some(TargetExit::Process(status));
+    } else {
+        run.exit = child.try_exited()?.map(TargetExit::Process);
+    }
+    // 4. Anything still alive that it started (found, then killed).
+    let orphans = find_orphans(ctx.run_id).await;
+    // Anything left in its group without the run's mark (it cleared its environment).
+    crate::target::orphans::kill_group_members(child.pid()).await;
+    for orphan in &orphans {
+        note(
+            Instant::now(),
+            format!("orphan pid {} `{}` killed", orphan.pid, orphan.command),
+        );
+    }
+    run.orphans = Some(orphans);
+    run.probe = crate::target::read_probe(ctx.probe_file);
+    run.interrupted = interrupted;
+    run.timeline = timeline;
+    Ok(run)
+}
+
+/// A program named with a slash is relative to the scenario's folder; a bare name is looked
+/// up on PATH by the OS.
+fn resolve_program(program: &str, base_dir: &Path) -> PathBuf {
+    let path = Path::new(program);
+    if path.is_absolute() || !program.contains('/') {
+        path.to_owned()
+    } else {
+        base_dir.join(path)
+    }
+}

@@ -1,0 +1,178 @@
+//! What a run concludes: one outcome per check, with evidence.
+//!
+//! A failed check is data, not an error. Each check ends as a pass, a violation with evidence
+//! a person can act on (which process, how many ms over, which partition), or inconclusive with
+//! the reason it could not be decided. A check is never skipped silently: one that cannot run
+//! says so here, and the report shows it.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::exit_codes;
+
+/// The invariants quiesce checks, by their names in scenario files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckName {
+    StartsWithin,
+    StopsWithin,
+    ExitCode,
+    NoLeakedTasks,
+    NoLeakedThreads,
+    NoOrphanProcesses,
+}
+
+impl CheckName {
+    /// Every check, in report order.
+    pub const ALL: [CheckName; 6] = [
+        CheckName::StartsWithin,
+        CheckName::StopsWithin,
+        CheckName::ExitCode,
+        CheckName::NoLeakedTasks,
+        CheckName::NoLeakedThreads,
+        CheckName::NoOrphanProcesses,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckName::StartsWithin => "starts_within",
+            CheckName::StopsWithin => "stops_within",
+            CheckName::ExitCode => "exit_code",
+            CheckName::NoLeakedTasks => "no_leaked_tasks",
+            CheckName::NoLeakedThreads => "no_leaked_threads",
+            CheckName::NoOrphanProcesses => "no_orphan_processes",
+        }
+    }
+}
+
+impl fmt::Display for CheckName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How one check ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The invariant held. `detail` says what was measured; `limits` what could not be seen.
+    Pass {
+        detail: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limits: Option<String>,
+    },
+    /// The invariant was broken; `summary` in one line, `evidence` one item a line.
+    Violation {
+        summary: String,
+        evidence: Vec<String>,
+    },
+    /// The check could not be decided, and why.
+    Inconclusive { reason: String },
+}
+
+impl Outcome {
+    pub fn pass(detail: impl Into<String>) -> Self {
+        Outcome::Pass {
+            detail: detail.into(),
+            limits: None,
+        }
+    }
+
+    pub fn violation(summary: impl Into<String>, evidence: Vec<String>) -> Self {
+        Outcome::Violation {
+            summary: summary.into(),
+            evidence,
+        }
+    }
+
+    pub fn inconclusive(reason: impl Into<String>) -> Self {
+        Outcome::Inconclusive {
+            reason: reason.into(),
+        }
+    }
+
+    pub fn is_violation(&self) -> bool {
+        matches!(self, Outcome::Violation { .. })
+    }
+
+    /// `PASS`, `FAIL` or `????`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Pass { .. } => "PASS",
+            Outcome::Violation { .. } => "FAIL",
+            Outcome::Inconclusive { .. } => "????",
+        }
+    }
+}
+
+/// One check's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CheckResult {
+    pub check: CheckName,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// Something that happened during the run, with its time since the target was started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TimelineEvent {
+    pub at_ms: u64,
+    pub event: String,
+}
+
+/// The whole conclusion of a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// The scenario's name.
+    pub scenario: String,
+    /// What was run, for the report's heading.
+    pub target: String,
+    /// The infrastructure backend, or `none` when the scenario needs none.
+    pub backend: String,
+    pub results: Vec<CheckResult>,
+    pub timeline: Vec<TimelineEvent>,
+    /// The run was cut short by Ctrl-C; checks that could not run say so.
+    pub interrupted: bool,
+    /// Where the target's output was kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_log: Option<String>,
+}
+
+impl Verdict {
+    pub fn violations(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.outcome.is_violation())
+            .count()
+    }
+
+    pub fn inconclusive(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Inconclusive { .. }))
+            .count()
+    }
+
+    /// `VIOLATION` when any check failed, else `INTERRUPTED`, else `PASS`.
+    pub fn word(&self) -> &'static str {
+        if self.violations() > 0 {
+            "VIOLATION"
+        } else if self.interrupted {
+            "INTERRUPTED"
+        } else {
+            "PASS"
+        }
+    }
+
+    /// The exit code: 1 for any violation, 130 when interrupted, else 0.
+    pub fn exit_code(&self) -> i32 {
+        if self.violations() > 0 {
+            exit_codes::VIOLATION
+        } else if self.interrupted {
+            exit_codes::INTERRUPTED
+        } else {
+            exit_codes::OK
+        }
+    }
+}

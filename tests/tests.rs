@@ -1,0 +1,22 @@
+//! End-to-end tests of quiesce against real infrastructure. One binary; modules by area.
+//! Every test starts what it needs and checks that it left nothing running.
+
+// Shared helpers: real Kafka and Redis clients, fault walkthroughs, leftover counters.
+mod util;
+
+// The `quiesce` binary: exit codes, `infra up` output and Ctrl-C, image builds.
+mod cli_infra;
+// `quiesce run` from the command line: reports, exit codes, bad input, Ctrl-C.
+mod cli_run;
+// The containers backend: local images, fixed addresses across container restarts, sweeps.
+mod infra_containers;
+// The external backend: clusters the harness does not own, reached through the proxies.
+mod infra_external;
+// The local backend: real redis-server and tansu child processes.
+mod infra_local;
+// Kafka invariants (offsets committed, no loss, no redelivery) against a real broker.
+mod kafka_invariants;
+// `quiesce run` on purpose-built process targets: the exact verdict table.
+mod run_checks;
+// `quiesce run` on in-process graphs: one per lifecycle bug.
+mod run_graph;
