@@ -142,10 +142,17 @@ mod tests {
     #[test]
     fn own_threads_include_a_named_one() {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        // The new thread names itself before its closure runs, so the kernel shows the name
+        // only once the closure has started; wait for that instead of racing it.
         let t = std::thread::Builder::new()
             .name("sampler-probe".into())
-            .spawn(move || rx.recv())
+            .spawn(move || {
+                let _ = started_tx.send(());
+                rx.recv()
+            })
             .unwrap();
+        started_rx.recv().expect("the thread started");
         assert!(
             own_threads()
                 .iter()
