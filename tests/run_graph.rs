@@ -51,7 +51,7 @@ fn kind(verdict: &Verdict, check: CheckName) -> &'static str {
 
 /// The outcome of every check, in report order, as one line.
 fn table(verdict: &Verdict) -> String {
-    CheckName::ALL
+    CheckName::LIFECYCLE
         .iter()
         .map(|c| format!("{c}={}", kind(verdict, *c)))
         .collect::<Vec<_>>()

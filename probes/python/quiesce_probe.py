@@ -49,8 +49,12 @@ def _alive_threads():
     ]
 
 
-async def report(retries=20, max_pause=0.1):
-    """Writes the leftover tasks and threads to QUIESCE_PROBE_FILE (if set)."""
+async def report(retries=20, max_pause=0.1, outputs_sent=None):
+    """Writes the leftover tasks and threads to QUIESCE_PROBE_FILE (if set).
+
+    outputs_sent: how many output records the service handed to its Kafka producer, for
+    quiesce's producer_flushed check (leave it out if the service has no Kafka output).
+    """
     path = os.environ.get("QUIESCE_PROBE_FILE")
     if not path:
         return
@@ -71,6 +75,8 @@ async def report(retries=20, max_pause=0.1):
         "tasks": {"alive": len(tasks), "items": tasks},
         "threads": {"alive": len(threads), "items": threads},
     }
+    if outputs_sent is not None:
+        record["outputs_sent"] = int(outputs_sent)
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(record, f, indent=2)

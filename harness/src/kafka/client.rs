@@ -1,6 +1,6 @@
 //! The harness's Kafka client: topics, the sequence-numbered workload, and the read-back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -11,6 +11,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 /// Budget for one request to the broker.
 const REQUEST: Duration = Duration::from_secs(30);
@@ -18,6 +19,9 @@ const REQUEST: Duration = Duration::from_secs(30);
 /// ends. The reported end cannot be trusted alone: tansu 0.6.0 answers ListOffsets with a high
 /// watermark stuck near 10,001 while it serves (and has acknowledged) records far beyond it.
 const QUIET: Duration = Duration::from_secs(1);
+/// Short of the reported end, how long nothing may arrive before the read-back stops trusting
+/// the report.
+const STALL: Duration = Duration::from_secs(10);
 /// Bound on the whole read-back.
 const READ_BACK: Duration = Duration::from_secs(120);
 
@@ -93,27 +97,71 @@ pub async fn produce_sequence(
     prefix: &str,
     count: usize,
 ) -> Result<Vec<AckedRecord>, KafkaError> {
+    let workload = Workload {
+        topic,
+        prefix,
+        count,
+        rate: 0,
+    };
+    produce_until(bootstrap, &workload, &CancellationToken::new()).await
+}
+
+/// What [`produce_until`] writes.
+#[derive(Clone, Copy, Debug)]
+pub struct Workload<'a> {
+    pub topic: &'a str,
+    /// Keys are `{prefix}-{n}`.
+    pub prefix: &'a str,
+    pub count: usize,
+    /// Records per second; 0: as fast as the broker acknowledges.
+    pub rate: u32,
+}
+
+/// How many sends may wait for their acknowledgement at once.
+const IN_FLIGHT: usize = 256;
+
+/// Produces the workload's records until all are sent or `stop` is cancelled, and returns the
+/// ones the broker acknowledged, sorted by partition and offset. Sends already made when
+/// `stop` comes still get their acknowledgement: a record the broker took is in the set.
+pub async fn produce_until(
+    bootstrap: &str,
+    workload: &Workload<'_>,
+    stop: &CancellationToken,
+) -> Result<Vec<AckedRecord>, KafkaError> {
     let producer: FutureProducer = config(bootstrap)
         .set("enable.idempotence", "false")
+        .set("linger.ms", "5")
         .create()
         .map_err(|e| failed("producer", e))?;
-    let sends = (0..count).map(|n| {
-        let producer = &producer;
-        async move {
-            let key = format!("{prefix}-{n}");
-            let payload = format!("seq-{n}");
-            let delivery = producer
-                .send(FutureRecord::to(topic).key(&key).payload(&payload), REQUEST)
-                .await;
-            delivery.ok().map(|d| AckedRecord {
-                partition: d.partition,
-                offset: d.offset,
-                key,
-            })
-        }
-    });
-    let mut acked: Vec<AckedRecord> = futures::stream::iter(sends)
-        .buffer_unordered(256)
+    let started = Instant::now();
+    let topic = workload.topic;
+    let rate = workload.rate;
+    let producer = &producer;
+    // Paced before the stop is looked at, so a stop ends the sending at once.
+    let mut acked: Vec<AckedRecord> = futures::stream::iter(0..workload.count)
+        .then(|n| async move {
+            if rate > 0 {
+                let due = started + Duration::from_secs_f64(n as f64 / f64::from(rate));
+                tokio::time::sleep_until(due.into()).await;
+            }
+            n
+        })
+        .take_until(stop.cancelled())
+        .map(|n| {
+            let key = format!("{}-{n}", workload.prefix);
+            async move {
+                let payload = format!("seq-{n}");
+                let delivery = producer
+                    .send(FutureRecord::to(topic).key(&key).payload(&payload), REQUEST)
+                    .await;
+                delivery.ok().map(|d| AckedRecord {
+                    partition: d.partition,
+                    offset: d.offset,
+                    key,
+                })
+            }
+        })
+        .buffered(IN_FLIGHT)
         .filter_map(|a| async move { a })
         .collect()
         .await;
@@ -121,20 +169,60 @@ pub async fn produce_sequence(
     Ok(acked)
 }
 
-/// Reads `topic` from its beginning to the end it has now, as processed records. Values that
-/// are not the contract's JSON are errors: a service that writes something else has not
-/// adopted the contract, and guessing would give a wrong verdict.
-pub async fn read_processed(
+/// How many output records a topic holds, as [`count_processed`] sees them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutputCount {
+    /// Distinct inputs with an output.
+    pub distinct: usize,
+    /// Output records, duplicates included.
+    pub total: usize,
+}
+
+/// Counts the output topic's records into `seen`, until dropped. Records that are not the
+/// contract's JSON are skipped here: the read-back after the stop reports them.
+pub async fn count_processed(
     bootstrap: &str,
-    topic: &str,
-) -> Result<Vec<ProcessedRecord>, KafkaError> {
-    let consumer: StreamConsumer = config(bootstrap)
+    output_topic: &str,
+    seen: tokio::sync::watch::Sender<OutputCount>,
+) -> Result<(), KafkaError> {
+    let consumer = verifier(bootstrap)?;
+    assign_from_beginning(&consumer, output_topic)?;
+    let mut distinct = BTreeSet::new();
+    let mut total = 0;
+    loop {
+        let message = consumer
+            .recv()
+            .await
+            .map_err(|e| failed(format!("reading {output_topic}"), e))?;
+        if let Ok(record) =
+            serde_json::from_slice::<ProcessedRecord>(message.payload().unwrap_or_default())
+        {
+            distinct.insert((record.partition, record.offset));
+            total += 1;
+            seen.send_replace(OutputCount {
+                distinct: distinct.len(),
+                total,
+            });
+        }
+    }
+}
+
+fn verifier(bootstrap: &str) -> Result<StreamConsumer, KafkaError> {
+    config(bootstrap)
         .set("group.id", "quiesce-verifier")
         .set("enable.auto.commit", "false")
         // An idle fetch returns soon, so the quiet period is measured, not waited out in fetches.
         .set("fetch.wait.max.ms", "100")
         .create()
-        .map_err(|e| failed("verifier consumer", e))?;
+        .map_err(|e| failed("verifier consumer", e))
+}
+
+/// Assigns every partition of `topic` from its beginning; returns each partition's reported
+/// end (high watermark).
+fn assign_from_beginning(
+    consumer: &StreamConsumer,
+    topic: &str,
+) -> Result<BTreeMap<i32, i64>, KafkaError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), REQUEST)
         .map_err(|e| failed(format!("metadata of {topic}"), e))?;
@@ -158,22 +246,73 @@ pub async fn read_processed(
     consumer
         .assign(&assignment)
         .map_err(|e| failed("assign", e))?;
+    Ok(ends)
+}
+
+/// Reads `topic` from its beginning to the end it has now, as processed records. Values that
+/// are not the contract's JSON are errors: a service that writes something else has not
+/// adopted the contract, and guessing would give a wrong verdict.
+pub async fn read_processed(
+    bootstrap: &str,
+    topic: &str,
+) -> Result<Vec<ProcessedRecord>, KafkaError> {
+    read_back(bootstrap, topic).await.map(|r| r.records)
+}
+
+/// What [`read_back`] found.
+#[derive(Clone, Debug, Default)]
+pub struct ReadBack {
+    pub records: Vec<ProcessedRecord>,
+    /// Set when the broker stopped serving short of the end it reports: which partitions,
+    /// how far.
+    pub stalled: Option<String>,
+}
+
+/// [`read_processed`], saying also whether the broker served all it reports.
+pub async fn read_back(bootstrap: &str, topic: &str) -> Result<ReadBack, KafkaError> {
+    let consumer = verifier(bootstrap)?;
+    let ends = assign_from_beginning(&consumer, topic)?;
     let mut processed = Vec::new();
+    let mut stalled = None;
     let mut reached: BTreeMap<i32, i64> = BTreeMap::new();
     let deadline = Instant::now() + READ_BACK;
     loop {
         let at_reported_end = ends
             .iter()
-            .all(|(p, end)| reached.get(p).is_some_and(|r| r >= end));
+            .all(|(p, end)| reached.get(p).copied().unwrap_or(0) >= *end);
         // Before the reported end: wait as long as it takes (bounded); after it: only QUIET.
         let wait = if at_reported_end {
             QUIET
         } else {
             deadline.saturating_duration_since(Instant::now())
         };
+        let wait = if at_reported_end {
+            wait
+        } else {
+            wait.min(STALL)
+        };
         let message = match tokio::time::timeout(wait, consumer.recv()).await {
             Ok(message) => message.map_err(|e| failed(format!("reading {topic}"), e))?,
             Err(_) if at_reported_end => break,
+            Err(_) if Instant::now() < deadline => {
+                // The broker reports records it does not serve: note it, and end here.
+                let short: Vec<String> = ends
+                    .iter()
+                    .filter(|(p, end)| reached.get(p).copied().unwrap_or(0) < **end)
+                    .map(|(p, end)| {
+                        format!(
+                            "{topic}/{p}: served up to offset {}, reported end {end}",
+                            reached.get(p).copied().unwrap_or(0)
+                        )
+                    })
+                    .collect();
+                stalled = Some(format!(
+                    "the broker served nothing for {} s short of the end it reports ({})",
+                    STALL.as_secs(),
+                    short.join("; ")
+                ));
+                break;
+            }
             Err(_) => {
                 return Err(failed(
                     format!("reading {topic}"),
@@ -201,7 +340,10 @@ pub async fn read_processed(
             .unwrap_or_default();
         processed.push(record);
     }
-    Ok(processed)
+    Ok(ReadBack {
+        records: processed,
+        stalled,
+    })
 }
 
 /// The committed offset of `group` for each partition of `topic` (`None`: nothing committed),

@@ -81,8 +81,12 @@ pub fn offsets_committed(evidence: &KafkaEvidence, stop: StopKind) -> Outcome {
         match committed {
             Some(c) if c == end => {}
             Some(c) if c > end => violations.push(format!(
-                "partition {p}: committed {c}, but the last processed offset is {} — offsets {end}..{c} were never processed and will not be consumed again (loss)",
-                end - 1
+                "partition {p}: committed {c}, but {} — offsets {end}..{c} were never processed and will not be consumed again (loss)",
+                if end == 0 {
+                    "nothing was processed".to_owned()
+                } else {
+                    format!("the last processed offset is {}", end - 1)
+                }
             )),
             Some(c) if stop == StopKind::Kill => redelivered += end - c,
             Some(c) => violations.push(format!(
@@ -179,6 +183,41 @@ pub fn no_redelivery(evidence: &KafkaEvidence, stop: StopKind) -> Outcome {
             .take(LISTED)
             .map(|(p, offsets)| format!("partition {p}: offsets {}", ranges(offsets)))
             .collect(),
+    )
+}
+
+/// Every output the target handed to its producer reached the output topic: `sent` is what
+/// the target reported (its probe's `outputs_sent`), `processed` what the topic holds.
+pub fn producer_flushed(
+    sent: Option<u64>,
+    processed: &[ProcessedRecord],
+    stop: StopKind,
+) -> Outcome {
+    if stop == StopKind::Kill {
+        return Outcome::inconclusive(
+            "the target was killed: nothing runs on the way out, so there was no flush to check",
+        );
+    }
+    let Some(sent) = sent else {
+        return Outcome::inconclusive(
+            "the target did not report how many outputs it sent (the probe's `outputs_sent`; \
+             see the Kafka contract in the README)",
+        );
+    };
+    let found = processed.len() as u64;
+    if found >= sent {
+        return Outcome::pass(format!(
+            "all {sent} output(s) the target sent are in the output topic ({found} found)"
+        ));
+    }
+    Outcome::violation(
+        format!(
+            "{} of {sent} output(s) the target sent never reached the output topic: its producer was not flushed before exit",
+            sent - found
+        ),
+        vec![format!(
+            "the target reported {sent} output(s) handed to its producer; the output topic holds {found}"
+        )],
     )
 }
 
@@ -291,6 +330,27 @@ mod tests {
             no_redelivery(&e, StopKind::Kill),
             Outcome::Pass { .. }
         ));
+    }
+
+    #[test]
+    fn unflushed_outputs_are_counted() {
+        let outputs = processed(0, 0..7);
+        let Outcome::Violation { summary, .. } =
+            producer_flushed(Some(10), &outputs, StopKind::Clean)
+        else {
+            panic!("three outputs short")
+        };
+        assert!(summary.starts_with("3 of 10 output(s)"), "{summary}");
+        assert!(matches!(
+            producer_flushed(Some(7), &outputs, StopKind::Clean),
+            Outcome::Pass { .. }
+        ));
+        for (sent, stop) in [(None, StopKind::Clean), (Some(10), StopKind::Kill)] {
+            assert!(matches!(
+                producer_flushed(sent, &outputs, stop),
+                Outcome::Inconclusive { .. }
+            ));
+        }
     }
 
     #[test]

@@ -33,7 +33,9 @@ mod client;
 mod judge;
 
 pub use client::{
-    AckedRecord, KafkaError, ProcessedRecord, committed_offsets, create_topic, produce_sequence,
-    read_processed,
+    AckedRecord, KafkaError, OutputCount, ProcessedRecord, ReadBack, Workload, committed_offsets,
+    count_processed, create_topic, produce_sequence, produce_until, read_back, read_processed,
 };
-pub use judge::{KafkaEvidence, StopKind, no_message_loss, no_redelivery, offsets_committed};
+pub use judge::{
+    KafkaEvidence, StopKind, no_message_loss, no_redelivery, offsets_committed, producer_flushed,
+};

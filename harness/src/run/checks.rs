@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::run::kafka::KafkaOutcomes;
 use crate::scenario::{Scenario, StopSignal};
 use crate::target::{ReadyState, TargetExit, TargetRun};
 use crate::verdict::{CheckName, CheckResult, Outcome};
@@ -21,16 +22,33 @@ fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
 
-/// Decides every enabled check of `scenario` from `run`.
-pub fn evaluate(scenario: &Scenario, run: &TargetRun) -> Vec<CheckResult> {
+/// Decides every enabled check of `scenario` from `run`; the Kafka checks come decided in
+/// `kafka` (or with the reason they could not be), `None` without a Kafka workload.
+pub fn evaluate(
+    scenario: &Scenario,
+    run: &TargetRun,
+    kafka: Option<&KafkaOutcomes>,
+) -> Vec<CheckResult> {
     scenario
-        .checks
-        .enabled()
+        .enabled_checks()
         .map(|check| CheckResult {
             check,
-            outcome: decide(check, scenario, run),
+            outcome: decide(check, scenario, run, kafka),
         })
         .collect()
+}
+
+fn kafka_outcome(check: CheckName, run: &TargetRun, kafka: Option<&KafkaOutcomes>) -> Outcome {
+    if let Some(reason) = not_ready_reason(&run.ready) {
+        return Outcome::inconclusive(format!("{reason}, so no workload was sent"));
+    }
+    match kafka {
+        Some(Ok(outcomes)) => outcomes.get(&check).cloned().unwrap_or_else(|| {
+            Outcome::inconclusive("the Kafka workload did not decide this check")
+        }),
+        Some(Err(reason)) => Outcome::inconclusive(reason.clone()),
+        None => Outcome::inconclusive("the scenario has no [kafka] workload"),
+    }
 }
 
 fn not_ready_reason(ready: &ReadyState) -> Option<String> {
@@ -46,7 +64,12 @@ fn not_ready_reason(ready: &ReadyState) -> Option<String> {
     }
 }
 
-fn decide(check: CheckName, scenario: &Scenario, run: &TargetRun) -> Outcome {
+fn decide(
+    check: CheckName,
+    scenario: &Scenario,
+    run: &TargetRun,
+    kafka: Option<&KafkaOutcomes>,
+) -> Outcome {
     match check {
         CheckName::StartsWithin => starts_within(scenario, run),
         CheckName::StopsWithin => stops_within(scenario, run),
@@ -54,6 +77,10 @@ fn decide(check: CheckName, scenario: &Scenario, run: &TargetRun) -> Outcome {
         CheckName::NoLeakedTasks => no_leaked_tasks(scenario, run),
         CheckName::NoLeakedThreads => no_leaked_threads(run),
         CheckName::NoOrphanProcesses => no_orphan_processes(run),
+        CheckName::OffsetsCommitted
+        | CheckName::NoMessageLoss
+        | CheckName::NoRedelivery
+        | CheckName::ProducerFlushed => kafka_outcome(check, run, kafka),
     }
 }
 

@@ -5,17 +5,19 @@
 //! [`RunError`], never a verdict against the target.
 
 mod checks;
+mod kafka;
 
 pub use checks::{BUILTIN_LEAK_SIGNATURES, evaluate};
+pub use kafka::KafkaOutcomes;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::infra::{Infra, InfraError};
-use crate::scenario::Scenario;
-use crate::scenario::Target;
+use crate::infra::{Endpoints, Infra, InfraError};
+use crate::kafka::{KafkaError, StopKind};
+use crate::scenario::{Scenario, StopPlan, StopSignal, Target};
 use crate::signal::SignalHandler;
-use crate::target::{TargetRun, run_graph, run_process};
+use crate::target::{Hooks, ReadyState, TargetRun, run_graph, run_process};
 use crate::verdict::{TimelineEvent, Verdict};
 
 /// Settings of one run that are not part of the scenario.
@@ -42,6 +44,9 @@ pub enum RunError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The harness's Kafka work failed (topics, workload, read-back): never the target's fault.
+    #[error("{0} (the broker, not the target: no verdict)")]
+    Kafka(KafkaError),
     #[error("interrupted while starting the infrastructure; everything started was stopped")]
     Interrupted,
 }
@@ -56,7 +61,9 @@ impl RunError {
             {
                 PREREQUISITE_MISSING
             }
-            RunError::TargetSpawn { .. } | RunError::OutDir { .. } => INFRA_FAILED,
+            RunError::TargetSpawn { .. } | RunError::OutDir { .. } | RunError::Kafka(_) => {
+                INFRA_FAILED
+            }
             RunError::Interrupted => INTERRUPTED,
         }
     }
@@ -107,50 +114,17 @@ pub async fn run(
         started = Infra::start(&scenario.infra) => started?,
         _ = signals.recv() => return Err(RunError::Interrupted),
     };
-    let mut env: Vec<(String, String)> = infra
-        .endpoints()
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    let probe_file = out_dir.join("probe.json");
-    // A probe file from an earlier run in the same folder must not speak for this one.
-    let _ = std::fs::remove_file(&probe_file);
-    env.extend(options.env.iter().cloned());
-    let ready_timeout =
-        std::time::Duration::from_millis(scenario.checks.starts_within.params.deadline_ms);
-    let observed = match &scenario.target {
-        Target::Process(target) => {
-            let ctx = crate::target::ProcessContext {
-                env,
-                run_id: &run_id,
-                out_dir: &out_dir,
-                probe_file: &probe_file,
-                base_dir: &scenario.base_dir,
-                ready_timeout,
-            };
-            run_process(target, &scenario.stop, ctx, signals).await
-        }
-        Target::Graph(graph) => {
-            let endpoints = infra.endpoints().clone();
-            run_graph(graph, endpoints, &scenario.stop, ready_timeout, signals).await
-        }
-    };
+    let endpoints = infra.endpoints().clone();
+    let driven = drive(scenario, options, &run_id, &out_dir, endpoints, signals).await;
     // A second Ctrl-C during the close kills at once: dropping the infrastructure does that.
     let closed = tokio::select! {
         closed = infra.close() => closed,
         _ = signals.recv() => Ok(()),
     };
-    let observed: TargetRun = observed.map_err(|source| RunError::TargetSpawn {
-        program: match &scenario.target {
-            Target::Process(p) => p.command[0].clone(),
-            Target::Graph(g) => format!("graph {}", g.name()),
-        },
-        source,
-    })?;
+    let (observed, kafka) = driven?;
     closed?;
 
-    let results = evaluate(scenario, &observed);
+    let results = evaluate(scenario, &observed, kafka.as_ref());
     Ok(Verdict {
         scenario: scenario.name.clone(),
         target: scenario.target.describe(),
@@ -166,5 +140,186 @@ pub async fn run(
             .collect(),
         interrupted: observed.interrupted,
         target_log: Some(out_dir.display().to_string()),
+    })
+}
+
+/// Everything between the infrastructure's start and its close: topics, the target's run
+/// with its workload, the restart, and the read-backs.
+async fn drive(
+    scenario: &Scenario,
+    options: &RunOptions,
+    run_id: &str,
+    out_dir: &Path,
+    endpoints: Endpoints,
+    signals: &mut SignalHandler,
+) -> Result<(TargetRun, Option<KafkaOutcomes>), RunError> {
+    let bootstrap = endpoints.kafka_bootstrap.clone();
+    let mut settings: Vec<(String, String)> = endpoints
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    if let Some(workload) = &scenario.kafka {
+        tokio::select! {
+            created = kafka::create_topics(&bootstrap, workload) => created.map_err(RunError::Kafka)?,
+            _ = signals.recv() => return Err(RunError::Interrupted),
+        }
+        settings.extend(workload.env());
+    }
+    settings.extend(options.env.iter().cloned());
+
+    let (producer, hooks) = match &scenario.kafka {
+        Some(workload) => {
+            let (producer, hooks) = kafka::Producer::start(&bootstrap, workload, run_id);
+            (Some(producer), hooks)
+        }
+        None => (None, Hooks::default()),
+    };
+    let mut observed = start_target(
+        scenario,
+        &scenario.stop,
+        run_id,
+        out_dir,
+        &endpoints,
+        &settings,
+        hooks,
+        signals,
+    )
+    .await?;
+    let (Some(workload), Some(producer)) = (&scenario.kafka, producer) else {
+        return Ok((observed, None));
+    };
+    let acked = producer.finish().await.map_err(RunError::Kafka)?;
+    if !matches!(observed.ready, ReadyState::Ready { .. }) || observed.interrupted {
+        return Ok((
+            observed,
+            Some(Err("the run ended before the workload did".to_owned())),
+        ));
+    }
+    let first = tokio::select! {
+        first = kafka::read_after_stop(&bootstrap, workload) => first.map_err(RunError::Kafka)?,
+        _ = signals.recv() => {
+            observed.interrupted = true;
+            return Ok((observed, Some(Err("interrupted while reading Kafka back".to_owned()))));
+        }
+    };
+    let stop = if observed.stop_signal == StopSignal::Kill || observed.killed_by_harness {
+        StopKind::Kill
+    } else {
+        StopKind::Clean
+    };
+    let outputs_sent = match &observed.probe {
+        Some(Ok(report)) => report.outputs_sent,
+        _ => None,
+    };
+    let mut restart = Err("turned off ([kafka] restart = false)".to_owned());
+    if workload.restart && !acked.is_empty() {
+        let again = StopPlan {
+            signal: StopSignal::Term,
+            after_ms: workload.restart_timeout_ms,
+            kill_after_ms: scenario.stop.kill_after_ms,
+        };
+        let hooks = kafka::restart_hooks(&bootstrap, workload, &acked, first.processed.len());
+        let restart_dir = out_dir.join("restart");
+        std::fs::create_dir_all(&restart_dir).map_err(|source| RunError::OutDir {
+            path: restart_dir.clone(),
+            source,
+        })?;
+        let second = start_target(
+            scenario,
+            &again,
+            run_id,
+            &restart_dir,
+            &endpoints,
+            &settings,
+            hooks,
+            signals,
+        )
+        .await?;
+        let offset = observed.timeline.last().map_or(0, |(at, _)| *at);
+        observed.timeline.extend(
+            second
+                .timeline
+                .iter()
+                .map(|(at, what)| (offset + at, format!("restart: {what}"))),
+        );
+        observed.interrupted |= second.interrupted;
+        restart = match second.ready {
+            ReadyState::Ready { .. } if !second.interrupted => tokio::select! {
+                after = kafka::read_after_stop(&bootstrap, workload) => Ok(after.map_err(RunError::Kafka)?),
+                _ = signals.recv() => {
+                    observed.interrupted = true;
+                    Err("interrupted while reading Kafka back after the restart".to_owned())
+                }
+            },
+            ReadyState::Ready { .. } => Err("the restart was interrupted".to_owned()),
+            _ => Err(format!(
+                "the restart never became ready ({:?})",
+                second.ready
+            )),
+        };
+    }
+    let judged = kafka::judge(
+        &kafka::KafkaRun {
+            acked,
+            stop,
+            first,
+            outputs_sent,
+            restart,
+        },
+        workload.records,
+    );
+    Ok((observed, Some(Ok(judged))))
+}
+
+/// One run of the target, process or graph.
+#[allow(clippy::too_many_arguments)]
+async fn start_target(
+    scenario: &Scenario,
+    stop: &StopPlan,
+    run_id: &str,
+    out_dir: &Path,
+    endpoints: &Endpoints,
+    settings: &[(String, String)],
+    hooks: Hooks,
+    signals: &mut SignalHandler,
+) -> Result<TargetRun, RunError> {
+    let ready_timeout =
+        std::time::Duration::from_millis(scenario.checks.starts_within.params.deadline_ms);
+    let probe_file = out_dir.join("probe.json");
+    // A probe file from an earlier run in the same folder must not speak for this one.
+    let _ = std::fs::remove_file(&probe_file);
+    let observed = match &scenario.target {
+        Target::Process(target) => {
+            let ctx = crate::target::ProcessContext {
+                env: settings.to_vec(),
+                run_id,
+                out_dir,
+                probe_file: &probe_file,
+                base_dir: &scenario.base_dir,
+                ready_timeout,
+                hooks,
+            };
+            run_process(target, stop, ctx, signals).await
+        }
+        Target::Graph(graph) => {
+            run_graph(
+                graph,
+                endpoints.clone(),
+                stop,
+                ready_timeout,
+                settings.iter().cloned().collect(),
+                hooks,
+                signals,
+            )
+            .await
+        }
+    };
+    observed.map_err(|source| RunError::TargetSpawn {
+        program: match &scenario.target {
+            Target::Process(p) => p.command[0].clone(),
+            Target::Graph(g) => format!("graph {}", g.name()),
+        },
+        source,
     })
 }

@@ -130,6 +130,16 @@ pub struct ChecksConfig {
     pub no_leaked_threads: Check<NoParams>,
     #[serde(default)]
     pub no_orphan_processes: Check<NoParams>,
+    // The Kafka checks: on when the scenario has a `[kafka]` workload, unless turned off.
+    // Turning one on without `[kafka]` is an error, so they are `None` until written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsets_committed: Option<Check<NoParams>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_message_loss: Option<Check<NoParams>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_redelivery: Option<Check<NoParams>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer_flushed: Option<Check<NoParams>>,
 }
 
 impl ChecksConfig {
@@ -141,16 +151,38 @@ impl ChecksConfig {
             CheckName::NoLeakedTasks => self.no_leaked_tasks.enabled,
             CheckName::NoLeakedThreads => self.no_leaked_threads.enabled,
             CheckName::NoOrphanProcesses => self.no_orphan_processes.enabled,
+            CheckName::OffsetsCommitted
+            | CheckName::NoMessageLoss
+            | CheckName::NoRedelivery
+            | CheckName::ProducerFlushed => self.kafka_check(check).is_none_or(|c| c.enabled),
         }
     }
 
-    /// The checks that run, in report order.
-    pub fn enabled(&self) -> impl Iterator<Item = CheckName> + '_ {
-        CheckName::ALL.into_iter().filter(|c| self.is_enabled(*c))
+    /// A Kafka check as written in the file (`None`: not mentioned).
+    pub fn kafka_check(&self, check: CheckName) -> Option<&Check<NoParams>> {
+        match check {
+            CheckName::OffsetsCommitted => self.offsets_committed.as_ref(),
+            CheckName::NoMessageLoss => self.no_message_loss.as_ref(),
+            CheckName::NoRedelivery => self.no_redelivery.as_ref(),
+            CheckName::ProducerFlushed => self.producer_flushed.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The checks that run, in report order; the Kafka ones only `with_kafka`.
+    pub fn enabled(&self, with_kafka: bool) -> impl Iterator<Item = CheckName> + '_ {
+        CheckName::ALL
+            .into_iter()
+            .filter(move |c| with_kafka || !c.needs_kafka())
+            .filter(|c| self.is_enabled(*c))
     }
 
     /// Only `checks` on.
     pub fn only(checks: &[CheckName]) -> Self {
+        let toggle = |enabled| Check {
+            enabled,
+            params: NoParams {},
+        };
         let mut config = ChecksConfig::default();
         for check in CheckName::ALL {
             let on = checks.contains(&check);
@@ -161,6 +193,10 @@ impl ChecksConfig {
                 CheckName::NoLeakedTasks => config.no_leaked_tasks.enabled = on,
                 CheckName::NoLeakedThreads => config.no_leaked_threads.enabled = on,
                 CheckName::NoOrphanProcesses => config.no_orphan_processes.enabled = on,
+                CheckName::OffsetsCommitted => config.offsets_committed = Some(toggle(on)),
+                CheckName::NoMessageLoss => config.no_message_loss = Some(toggle(on)),
+                CheckName::NoRedelivery => config.no_redelivery = Some(toggle(on)),
+                CheckName::ProducerFlushed => config.producer_flushed = Some(toggle(on)),
             }
         }
         config

@@ -26,11 +26,13 @@
 //! Unknown keys and unknown checks are errors with file, line and column.
 
 mod checks;
+mod workload;
 
 pub use checks::{
     Check, ChecksConfig, ExitCodeParams, LeakedTasksParams, NoParams, StartsWithinParams,
     StopsWithinParams,
 };
+pub use workload::KafkaWorkload;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -214,6 +216,9 @@ pub struct Scenario {
     pub target: Target,
     #[serde(default)]
     pub stop: StopPlan,
+    /// A Kafka workload, and with it the Kafka checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaWorkload>,
     #[serde(default)]
     pub checks: ChecksConfig,
     /// The folder relative paths are resolved against (the file's folder).
@@ -255,6 +260,19 @@ impl Scenario {
             origin: origin.to_owned(),
             message,
         };
+        match &self.kafka {
+            Some(kafka) => kafka.validate().map_err(bad)?,
+            None => {
+                if let Some(check) = crate::verdict::CheckName::KAFKA
+                    .into_iter()
+                    .find(|c| self.checks.kafka_check(*c).is_some_and(|c| c.enabled))
+                {
+                    return Err(bad(format!(
+                        "[checks] {check} needs a [kafka] table: the workload it judges (hint: add `[kafka]` to use the defaults)"
+                    )));
+                }
+            }
+        }
         for signature in &self.checks.no_leaked_tasks.params.signatures {
             if signature.is_empty() {
                 return Err(bad(
@@ -288,6 +306,11 @@ impl Scenario {
         Ok(())
     }
 
+    /// The checks this scenario runs, in report order: the Kafka ones only with `[kafka]`.
+    pub fn enabled_checks(&self) -> impl Iterator<Item = crate::verdict::CheckName> + '_ {
+        self.checks.enabled(self.kafka.is_some())
+    }
+
     /// A scenario that runs `command` with every check on, on the default backend.
     pub fn builder(
         name: impl Into<String>,
@@ -316,6 +339,7 @@ impl Scenario {
                 infra: InfraConfig::default(),
                 target,
                 stop: StopPlan::default(),
+                kafka: None,
                 checks: ChecksConfig::default(),
                 base_dir: PathBuf::from("."),
             },
@@ -384,6 +408,12 @@ impl ScenarioBuilder {
         self
     }
 
+    /// A Kafka workload, and with it the Kafka checks.
+    pub fn kafka(mut self, kafka: KafkaWorkload) -> Self {
+        self.scenario.kafka = Some(kafka);
+        self
+    }
+
     pub fn checks(mut self, checks: ChecksConfig) -> Self {
         self.scenario.checks = checks;
         self
@@ -420,7 +450,41 @@ mod tests {
             unreachable!()
         };
         assert_eq!(target.ready, ReadyProbe::Started(true));
-        assert!(s.checks.enabled().count() == crate::verdict::CheckName::ALL.len());
+        let checks: Vec<_> = s.enabled_checks().collect();
+        assert_eq!(checks, crate::verdict::CheckName::LIFECYCLE);
+    }
+
+    #[test]
+    fn a_kafka_table_adds_the_kafka_checks() {
+        let s = parse(
+            "[target]\ncommand = [\"x\"]\n[kafka]\nrecords = 50\n[checks]\nno_redelivery = false\n",
+        )
+        .unwrap();
+        let kafka = s.kafka.as_ref().unwrap();
+        assert_eq!((kafka.records, kafka.partitions), (50, 3));
+        let checks: Vec<_> = s.enabled_checks().map(|c| c.as_str()).collect();
+        assert_eq!(
+            checks[6..],
+            ["offsets_committed", "no_message_loss", "producer_flushed"]
+        );
+        let err =
+            parse("[target]\ncommand = [\"x\"]\n[checks]\noffsets_committed = true\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("offsets_committed needs a [kafka] table"),
+            "{err}"
+        );
+        // Turning one off without [kafka] is fine.
+        parse("[target]\ncommand = [\"x\"]\n[checks]\nno_message_loss = false\n").unwrap();
+        let err =
+            parse("[target]\ncommand = [\"x\"]\n[kafka]\ninput_topic = \"a b\"\n").unwrap_err();
+        assert!(err.to_string().contains("not a valid Kafka name"), "{err}");
+        let err = parse("[target]\ncommand = [\"x\"]\n[kafka]\nrecordz = 5\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("s.toml:4:1: unknown field `recordz`"),
+            "{err}"
+        );
     }
 
     #[test]

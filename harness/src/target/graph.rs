@@ -8,9 +8,10 @@
 //! (every thread of the process that is neither the runtime's own nor there before the graph
 //! started).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,12 @@ pub struct GraphContext {
     pub endpoints: Endpoints,
     /// The one shutdown trigger: cancelled when the harness stops the graph.
     pub shutdown: CancellationToken,
+    /// The settings a process target gets as environment variables (the Kafka topics and
+    /// group, `--env` values), by name.
+    pub settings: BTreeMap<String, String>,
+    /// What the graph counts here: output records it handed to its producer (the
+    /// `producer_flushed` check compares it with the output topic).
+    pub outputs_sent: Arc<AtomicU64>,
     ready: Option<oneshot::Sender<()>>,
 }
 
@@ -221,6 +228,7 @@ fn drive(
             alive: threads.len() as u64,
             items: threads,
         },
+        outputs_sent: None,
     });
     // Leaked tasks are dropped here; leaked threads are the graph's to end.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -232,15 +240,20 @@ pub async fn run_graph(
     endpoints: Endpoints,
     stop: &StopPlan,
     ready_timeout: Duration,
+    settings: BTreeMap<String, String>,
+    mut hooks: super::Hooks,
     signals: &mut SignalHandler,
 ) -> std::io::Result<TargetRun> {
     let (ready_tx, mut ready_rx) = oneshot::channel();
+    let outputs_sent = Arc::new(AtomicU64::new(0));
     let (returned_tx, mut returned_rx) = oneshot::channel();
     let (counted_tx, counted_rx) = oneshot::channel();
     let shutdown = CancellationToken::new();
     let ctx = GraphContext {
         endpoints,
         shutdown: shutdown.clone(),
+        settings,
+        outputs_sent: outputs_sent.clone(),
         ready: Some(ready_tx),
     };
     let baseline: HashSet<u32> = quiesce_soak::own_threads()
@@ -298,11 +311,15 @@ pub async fn run_graph(
     };
     let mut interrupted = run.ready == ReadyState::Interrupted;
     note(format!("{:?}", run.ready));
+    if matches!(run.ready, ReadyState::Ready { .. }) {
+        hooks.ready();
+    }
 
     // 2. Run for `after`, unless it returns or Ctrl-C comes.
     if matches!(run.ready, ReadyState::Ready { .. }) {
         tokio::select! {
             () = tokio::time::sleep(stop.after()) => {}
+            reason = hooks.stop_early() => note(reason),
             result = &mut returned_rx => {
                 let result = result.unwrap_or((Err("the graph's thread died".into()), Instant::now()));
                 note(format!("returned by itself ({})", TargetExit::Graph(result.0.clone()).describe()));
@@ -351,7 +368,10 @@ pub async fn run_graph(
     if let Some((result, _)) = returned {
         run.exit = Some(TargetExit::Graph(result));
         run.probe = match tokio::time::timeout(COUNT_TIMEOUT, counted_rx).await {
-            Ok(Ok(report)) => Some(Ok(report)),
+            Ok(Ok(mut report)) => {
+                report.outputs_sent = Some(outputs_sent.load(Ordering::SeqCst));
+                Some(Ok(report))
+            }
             _ => Some(Err("the graph's runtime could not be inspected".to_owned())),
         };
     }

@@ -17,6 +17,7 @@
 //! | `QUIESCE_REDIS_URL` | `redis://host:port` of the Redis proxy |
 //! | `QUIESCE_RUN_ID` | an id unique to this run; inherited by everything the target starts, which is how survivors are found |
 //! | `QUIESCE_PROBE_FILE` | where a target-side probe writes the tasks and threads still alive when shutdown completes |
+//! | `QUIESCE_KAFKA_INPUT_TOPIC`, `QUIESCE_KAFKA_OUTPUT_TOPIC`, `QUIESCE_KAFKA_GROUP` | with a `[kafka]` workload: the topic to consume, the topic to report processed records to, and the consumer group whose commits are judged |
 
 mod graph;
 mod observed;
@@ -31,3 +32,31 @@ pub use orphans::{OrphanProcess, find_orphans};
 pub use probe::{ProbeReport, ProbeSet, ProbeTask, ProbeThread, read_probe};
 pub use process::{ProcessContext, describe_status, run_process};
 pub use ready::wait_ready;
+
+/// How the run around a target takes part while the target runs.
+#[derive(Debug, Default)]
+pub struct Hooks {
+    /// Told once the target is ready.
+    pub on_ready: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Stops the target before `[stop] after_ms` when it yields; the text goes to the timeline.
+    pub stop_early: Option<tokio::sync::oneshot::Receiver<String>>,
+}
+
+impl Hooks {
+    fn ready(&mut self) {
+        if let Some(tx) = self.on_ready.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Yields when the run wants the target stopped early; never, if it does not.
+    async fn stop_early(&mut self) -> String {
+        match self.stop_early.as_mut() {
+            Some(rx) => match rx.await {
+                Ok(reason) => reason,
+                Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+}

@@ -49,6 +49,10 @@ pub struct ProbeReport {
     pub settle_ms: u64,
     pub tasks: ProbeSet<ProbeTask>,
     pub threads: ProbeSet<ProbeThread>,
+    /// Output records the target handed to its Kafka producer (the `producer_flushed` check
+    /// compares it with what reached the output topic); absent when the target does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs_sent: Option<u64>,
 }
 
 /// The probe's report, if the target wrote one; an unreadable one is an error message.

@@ -25,6 +25,7 @@ pub struct ProcessContext<'a> {
     /// The folder a relative `cwd` is resolved against.
     pub base_dir: &'a Path,
     pub ready_timeout: Duration,
+    pub hooks: super::Hooks,
 }
 
 /// An exit status in words: `exit code 3`, `killed by SIGTERM`.
@@ -60,7 +61,7 @@ pub async fn run_process(
 async fn drive_process(
     target: &ProcessTarget,
     stop: &StopPlan,
-    ctx: ProcessContext<'_>,
+    mut ctx: ProcessContext<'_>,
     signals: &mut SignalHandler,
 ) -> std::io::Result<TargetRun> {
     // Orphans of the target must come to us, not to init, to be seen and reaped.
@@ -143,7 +144,10 @@ async fn drive_process(
         },
     };
     match &run.ready {
-        ReadyState::Ready { .. } => note(Instant::now(), "ready".to_owned()),
+        ReadyState::Ready { .. } => {
+            note(Instant::now(), "ready".to_owned());
+            ctx.hooks.ready();
+        }
         ReadyState::Exited { status, .. } => {
             note(Instant::now(), format!("exited before ready ({status})"))
         }
@@ -156,6 +160,7 @@ async fn drive_process(
     if matches!(run.ready, ReadyState::Ready { .. }) {
         tokio::select! {
             () = tokio::time::sleep(stop.after()) => {}
+            reason = ctx.hooks.stop_early() => note(Instant::now(), reason),
             status = child.wait() => {
                 let status = status?;
                 note(Instant::now(), format!("exited by itself ({})", describe_status(&status)));

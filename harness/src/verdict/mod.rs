@@ -21,11 +21,15 @@ pub enum CheckName {
     NoLeakedTasks,
     NoLeakedThreads,
     NoOrphanProcesses,
+    OffsetsCommitted,
+    NoMessageLoss,
+    NoRedelivery,
+    ProducerFlushed,
 }
 
 impl CheckName {
-    /// Every check, in report order.
-    pub const ALL: [CheckName; 6] = [
+    /// The checks every target gets, in report order.
+    pub const LIFECYCLE: [CheckName; 6] = [
         CheckName::StartsWithin,
         CheckName::StopsWithin,
         CheckName::ExitCode,
@@ -33,6 +37,34 @@ impl CheckName {
         CheckName::NoLeakedThreads,
         CheckName::NoOrphanProcesses,
     ];
+
+    /// The checks of a scenario with a Kafka workload (`[kafka]`), in report order.
+    pub const KAFKA: [CheckName; 4] = [
+        CheckName::OffsetsCommitted,
+        CheckName::NoMessageLoss,
+        CheckName::NoRedelivery,
+        CheckName::ProducerFlushed,
+    ];
+
+    /// Every check, in report order: the lifecycle ones, then the Kafka ones.
+    pub const ALL: [CheckName; 10] = {
+        let mut all = [CheckName::StartsWithin; 10];
+        let mut i = 0;
+        while i < all.len() {
+            all[i] = if i < Self::LIFECYCLE.len() {
+                Self::LIFECYCLE[i]
+            } else {
+                Self::KAFKA[i - Self::LIFECYCLE.len()]
+            };
+            i += 1;
+        }
+        all
+    };
+
+    /// Whether the check judges the Kafka workload (and needs a `[kafka]` table).
+    pub fn needs_kafka(self) -> bool {
+        CheckName::KAFKA.contains(&self)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -42,6 +74,10 @@ impl CheckName {
             CheckName::NoLeakedTasks => "no_leaked_tasks",
             CheckName::NoLeakedThreads => "no_leaked_threads",
             CheckName::NoOrphanProcesses => "no_orphan_processes",
+            CheckName::OffsetsCommitted => "offsets_committed",
+            CheckName::NoMessageLoss => "no_message_loss",
+            CheckName::NoRedelivery => "no_redelivery",
+            CheckName::ProducerFlushed => "producer_flushed",
         }
     }
 }

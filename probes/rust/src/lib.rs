@@ -19,6 +19,8 @@
 //! `report` from `main`'s own future, not from a spawned task (which would count itself).
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -33,6 +35,7 @@ const RUNTIME_THREADS: &[&str] = &["tokio-runtime-w", "tokio-rt-worker"];
 pub struct Probe {
     baseline: HashSet<u32>,
     ignore: Vec<String>,
+    outputs: Option<Arc<AtomicU64>>,
 }
 
 #[derive(Serialize)]
@@ -61,6 +64,8 @@ struct Report {
     settle_ms: u64,
     tasks: Set<Task>,
     threads: Set<Thread>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outputs_sent: Option<u64>,
 }
 
 impl Probe {
@@ -72,7 +77,15 @@ impl Probe {
                 .map(|(tid, _)| tid)
                 .collect(),
             ignore: RUNTIME_THREADS.iter().map(|s| s.to_string()).collect(),
+            outputs: None,
         }
+    }
+
+    /// Reports `counter` as the output records the service handed to its Kafka producer (for
+    /// quiesce's `producer_flushed` check, which compares it with the output topic).
+    pub fn count_outputs(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.outputs = Some(counter);
+        self
     }
 
     /// Also ignores threads whose name starts with `prefix` (a runtime with custom thread
@@ -133,6 +146,7 @@ impl Probe {
                 alive: threads.len() as u64,
                 items: threads,
             },
+            outputs_sent: self.outputs.as_ref().map(|c| c.load(Ordering::SeqCst)),
         };
         let path = std::path::PathBuf::from(path);
         let tmp = path.with_extension("tmp");

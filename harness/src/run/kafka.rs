@@ -1,0 +1,361 @@
+//! The Kafka side of a run: topics before the target starts, the workload once it is ready,
+//! the read-back after each stop, and the judgement.
+
+use std::collections::BTreeMap;
+
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::{
+    AckedRecord, KafkaError, KafkaEvidence, OutputCount, ProcessedRecord, StopKind, Workload,
+    committed_offsets, count_processed, create_topic, no_message_loss, no_redelivery,
+    offsets_committed, produce_until, producer_flushed, read_back,
+};
+use crate::scenario::KafkaWorkload;
+use crate::target::Hooks;
+use crate::verdict::{CheckName, Outcome};
+
+/// Creates the input and output topics.
+pub async fn create_topics(bootstrap: &str, workload: &KafkaWorkload) -> Result<(), KafkaError> {
+    create_topic(bootstrap, &workload.input_topic, workload.partitions).await?;
+    create_topic(bootstrap, &workload.output_topic, workload.partitions).await
+}
+
+/// The workload of the first run, started in the background: it waits for the target to be
+/// ready, produces, and (with `stop_when_processed`) asks for the stop once every acknowledged
+/// input has an output.
+pub struct Producer {
+    task: tokio::task::JoinHandle<Result<Vec<AckedRecord>, KafkaError>>,
+    stop: CancellationToken,
+}
+
+impl Producer {
+    /// Starts it; the returned hooks go to the target's runner.
+    pub fn start(bootstrap: &str, workload: &KafkaWorkload, run_id: &str) -> (Producer, Hooks) {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(drive(
+            bootstrap.to_owned(),
+            workload.clone(),
+            run_id.to_owned(),
+            ready_rx,
+            stop_tx,
+            stop.clone(),
+        ));
+        let hooks = Hooks {
+            on_ready: Some(ready_tx),
+            stop_early: Some(stop_rx),
+        };
+        (Producer { task, stop }, hooks)
+    }
+
+    /// Ends the sending (sends in flight still get their acknowledgement) and returns what
+    /// the broker acknowledged.
+    pub async fn finish(self) -> Result<Vec<AckedRecord>, KafkaError> {
+        self.stop.cancel();
+        self.task.await.map_err(|e| KafkaError {
+            what: "workload".to_owned(),
+            reason: e.to_string(),
+        })?
+    }
+}
+
+async fn drive(
+    bootstrap: String,
+    workload: KafkaWorkload,
+    run_id: String,
+    ready: oneshot::Receiver<()>,
+    stop_tx: oneshot::Sender<String>,
+    stop: CancellationToken,
+) -> Result<Vec<AckedRecord>, KafkaError> {
+    tokio::select! {
+        ready = ready => if ready.is_err() { return Ok(Vec::new()) },
+        () = stop.cancelled() => return Ok(Vec::new()),
+    }
+    let sequence = Workload {
+        topic: &workload.input_topic,
+        prefix: &run_id,
+        count: workload.records,
+        rate: workload.rate,
+    };
+    // Counts outputs as they come, for an early stop.
+    let (mut seen, _counter) = count_outputs(&bootstrap, &workload.output_topic);
+    let mut stop_tx = Some(stop_tx);
+    fn ask_stop(stop_tx: &mut Option<oneshot::Sender<String>>, what: String) {
+        if let Some(tx) = stop_tx.take() {
+            let _ = tx.send(what);
+        }
+    }
+    let producing = produce_until(&bootstrap, &sequence, &stop);
+    tokio::pin!(producing);
+    let early = workload.stop_after_processed;
+    let acked = tokio::select! {
+        acked = &mut producing => acked?,
+        reached = reach(&mut seen, early.unwrap_or(usize::MAX)), if early.is_some() => {
+            let n = reached.unwrap_or_default();
+            ask_stop(&mut stop_tx, format!("{n} input(s) processed: stopping"));
+            // Keep producing: the stop lands mid-stream.
+            producing.await?
+        }
+    };
+    if stop.is_cancelled() || stop_tx.is_none() {
+        return Ok(acked);
+    }
+    if let Some(want) = early {
+        tokio::select! {
+            reached = reach(&mut seen, want) => if let Some(n) = reached {
+                ask_stop(&mut stop_tx, format!("{n} input(s) processed: stopping"));
+            },
+            () = stop.cancelled() => {}
+        }
+    } else if workload.stop_when_processed {
+        let want = acked.len();
+        tokio::select! {
+            done = reach(&mut seen, want) => if done.is_some() {
+                ask_stop(&mut stop_tx, format!("all {want} acknowledged input(s) processed: stopping"));
+            },
+            () = stop.cancelled() => {}
+        }
+    }
+    Ok(acked)
+}
+
+/// Waits until the distinct count reaches `want`; `None` if the counting ended first.
+async fn reach(seen: &mut tokio::sync::watch::Receiver<OutputCount>, want: usize) -> Option<usize> {
+    seen.wait_for(|n| n.distinct >= want)
+        .await
+        .ok()
+        .map(|n| n.distinct)
+}
+
+/// Counts the output topic's records in the background, until the guard is dropped.
+fn count_outputs(
+    bootstrap: &str,
+    topic: &str,
+) -> (
+    tokio::sync::watch::Receiver<OutputCount>,
+    AbortOnDrop<Result<(), KafkaError>>,
+) {
+    let (seen_tx, seen) = tokio::sync::watch::channel(OutputCount::default());
+    let bootstrap = bootstrap.to_owned();
+    let topic = topic.to_owned();
+    let counter = tokio::spawn(async move { count_processed(&bootstrap, &topic, seen_tx).await });
+    (seen, AbortOnDrop(counter))
+}
+
+/// Aborts a background task when the work it serves ends.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Before the restart has produced any output: how long it may stay quiet before the harness
+/// asks whether anything is left to consume.
+const RESTART_IDLE: Duration = Duration::from_secs(3);
+/// Once the restart produces output: how long the output must stay quiet for it to be done.
+const RESTART_QUIET: Duration = Duration::from_secs(2);
+
+/// Hooks for the restart: stop it once it has consumed what was left. That is when its output
+/// has gone quiet after growing, or, if it had nothing to redo, when the group's commits
+/// already cover every acknowledged input.
+/// `old_total`: the output records there were before the restart.
+pub fn restart_hooks(
+    bootstrap: &str,
+    workload: &KafkaWorkload,
+    acked: &[AckedRecord],
+    old_total: usize,
+) -> Hooks {
+    let (ready_tx, ready_rx) = oneshot::channel::<()>();
+    let (mut stop_tx, stop_rx) = oneshot::channel();
+    let bootstrap = bootstrap.to_owned();
+    let workload = workload.clone();
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for a in acked {
+        let end = ends.entry(a.partition).or_default();
+        *end = (*end).max(a.offset + 1);
+    }
+    tokio::spawn(async move {
+        if ready_rx.await.is_err() {
+            return;
+        }
+        // Ends with the run: the runner drops the receiver, and `closed` below yields.
+        let reason = tokio::select! {
+            reason = caught_up(&bootstrap, &workload, &ends, old_total) => reason,
+            () = stop_tx.closed() => return,
+        };
+        let _ = stop_tx.send(reason);
+    });
+    Hooks {
+        on_ready: Some(ready_tx),
+        stop_early: Some(stop_rx),
+    }
+}
+
+async fn caught_up(
+    bootstrap: &str,
+    workload: &KafkaWorkload,
+    ends: &BTreeMap<i32, i64>,
+    old_total: usize,
+) -> String {
+    let (mut seen, _counter) = count_outputs(bootstrap, &workload.output_topic);
+    loop {
+        let grown = seen.borrow().total > old_total;
+        let quiet = if grown { RESTART_QUIET } else { RESTART_IDLE };
+        match tokio::time::timeout(quiet, seen.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return "output counting failed: stopping".to_owned(),
+            Err(_) if grown => {
+                return format!(
+                    "{} new output(s), then quiet for {} ms: stopping",
+                    seen.borrow().total - old_total,
+                    RESTART_QUIET.as_millis()
+                );
+            }
+            Err(_) => {
+                // Nothing new: done if nothing is left to consume.
+                let committed = committed_offsets(
+                    bootstrap,
+                    &workload.group,
+                    &workload.input_topic,
+                    workload.partitions,
+                )
+                .await;
+                if let Ok(committed) = committed
+                    && ends
+                        .iter()
+                        .all(|(p, end)| committed.get(p).copied().flatten() >= Some(*end))
+                {
+                    return "nothing new to process, and the group's commits cover every acknowledged input: stopping".to_owned();
+                }
+            }
+        }
+    }
+}
+
+/// What Kafka held after one stop.
+pub struct AfterStop {
+    pub processed: Vec<ProcessedRecord>,
+    /// The broker served less than it reported (see [`crate::kafka::ReadBack`]).
+    pub stalled: Option<String>,
+    pub committed: BTreeMap<i32, Option<i64>>,
+}
+
+/// Reads the output topic and the group's commits.
+pub async fn read_after_stop(
+    bootstrap: &str,
+    workload: &KafkaWorkload,
+) -> Result<AfterStop, KafkaError> {
+    let read = read_back(bootstrap, &workload.output_topic).await?;
+    let committed = committed_offsets(
+        bootstrap,
+        &workload.group,
+        &workload.input_topic,
+        workload.partitions,
+    )
+    .await?;
+    Ok(AfterStop {
+        processed: read.records,
+        committed,
+        stalled: read.stalled,
+    })
+}
+
+/// Everything the Kafka checks are decided from.
+pub struct KafkaRun {
+    pub acked: Vec<AckedRecord>,
+    pub stop: StopKind,
+    /// After the first stop.
+    pub first: AfterStop,
+    /// What the target said it sent before the first stop ended.
+    pub outputs_sent: Option<u64>,
+    /// After the restart, if there was one; else why not.
+    pub restart: Result<AfterStop, String>,
+}
+
+/// The Kafka checks' outcomes, or why none could be decided.
+pub type KafkaOutcomes = Result<BTreeMap<CheckName, Outcome>, String>;
+
+/// Decides the Kafka checks.
+pub fn judge(run: &KafkaRun, records: usize) -> BTreeMap<CheckName, Outcome> {
+    let mut outcomes = BTreeMap::new();
+    if run.acked.is_empty() {
+        let reason = format!("the broker acknowledged none of the {records} input record(s)");
+        for check in CheckName::KAFKA {
+            outcomes.insert(check, Outcome::inconclusive(reason.clone()));
+        }
+        return outcomes;
+    }
+    let first = KafkaEvidence {
+        acked: run.acked.clone(),
+        processed: run.first.processed.clone(),
+        committed: run.first.committed.clone(),
+    };
+    outcomes.insert(
+        CheckName::OffsetsCommitted,
+        offsets_committed(&first, run.stop),
+    );
+    outcomes.insert(
+        CheckName::ProducerFlushed,
+        producer_flushed(run.outputs_sent, &first.processed, run.stop),
+    );
+    let (last, limits) = match &run.restart {
+        Ok(after) => (
+            KafkaEvidence {
+                acked: run.acked.clone(),
+                processed: after.processed.clone(),
+                committed: after.committed.clone(),
+            },
+            None,
+        ),
+        Err(why) => (first, Some(format!("judged without a restart: {why}"))),
+    };
+    for (check, outcome) in [
+        (CheckName::NoMessageLoss, no_message_loss(&last)),
+        (CheckName::NoRedelivery, no_redelivery(&last, run.stop)),
+    ] {
+        outcomes.insert(check, with_note(outcome, limits.as_deref()));
+    }
+    // A broker that served less than it reported is said on every check it touched.
+    let stalled = [run.first.stalled.as_deref()]
+        .into_iter()
+        .chain([run.restart.as_ref().ok().and_then(|r| r.stalled.as_deref())])
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if !stalled.is_empty() {
+        for outcome in outcomes.values_mut() {
+            *outcome = with_note(outcome.clone(), Some(&stalled));
+        }
+    }
+    outcomes
+}
+
+/// Adds `note` to a pass's limits or a violation's evidence.
+fn with_note(outcome: Outcome, note: Option<&str>) -> Outcome {
+    let Some(note) = note else {
+        return outcome;
+    };
+    match outcome {
+        Outcome::Pass { detail, limits } => Outcome::Pass {
+            detail,
+            limits: Some(match limits {
+                Some(limits) => format!("{limits}; {note}"),
+                None => note.to_owned(),
+            }),
+        },
+        Outcome::Violation {
+            summary,
+            mut evidence,
+        } => {
+            evidence.push(format!("note: {note}"));
+            Outcome::Violation { summary, evidence }
+        }
+        inconclusive => inconclusive,
+    }
+}
