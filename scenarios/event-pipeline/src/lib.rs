@@ -1,0 +1,562 @@
+//! event-pipeline: Kafka consume → process → produce, with a dead-letter topic.
+//!
+//! The reference service of seeds 000 and 001, written the way their teams were reaching for:
+//!
+//! - **one shutdown trigger**: a `CancellationToken`; signals only cancel it;
+//! - **every task tracked**: per-batch work goes on a `TaskTracker`, closed and awaited on the
+//!   way out;
+//! - **at-least-once, exactly committed**: an input's offset is committed only after its output
+//!   was delivered; on the way out the loop stops taking input, waits for every delivery
+//!   (the producer flush), and commits what was processed, synchronously;
+//! - **clients built once, in order**: consumer, producer, then ready; dropped in reverse.
+//!
+//! It follows quiesce's Kafka contract: for each processed input it writes one record to the
+//! output topic, keyed by the input's key, valued `{"partition": P, "offset": O}`. Inputs whose
+//! payload is not `seq-N` also go to the dead-letter topic (`{output}.dlq`).
+//!
+//! `QUIESCE_VARIANT` picks a deliberately broken variant, each a bug from the seeds (see
+//! [`Variant`]); the scenario files next to this crate say which verdict each must get.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Inputs per batch: each batch gets a small follow-up task (an audit of the batch).
+const BATCH: u64 = 100;
+/// How long the batch audit takes, unless shutdown comes first.
+const AUDIT: Duration = Duration::from_millis(200);
+/// How long the `slow-drain` variant waits on the way out.
+const SLOW_DRAIN: Duration = Duration::from_secs(7);
+
+/// The service's behaviour: the correct lifecycle, or one of the seeds' bugs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// Everything right.
+    Correct,
+    /// A fire-and-forget task per batch (a metrics flusher) that never learns of shutdown
+    /// (seed 000: `asyncio.create_task` without tracking).
+    UntrackedTask,
+    /// Per-batch tasks registered by weak reference, so the registry that should cancel them
+    /// finds nothing at shutdown (seed 001: the WeakSet of task handles).
+    DroppedHandle,
+    /// Offsets are committed every `commit_every` inputs but not on the way out.
+    NoFinalCommit,
+    /// Offsets are committed on receipt, before the input is processed: fine after a clean
+    /// stop that drains, a loss after SIGKILL.
+    CommitBeforeProcess,
+    /// Offsets are committed once the output is queued, not delivered, and the producer is
+    /// dropped without a flush (rdkafka purges its queue on drop): outputs are lost.
+    ProducerNotFlushed,
+    /// A raw `std::thread` lag sampler that is never told to stop or joined (seed 000).
+    SamplerThread,
+    /// The way out waits a fixed 7 s "for in-flight work" instead of on the work itself.
+    SlowDrain,
+}
+
+impl Variant {
+    /// Every variant, by its `QUIESCE_VARIANT` name.
+    pub const ALL: [Variant; 8] = [
+        Variant::Correct,
+        Variant::UntrackedTask,
+        Variant::DroppedHandle,
+        Variant::NoFinalCommit,
+        Variant::CommitBeforeProcess,
+        Variant::ProducerNotFlushed,
+        Variant::SamplerThread,
+        Variant::SlowDrain,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Correct => "correct",
+            Variant::UntrackedTask => "untracked-task",
+            Variant::DroppedHandle => "dropped-handle",
+            Variant::NoFinalCommit => "no-final-commit",
+            Variant::CommitBeforeProcess => "commit-before-process",
+            Variant::ProducerNotFlushed => "producer-not-flushed",
+            Variant::SamplerThread => "sampler-thread",
+            Variant::SlowDrain => "slow-drain",
+        }
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Variant {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Variant::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Variant::ALL.iter().map(|v| v.as_str()).collect();
+                format!(
+                    "QUIESCE_VARIANT `{s}` is not a variant (expected one of: {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// Where the pipeline reads and writes, and how it behaves.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bootstrap: String,
+    pub input_topic: String,
+    pub output_topic: String,
+    pub dlq_topic: String,
+    pub group: String,
+    pub variant: Variant,
+    /// Commit after this many processed inputs (and, correctly, on the way out).
+    pub commit_every: u64,
+    /// Work per input.
+    pub process_cost: Duration,
+}
+
+impl Config {
+    /// From quiesce's variables (`QUIESCE_KAFKA_BOOTSTRAP`, `QUIESCE_KAFKA_INPUT_TOPIC`,
+    /// `QUIESCE_KAFKA_OUTPUT_TOPIC`, `QUIESCE_KAFKA_GROUP`, `QUIESCE_VARIANT`) and the
+    /// pipeline's own (`EVENT_PIPELINE_COMMIT_EVERY`, default 300;
+    /// `EVENT_PIPELINE_PROCESS_MS`, default 1), looked up by `get`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let bootstrap = get("QUIESCE_KAFKA_BOOTSTRAP")
+            .ok_or("QUIESCE_KAFKA_BOOTSTRAP is not set (host:port of a Kafka broker)")?;
+        let output_topic =
+            get("QUIESCE_KAFKA_OUTPUT_TOPIC").unwrap_or_else(|| "quiesce-output".to_owned());
+        let number = |key: &str, default: u64| -> Result<u64, String> {
+            get(key).map_or(Ok(default), |v| {
+                v.parse()
+                    .map_err(|_| format!("{key} = `{v}` is not a whole number"))
+            })
+        };
+        Ok(Config {
+            bootstrap,
+            input_topic: get("QUIESCE_KAFKA_INPUT_TOPIC")
+                .unwrap_or_else(|| "quiesce-input".to_owned()),
+            dlq_topic: format!("{output_topic}.dlq"),
+            output_topic,
+            group: get("QUIESCE_KAFKA_GROUP").unwrap_or_else(|| "quiesce-target".to_owned()),
+            variant: get("QUIESCE_VARIANT")
+                .map(|v| v.parse())
+                .transpose()?
+                .unwrap_or(Variant::Correct),
+            commit_every: number("EVENT_PIPELINE_COMMIT_EVERY", 300)?.max(1),
+            process_cost: Duration::from_millis(number("EVENT_PIPELINE_PROCESS_MS", 1)?),
+        })
+    }
+}
+
+fn client(config: &Config) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.bootstrap)
+        .set("client.id", "event-pipeline")
+        .set("log_level", "3");
+    client
+}
+
+/// Tasks registered by weak reference: what seed 001's WeakSet did. Cancelling through it
+/// reaches only the tasks something else still holds, which is none of them.
+#[derive(Default)]
+struct WeakRegistry(Mutex<Vec<Weak<CancellationToken>>>);
+
+impl WeakRegistry {
+    fn register(&self, stop: &Arc<CancellationToken>) {
+        if let Ok(mut tasks) = self.0.lock() {
+            tasks.push(Arc::downgrade(stop));
+        }
+    }
+
+    fn cancel_all(&self) {
+        if let Ok(tasks) = self.0.lock() {
+            for stop in tasks.iter().filter_map(Weak::upgrade) {
+                stop.cancel();
+            }
+        }
+    }
+}
+
+/// What the consume loop has done and not yet committed.
+#[derive(Default)]
+struct Progress {
+    /// Per input partition: the next offset to commit (last processed + 1).
+    positions: BTreeMap<i32, i64>,
+    /// Deliveries of outputs not yet confirmed.
+    pending: Vec<DeliveryFuture>,
+    processed: u64,
+    since_commit: u64,
+}
+
+/// Runs the pipeline until `shutdown` is cancelled, then stops it. `ready` is called once the
+/// clients are up and subscribed; `outputs_sent` counts output records handed to the producer.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(),
+    outputs_sent: Arc<AtomicU64>,
+) -> Result<(), String> {
+    let consumer: StreamConsumer = client(&config)
+        .set("group.id", &config.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .map_err(|e| format!("consumer: {e}"))?;
+    consumer
+        .subscribe(&[&config.input_topic])
+        .map_err(|e| format!("subscribe to {}: {e}", config.input_topic))?;
+    let producer: FutureProducer = client(&config)
+        // Outputs are batched for 100 ms, as throughput-minded pipelines do: what is queued
+        // at the stop is delivered only by a flush.
+        .set("linger.ms", "100")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .map_err(|e| format!("producer: {e}"))?;
+    create_dlq(&config).await?;
+    let tracker = TaskTracker::new();
+    let registry = WeakRegistry::default();
+    if config.variant == Variant::SamplerThread {
+        start_lag_sampler();
+    }
+    ready();
+
+    let mut progress = Progress::default();
+    let result = if config.variant == Variant::CommitBeforeProcess {
+        consume_commit_on_receipt(
+            &config,
+            &consumer,
+            &producer,
+            &shutdown,
+            &tracker,
+            &outputs_sent,
+        )
+        .await
+    } else {
+        consume(
+            &config,
+            &consumer,
+            &producer,
+            &shutdown,
+            &tracker,
+            &registry,
+            &outputs_sent,
+            &mut progress,
+        )
+        .await
+    };
+
+    // The way out, in order: no new input (the loop has ended), outputs delivered, offsets
+    // committed, follow-up tasks stopped and awaited, clients closed.
+    if config.variant == Variant::SlowDrain {
+        tokio::time::sleep(SLOW_DRAIN).await;
+    }
+    if config.variant == Variant::ProducerNotFlushed {
+        // The bug: the producer goes first, unflushed; rdkafka purges what it still queues.
+        drop(producer);
+    } else {
+        delivered(&mut progress.pending).await?;
+    }
+    if config.variant != Variant::NoFinalCommit {
+        commit(&config, &consumer, &progress.positions, CommitMode::Sync)?;
+    }
+    tracker.close();
+    tracker.wait().await;
+    registry.cancel_all();
+    consumer.unsubscribe();
+    drop(consumer);
+    result
+}
+
+/// The dead-letter topic, created if it is not there (as many partitions as the broker's
+/// default).
+async fn create_dlq(config: &Config) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = client(config)
+        .create()
+        .map_err(|e| format!("admin client: {e}"))?;
+    let topic = NewTopic::new(&config.dlq_topic, 1, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&topic], &options)
+        .await
+        .map_err(|e| format!("create {}: {e}", config.dlq_topic))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, e)) => return Err(format!("create {topic}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// The consume loop of every variant but `commit-before-process`.
+#[allow(clippy::too_many_arguments)]
+async fn consume(
+    config: &Config,
+    consumer: &StreamConsumer,
+    producer: &FutureProducer,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+    registry: &WeakRegistry,
+    outputs_sent: &AtomicU64,
+    progress: &mut Progress,
+) -> Result<(), String> {
+    loop {
+        let message = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return Ok(()),
+            message = consumer.recv() => message.map_err(|e| format!("consume: {e}"))?,
+        };
+        tokio::time::sleep(config.process_cost).await;
+        progress
+            .pending
+            .extend(send_outputs(config, producer, &message)?);
+        outputs_sent.fetch_add(1, Ordering::SeqCst);
+        progress
+            .positions
+            .insert(message.partition(), message.offset() + 1);
+        progress.processed += 1;
+        progress.since_commit += 1;
+        if progress.processed.is_multiple_of(BATCH) {
+            follow_up(config.variant, shutdown, tracker, registry);
+        }
+        if progress.since_commit >= config.commit_every {
+            if config.variant != Variant::ProducerNotFlushed {
+                delivered(&mut progress.pending).await?;
+            } else {
+                // The bug: commit once queued; the deliveries are never looked at.
+                progress.pending.clear();
+            }
+            commit(config, consumer, &progress.positions, CommitMode::Async)?;
+            progress.since_commit = 0;
+        }
+    }
+}
+
+/// `commit-before-process`: commit on receipt, process later on a worker.
+async fn consume_commit_on_receipt(
+    config: &Config,
+    consumer: &StreamConsumer,
+    producer: &FutureProducer,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+    outputs_sent: &Arc<AtomicU64>,
+) -> Result<(), String> {
+    let (queue, mut work) = tokio::sync::mpsc::unbounded_channel::<OwnedMessage>();
+    let worker = {
+        let config = config.clone();
+        let producer = producer.clone();
+        let outputs_sent = outputs_sent.clone();
+        tracker.spawn(async move {
+            let mut pending = Vec::new();
+            while let Some(message) = work.recv().await {
+                tokio::time::sleep(config.process_cost).await;
+                pending.extend(send_outputs(&config, &producer, &message)?);
+                outputs_sent.fetch_add(1, Ordering::SeqCst);
+            }
+            delivered(&mut pending).await
+        })
+    };
+    loop {
+        let message = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            message = consumer.recv() => message.map_err(|e| format!("consume: {e}"))?,
+        };
+        let position = BTreeMap::from([(message.partition(), message.offset() + 1)]);
+        commit(config, consumer, &position, CommitMode::Async)?;
+        let _ = queue.send(message.detach());
+    }
+    // A clean stop drains the queue: only a crash shows the bug.
+    drop(queue);
+    worker
+        .await
+        .map_err(|e| format!("the processing worker failed: {e}"))?
+}
+
+/// The output record (and, for a payload that is not `seq-N`, the dead letter) of `message`.
+fn send_outputs(
+    config: &Config,
+    producer: &FutureProducer,
+    message: &impl Message,
+) -> Result<Vec<DeliveryFuture>, String> {
+    let key = message.key().unwrap_or_default();
+    let value = format!(
+        "{{\"partition\":{},\"offset\":{}}}",
+        message.partition(),
+        message.offset()
+    );
+    let mut sends = vec![send(
+        producer,
+        FutureRecord::to(&config.output_topic)
+            .key(key)
+            .payload(&value),
+    )?];
+    let payload = message.payload().unwrap_or_default();
+    if !payload.starts_with(b"seq-") {
+        sends.push(send(
+            producer,
+            FutureRecord::to(&config.dlq_topic)
+                .key(key)
+                .payload(payload),
+        )?);
+    }
+    Ok(sends)
+}
+
+fn send(
+    producer: &FutureProducer,
+    record: FutureRecord<'_, [u8], impl rdkafka::message::ToBytes + ?Sized>,
+) -> Result<DeliveryFuture, String> {
+    producer
+        .send_result(record)
+        .map_err(|(e, _)| format!("produce: {e}"))
+}
+
+/// Waits for every pending delivery; a failed one is an error (its input must not be
+/// committed).
+async fn delivered(pending: &mut Vec<DeliveryFuture>) -> Result<(), String> {
+    for delivery in futures::future::join_all(pending.drain(..)).await {
+        match delivery {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(format!("an output was not delivered: {e}")),
+            Err(_) => return Err("the producer went away before a delivery".to_owned()),
+        }
+    }
+    Ok(())
+}
+
+fn commit(
+    config: &Config,
+    consumer: &StreamConsumer,
+    positions: &BTreeMap<i32, i64>,
+    mode: CommitMode,
+) -> Result<(), String> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let mut offsets = TopicPartitionList::new();
+    for (&partition, &next) in positions {
+        offsets
+            .add_partition_offset(&config.input_topic, partition, Offset::Offset(next))
+            .map_err(|e| format!("commit: {e}"))?;
+    }
+    consumer
+        .commit(&offsets, mode)
+        .map_err(|e| format!("commit: {e}"))
+}
+
+/// The per-batch follow-up task, spawned the way the variant spawns it.
+fn follow_up(
+    variant: Variant,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+    registry: &WeakRegistry,
+) {
+    match variant {
+        Variant::UntrackedTask => {
+            // A metrics flusher per batch, on its own: nothing stops it or waits for it.
+            tokio::spawn(async {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+        }
+        Variant::DroppedHandle => {
+            let stop = Arc::new(CancellationToken::new());
+            registry.register(&stop);
+            let stopped = (*stop).clone();
+            tokio::spawn(async move { stopped.cancelled().await });
+            // `stop` is dropped here: the registry's weak reference dies with it.
+        }
+        _ => {
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(AUDIT) => {}
+                }
+            });
+        }
+    }
+}
+
+/// `sampler-thread`: a periodic sampler on a raw thread, never told to stop.
+fn start_lag_sampler() {
+    let _ = std::thread::Builder::new()
+        .name("lag-sampler".to_owned())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+}
+
+/// The pipeline as an in-process graph for quiesce, configured by the settings quiesce
+/// passes (the same names as the environment of the binary).
+pub fn graph() -> quiesce::target::Graph {
+    quiesce::target::Graph::new("event-pipeline", |mut ctx| async move {
+        let settings = ctx.settings.clone();
+        let config = Config::from_lookup(|key| settings.get(key).cloned())?;
+        let shutdown = ctx.shutdown.clone();
+        let outputs_sent = ctx.outputs_sent.clone();
+        run(config, shutdown, move || ctx.ready(), outputs_sent).await
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_parse_by_name_and_unknown_ones_are_named() {
+        for variant in Variant::ALL {
+            assert_eq!(variant.as_str().parse::<Variant>(), Ok(variant));
+        }
+        let err = "leaky".parse::<Variant>().unwrap_err();
+        assert!(
+            err.contains("`leaky`") && err.contains("slow-drain"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn config_needs_a_broker_and_takes_defaults() {
+        let err = Config::from_lookup(|_| None).unwrap_err();
+        assert!(err.contains("QUIESCE_KAFKA_BOOTSTRAP"), "{err}");
+        let config = Config::from_lookup(|key| {
+            (key == "QUIESCE_KAFKA_BOOTSTRAP").then(|| "127.0.0.1:9092".to_owned())
+        })
+        .unwrap();
+        assert_eq!(config.variant, Variant::Correct);
+        assert_eq!(config.dlq_topic, "quiesce-output.dlq");
+        assert_eq!(config.commit_every, 300);
+        let err = Config::from_lookup(|key| match key {
+            "QUIESCE_KAFKA_BOOTSTRAP" => Some("x:1".to_owned()),
+            "EVENT_PIPELINE_COMMIT_EVERY" => Some("many".to_owned()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert!(
+            err.contains("EVENT_PIPELINE_COMMIT_EVERY = `many`"),
+            "{err}"
+        );
+    }
+}
