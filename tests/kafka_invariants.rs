@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use quiesce::kafka::{
-    KafkaEvidence, StopKind, committed_offsets, create_topic, no_message_loss, no_redelivery,
-    offsets_committed, produce_sequence, read_processed,
+    KafkaEvidence, StopKind, Workload, committed_offsets, create_topic, no_message_loss,
+    no_redelivery, offsets_committed, produce_sequence, produce_until, read_processed,
 };
 use quiesce::verdict::Outcome;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
 
 use crate::util::*;
 
@@ -205,5 +206,88 @@ async fn output_that_breaks_the_contract_is_an_error_not_a_verdict() {
             .contains(r#"expected JSON {"partition": P, "offset": O}"#),
         "{err}"
     );
+    infra.close().await.unwrap();
+}
+
+/// Offsets a consumer assigned at `start` on partition 0 of `topic` receives, until quiet.
+async fn offsets_from(bootstrap: &str, topic: &str, start: i64) -> Vec<i64> {
+    let consumer: StreamConsumer = kafka_config(bootstrap)
+        .set("group.id", "offsets-from")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Offset(start))
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let mut offsets = Vec::new();
+    while let Ok(message) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await {
+        offsets.push(message.unwrap().offset());
+    }
+    offsets
+}
+
+/// Why the workload sends one record per batch on tansu: a fetch that starts inside a batch is
+/// answered from the next batch, so a consumer resuming at a committed offset skips the rest of
+/// that batch. If a tansu upgrade fixes this, this test fails: drop the workaround then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_skips_the_rest_of_a_batch_when_a_fetch_starts_inside_it() {
+    let mut infra = start_local().await;
+    let bootstrap = infra.endpoints().kafka_bootstrap.clone();
+    create_topic(&bootstrap, "batched", 1).await.unwrap();
+    // Ten records sent together (one batch), then ten more.
+    let producer: FutureProducer = kafka_config(&bootstrap)
+        .set("linger.ms", "50")
+        .create()
+        .unwrap();
+    for round in 0..2 {
+        let sends: Vec<_> = (0..10)
+            .map(|n| {
+                let key = format!("{round}-{n}");
+                producer
+                    .send_result(FutureRecord::to("batched").key(&key).payload("x"))
+                    .unwrap()
+            })
+            .collect();
+        for delivery in futures::future::join_all(sends).await {
+            delivery.unwrap().unwrap();
+        }
+    }
+    assert_eq!(
+        offsets_from(&bootstrap, "batched", 0).await,
+        (0..20).collect::<Vec<_>>()
+    );
+    let from_five = offsets_from(&bootstrap, "batched", 5).await;
+    assert_eq!(
+        from_five,
+        (10..20).collect::<Vec<_>>(),
+        "tansu now serves a fetch from inside a batch: the one-record-per-batch workaround can go"
+    );
+    infra.close().await.unwrap();
+}
+
+/// With one record per batch, every offset is a batch start: a consumer can resume anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workload_can_be_resumed_at_any_offset() {
+    let mut infra = start_local().await;
+    let bootstrap = infra.endpoints().kafka_bootstrap.clone();
+    create_topic(&bootstrap, "single", 1).await.unwrap();
+    let workload = Workload {
+        topic: "single",
+        prefix: "k",
+        count: 50,
+        rate: 0,
+        one_record_per_batch: true,
+    };
+    let acked = produce_until(&bootstrap, &workload, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(acked.len(), 50);
+    for start in [0, 7, 33, 49] {
+        assert_eq!(
+            offsets_from(&bootstrap, "single", start).await,
+            (start..50).collect::<Vec<_>>()
+        );
+    }
     infra.close().await.unwrap();
 }

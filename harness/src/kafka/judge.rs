@@ -7,7 +7,8 @@ use crate::kafka::{AckedRecord, ProcessedRecord};
 use crate::verdict::Outcome;
 
 /// How the target was stopped: the invariants differ.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StopKind {
     /// SIGTERM, SIGINT, the shutdown token: everything processed must be committed.
     Clean,
@@ -242,6 +243,7 @@ mod tests {
                 partition: p,
                 offset: o,
                 key: String::new(),
+                output: (p, o),
             })
             .collect()
     }

@@ -32,8 +32,14 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Starts it; the returned hooks go to the target's runner.
-    pub fn start(bootstrap: &str, workload: &KafkaWorkload, run_id: &str) -> (Producer, Hooks) {
+    /// Starts it; the returned hooks go to the target's runner. `one_record_per_batch`: see
+    /// [`crate::kafka::Workload`].
+    pub fn start(
+        bootstrap: &str,
+        workload: &KafkaWorkload,
+        run_id: &str,
+        one_record_per_batch: bool,
+    ) -> (Producer, Hooks) {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let stop = CancellationToken::new();
@@ -41,6 +47,7 @@ impl Producer {
             bootstrap.to_owned(),
             workload.clone(),
             run_id.to_owned(),
+            one_record_per_batch,
             ready_rx,
             stop_tx,
             stop.clone(),
@@ -67,6 +74,7 @@ async fn drive(
     bootstrap: String,
     workload: KafkaWorkload,
     run_id: String,
+    one_record_per_batch: bool,
     ready: oneshot::Receiver<()>,
     stop_tx: oneshot::Sender<String>,
     stop: CancellationToken,
@@ -80,6 +88,7 @@ async fn drive(
         prefix: &run_id,
         count: workload.records,
         rate: workload.rate,
+        one_record_per_batch,
     };
     // Counts outputs as they come, for an early stop.
     let (mut seen, _counter) = count_outputs(&bootstrap, &workload.output_topic);
@@ -239,6 +248,7 @@ async fn caught_up(
 }
 
 /// What Kafka held after one stop.
+#[derive(serde::Serialize)]
 pub struct AfterStop {
     pub processed: Vec<ProcessedRecord>,
     /// The broker served less than it reported (see [`crate::kafka::ReadBack`]).
@@ -266,7 +276,9 @@ pub async fn read_after_stop(
     })
 }
 
-/// Everything the Kafka checks are decided from.
+/// Everything the Kafka checks are decided from; written to `kafka.json` in the run's output
+/// folder, so a verdict can be checked record by record.
+#[derive(serde::Serialize)]
 pub struct KafkaRun {
     pub acked: Vec<AckedRecord>,
     pub stop: StopKind,

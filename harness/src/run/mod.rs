@@ -13,7 +13,7 @@ pub use kafka::KafkaOutcomes;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::infra::{Endpoints, Infra, InfraError};
+use crate::infra::{BackendKind, Endpoints, Infra, InfraError, KafkaFlavor};
 use crate::kafka::{KafkaError, StopKind};
 use crate::scenario::{Scenario, StopPlan, StopSignal, Target};
 use crate::signal::SignalHandler;
@@ -115,7 +115,21 @@ pub async fn run(
         _ = signals.recv() => return Err(RunError::Interrupted),
     };
     let endpoints = infra.endpoints().clone();
-    let driven = drive(scenario, options, &run_id, &out_dir, endpoints, signals).await;
+    // Only a known Apache Kafka serves a fetch that starts inside a batch correctly.
+    let whole_batches_only = match infra.backend() {
+        BackendKind::Containers => scenario.infra.kafka_flavor() != KafkaFlavor::Apache,
+        BackendKind::Local | BackendKind::External | BackendKind::Auto => true,
+    };
+    let driven = drive(
+        scenario,
+        options,
+        &run_id,
+        &out_dir,
+        endpoints,
+        whole_batches_only,
+        signals,
+    )
+    .await;
     // A second Ctrl-C during the close kills at once: dropping the infrastructure does that.
     let closed = tokio::select! {
         closed = infra.close() => closed,
@@ -151,6 +165,7 @@ async fn drive(
     run_id: &str,
     out_dir: &Path,
     endpoints: Endpoints,
+    one_record_per_batch: bool,
     signals: &mut SignalHandler,
 ) -> Result<(TargetRun, Option<KafkaOutcomes>), RunError> {
     let bootstrap = endpoints.kafka_bootstrap.clone();
@@ -170,7 +185,8 @@ async fn drive(
 
     let (producer, hooks) = match &scenario.kafka {
         Some(workload) => {
-            let (producer, hooks) = kafka::Producer::start(&bootstrap, workload, run_id);
+            let (producer, hooks) =
+                kafka::Producer::start(&bootstrap, workload, run_id, one_record_per_batch);
             (Some(producer), hooks)
         }
         None => (None, Hooks::default()),
@@ -259,16 +275,27 @@ async fn drive(
             )),
         };
     }
-    let judged = kafka::judge(
-        &kafka::KafkaRun {
-            acked,
-            stop,
-            first,
-            outputs_sent,
-            restart,
-        },
-        workload.records,
-    );
+    let evidence = kafka::KafkaRun {
+        acked,
+        stop,
+        first,
+        outputs_sent,
+        restart,
+    };
+    let judged = kafka::judge(&evidence, workload.records);
+    // The records behind the verdict, for a person to check; a failure to write them is noted,
+    // not fatal.
+    let dump = out_dir.join("kafka.json");
+    match serde_json::to_vec(&evidence).map(|json| std::fs::write(&dump, json)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => observed.timeline.push((
+            observed.timeline.last().map_or(0, |(at, _)| *at),
+            format!("cannot write {}: {e}", dump.display()),
+        )),
+        Err(e) => observed
+            .timeline
+            .push((0, format!("cannot serialize the Kafka evidence: {e}"))),
+    }
     Ok((observed, Some(Ok(judged))))
 }
 
