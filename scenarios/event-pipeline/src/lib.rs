@@ -324,7 +324,7 @@ async fn consume(
             () = shutdown.cancelled() => return Ok(()),
             message = consumer.recv() => message.map_err(|e| format!("consume: {e}"))?,
         };
-        tokio::time::sleep(config.process_cost).await;
+        do_work(config.process_cost).await;
         progress
             .pending
             .extend(send_outputs(config, producer, &message)?);
@@ -367,7 +367,7 @@ async fn consume_commit_on_receipt(
         tracker.spawn(async move {
             let mut pending = Vec::new();
             while let Some(message) = work.recv().await {
-                tokio::time::sleep(config.process_cost).await;
+                do_work(config.process_cost).await;
                 pending.extend(send_outputs(&config, &producer, &message)?);
                 outputs_sent.fetch_add(1, Ordering::SeqCst);
             }
@@ -389,6 +389,14 @@ async fn consume_commit_on_receipt(
     worker
         .await
         .map_err(|e| format!("the processing worker failed: {e}"))?
+}
+
+/// The work an input takes. None at all is none: even a zero sleep waits for the next timer
+/// tick, about a millisecond.
+async fn do_work(cost: Duration) {
+    if !cost.is_zero() {
+        tokio::time::sleep(cost).await;
+    }
 }
 
 /// The output record (and, for a payload that is not `seq-N`, the dead letter) of `message`.

@@ -88,137 +88,176 @@ async fn check(scenario: &Scenario, variant: &str, failing: &[CheckName], unsure
 
 use CheckName::*;
 
-// The clean stop (event-pipeline.toml): one test per variant, so they run side by side.
+/// What only the way out can show is not decided after SIGKILL: nothing runs on the way out.
+const KILLED: &[CheckName] = &[ExitCode, NoLeakedTasks, NoLeakedThreads, ProducerFlushed];
+/// A graph's child processes are not tracked.
+const GRAPH: &[CheckName] = &[NoOrphanProcesses];
+
+/// A row of VARIANTS.md: file, variant, as a graph?, failing checks, inconclusive checks.
+type Row = (
+    &'static str,
+    &'static str,
+    bool,
+    &'static [CheckName],
+    &'static [CheckName],
+);
+
+/// The catalogue: every row has an exact verdict.
+#[rustfmt::skip]
+const ROWS: &[Row] = &[
+    ("event-pipeline.toml", "correct", false, &[], &[]),
+    ("event-pipeline.toml", "untracked-task", false, &[NoLeakedTasks], &[]),
+    ("event-pipeline.toml", "dropped-handle", false, &[NoLeakedTasks], &[]),
+    ("event-pipeline.toml", "no-final-commit", false, &[OffsetsCommitted, NoRedelivery], &[]),
+    // Commits on receipt, but a clean stop drains the queue: only SIGKILL shows it.
+    ("event-pipeline.toml", "commit-before-process", false, &[], &[]),
+    // Every output was delivered before the stop came: only a stop mid-stream shows it.
+    ("event-pipeline.toml", "producer-not-flushed", false, &[], &[]),
+    ("event-pipeline.toml", "sampler-thread", false, &[NoLeakedThreads], &[]),
+    ("event-pipeline.toml", "slow-drain", false, &[StopsWithin], &[]),
+    ("event-pipeline-midstream.toml", "correct", false, &[], &[]),
+    ("event-pipeline-kill.toml", "correct", false, &[], KILLED),
+    ("event-pipeline-kill.toml", "commit-before-process", false, &[OffsetsCommitted, NoMessageLoss], KILLED),
+    ("event-pipeline.toml", "correct", true, &[], GRAPH),
+    ("event-pipeline.toml", "untracked-task", true, &[NoLeakedTasks], GRAPH),
+    ("event-pipeline.toml", "no-final-commit", true, &[OffsetsCommitted, NoRedelivery], GRAPH),
+    ("event-pipeline-midstream.toml", "correct", true, &[], GRAPH),
+];
+
+async fn check_row(file: &str, variant: &str, graph: bool) {
+    let (_, _, _, failing, unsure) = ROWS
+        .iter()
+        .find(|r| r.0 == file && r.1 == variant && r.2 == graph)
+        .unwrap_or_else(|| panic!("no row for {file} / {variant}"));
+    let s = if graph {
+        as_graph(scenario(file))
+    } else {
+        scenario(file)
+    };
+    check(&s, variant, failing, unsure).await;
+}
+
+// One test per process row, so they run side by side.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_stop_correct() {
-    check(&scenario("event-pipeline.toml"), "correct", &[], &[]).await;
+    check_row("event-pipeline.toml", "correct", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_stop_untracked_task() {
-    check(
-        &scenario("event-pipeline.toml"),
-        "untracked-task",
-        &[NoLeakedTasks],
-        &[],
-    )
-    .await;
+    check_row("event-pipeline.toml", "untracked-task", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_stop_dropped_handle() {
-    check(
-        &scenario("event-pipeline.toml"),
-        "dropped-handle",
-        &[NoLeakedTasks],
-        &[],
-    )
-    .await;
+    check_row("event-pipeline.toml", "dropped-handle", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_stop_no_final_commit() {
-    check(
-        &scenario("event-pipeline.toml"),
-        "no-final-commit",
-        &[OffsetsCommitted, NoRedelivery],
-        &[],
-    )
-    .await;
+    check_row("event-pipeline.toml", "no-final-commit", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_stop_commit_before_process() {
-    // Commits on receipt, but a clean stop drains the queue: only SIGKILL shows it.
-    check(
-        &scenario("event-pipeline.toml"),
-        "commit-before-process",
-        &[],
-        &[],
-    )
-    .await;
+    check_row("event-pipeline.toml", "commit-before-process", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_stop_producer_not_flushed() {
-    // Every output was delivered before the stop came: only a stop mid-stream would show it.
-    check(
-        &scenario("event-pipeline.toml"),
-        "producer-not-flushed",
-        &[],
-        &[],
-    )
-    .await;
+    check_row("event-pipeline.toml", "producer-not-flushed", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_stop_sampler_thread() {
-    check(
-        &scenario("event-pipeline.toml"),
-        "sampler-thread",
-        &[NoLeakedThreads],
-        &[],
-    )
-    .await;
+    check_row("event-pipeline.toml", "sampler-thread", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_stop_slow_drain() {
-    check(
-        &scenario("event-pipeline.toml"),
-        "slow-drain",
-        &[StopsWithin],
-        &[],
-    )
-    .await;
+    check_row("event-pipeline.toml", "slow-drain", false).await;
 }
 
-/// Opt-in: not yet reliable. In about one run in three the correct variant shows one or two
-/// inputs on one partition "committed but never processed" and another processed twice, which
-/// the same pipeline never shows when the workload is produced before it consumes; and the
-/// `producer-not-flushed` variant has not lost an output here yet. Both are open (VARIANTS.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: false loss under a paced workload; run with --run-ignored only"]
-async fn midstream_stop_catalogue() {
+async fn midstream_correct() {
+    check_row("event-pipeline-midstream.toml", "correct", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_correct() {
+    check_row("event-pipeline-kill.toml", "correct", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_commit_before_process() {
+    check_row("event-pipeline-kill.toml", "commit-before-process", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_graph_rows() {
+    for (file, variant, graph, _, _) in ROWS.iter().filter(|r| r.2) {
+        check_row(file, variant, *graph).await;
+    }
+}
+
+/// How many runs `producer-not-flushed` gets to lose an output. Its loss is real but timed:
+/// rdkafka's purge on drop catches only outputs not yet handed to the broker, on loopback the
+/// last few milliseconds' worth; here 3 runs in 4 lost some.
+const TRIES: usize = 5;
+
+/// Every run must get one of the two verdicts the bug allows (nothing lost: all pass; outputs
+/// lost: exactly the three Kafka checks that see it fail), and one of `TRIES` runs the second.
+/// Returns how many runs it took.
+async fn producer_not_flushed_is_caught() -> usize {
     let s = scenario("event-pipeline-midstream.toml");
-    check(&s, "correct", &[], &[]).await;
-    check(
-        &s,
-        "producer-not-flushed",
-        &[OffsetsCommitted, NoMessageLoss, ProducerFlushed],
-        &[],
-    )
-    .await;
+    let clean = expect(&s, &[], &[]);
+    let lost = expect(&s, &[OffsetsCommitted, NoMessageLoss, ProducerFlushed], &[]);
+    for attempt in 1..=TRIES {
+        let verdict = verdict(&s, "producer-not-flushed").await;
+        let got = table(&verdict);
+        if got == lost {
+            return attempt;
+        }
+        assert_eq!(
+            got,
+            clean,
+            "attempt {attempt}: neither verdict the bug allows\n{}",
+            quiesce::report::summary(&verdict)
+        );
+    }
+    panic!("producer-not-flushed lost no output in {TRIES} runs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_catalogue() {
-    let s = scenario("event-pipeline-kill.toml");
-    // Nothing runs on the way out, so what only the way out can show is not decided.
-    let killed = [ExitCode, NoLeakedTasks, NoLeakedThreads, ProducerFlushed];
-    check(&s, "correct", &[], &killed).await;
-    check(
-        &s,
-        "commit-before-process",
-        &[OffsetsCommitted, NoMessageLoss],
-        &killed,
-    )
-    .await;
+async fn midstream_producer_not_flushed_loses_outputs() {
+    producer_not_flushed_is_caught().await;
 }
 
+/// Opt-in evidence: the whole catalogue `QUIESCE_REPEAT` times (default 20), every row exact
+/// every time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_process_graph_catalogue() {
-    let s = as_graph(scenario("event-pipeline.toml"));
-    // A graph's child processes are not tracked.
-    let untracked = [NoOrphanProcesses];
-    check(&s, "correct", &[], &untracked).await;
-    check(&s, "untracked-task", &[NoLeakedTasks], &untracked).await;
-    check(
-        &s,
-        "no-final-commit",
-        &[OffsetsCommitted, NoRedelivery],
-        &untracked,
-    )
-    .await;
+#[ignore = "long: about 3 minutes per repetition; run with --run-ignored only"]
+async fn catalogue_repeated() {
+    let times: usize = std::env::var("QUIESCE_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let started = std::time::Instant::now();
+    let mut tries = Vec::new();
+    for round in 1..=times {
+        for (file, variant, graph, _, _) in ROWS {
+            check_row(file, variant, *graph).await;
+        }
+        tries.push(producer_not_flushed_is_caught().await);
+        eprintln!(
+            "round {round}/{times}: {} rows exact ({} s so far)",
+            ROWS.len() + 1,
+            started.elapsed().as_secs()
+        );
+    }
+    eprintln!(
+        "{times} rounds, {} runs, 0 mismatches; producer-not-flushed caught on attempt {tries:?}",
+        times * ROWS.len() + tries.iter().sum::<usize>()
+    );
 }
