@@ -61,6 +61,34 @@ mod tests {
                         ),
                     },
                 },
+                CheckResult {
+                    check: CheckName::OffsetsCommitted,
+                    outcome: Outcome::violation(
+                        "committed offsets disagree with processing on 1 partition(s)",
+                        vec![
+                            "partition 2: committed 228, last processed offset 327 — 100 processed record(s) will be redelivered after a restart".into(),
+                        ],
+                    ),
+                },
+                CheckResult {
+                    check: CheckName::NoMessageLoss,
+                    outcome: Outcome::pass(
+                        "all 1000 acknowledged input(s) processed or still to be consumed",
+                    ),
+                },
+                CheckResult {
+                    check: CheckName::NoRedelivery,
+                    outcome: Outcome::Pass {
+                        detail: "1000 input(s) processed once each".into(),
+                        limits: Some("what a restart consumes (turned off: [kafka] restart = false)".into()),
+                    },
+                },
+                CheckResult {
+                    check: CheckName::ProducerFlushed,
+                    outcome: Outcome::inconclusive(
+                        "the target did not report how many outputs it sent (the probe's `outputs_sent`)",
+                    ),
+                },
             ],
             timeline: vec![
                 TimelineEvent {

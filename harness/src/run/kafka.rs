@@ -325,7 +325,7 @@ pub fn judge(run: &KafkaRun, records: usize) -> BTreeMap<CheckName, Outcome> {
             },
             None,
         ),
-        Err(why) => (first, Some(format!("judged without a restart: {why}"))),
+        Err(why) => (first, Some(format!("what a restart consumes ({why})"))),
     };
     for (check, outcome) in [
         (CheckName::NoMessageLoss, no_message_loss(&last)),

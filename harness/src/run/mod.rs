@@ -228,7 +228,7 @@ async fn drive(
         Some(Ok(report)) => report.outputs_sent,
         _ => None,
     };
-    let mut restart = Err("turned off ([kafka] restart = false)".to_owned());
+    let mut restart = Err("turned off: [kafka] restart = false".to_owned());
     if workload.restart && !acked.is_empty() {
         let again = StopPlan {
             signal: StopSignal::Term,
