@@ -20,3 +20,5 @@ mod kafka_invariants;
 mod run_checks;
 // `quiesce run` on in-process graphs: one per lifecycle bug.
 mod run_graph;
+// The Python (asyncio + aiokafka) pipeline: the Kafka contract in another language.
+mod python_pipeline;

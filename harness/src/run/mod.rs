@@ -269,10 +269,7 @@ async fn drive(
                 }
             },
             ReadyState::Ready { .. } => Err("the restart was interrupted".to_owned()),
-            _ => Err(format!(
-                "the restart never became ready ({:?})",
-                second.ready
-            )),
+            _ => Err(format!("the restart {}", second.ready.describe())),
         };
     }
     let evidence = kafka::KafkaRun {

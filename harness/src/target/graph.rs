@@ -310,7 +310,7 @@ pub async fn run_graph(
         }
     };
     let mut interrupted = run.ready == ReadyState::Interrupted;
-    note(format!("{:?}", run.ready));
+    note(run.ready.describe());
     if matches!(run.ready, ReadyState::Ready { .. }) {
         hooks.ready();
     }

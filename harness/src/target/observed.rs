@@ -26,6 +26,23 @@ pub enum ReadyState {
     Interrupted,
 }
 
+impl ReadyState {
+    /// In words, for reports: `ready after 163 ms`, `exited before it was ready (exit code 1)`.
+    pub fn describe(&self) -> String {
+        match self {
+            ReadyState::Ready { after } => format!("ready after {} ms", after.as_millis()),
+            ReadyState::Exited { after, status } => format!(
+                "exited before it was ready ({status}, after {} ms)",
+                after.as_millis()
+            ),
+            ReadyState::TimedOut { deadline } => {
+                format!("not ready within {} ms", deadline.as_millis())
+            }
+            ReadyState::Interrupted => "interrupted before it was ready".to_owned(),
+        }
+    }
+}
+
 /// How a target ended.
 #[derive(Debug)]
 pub enum TargetExit {
