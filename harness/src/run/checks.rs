@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::run::kafka::KafkaOutcomes;
+use crate::run::{Decided, Findings};
 use crate::scenario::{Scenario, StopSignal};
 use crate::target::{ReadyState, TargetExit, TargetRun};
 use crate::verdict::{CheckName, CheckResult, Outcome};
@@ -22,32 +22,33 @@ fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
 
-/// Decides every enabled check of `scenario` from `run`; the Kafka checks come decided in
-/// `kafka` (or with the reason they could not be), `None` without a Kafka workload.
-pub fn evaluate(
-    scenario: &Scenario,
-    run: &TargetRun,
-    kafka: Option<&KafkaOutcomes>,
-) -> Vec<CheckResult> {
+/// Decides every enabled check of `scenario` from `run`; the Kafka and Redis checks come
+/// decided in `findings` (or with the reason they could not be).
+pub fn evaluate(scenario: &Scenario, run: &TargetRun, findings: &Findings) -> Vec<CheckResult> {
     scenario
         .enabled_checks()
         .map(|check| CheckResult {
             check,
-            outcome: decide(check, scenario, run, kafka),
+            outcome: decide(check, scenario, run, findings),
         })
         .collect()
 }
 
-fn kafka_outcome(check: CheckName, run: &TargetRun, kafka: Option<&KafkaOutcomes>) -> Outcome {
+fn decided_outcome(
+    check: CheckName,
+    run: &TargetRun,
+    decided: Option<&Decided>,
+    table: &str,
+) -> Outcome {
     if let Some(reason) = not_ready_reason(&run.ready) {
-        return Outcome::inconclusive(format!("{reason}, so no workload was sent"));
+        return Outcome::inconclusive(format!("{reason}, so there was nothing to judge"));
     }
-    match kafka {
+    match decided {
         Some(Ok(outcomes)) => outcomes.get(&check).cloned().unwrap_or_else(|| {
-            Outcome::inconclusive("the Kafka workload did not decide this check")
+            Outcome::inconclusive(format!("the [{table}] phase did not decide this check"))
         }),
         Some(Err(reason)) => Outcome::inconclusive(reason.clone()),
-        None => Outcome::inconclusive("the scenario has no [kafka] workload"),
+        None => Outcome::inconclusive(format!("the scenario has no [{table}] table")),
     }
 }
 
@@ -64,12 +65,7 @@ fn not_ready_reason(ready: &ReadyState) -> Option<String> {
     }
 }
 
-fn decide(
-    check: CheckName,
-    scenario: &Scenario,
-    run: &TargetRun,
-    kafka: Option<&KafkaOutcomes>,
-) -> Outcome {
+fn decide(check: CheckName, scenario: &Scenario, run: &TargetRun, findings: &Findings) -> Outcome {
     match check {
         CheckName::StartsWithin => starts_within(scenario, run),
         CheckName::StopsWithin => stops_within(scenario, run),
@@ -80,7 +76,12 @@ fn decide(
         CheckName::OffsetsCommitted
         | CheckName::NoMessageLoss
         | CheckName::NoRedelivery
-        | CheckName::ProducerFlushed => kafka_outcome(check, run, kafka),
+        | CheckName::ProducerFlushed => {
+            decided_outcome(check, run, findings.kafka.as_ref(), "kafka")
+        }
+        CheckName::LockReleased | CheckName::SingleLeader | CheckName::JobsOncePerInterval => {
+            decided_outcome(check, run, findings.redis.as_ref(), "redis")
+        }
     }
 }
 

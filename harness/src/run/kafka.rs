@@ -53,8 +53,9 @@ impl Producer {
             stop.clone(),
         ));
         let hooks = Hooks {
-            on_ready: Some(ready_tx),
+            on_ready: vec![ready_tx],
             stop_early: Some(stop_rx),
+            ..Hooks::default()
         };
         (Producer { task, stop }, hooks)
     }
@@ -201,8 +202,9 @@ pub fn restart_hooks(
         let _ = stop_tx.send(reason);
     });
     Hooks {
-        on_ready: Some(ready_tx),
+        on_ready: vec![ready_tx],
         stop_early: Some(stop_rx),
+        ..Hooks::default()
     }
 }
 
@@ -289,9 +291,6 @@ pub struct KafkaRun {
     /// After the restart, if there was one; else why not.
     pub restart: Result<AfterStop, String>,
 }
-
-/// The Kafka checks' outcomes, or why none could be decided.
-pub type KafkaOutcomes = Result<BTreeMap<CheckName, Outcome>, String>;
 
 /// Decides the Kafka checks.
 pub fn judge(run: &KafkaRun, records: usize) -> BTreeMap<CheckName, Outcome> {

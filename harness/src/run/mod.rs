@@ -6,19 +6,22 @@
 
 mod checks;
 mod kafka;
+mod redis;
 
 pub use checks::{BUILTIN_LEAK_SIGNATURES, evaluate};
-pub use kafka::KafkaOutcomes;
+pub use redis::JobRun;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::infra::{BackendKind, Endpoints, Infra, InfraError, KafkaFlavor};
-use crate::kafka::{KafkaError, StopKind};
-use crate::scenario::{Scenario, StopPlan, StopSignal, Target};
+use crate::kafka::{AckedRecord, KafkaError, StopKind};
+use crate::scenario::{KafkaWorkload, Scenario, StopPlan, StopSignal, Target};
 use crate::signal::SignalHandler;
 use crate::target::{Hooks, ReadyState, TargetRun, run_graph, run_process};
-use crate::verdict::{TimelineEvent, Verdict};
+use crate::verdict::{CheckName, Outcome, TimelineEvent, Verdict};
 
 /// Settings of one run that are not part of the scenario.
 #[derive(Clone, Debug, Default)]
@@ -47,6 +50,9 @@ pub enum RunError {
     /// The harness's Kafka work failed (topics, workload, read-back): never the target's fault.
     #[error("{0} (the broker, not the target: no verdict)")]
     Kafka(KafkaError),
+    /// The harness could not watch Redis: never the target's fault.
+    #[error("{0} (Redis, not the target: no verdict)")]
+    Redis(String),
     #[error("interrupted while starting the infrastructure; everything started was stopped")]
     Interrupted,
 }
@@ -61,9 +67,10 @@ impl RunError {
             {
                 PREREQUISITE_MISSING
             }
-            RunError::TargetSpawn { .. } | RunError::OutDir { .. } | RunError::Kafka(_) => {
-                INFRA_FAILED
-            }
+            RunError::TargetSpawn { .. }
+            | RunError::OutDir { .. }
+            | RunError::Kafka(_)
+            | RunError::Redis(_) => INFRA_FAILED,
             RunError::Interrupted => INTERRUPTED,
         }
     }
@@ -135,10 +142,10 @@ pub async fn run(
         closed = infra.close() => closed,
         _ = signals.recv() => Ok(()),
     };
-    let (observed, kafka) = driven?;
+    let (observed, findings) = driven?;
     closed?;
 
-    let results = evaluate(scenario, &observed, kafka.as_ref());
+    let results = evaluate(scenario, &observed, &findings);
     Ok(Verdict {
         scenario: scenario.name.clone(),
         target: scenario.target.describe(),
@@ -157,8 +164,27 @@ pub async fn run(
     })
 }
 
+/// What the Kafka and Redis phases decided, or why they could not.
+#[derive(Debug, Default)]
+pub struct Findings {
+    pub kafka: Option<Decided>,
+    pub redis: Option<Decided>,
+}
+
+/// Outcomes of a family of checks decided outside the target's run, or why none could be.
+pub type Decided = Result<BTreeMap<CheckName, Outcome>, String>;
+
+/// How the target was stopped, for the Kafka and Redis judgements.
+fn stop_kind(observed: &TargetRun) -> StopKind {
+    if observed.stop_signal == StopSignal::Kill || observed.killed_by_harness {
+        StopKind::Kill
+    } else {
+        StopKind::Clean
+    }
+}
+
 /// Everything between the infrastructure's start and its close: topics, the target's run
-/// with its workload, the restart, and the read-backs.
+/// with its workload and its standby, the leader key's fate, the restart, and the read-backs.
 async fn drive(
     scenario: &Scenario,
     options: &RunOptions,
@@ -167,7 +193,7 @@ async fn drive(
     endpoints: Endpoints,
     one_record_per_batch: bool,
     signals: &mut SignalHandler,
-) -> Result<(TargetRun, Option<KafkaOutcomes>), RunError> {
+) -> Result<(TargetRun, Findings), RunError> {
     let bootstrap = endpoints.kafka_bootstrap.clone();
     let mut settings: Vec<(String, String)> = endpoints
         .env()
@@ -181,16 +207,48 @@ async fn drive(
         }
         settings.extend(workload.env());
     }
+    if let Some(leadership) = &scenario.redis {
+        settings.extend(leadership.env());
+        settings.push(("QUIESCE_INSTANCE".to_owned(), redis::PRIMARY.to_owned()));
+    }
     settings.extend(options.env.iter().cloned());
 
-    let (producer, hooks) = match &scenario.kafka {
-        Some(workload) => {
-            let (producer, hooks) =
-                kafka::Producer::start(&bootstrap, workload, run_id, one_record_per_batch);
-            (Some(producer), hooks)
-        }
-        None => (None, Hooks::default()),
-    };
+    let mut hooks = Hooks::default();
+    let producer = scenario.kafka.as_ref().map(|workload| {
+        let (producer, more) =
+            kafka::Producer::start(&bootstrap, workload, run_id, one_record_per_batch);
+        hooks = std::mem::take(&mut hooks).merge(more);
+        producer
+    });
+    let mut leader = None;
+    if let Some(leadership) = &scenario.redis {
+        let watcher = redis::Watcher::start(&endpoints.redis_url, &leadership.leader_key)
+            .map_err(RunError::Redis)?;
+        let (more, stop_at) = redis::stop_time();
+        hooks = hooks.merge(more);
+        let standby = match &scenario.target {
+            Target::Process(target) if leadership.standby => {
+                let spec = redis::StandbySpec {
+                    target,
+                    base_dir: &scenario.base_dir,
+                    out_dir,
+                    env: settings.clone(),
+                    run_id: format!("{run_id}-standby"),
+                    grace: scenario.stop.kill_after(),
+                };
+                let (standby, more) = redis::Standby::start(
+                    spec,
+                    watcher.owner(),
+                    Duration::from_millis(leadership.lead_within_ms),
+                );
+                hooks = hooks.merge(more);
+                Some(standby)
+            }
+            _ => None,
+        };
+        leader = Some((leadership, watcher, stop_at, standby));
+    }
+
     let mut observed = start_target(
         scenario,
         &scenario.stop,
@@ -202,28 +260,109 @@ async fn drive(
         signals,
     )
     .await?;
-    let (Some(workload), Some(producer)) = (&scenario.kafka, producer) else {
-        return Ok((observed, None));
-    };
-    let acked = producer.finish().await.map_err(RunError::Kafka)?;
+    let mut findings = Findings::default();
+    if let Some((leadership, watcher, stop_at, standby)) = leader {
+        let stop_at = stop_at.await.ok();
+        // Watch on until the standby leads (or, without one, the key is gone), bounded: the
+        // failover time, or how long the key outlived the stop.
+        let mut owner = watcher.owner();
+        let want = if standby.is_some() {
+            Some(redis::STANDBY)
+        } else {
+            None
+        };
+        if let Some(stop_at) = stop_at {
+            let bound = stop_at
+                + Duration::from_millis(leadership.release_within_ms)
+                + if standby.is_some() {
+                    Duration::from_secs(10)
+                } else {
+                    Duration::ZERO
+                };
+            let settled = owner.wait_for(|o| match want {
+                Some(name) => o.as_deref() == Some(name),
+                None => o.as_deref() != Some(redis::PRIMARY),
+            });
+            tokio::select! {
+                _ = tokio::time::timeout_at(bound.into(), settled) => {}
+                _ = signals.recv() => observed.interrupted = true,
+            }
+        }
+        let standby = match standby {
+            Some(standby) => standby.finish().await,
+            None => redis::StandbyRun {
+                started: false,
+                notes: vec![match &scenario.target {
+                    Target::Graph(_) => "a graph target has no standby".to_owned(),
+                    Target::Process(_) => "turned off ([redis] standby = false)".to_owned(),
+                }],
+            },
+        };
+        for note in &standby.notes {
+            let at = observed.timeline.last().map_or(0, |(at, _)| *at);
+            observed.timeline.push((at, note.clone()));
+        }
+        let owners = watcher.finish().await;
+        let jobs = redis::read_jobs(&endpoints.redis_url, &leadership.job_log).await;
+        let evidence = redis::RedisRun {
+            config: leadership,
+            owners,
+            stop_at,
+            stop: stop_kind(&observed),
+            standby,
+            jobs,
+        };
+        findings.redis = Some(if matches!(observed.ready, ReadyState::Ready { .. }) {
+            Ok(redis::judge(&evidence))
+        } else {
+            Err("the target was never ready".to_owned())
+        });
+    }
+    if let (Some(workload), Some(producer)) = (&scenario.kafka, producer) {
+        let acked = producer.finish().await.map_err(RunError::Kafka)?;
+        findings.kafka = Some(
+            kafka_phase(
+                scenario,
+                workload,
+                acked,
+                &mut observed,
+                run_id,
+                out_dir,
+                &endpoints,
+                &settings,
+                signals,
+            )
+            .await?,
+        );
+    }
+    Ok((observed, findings))
+}
+
+/// After the target's run: read Kafka back, restart the target, read again, judge.
+#[allow(clippy::too_many_arguments)]
+async fn kafka_phase(
+    scenario: &Scenario,
+    workload: &KafkaWorkload,
+    acked: Vec<AckedRecord>,
+    observed: &mut TargetRun,
+    run_id: &str,
+    out_dir: &Path,
+    endpoints: &Endpoints,
+    settings: &[(String, String)],
+    signals: &mut SignalHandler,
+) -> Result<Decided, RunError> {
+    let bootstrap = &endpoints.kafka_bootstrap;
     if !matches!(observed.ready, ReadyState::Ready { .. }) || observed.interrupted {
-        return Ok((
-            observed,
-            Some(Err("the run ended before the workload did".to_owned())),
-        ));
+        return Ok(Err("the run ended before the workload did".to_owned()));
     }
     let first = tokio::select! {
-        first = kafka::read_after_stop(&bootstrap, workload) => first.map_err(RunError::Kafka)?,
+        first = kafka::read_after_stop(bootstrap, workload) => first.map_err(RunError::Kafka)?,
         _ = signals.recv() => {
             observed.interrupted = true;
-            return Ok((observed, Some(Err("interrupted while reading Kafka back".to_owned()))));
+            return Ok(Err("interrupted while reading Kafka back".to_owned()));
         }
     };
-    let stop = if observed.stop_signal == StopSignal::Kill || observed.killed_by_harness {
-        StopKind::Kill
-    } else {
-        StopKind::Clean
-    };
+    let stop = stop_kind(observed);
     let outputs_sent = match &observed.probe {
         Some(Ok(report)) => report.outputs_sent,
         _ => None,
@@ -235,7 +374,7 @@ async fn drive(
             after_ms: workload.restart_timeout_ms,
             kill_after_ms: scenario.stop.kill_after_ms,
         };
-        let hooks = kafka::restart_hooks(&bootstrap, workload, &acked, first.processed.len());
+        let hooks = kafka::restart_hooks(bootstrap, workload, &acked, first.processed.len());
         let restart_dir = out_dir.join("restart");
         std::fs::create_dir_all(&restart_dir).map_err(|source| RunError::OutDir {
             path: restart_dir.clone(),
@@ -246,8 +385,8 @@ async fn drive(
             &again,
             run_id,
             &restart_dir,
-            &endpoints,
-            &settings,
+            endpoints,
+            settings,
             hooks,
             signals,
         )
@@ -262,7 +401,7 @@ async fn drive(
         observed.interrupted |= second.interrupted;
         restart = match second.ready {
             ReadyState::Ready { .. } if !second.interrupted => tokio::select! {
-                after = kafka::read_after_stop(&bootstrap, workload) => Ok(after.map_err(RunError::Kafka)?),
+                after = kafka::read_after_stop(bootstrap, workload) => Ok(after.map_err(RunError::Kafka)?),
                 _ = signals.recv() => {
                     observed.interrupted = true;
                     Err("interrupted while reading Kafka back after the restart".to_owned())
@@ -293,7 +432,7 @@ async fn drive(
             .timeline
             .push((0, format!("cannot serialize the Kafka evidence: {e}"))),
     }
-    Ok((observed, Some(Ok(judged))))
+    Ok(Ok(judged))
 }
 
 /// One run of the target, process or graph.

@@ -140,6 +140,13 @@ pub struct ChecksConfig {
     pub no_redelivery: Option<Check<NoParams>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub producer_flushed: Option<Check<NoParams>>,
+    // The Redis checks: on when the scenario has a `[redis]` table, the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_released: Option<Check<NoParams>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_leader: Option<Check<NoParams>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs_once_per_interval: Option<Check<NoParams>>,
 }
 
 impl ChecksConfig {
@@ -151,29 +158,35 @@ impl ChecksConfig {
             CheckName::NoLeakedTasks => self.no_leaked_tasks.enabled,
             CheckName::NoLeakedThreads => self.no_leaked_threads.enabled,
             CheckName::NoOrphanProcesses => self.no_orphan_processes.enabled,
-            CheckName::OffsetsCommitted
-            | CheckName::NoMessageLoss
-            | CheckName::NoRedelivery
-            | CheckName::ProducerFlushed => self.kafka_check(check).is_none_or(|c| c.enabled),
+            _ => self.optional_check(check).is_none_or(|c| c.enabled),
         }
     }
 
-    /// A Kafka check as written in the file (`None`: not mentioned).
-    pub fn kafka_check(&self, check: CheckName) -> Option<&Check<NoParams>> {
+    /// A Kafka or Redis check as written in the file (`None`: not mentioned).
+    pub fn optional_check(&self, check: CheckName) -> Option<&Check<NoParams>> {
         match check {
             CheckName::OffsetsCommitted => self.offsets_committed.as_ref(),
             CheckName::NoMessageLoss => self.no_message_loss.as_ref(),
             CheckName::NoRedelivery => self.no_redelivery.as_ref(),
             CheckName::ProducerFlushed => self.producer_flushed.as_ref(),
+            CheckName::LockReleased => self.lock_released.as_ref(),
+            CheckName::SingleLeader => self.single_leader.as_ref(),
+            CheckName::JobsOncePerInterval => self.jobs_once_per_interval.as_ref(),
             _ => None,
         }
     }
 
-    /// The checks that run, in report order; the Kafka ones only `with_kafka`.
-    pub fn enabled(&self, with_kafka: bool) -> impl Iterator<Item = CheckName> + '_ {
+    /// The checks that run, in report order; the Kafka ones only `with_kafka`, the Redis ones
+    /// only `with_redis`.
+    pub fn enabled(
+        &self,
+        with_kafka: bool,
+        with_redis: bool,
+    ) -> impl Iterator<Item = CheckName> + '_ {
         CheckName::ALL
             .into_iter()
             .filter(move |c| with_kafka || !c.needs_kafka())
+            .filter(move |c| with_redis || !c.needs_redis())
             .filter(|c| self.is_enabled(*c))
     }
 
@@ -197,6 +210,9 @@ impl ChecksConfig {
                 CheckName::NoMessageLoss => config.no_message_loss = Some(toggle(on)),
                 CheckName::NoRedelivery => config.no_redelivery = Some(toggle(on)),
                 CheckName::ProducerFlushed => config.producer_flushed = Some(toggle(on)),
+                CheckName::LockReleased => config.lock_released = Some(toggle(on)),
+                CheckName::SingleLeader => config.single_leader = Some(toggle(on)),
+                CheckName::JobsOncePerInterval => config.jobs_once_per_interval = Some(toggle(on)),
             }
         }
         config

@@ -32,7 +32,7 @@ pub use checks::{
     Check, ChecksConfig, ExitCodeParams, LeakedTasksParams, NoParams, StartsWithinParams,
     StopsWithinParams,
 };
-pub use workload::KafkaWorkload;
+pub use workload::{KafkaWorkload, RedisLeadership};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -219,6 +219,9 @@ pub struct Scenario {
     /// A Kafka workload, and with it the Kafka checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaWorkload>,
+    /// Leader election on Redis, and with it the Redis checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisLeadership>,
     #[serde(default)]
     pub checks: ChecksConfig,
     /// The folder relative paths are resolved against (the file's folder).
@@ -260,18 +263,33 @@ impl Scenario {
             origin: origin.to_owned(),
             message,
         };
-        match &self.kafka {
-            Some(kafka) => kafka.validate().map_err(bad)?,
-            None => {
-                if let Some(check) = crate::verdict::CheckName::KAFKA
-                    .into_iter()
-                    .find(|c| self.checks.kafka_check(*c).is_some_and(|c| c.enabled))
-                {
-                    return Err(bad(format!(
-                        "[checks] {check} needs a [kafka] table: the workload it judges (hint: add `[kafka]` to use the defaults)"
-                    )));
-                }
+        let tables: [(&str, bool, &[crate::verdict::CheckName]); 2] = [
+            (
+                "kafka",
+                self.kafka.is_some(),
+                &crate::verdict::CheckName::KAFKA,
+            ),
+            (
+                "redis",
+                self.redis.is_some(),
+                &crate::verdict::CheckName::REDIS,
+            ),
+        ];
+        for (table, present, checks) in tables {
+            let wanted = checks
+                .iter()
+                .find(|c| self.checks.optional_check(**c).is_some_and(|c| c.enabled));
+            if let (false, Some(check)) = (present, wanted) {
+                return Err(bad(format!(
+                    "[checks] {check} needs a [{table}] table: what it judges (hint: add `[{table}]` to use the defaults)"
+                )));
             }
+        }
+        if let Some(kafka) = &self.kafka {
+            kafka.validate().map_err(bad)?;
+        }
+        if let Some(redis) = &self.redis {
+            redis.validate().map_err(bad)?;
         }
         for signature in &self.checks.no_leaked_tasks.params.signatures {
             if signature.is_empty() {
@@ -308,7 +326,8 @@ impl Scenario {
 
     /// The checks this scenario runs, in report order: the Kafka ones only with `[kafka]`.
     pub fn enabled_checks(&self) -> impl Iterator<Item = crate::verdict::CheckName> + '_ {
-        self.checks.enabled(self.kafka.is_some())
+        self.checks
+            .enabled(self.kafka.is_some(), self.redis.is_some())
     }
 
     /// A scenario that runs `command` with every check on, on the default backend.
@@ -340,6 +359,7 @@ impl Scenario {
                 target,
                 stop: StopPlan::default(),
                 kafka: None,
+                redis: None,
                 checks: ChecksConfig::default(),
                 base_dir: PathBuf::from("."),
             },
@@ -414,6 +434,12 @@ impl ScenarioBuilder {
         self
     }
 
+    /// Leader election on Redis, and with it the Redis checks.
+    pub fn redis(mut self, redis: RedisLeadership) -> Self {
+        self.scenario.redis = Some(redis);
+        self
+    }
+
     pub fn checks(mut self, checks: ChecksConfig) -> Self {
         self.scenario.checks = checks;
         self
@@ -452,6 +478,29 @@ mod tests {
         assert_eq!(target.ready, ReadyProbe::Started(true));
         let checks: Vec<_> = s.enabled_checks().collect();
         assert_eq!(checks, crate::verdict::CheckName::LIFECYCLE);
+    }
+
+    #[test]
+    fn a_redis_table_adds_the_leader_checks() {
+        let s = parse("[target]\ncommand = [\"x\"]\n[redis]\ninterval_ms = 250\n").unwrap();
+        assert_eq!(s.redis.as_ref().unwrap().interval_ms, 250);
+        let checks: Vec<_> = s.enabled_checks().map(|c| c.as_str()).collect();
+        assert_eq!(
+            checks[6..],
+            ["lock_released", "single_leader", "jobs_once_per_interval"]
+        );
+        let err =
+            parse("[target]\ncommand = [\"x\"]\n[checks]\nsingle_leader = true\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("single_leader needs a [redis] table"),
+            "{err}"
+        );
+        let err = parse("[target]\ncommand = [\"x\"]\n[redis]\ninterval_ms = 0\n").unwrap_err();
+        assert!(
+            err.to_string().contains("interval_ms must be above 0"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -138,3 +138,99 @@ impl KafkaWorkload {
         Ok(())
     }
 }
+
+/// The `[redis]` table: leader election and recurrent jobs on Redis.
+///
+/// The target contends for `leader_key` (its value: the instance's name, from
+/// `QUIESCE_INSTANCE`) and records every run of a leader-only job by pushing one JSON entry to
+/// the list `job_log`: `{"instance": I, "job": J, "started_ms": S, "ended_ms": E}` (Unix
+/// milliseconds). The harness watches the key through the run and reads the log at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisLeadership {
+    #[serde(default = "default_leader_key")]
+    pub leader_key: String,
+    #[serde(default = "default_job_log")]
+    pub job_log: String,
+    /// The jobs' interval: two runs of one job closer than half of it are one interval's
+    /// duplicates.
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
+    /// How soon after the stop the key must be gone or another instance's.
+    #[serde(default = "default_release")]
+    pub release_within_ms: u64,
+    /// How long the target gets, once ready, to take the key.
+    #[serde(default = "default_lead")]
+    pub lead_within_ms: u64,
+    /// Run a second instance (`QUIESCE_INSTANCE=standby`) once the target leads, to measure
+    /// the failover (process targets).
+    #[serde(default = "yes")]
+    pub standby: bool,
+}
+
+fn default_leader_key() -> String {
+    "quiesce:leader".to_owned()
+}
+
+fn default_job_log() -> String {
+    "quiesce:jobs".to_owned()
+}
+
+fn default_interval() -> u64 {
+    500
+}
+
+fn default_release() -> u64 {
+    1_000
+}
+
+fn default_lead() -> u64 {
+    10_000
+}
+
+impl Default for RedisLeadership {
+    fn default() -> Self {
+        RedisLeadership {
+            leader_key: default_leader_key(),
+            job_log: default_job_log(),
+            interval_ms: default_interval(),
+            release_within_ms: default_release(),
+            lead_within_ms: default_lead(),
+            standby: true,
+        }
+    }
+}
+
+impl RedisLeadership {
+    /// What the target is told (besides `QUIESCE_INSTANCE`, which differs per instance).
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "QUIESCE_REDIS_LEADER_KEY".to_owned(),
+                self.leader_key.clone(),
+            ),
+            ("QUIESCE_REDIS_JOB_LOG".to_owned(), self.job_log.clone()),
+            (
+                "QUIESCE_JOB_INTERVAL_MS".to_owned(),
+                self.interval_ms.to_string(),
+            ),
+        ]
+    }
+
+    /// Values serde cannot check.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.leader_key.is_empty() || self.job_log.is_empty() {
+            return Err("[redis] leader_key and job_log must not be empty".to_owned());
+        }
+        if self.leader_key == self.job_log {
+            return Err(format!(
+                "[redis] leader_key and job_log are both `{}`",
+                self.leader_key
+            ));
+        }
+        if self.interval_ms == 0 {
+            return Err("[redis] interval_ms must be above 0".to_owned());
+        }
+        Ok(())
+    }
+}

@@ -337,6 +337,7 @@ pub async fn run_graph(
     if returned.is_none() {
         let sent = Instant::now();
         shutdown.cancel();
+        hooks.stopping(sent);
         note("cancelled the shutdown token".to_owned());
         if matches!(run.ready, ReadyState::Ready { .. }) && !interrupted {
             run.stop_sent_at = Some(sent.duration_since(started));

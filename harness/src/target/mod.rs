@@ -30,22 +30,52 @@ pub use graph::{Graph, GraphContext, run_graph};
 pub use observed::{ReadyState, TargetExit, TargetRun};
 pub use orphans::{OrphanProcess, find_orphans};
 pub use probe::{ProbeReport, ProbeSet, ProbeTask, ProbeThread, read_probe};
-pub use process::{ProcessContext, describe_status, run_process};
+pub use process::{ProcessContext, describe_status, resolve_program, run_process};
 pub use ready::wait_ready;
 
 /// How the run around a target takes part while the target runs.
 #[derive(Debug, Default)]
 pub struct Hooks {
     /// Told once the target is ready.
-    pub on_ready: Option<tokio::sync::oneshot::Sender<()>>,
+    pub on_ready: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Told when the stop is asked for (the signal sent, the token cancelled).
+    pub on_stop: Vec<tokio::sync::oneshot::Sender<std::time::Instant>>,
     /// Stops the target before `[stop] after_ms` when it yields; the text goes to the timeline.
     pub stop_early: Option<tokio::sync::oneshot::Receiver<String>>,
 }
 
 impl Hooks {
+    /// Both sets of hooks; the first early stop that yields wins.
+    pub fn merge(mut self, other: Hooks) -> Hooks {
+        self.on_ready.extend(other.on_ready);
+        self.on_stop.extend(other.on_stop);
+        self.stop_early = match (self.stop_early, other.stop_early) {
+            (Some(a), Some(b)) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    let first = tokio::select! {
+                        Ok(reason) = a => reason,
+                        Ok(reason) = b => reason,
+                        else => return,
+                    };
+                    let _ = tx.send(first);
+                });
+                Some(rx)
+            }
+            (a, b) => a.or(b),
+        };
+        self
+    }
+
     fn ready(&mut self) {
-        if let Some(tx) = self.on_ready.take() {
+        for tx in self.on_ready.drain(..) {
             let _ = tx.send(());
+        }
+    }
+
+    fn stopping(&mut self, at: std::time::Instant) {
+        for tx in self.on_stop.drain(..) {
+            let _ = tx.send(at);
         }
     }
 

@@ -183,6 +183,7 @@ async fn drive_process(
         // To the target alone: stopping what it started is its job, and the orphan check
         // below sees whether it did.
         child.signal_leader(signal.as_nix())?;
+        ctx.hooks.stopping(sent);
         note(sent, format!("sent {signal}"));
         if matches!(run.ready, ReadyState::Ready { .. }) && !interrupted {
             run.stop_sent_at = Some(sent.duration_since(started));
@@ -233,7 +234,7 @@ async fn drive_process(
 
 /// A program named with a slash is relative to the scenario's folder; a bare name is looked
 /// up on PATH by the OS.
-fn resolve_program(program: &str, base_dir: &Path) -> PathBuf {
+pub fn resolve_program(program: &str, base_dir: &Path) -> PathBuf {
     let path = Path::new(program);
     if path.is_absolute() || !program.contains('/') {
         path.to_owned()

@@ -25,6 +25,9 @@ pub enum CheckName {
     NoMessageLoss,
     NoRedelivery,
     ProducerFlushed,
+    LockReleased,
+    SingleLeader,
+    JobsOncePerInterval,
 }
 
 impl CheckName {
@@ -46,20 +49,35 @@ impl CheckName {
         CheckName::ProducerFlushed,
     ];
 
-    /// Every check, in report order: the lifecycle ones, then the Kafka ones.
-    pub const ALL: [CheckName; 10] = {
-        let mut all = [CheckName::StartsWithin; 10];
+    /// The checks of a scenario with leader election on Redis (`[redis]`), in report order.
+    pub const REDIS: [CheckName; 3] = [
+        CheckName::LockReleased,
+        CheckName::SingleLeader,
+        CheckName::JobsOncePerInterval,
+    ];
+
+    /// Every check, in report order: the lifecycle ones, the Kafka ones, the Redis ones.
+    pub const ALL: [CheckName; 13] = {
+        let mut all = [CheckName::StartsWithin; 13];
+        let (lifecycle, kafka) = (Self::LIFECYCLE.len(), Self::KAFKA.len());
         let mut i = 0;
         while i < all.len() {
-            all[i] = if i < Self::LIFECYCLE.len() {
+            all[i] = if i < lifecycle {
                 Self::LIFECYCLE[i]
+            } else if i < lifecycle + kafka {
+                Self::KAFKA[i - lifecycle]
             } else {
-                Self::KAFKA[i - Self::LIFECYCLE.len()]
+                Self::REDIS[i - lifecycle - kafka]
             };
             i += 1;
         }
         all
     };
+
+    /// Whether the check judges leader election on Redis (and needs a `[redis]` table).
+    pub fn needs_redis(self) -> bool {
+        CheckName::REDIS.contains(&self)
+    }
 
     /// Whether the check judges the Kafka workload (and needs a `[kafka]` table).
     pub fn needs_kafka(self) -> bool {
@@ -78,6 +96,9 @@ impl CheckName {
             CheckName::NoMessageLoss => "no_message_loss",
             CheckName::NoRedelivery => "no_redelivery",
             CheckName::ProducerFlushed => "producer_flushed",
+            CheckName::LockReleased => "lock_released",
+            CheckName::SingleLeader => "single_leader",
+            CheckName::JobsOncePerInterval => "jobs_once_per_interval",
         }
     }
 }
@@ -133,6 +154,15 @@ impl Outcome {
     }
 
     /// `PASS`, `FAIL` or `????`.
+    /// `P`, `F` or `?`: see [`Verdict::marks`].
+    pub fn mark(&self) -> &'static str {
+        match self {
+            Outcome::Pass { .. } => "P",
+            Outcome::Violation { .. } => "F",
+            Outcome::Inconclusive { .. } => "?",
+        }
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Pass { .. } => "PASS",
@@ -201,6 +231,17 @@ impl Verdict {
         }
     }
 
+    /// Each check's outcome as `P` (pass), `F` (violation) or `?` (inconclusive), in report
+    /// order: `starts_within=P stops_within=F ...`. What a catalogue of variants is tested
+    /// against, with [`expected_marks`].
+    pub fn marks(&self) -> String {
+        self.results
+            .iter()
+            .map(|r| format!("{}={}", r.check, r.outcome.mark()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// The exit code: 1 for any violation, 130 when interrupted, else 0.
     pub fn exit_code(&self) -> i32 {
         if self.violations() > 0 {
@@ -211,4 +252,36 @@ impl Verdict {
             exit_codes::OK
         }
     }
+}
+
+/// The marks a verdict on `checks` must have when exactly `failing` fail and `unsure` are
+/// inconclusive: compare with [`Verdict::marks`].
+///
+/// ```
+/// use quiesce::verdict::{CheckName, expected_marks};
+/// let checks = [CheckName::StopsWithin, CheckName::ExitCode];
+/// assert_eq!(
+///     expected_marks(checks, &[CheckName::ExitCode], &[]),
+///     "stops_within=P exit_code=F"
+/// );
+/// ```
+pub fn expected_marks(
+    checks: impl IntoIterator<Item = CheckName>,
+    failing: &[CheckName],
+    unsure: &[CheckName],
+) -> String {
+    checks
+        .into_iter()
+        .map(|c| {
+            let mark = if failing.contains(&c) {
+                "F"
+            } else if unsure.contains(&c) {
+                "?"
+            } else {
+                "P"
+            };
+            format!("{c}={mark}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -1,0 +1,571 @@
+//! The Redis side of a run: watch the leader key through the run, run a standby instance for
+//! the failover, read the job log, and judge `lock_released`, `single_leader` and
+//! `jobs_once_per_interval`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::StopKind;
+use crate::process::{ChildProcess, ProcessSpec};
+use crate::scenario::{ProcessTarget, RedisLeadership};
+use crate::target::Hooks;
+use crate::verdict::{CheckName, Outcome};
+
+/// The target's instance name; the standby's is [`STANDBY`].
+pub const PRIMARY: &str = "primary";
+pub const STANDBY: &str = "standby";
+/// How often the leader key is read.
+const POLL: Duration = Duration::from_millis(10);
+/// How many items evidence lists before it summarises.
+const LISTED: usize = 10;
+
+/// Who held the leader key, from when (only changes are kept).
+pub type Owners = Vec<(Instant, Option<String>)>;
+
+/// Watches the leader key until stopped.
+pub struct Watcher {
+    task: tokio::task::JoinHandle<Owners>,
+    owner: watch::Receiver<Option<String>>,
+    stop: CancellationToken,
+}
+
+impl Watcher {
+    pub fn start(url: &str, key: &str) -> Result<Watcher, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("redis {url}: {e}"))?;
+        let key = key.to_owned();
+        let stop = CancellationToken::new();
+        let (owner_tx, owner) = watch::channel(None);
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut owners: Owners = Vec::new();
+                let mut connection = None;
+                while !stop.is_cancelled() {
+                    if connection.is_none() {
+                        connection = client.get_multiplexed_async_connection().await.ok();
+                    }
+                    if let Some(c) = connection.as_mut() {
+                        let read: redis::RedisResult<Option<String>> =
+                            redis::cmd("GET").arg(&key).query_async(c).await;
+                        match read {
+                            Ok(value) => {
+                                if owners.last().is_none_or(|(_, last)| *last != value) {
+                                    owners.push((Instant::now(), value.clone()));
+                                    owner_tx.send_replace(value);
+                                }
+                            }
+                            Err(_) => connection = None,
+                        }
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(POLL) => {}
+                        () = stop.cancelled() => {}
+                    }
+                }
+                owners
+            }
+        });
+        Ok(Watcher { task, owner, stop })
+    }
+
+    /// The current owner, as it changes.
+    pub fn owner(&self) -> watch::Receiver<Option<String>> {
+        self.owner.clone()
+    }
+
+    pub async fn finish(self) -> Owners {
+        self.stop.cancel();
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// What the standby did.
+#[derive(Debug, Default)]
+pub struct StandbyRun {
+    pub started: bool,
+    /// Why it did not start, or how it ended.
+    pub notes: Vec<String>,
+}
+
+/// A second instance of a process target, started once the target leads and stopped at the
+/// end of the run. Everything it starts is found and ended by its own run id.
+pub struct Standby {
+    task: tokio::task::JoinHandle<StandbyRun>,
+    done: CancellationToken,
+}
+
+/// What the standby is started from.
+pub struct StandbySpec<'a> {
+    pub target: &'a ProcessTarget,
+    pub base_dir: &'a Path,
+    pub out_dir: &'a Path,
+    pub env: Vec<(String, String)>,
+    pub run_id: String,
+    pub grace: Duration,
+}
+
+impl Standby {
+    /// Starts the standby's waiting; `hooks` tell it when the target is ready.
+    pub fn start(
+        spec: StandbySpec<'_>,
+        mut owner: watch::Receiver<Option<String>>,
+        lead_within: Duration,
+    ) -> (Standby, Hooks) {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let done = CancellationToken::new();
+        let cwd = match &spec.target.cwd {
+            Some(dir) if dir.is_absolute() => dir.clone(),
+            Some(dir) => spec.base_dir.join(dir),
+            None => std::env::current_dir().unwrap_or_else(|_| ".".into()),
+        };
+        let program = crate::target::resolve_program(&spec.target.command[0], spec.base_dir);
+        let mut process = ProcessSpec::new(program, cwd, spec.out_dir.join("standby-stdout.log"))
+            .stderr_to(spec.out_dir.join("standby-stderr.log"));
+        for arg in &spec.target.command[1..] {
+            process = process.arg(arg);
+        }
+        for (k, v) in &spec.target.env {
+            process = process.env(k, v);
+        }
+        for (k, v) in &spec.env {
+            process = process.env(k, v);
+        }
+        process = process
+            .env("QUIESCE_INSTANCE", STANDBY)
+            .env("QUIESCE_RUN_ID", &spec.run_id)
+            .env(
+                "QUIESCE_PROBE_FILE",
+                spec.out_dir.join("standby-probe.json"),
+            );
+        let run_id = spec.run_id.clone();
+        let grace = spec.grace;
+        let task = tokio::spawn({
+            let done = done.clone();
+            async move {
+                let mut run = StandbyRun::default();
+                tokio::select! {
+                    ready = ready_rx => if ready.is_err() { return run },
+                    () = done.cancelled() => return run,
+                }
+                let leads = tokio::time::timeout(
+                    lead_within,
+                    owner.wait_for(|o| o.as_deref() == Some(PRIMARY)),
+                );
+                tokio::select! {
+                    led = leads => if !matches!(led, Ok(Ok(_))) {
+                        run.notes.push(format!(
+                            "not started: the target did not take the leader key within {} ms",
+                            lead_within.as_millis()
+                        ));
+                        return run;
+                    },
+                    () = done.cancelled() => return run,
+                }
+                let mut child = match ChildProcess::spawn(&process) {
+                    Ok(child) => child,
+                    Err(e) => {
+                        run.notes.push(format!("not started: {e}"));
+                        return run;
+                    }
+                };
+                run.started = true;
+                done.cancelled().await;
+                match child.stop(grace).await {
+                    Ok(status) => run.notes.push(format!(
+                        "standby stopped ({})",
+                        crate::target::describe_status(&status)
+                    )),
+                    Err(e) => run.notes.push(format!("standby: {e}")),
+                }
+                crate::target::find_orphans(&run_id).await;
+                run
+            }
+        });
+        let hooks = Hooks {
+            on_ready: vec![ready_tx],
+            ..Hooks::default()
+        };
+        (Standby { task, done }, hooks)
+    }
+
+    pub async fn finish(self) -> StandbyRun {
+        self.done.cancel();
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// Hooks that report when the target was asked to stop.
+pub fn stop_time() -> (Hooks, oneshot::Receiver<Instant>) {
+    let (tx, rx) = oneshot::channel();
+    (
+        Hooks {
+            on_stop: vec![tx],
+            ..Hooks::default()
+        },
+        rx,
+    )
+}
+
+/// One run of a leader-only job, from the job log.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct JobRun {
+    pub instance: String,
+    pub job: String,
+    pub started_ms: u64,
+    pub ended_ms: u64,
+}
+
+/// Reads the job log: every entry, in order.
+pub async fn read_jobs(url: &str, key: &str) -> Result<Vec<JobRun>, String> {
+    let client = redis::Client::open(url).map_err(|e| format!("redis {url}: {e}"))?;
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| format!("redis {url}: {e}"))?;
+    let entries: Vec<String> = redis::cmd("LRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut connection)
+        .await
+        .map_err(|e| format!("reading the job log `{key}`: {e}"))?;
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            serde_json::from_str(entry).map_err(|e| {
+                format!(
+                    "job log `{key}` entry {i} is not a job run ({e}): `{entry}`; expected \
+                     {{\"instance\": I, \"job\": J, \"started_ms\": S, \"ended_ms\": E}}"
+                )
+            })
+        })
+        .collect()
+}
+
+/// Everything the Redis checks are decided from.
+pub struct RedisRun<'a> {
+    pub config: &'a RedisLeadership,
+    pub owners: Owners,
+    pub stop_at: Option<Instant>,
+    pub stop: StopKind,
+    pub standby: StandbyRun,
+    pub jobs: Result<Vec<JobRun>, String>,
+}
+
+/// Decides the Redis checks.
+pub fn judge(run: &RedisRun<'_>) -> BTreeMap<CheckName, Outcome> {
+    let mut outcomes = BTreeMap::new();
+    outcomes.insert(CheckName::LockReleased, lock_released(run));
+    let (single, once) = match &run.jobs {
+        Ok(jobs) if jobs.is_empty() => {
+            let why = format!(
+                "no leader-only job ran (the job log `{}` is empty)",
+                run.config.job_log
+            );
+            (Outcome::inconclusive(&why), Outcome::inconclusive(why))
+        }
+        Ok(jobs) => (
+            single_leader(jobs),
+            jobs_once_per_interval(jobs, run.config.interval_ms),
+        ),
+        Err(why) => (Outcome::inconclusive(why), Outcome::inconclusive(why)),
+    };
+    outcomes.insert(CheckName::SingleLeader, single);
+    outcomes.insert(CheckName::JobsOncePerInterval, once);
+    outcomes
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+fn lock_released(run: &RedisRun<'_>) -> Outcome {
+    let key = &run.config.leader_key;
+    let deadline = Duration::from_millis(run.config.release_within_ms);
+    if !run
+        .owners
+        .iter()
+        .any(|(_, o)| o.as_deref() == Some(PRIMARY))
+    {
+        return Outcome::inconclusive(format!(
+            "the target never held the leader key `{key}` (its value never was `{PRIMARY}`)"
+        ));
+    }
+    let Some(stop_at) = run.stop_at else {
+        return Outcome::inconclusive("the target was never asked to stop");
+    };
+    let at_stop = run
+        .owners
+        .iter()
+        .rev()
+        .find(|(t, _)| *t <= stop_at)
+        .and_then(|(_, o)| o.clone());
+    if at_stop.as_deref() != Some(PRIMARY) {
+        return Outcome::inconclusive(format!(
+            "the target did not hold `{key}` when it was stopped (held by {})",
+            at_stop.map_or("nobody".to_owned(), |o| format!("`{o}`"))
+        ));
+    }
+    let released = run
+        .owners
+        .iter()
+        .find(|(t, o)| *t > stop_at && o.as_deref() != Some(PRIMARY))
+        .map(|(t, o)| (t.duration_since(stop_at), o.clone()));
+    let failover = run
+        .owners
+        .iter()
+        .find(|(t, o)| *t > stop_at && o.as_deref() == Some(STANDBY))
+        .map(|(t, _)| t.duration_since(stop_at));
+    let failover_text = match (failover, run.standby.started) {
+        (Some(after), _) => format!("the standby took over {} ms after the stop", ms(after)),
+        (None, true) => "the standby never took over".to_owned(),
+        (None, false) => format!(
+            "failover not measured: no standby ran{}",
+            run.standby
+                .notes
+                .first()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        ),
+    };
+    if run.stop == StopKind::Kill {
+        let went = released.map_or(
+            "was still held at the end of the run".to_owned(),
+            |(after, _)| format!("went {} ms after", ms(after)),
+        );
+        return Outcome::inconclusive(format!(
+            "the target was killed, so only the key's expiry can release it: it {went}; {failover_text}"
+        ));
+    }
+    match released {
+        Some((after, by)) if after <= deadline => {
+            let how = match by {
+                None => "released".to_owned(),
+                Some(o) => format!("taken over by `{o}`"),
+            };
+            let detail = format!(
+                "`{key}` {how} {} ms after the stop (deadline {} ms); {failover_text}",
+                ms(after),
+                ms(deadline)
+            );
+            if run.standby.started || failover.is_some() {
+                Outcome::pass(detail)
+            } else {
+                Outcome::Pass {
+                    detail,
+                    limits: Some(failover_text),
+                }
+            }
+        }
+        released => {
+            let evidence = vec![
+                match released {
+                    Some((after, _)) => format!(
+                        "the key went {} ms after the stop: its expiry, not the service, released it",
+                        ms(after)
+                    ),
+                    None => "the key was still held when the run ended".to_owned(),
+                },
+                failover_text,
+            ];
+            Outcome::violation(
+                format!(
+                    "leader key `{key}` still held by `{PRIMARY}` {} ms after the stop",
+                    ms(deadline)
+                ),
+                evidence,
+            )
+        }
+    }
+}
+
+fn single_leader(jobs: &[JobRun]) -> Outcome {
+    let origin = jobs.iter().map(|j| j.started_ms).min().unwrap_or(0);
+    let mut overlaps = Vec::new();
+    for (i, a) in jobs.iter().enumerate() {
+        for b in &jobs[i + 1..] {
+            if a.instance != b.instance && a.started_ms < b.ended_ms && b.started_ms < a.ended_ms {
+                overlaps.push(format!(
+                    "`{}` by {} at +{}..{} ms overlaps `{}` by {} at +{}..{} ms",
+                    a.job,
+                    a.instance,
+                    a.started_ms - origin,
+                    a.ended_ms - origin,
+                    b.job,
+                    b.instance,
+                    b.started_ms - origin,
+                    b.ended_ms - origin
+                ));
+            }
+        }
+    }
+    if overlaps.is_empty() {
+        let instances: std::collections::BTreeSet<_> = jobs.iter().map(|j| &j.instance).collect();
+        return Outcome::pass(format!(
+            "{} leader-only job run(s) by {} instance(s), none overlapping",
+            jobs.len(),
+            instances.len()
+        ));
+    }
+    let total = overlaps.len();
+    overlaps.truncate(LISTED);
+    Outcome::violation(
+        format!("{total} pair(s) of job runs by different instances overlap: two leaders at once"),
+        overlaps,
+    )
+}
+
+fn jobs_once_per_interval(jobs: &[JobRun], interval_ms: u64) -> Outcome {
+    let origin = jobs.iter().map(|j| j.started_ms).min().unwrap_or(0);
+    let mut by_job: BTreeMap<&str, Vec<&JobRun>> = BTreeMap::new();
+    for job in jobs {
+        by_job.entry(&job.job).or_default().push(job);
+    }
+    let close = interval_ms / 2;
+    let mut clusters = Vec::new();
+    let mut extra = 0;
+    for (name, runs) in &mut by_job {
+        runs.sort_by_key(|j| j.started_ms);
+        let mut i = 0;
+        while i < runs.len() {
+            let mut j = i + 1;
+            while j < runs.len() && runs[j].started_ms - runs[j - 1].started_ms < close {
+                j += 1;
+            }
+            if j - i > 1 {
+                extra += j - i - 1;
+                let who: Vec<&str> = runs[i..j].iter().map(|r| r.instance.as_str()).collect();
+                clusters.push(format!(
+                    "`{name}` ran {} times at +{} ms ({})",
+                    j - i,
+                    runs[i].started_ms - origin,
+                    who.join(", ")
+                ));
+            }
+            i = j;
+        }
+    }
+    if clusters.is_empty() {
+        return Outcome::pass(format!(
+            "{} run(s) of {} job(s), never two within {close} ms (half the {interval_ms} ms interval)",
+            jobs.len(),
+            by_job.len()
+        ));
+    }
+    let total = clusters.len();
+    clusters.truncate(LISTED);
+    Outcome::violation(
+        format!(
+            "{extra} extra run(s) in {total} interval(s): a job ran more than once per interval"
+        ),
+        clusters,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(instance: &str, start: u64, end: u64) -> JobRun {
+        JobRun {
+            instance: instance.into(),
+            job: "report".into(),
+            started_ms: start,
+            ended_ms: end,
+        }
+    }
+
+    #[test]
+    fn overlapping_runs_of_two_instances_are_two_leaders() {
+        let jobs = [job("primary", 0, 50), job("standby", 500, 550)];
+        assert!(matches!(single_leader(&jobs), Outcome::Pass { .. }));
+        let jobs = [job("primary", 0, 50), job("standby", 30, 80)];
+        let Outcome::Violation { evidence, .. } = single_leader(&jobs) else {
+            panic!("overlap")
+        };
+        assert_eq!(
+            evidence,
+            ["`report` by primary at +0..50 ms overlaps `report` by standby at +30..80 ms"]
+        );
+    }
+
+    #[test]
+    fn runs_closer_than_half_an_interval_are_duplicates() {
+        let steady: Vec<_> = (0..5)
+            .map(|i| job("primary", i * 500, i * 500 + 20))
+            .collect();
+        assert!(matches!(
+            jobs_once_per_interval(&steady, 500),
+            Outcome::Pass { .. }
+        ));
+        let mut tripled = steady.clone();
+        for i in 0..5 {
+            tripled.push(job("primary", i * 500 + 1, i * 500 + 21));
+            tripled.push(job("primary", i * 500 + 2, i * 500 + 22));
+        }
+        let Outcome::Violation { summary, evidence } = jobs_once_per_interval(&tripled, 500) else {
+            panic!("three runs per interval")
+        };
+        assert_eq!(
+            summary,
+            "10 extra run(s) in 5 interval(s): a job ran more than once per interval"
+        );
+        assert_eq!(
+            evidence[0],
+            "`report` ran 3 times at +0 ms (primary, primary, primary)"
+        );
+    }
+
+    #[test]
+    fn the_lock_must_go_within_the_deadline() {
+        let config = RedisLeadership::default();
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let run = |owners: Owners| RedisRun {
+            config: &config,
+            owners,
+            stop_at: Some(at(1_000)),
+            stop: StopKind::Clean,
+            standby: StandbyRun {
+                started: true,
+                notes: Vec::new(),
+            },
+            jobs: Ok(Vec::new()),
+        };
+        let released = run(vec![
+            (at(0), Some(PRIMARY.into())),
+            (at(1_050), None),
+            (at(1_100), Some(STANDBY.into())),
+        ]);
+        let Outcome::Pass { detail, .. } = lock_released(&released) else {
+            panic!("released in 50 ms")
+        };
+        assert!(
+            detail.contains("released 50 ms after the stop")
+                && detail.contains("took over 100 ms after"),
+            "{detail}"
+        );
+        let expired = run(vec![
+            (at(0), Some(PRIMARY.into())),
+            (at(4_000), Some(STANDBY.into())),
+        ]);
+        let Outcome::Violation { evidence, .. } = lock_released(&expired) else {
+            panic!("held for 3 s")
+        };
+        assert!(
+            evidence[0].contains("went 3000 ms after the stop"),
+            "{evidence:?}"
+        );
+        let never = run(vec![(at(0), Some(STANDBY.into()))]);
+        assert!(matches!(
+            lock_released(&never),
+            Outcome::Inconclusive { .. }
+        ));
+    }
+}
