@@ -1,0 +1,111 @@
+//! Every variant of the catalogue against the verdict it must get (VARIANTS.md), as a process
+//! (the binary, with the probe and a standby instance) and as an in-process graph. A check
+//! that passes where it must fail, or fails where it must pass, fails the test.
+
+use std::path::Path;
+
+use quiesce::infra::BackendKind;
+use quiesce::run::{RunOptions, run};
+use quiesce::scenario::{Scenario, Target};
+use quiesce::signal::SignalHandler;
+use quiesce::verdict::{CheckName, expected_marks};
+
+use CheckName::*;
+
+/// The scenario file on the local backend, running this crate's binary or its graph.
+fn scenario(graph: bool) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("leader-jobs.toml");
+    let mut scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    scenario.infra.backend = BackendKind::Local;
+    if graph {
+        scenario.target = Target::Graph(leader_jobs::graph());
+    } else if let Target::Process(target) = &mut scenario.target {
+        target.command[0] = env!("CARGO_BIN_EXE_leader-jobs").to_owned();
+    }
+    scenario
+}
+
+/// A graph's child processes are not tracked.
+const GRAPH: &[CheckName] = &[NoOrphanProcesses];
+
+/// The catalogue: variant, as a graph?, failing checks, inconclusive checks.
+#[rustfmt::skip]
+const ROWS: &[(&str, bool, &[CheckName], &[CheckName])] = &[
+    ("correct", false, &[], &[]),
+    ("lock-not-released", false, &[LockReleased], &[]),
+    ("duplicate-registration", false, &[JobsOncePerInterval], &[]),
+    ("heartbeat-leak", false, &[NoLeakedTasks], &[]),
+    ("correct", true, &[], GRAPH),
+    ("lock-not-released", true, &[LockReleased], GRAPH),
+    ("heartbeat-leak", true, &[NoLeakedTasks], GRAPH),
+];
+
+async fn check_row(variant: &str, graph: bool) {
+    let (_, _, failing, unsure) = ROWS
+        .iter()
+        .find(|r| r.0 == variant && r.1 == graph)
+        .unwrap_or_else(|| panic!("no row for {variant}"));
+    let scenario = scenario(graph);
+    let options = RunOptions {
+        env: vec![("QUIESCE_VARIANT".to_owned(), variant.to_owned())],
+        out_dir: None,
+    };
+    let verdict = run(&scenario, &options, &mut SignalHandler::noop())
+        .await
+        .unwrap_or_else(|e| panic!("{variant}: no verdict: {e}"));
+    assert_eq!(
+        verdict.marks(),
+        expected_marks(scenario.enabled_checks(), failing, unsure),
+        "{variant} (graph: {graph}): wrong verdict\n{}",
+        quiesce::report::summary(&verdict)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correct() {
+    check_row("correct", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_not_released() {
+    check_row("lock-not-released", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_registration() {
+    check_row("duplicate-registration", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_leak() {
+    check_row("heartbeat-leak", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_graph_rows() {
+    for (variant, graph, _, _) in ROWS.iter().filter(|r| r.1) {
+        check_row(variant, *graph).await;
+    }
+}
+
+/// Opt-in evidence: the whole catalogue `QUIESCE_REPEAT` times (default 20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: about 40 s per repetition; run with --run-ignored only"]
+async fn catalogue_repeated() {
+    let times: usize = std::env::var("QUIESCE_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let started = std::time::Instant::now();
+    for round in 1..=times {
+        for (variant, graph, _, _) in ROWS {
+            check_row(variant, *graph).await;
+        }
+        eprintln!(
+            "round {round}/{times}: {} rows exact ({} s so far)",
+            ROWS.len(),
+            started.elapsed().as_secs()
+        );
+    }
+    eprintln!("{times} rounds, {} runs, 0 mismatches", times * ROWS.len());
+}
