@@ -174,63 +174,29 @@ impl FaultProxy {
 
     /// Whether the proxy accepts connections.
     pub fn is_enabled(&self) -> bool {
-        lock(&self.inner.enabled).is_some()
+        is_enabled(&self.inner)
+    }
+
+    /// A handle that takes this proxy down and up (nothing else), for a task that plays faults
+    /// while the owner keeps the proxy. Dropping it does not close the proxy.
+    pub fn switch(&self) -> ProxySwitch {
+        ProxySwitch {
+            inner: Arc::clone(&self.inner),
+        }
     }
 
     fn enable_with(&self, enabled: &mut Option<Enablement>, listener: TcpListener) {
-        let epoch = self.inner.closed.child_token();
-        *enabled = Some(Enablement {
-            epoch: epoch.clone(),
-        });
-        let inner = Arc::clone(&self.inner);
-        self.inner
-            .tracker
-            .spawn(accept_loop(inner, listener, epoch));
+        enable_with(&self.inner, enabled, listener);
     }
-
     /// Takes the proxy down: the listener closes (clients get "connection refused") and every
     /// open connection is cut. Idempotent.
     pub fn down(&self) {
-        if let Some(enablement) = lock(&self.inner.enabled).take() {
-            enablement.epoch.cancel();
-        }
+        down(&self.inner);
     }
 
     /// Brings the proxy up again on the same address. Idempotent.
     pub async fn up(&self) -> Result<(), FaultError> {
-        if self.inner.closed.is_cancelled() {
-            return Err(FaultError::Closed {
-                proxy: self.inner.name.clone(),
-            });
-        }
-        if self.is_enabled() {
-            return Ok(());
-        }
-        // The accept loop of the last epoch may still hold the listener for a moment.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match bind(self.inner.listen).await {
-                Ok(listener) => break listener,
-                // Another caller brought it up meanwhile: that is what was asked for.
-                Err(FaultError::AddressInUse { .. }) if self.is_enabled() => return Ok(()),
-                Err(FaultError::AddressInUse { .. }) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        let mut enabled = lock(&self.inner.enabled);
-        // `close` cancels under this lock, so a proxy closed meanwhile stays closed.
-        if self.inner.closed.is_cancelled() {
-            return Err(FaultError::Closed {
-                proxy: self.inner.name.clone(),
-            });
-        }
-        // Another caller may have brought it up meanwhile; then ours is dropped unused.
-        if enabled.is_none() {
-            self.enable_with(&mut enabled, listener);
-        }
-        Ok(())
+        up(&self.inner).await
     }
 
     /// Adds a toxic; it applies to open connections at once.
@@ -329,6 +295,93 @@ impl FaultProxy {
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
     }
+}
+
+/// A handle that takes a proxy down and up; see [`FaultProxy::switch`].
+#[derive(Clone)]
+pub struct ProxySwitch {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ProxySwitch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxySwitch")
+            .field("name", &self.inner.name)
+            .finish()
+    }
+}
+
+impl ProxySwitch {
+    /// As [`FaultProxy::down`].
+    pub fn down(&self) {
+        down(&self.inner);
+    }
+
+    /// As [`FaultProxy::up`].
+    pub async fn up(&self) -> Result<(), FaultError> {
+        up(&self.inner).await
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+}
+
+fn is_enabled(inner: &Inner) -> bool {
+    lock(&inner.enabled).is_some()
+}
+
+fn down(inner: &Inner) {
+    if let Some(enablement) = lock(&inner.enabled).take() {
+        enablement.epoch.cancel();
+    }
+}
+
+async fn up(inner: &Arc<Inner>) -> Result<(), FaultError> {
+    if inner.closed.is_cancelled() {
+        return Err(FaultError::Closed {
+            proxy: inner.name.clone(),
+        });
+    }
+    if is_enabled(inner) {
+        return Ok(());
+    }
+    // The accept loop of the last epoch may still hold the listener for a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let listener = loop {
+        match bind(inner.listen).await {
+            Ok(listener) => break listener,
+            // Another caller brought it up meanwhile: that is what was asked for.
+            Err(FaultError::AddressInUse { .. }) if is_enabled(inner) => return Ok(()),
+            Err(FaultError::AddressInUse { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let mut enabled = lock(&inner.enabled);
+    // `close` cancels under this lock, so a proxy closed meanwhile stays closed.
+    if inner.closed.is_cancelled() {
+        return Err(FaultError::Closed {
+            proxy: inner.name.clone(),
+        });
+    }
+    // Another caller may have brought it up meanwhile; then ours is dropped unused.
+    if enabled.is_none() {
+        enable_with(inner, &mut enabled, listener);
+    }
+    Ok(())
+}
+
+fn enable_with(inner: &Arc<Inner>, enabled: &mut Option<Enablement>, listener: TcpListener) {
+    let epoch = inner.closed.child_token();
+    *enabled = Some(Enablement {
+        epoch: epoch.clone(),
+    });
+    let task_inner = Arc::clone(inner);
+    inner
+        .tracker
+        .spawn(accept_loop(task_inner, listener, epoch));
 }
 
 impl Drop for FaultProxy {
