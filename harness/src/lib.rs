@@ -43,6 +43,7 @@
 //! See [`exit_codes`]: a violated invariant, bad input and a broken environment are different
 //! codes, so CI can tell a bug in the service from a broker that did not start.
 
+pub mod catalogue;
 pub mod cli;
 pub mod exit_codes;
 pub mod fault;

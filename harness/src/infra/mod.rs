@@ -49,7 +49,9 @@ use crate::fault::{FaultError, FaultProxy};
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The dependencies quiesce provides.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DependencyKind {
     Kafka,

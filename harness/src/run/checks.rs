@@ -82,6 +82,9 @@ fn decide(check: CheckName, scenario: &Scenario, run: &TargetRun, findings: &Fin
         CheckName::LockReleased | CheckName::SingleLeader | CheckName::JobsOncePerInterval => {
             decided_outcome(check, run, findings.redis.as_ref(), "redis")
         }
+        CheckName::ReadinessTruthful => {
+            decided_outcome(check, run, findings.readiness.as_ref(), "readiness")
+        }
     }
 }
 

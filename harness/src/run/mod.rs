@@ -6,6 +6,7 @@
 
 mod checks;
 mod kafka;
+mod readiness;
 mod redis;
 
 pub use checks::{BUILTIN_LEAK_SIGNATURES, evaluate};
@@ -16,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::infra::{BackendKind, Endpoints, Infra, InfraError, KafkaFlavor};
+use crate::fault::ProxySwitch;
+use crate::infra::{BackendKind, DependencyKind, Endpoints, Infra, InfraError, KafkaFlavor};
 use crate::kafka::{AckedRecord, KafkaError, StopKind};
 use crate::scenario::{KafkaWorkload, Scenario, StopPlan, StopSignal, Target};
 use crate::signal::SignalHandler;
@@ -53,6 +55,8 @@ pub enum RunError {
     /// The harness could not watch Redis: never the target's fault.
     #[error("{0} (Redis, not the target: no verdict)")]
     Redis(String),
+    #[error("cannot find a free loopback port for the target: {0}")]
+    Port(std::io::Error),
     #[error("interrupted while starting the infrastructure; everything started was stopped")]
     Interrupted,
 }
@@ -70,7 +74,8 @@ impl RunError {
             RunError::TargetSpawn { .. }
             | RunError::OutDir { .. }
             | RunError::Kafka(_)
-            | RunError::Redis(_) => INFRA_FAILED,
+            | RunError::Redis(_)
+            | RunError::Port(_) => INFRA_FAILED,
             RunError::Interrupted => INTERRUPTED,
         }
     }
@@ -116,12 +121,30 @@ pub async fn run(
         path: out_dir.clone(),
         source,
     })?;
+    // A port for the target's HTTP endpoints, when the scenario polls them: `{port}` in its
+    // URLs becomes it, for the run and the report alike.
+    let port = match &scenario.readiness {
+        Some(_) => Some(free_port().map_err(RunError::Port)?),
+        None => None,
+    };
+    let filled;
+    let scenario = match port {
+        Some(port) => {
+            filled = scenario.with_port(port);
+            &filled
+        }
+        None => scenario,
+    };
 
     let mut infra = tokio::select! {
         started = Infra::start(&scenario.infra) => started?,
         _ = signals.recv() => return Err(RunError::Interrupted),
     };
     let endpoints = infra.endpoints().clone();
+    let switches: BTreeMap<DependencyKind, ProxySwitch> = DependencyKind::ALL
+        .into_iter()
+        .map(|d| (d, infra.proxy(d).switch()))
+        .collect();
     // Only a known Apache Kafka serves a fetch that starts inside a batch correctly.
     let whole_batches_only = match infra.backend() {
         BackendKind::Containers => scenario.infra.kafka_flavor() != KafkaFlavor::Apache,
@@ -132,8 +155,12 @@ pub async fn run(
         options,
         &run_id,
         &out_dir,
-        endpoints,
-        whole_batches_only,
+        Reach {
+            endpoints,
+            switches,
+            one_record_per_batch: whole_batches_only,
+            port,
+        },
         signals,
     )
     .await;
@@ -169,10 +196,29 @@ pub async fn run(
 pub struct Findings {
     pub kafka: Option<Decided>,
     pub redis: Option<Decided>,
+    pub readiness: Option<Decided>,
 }
 
 /// Outcomes of a family of checks decided outside the target's run, or why none could be.
 pub type Decided = Result<BTreeMap<CheckName, Outcome>, String>;
+
+/// How a run reaches the infrastructure.
+struct Reach {
+    endpoints: Endpoints,
+    /// Each dependency's proxy, to take down and up.
+    switches: BTreeMap<DependencyKind, ProxySwitch>,
+    /// See [`crate::kafka::Workload`].
+    one_record_per_batch: bool,
+    /// The target's HTTP port (`QUIESCE_HTTP_PORT`), when the scenario polls its endpoints.
+    port: Option<u16>,
+}
+
+/// A free loopback port, for the target to listen on.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
 
 /// How the target was stopped, for the Kafka and Redis judgements.
 fn stop_kind(observed: &TargetRun) -> StopKind {
@@ -190,10 +236,15 @@ async fn drive(
     options: &RunOptions,
     run_id: &str,
     out_dir: &Path,
-    endpoints: Endpoints,
-    one_record_per_batch: bool,
+    reach: Reach,
     signals: &mut SignalHandler,
 ) -> Result<(TargetRun, Findings), RunError> {
+    let Reach {
+        endpoints,
+        switches,
+        one_record_per_batch,
+        port,
+    } = reach;
     let bootstrap = endpoints.kafka_bootstrap.clone();
     let mut settings: Vec<(String, String)> = endpoints
         .env()
@@ -211,9 +262,17 @@ async fn drive(
         settings.extend(leadership.env());
         settings.push(("QUIESCE_INSTANCE".to_owned(), redis::PRIMARY.to_owned()));
     }
+    if let Some(port) = port {
+        settings.push(("QUIESCE_HTTP_PORT".to_owned(), port.to_string()));
+    }
     settings.extend(options.env.iter().cloned());
 
     let mut hooks = Hooks::default();
+    let player = scenario.readiness.as_ref().map(|config| {
+        let (player, more) = readiness::Player::start(config, switches);
+        hooks = std::mem::take(&mut hooks).merge(more);
+        player
+    });
     let producer = scenario.kafka.as_ref().map(|workload| {
         let (producer, more) =
             kafka::Producer::start(&bootstrap, workload, run_id, one_record_per_batch);
@@ -261,6 +320,17 @@ async fn drive(
     )
     .await?;
     let mut findings = Findings::default();
+    if let (Some(config), Some(player)) = (&scenario.readiness, player) {
+        let log = player.finish().await;
+        for note in &log.notes {
+            let at = observed.timeline.last().map_or(0, |(at, _)| *at);
+            observed.timeline.push((at, note.clone()));
+        }
+        findings.readiness = Some(Ok(BTreeMap::from([(
+            CheckName::ReadinessTruthful,
+            readiness::judge(config, &log),
+        )])));
+    }
     if let Some((leadership, watcher, stop_at, standby)) = leader {
         let stop_at = stop_at.await.ok();
         // Watch on until the standby leads (or, without one, the key is gone), bounded: the

@@ -114,6 +114,14 @@ pub struct LeakedTasksParams {
     pub signatures: Vec<String>,
 }
 
+/// Which of the optional tables a scenario has: each brings its checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tables {
+    pub kafka: bool,
+    pub redis: bool,
+    pub readiness: bool,
+}
+
 /// The `[checks]` table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +155,9 @@ pub struct ChecksConfig {
     pub single_leader: Option<Check<NoParams>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs_once_per_interval: Option<Check<NoParams>>,
+    /// On when the scenario has a `[readiness]` table, the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_truthful: Option<Check<NoParams>>,
 }
 
 impl ChecksConfig {
@@ -172,21 +183,19 @@ impl ChecksConfig {
             CheckName::LockReleased => self.lock_released.as_ref(),
             CheckName::SingleLeader => self.single_leader.as_ref(),
             CheckName::JobsOncePerInterval => self.jobs_once_per_interval.as_ref(),
+            CheckName::ReadinessTruthful => self.readiness_truthful.as_ref(),
             _ => None,
         }
     }
 
-    /// The checks that run, in report order; the Kafka ones only `with_kafka`, the Redis ones
-    /// only `with_redis`.
-    pub fn enabled(
-        &self,
-        with_kafka: bool,
-        with_redis: bool,
-    ) -> impl Iterator<Item = CheckName> + '_ {
+    /// The checks that run, in report order: the Kafka, Redis and readiness ones only when
+    /// their table is there.
+    pub fn enabled(&self, tables: Tables) -> impl Iterator<Item = CheckName> + '_ {
         CheckName::ALL
             .into_iter()
-            .filter(move |c| with_kafka || !c.needs_kafka())
-            .filter(move |c| with_redis || !c.needs_redis())
+            .filter(move |c| tables.kafka || !c.needs_kafka())
+            .filter(move |c| tables.redis || !c.needs_redis())
+            .filter(move |c| tables.readiness || *c != CheckName::ReadinessTruthful)
             .filter(|c| self.is_enabled(*c))
     }
 
@@ -213,6 +222,7 @@ impl ChecksConfig {
                 CheckName::LockReleased => config.lock_released = Some(toggle(on)),
                 CheckName::SingleLeader => config.single_leader = Some(toggle(on)),
                 CheckName::JobsOncePerInterval => config.jobs_once_per_interval = Some(toggle(on)),
+                CheckName::ReadinessTruthful => config.readiness_truthful = Some(toggle(on)),
             }
         }
         config

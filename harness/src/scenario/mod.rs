@@ -30,9 +30,9 @@ mod workload;
 
 pub use checks::{
     Check, ChecksConfig, ExitCodeParams, LeakedTasksParams, NoParams, StartsWithinParams,
-    StopsWithinParams,
+    StopsWithinParams, Tables,
 };
-pub use workload::{KafkaWorkload, RedisLeadership};
+pub use workload::{KafkaWorkload, Readiness, RedisLeadership};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -222,6 +222,10 @@ pub struct Scenario {
     /// Leader election on Redis, and with it the Redis checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisLeadership>,
+    /// `/health` and `/ready` through the run and dependency outages, and with it
+    /// `readiness_truthful`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<Readiness>,
     #[serde(default)]
     pub checks: ChecksConfig,
     /// The folder relative paths are resolved against (the file's folder).
@@ -263,7 +267,7 @@ impl Scenario {
             origin: origin.to_owned(),
             message,
         };
-        let tables: [(&str, bool, &[crate::verdict::CheckName]); 2] = [
+        let tables: [(&str, bool, &[crate::verdict::CheckName]); 3] = [
             (
                 "kafka",
                 self.kafka.is_some(),
@@ -273,6 +277,11 @@ impl Scenario {
                 "redis",
                 self.redis.is_some(),
                 &crate::verdict::CheckName::REDIS,
+            ),
+            (
+                "readiness",
+                self.readiness.is_some(),
+                &[crate::verdict::CheckName::ReadinessTruthful],
             ),
         ];
         for (table, present, checks) in tables {
@@ -290,6 +299,9 @@ impl Scenario {
         }
         if let Some(redis) = &self.redis {
             redis.validate().map_err(bad)?;
+        }
+        if let Some(readiness) = &self.readiness {
+            readiness.validate().map_err(bad)?;
         }
         for signature in &self.checks.no_leaked_tasks.params.signatures {
             if signature.is_empty() {
@@ -324,10 +336,31 @@ impl Scenario {
         Ok(())
     }
 
+    /// The scenario with `{port}` in its URLs (the target's `ready`, `[readiness]`) replaced
+    /// by `port`.
+    pub fn with_port(&self, port: u16) -> Scenario {
+        let mut scenario = self.clone();
+        let fill = |s: &mut String| *s = s.replace("{port}", &port.to_string());
+        if let Target::Process(target) = &mut scenario.target {
+            match &mut target.ready {
+                ReadyProbe::Http(url) | ReadyProbe::Tcp(url) => fill(url),
+                ReadyProbe::Log(_) | ReadyProbe::Started(_) => {}
+            }
+        }
+        if let Some(readiness) = &mut scenario.readiness {
+            fill(&mut readiness.health);
+            fill(&mut readiness.ready);
+        }
+        scenario
+    }
+
     /// The checks this scenario runs, in report order: the Kafka ones only with `[kafka]`.
     pub fn enabled_checks(&self) -> impl Iterator<Item = crate::verdict::CheckName> + '_ {
-        self.checks
-            .enabled(self.kafka.is_some(), self.redis.is_some())
+        self.checks.enabled(Tables {
+            kafka: self.kafka.is_some(),
+            redis: self.redis.is_some(),
+            readiness: self.readiness.is_some(),
+        })
     }
 
     /// A scenario that runs `command` with every check on, on the default backend.
@@ -360,6 +393,7 @@ impl Scenario {
                 stop: StopPlan::default(),
                 kafka: None,
                 redis: None,
+                readiness: None,
                 checks: ChecksConfig::default(),
                 base_dir: PathBuf::from("."),
             },
@@ -431,6 +465,12 @@ impl ScenarioBuilder {
     /// A Kafka workload, and with it the Kafka checks.
     pub fn kafka(mut self, kafka: KafkaWorkload) -> Self {
         self.scenario.kafka = Some(kafka);
+        self
+    }
+
+    /// Health and readiness polled through dependency outages, and `readiness_truthful`.
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.scenario.readiness = Some(readiness);
         self
     }
 

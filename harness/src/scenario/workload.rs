@@ -234,3 +234,77 @@ impl RedisLeadership {
         Ok(())
     }
 }
+
+/// The `[readiness]` table: the target's `/health` and `/ready`, polled through the run, with
+/// an outage of each dependency played once it is ready (the proxy taken down, then up).
+///
+/// `{port}` in a URL (and in `[target] ready`) becomes a free loopback port the harness
+/// chose, which the target gets as `QUIESCE_HTTP_PORT`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Readiness {
+    #[serde(default = "default_health")]
+    pub health: String,
+    #[serde(default = "default_ready_url")]
+    pub ready: String,
+    /// Without these the target cannot serve: `/ready` must turn 503 within `within_ms` of
+    /// one going down, and 200 again once it is back.
+    #[serde(default)]
+    pub required: Vec<crate::infra::DependencyKind>,
+    /// The target must run on, degraded, without these: `/ready` stays 200.
+    #[serde(default)]
+    pub optional: Vec<crate::infra::DependencyKind>,
+    #[serde(default = "default_within")]
+    pub within_ms: u64,
+    /// How long each dependency stays down.
+    #[serde(default = "default_outage")]
+    pub outage_ms: u64,
+    /// Stop the target once the outages are over (else at `[stop] after_ms`).
+    #[serde(default = "yes")]
+    pub stop_after_outages: bool,
+}
+
+fn default_health() -> String {
+    "http://127.0.0.1:{port}/health".to_owned()
+}
+
+fn default_ready_url() -> String {
+    "http://127.0.0.1:{port}/ready".to_owned()
+}
+
+fn default_within() -> u64 {
+    2_000
+}
+
+fn default_outage() -> u64 {
+    3_000
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness {
+            health: default_health(),
+            ready: default_ready_url(),
+            required: Vec::new(),
+            optional: Vec::new(),
+            within_ms: default_within(),
+            outage_ms: default_outage(),
+            stop_after_outages: true,
+        }
+    }
+}
+
+impl Readiness {
+    /// Values serde cannot check.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, url) in [("health", &self.health), ("ready", &self.ready)] {
+            if !url.starts_with("http://") {
+                return Err(format!("[readiness] {key} `{url}` must be an http:// URL"));
+            }
+        }
+        if let Some(both) = self.required.iter().find(|d| self.optional.contains(d)) {
+            return Err(format!("[readiness] {both} is both required and optional"));
+        }
+        Ok(())
+    }
+}

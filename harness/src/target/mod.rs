@@ -31,7 +31,7 @@ pub use observed::{ReadyState, TargetExit, TargetRun};
 pub use orphans::{OrphanProcess, find_orphans};
 pub use probe::{ProbeReport, ProbeSet, ProbeTask, ProbeThread, read_probe};
 pub use process::{ProcessContext, describe_status, resolve_program, run_process};
-pub use ready::wait_ready;
+pub use ready::{http_status, wait_ready};
 
 /// How the run around a target takes part while the target runs.
 #[derive(Debug, Default)]

@@ -28,6 +28,7 @@ pub enum CheckName {
     LockReleased,
     SingleLeader,
     JobsOncePerInterval,
+    ReadinessTruthful,
 }
 
 impl CheckName {
@@ -56,12 +57,14 @@ impl CheckName {
         CheckName::JobsOncePerInterval,
     ];
 
-    /// Every check, in report order: the lifecycle ones, the Kafka ones, the Redis ones.
-    pub const ALL: [CheckName; 13] = {
-        let mut all = [CheckName::StartsWithin; 13];
-        let (lifecycle, kafka) = (Self::LIFECYCLE.len(), Self::KAFKA.len());
+    /// Every check, in report order: the lifecycle ones, the Kafka ones, the Redis ones, then
+    /// `readiness_truthful` (which needs a `[readiness]` table).
+    pub const ALL: [CheckName; 14] = {
+        let mut all = [CheckName::ReadinessTruthful; 14];
+        let (lifecycle, kafka, redis) =
+            (Self::LIFECYCLE.len(), Self::KAFKA.len(), Self::REDIS.len());
         let mut i = 0;
-        while i < all.len() {
+        while i < lifecycle + kafka + redis {
             all[i] = if i < lifecycle {
                 Self::LIFECYCLE[i]
             } else if i < lifecycle + kafka {
@@ -99,6 +102,7 @@ impl CheckName {
             CheckName::LockReleased => "lock_released",
             CheckName::SingleLeader => "single_leader",
             CheckName::JobsOncePerInterval => "jobs_once_per_interval",
+            CheckName::ReadinessTruthful => "readiness_truthful",
         }
     }
 }

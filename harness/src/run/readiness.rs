@@ -1,0 +1,477 @@
+//! `readiness_truthful`: poll `/health` and `/ready` through the run, take each dependency
+//! down and up again once the target is ready, and judge what the endpoints said.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::fault::ProxySwitch;
+use crate::infra::DependencyKind;
+use crate::scenario::Readiness;
+use crate::target::Hooks;
+use crate::verdict::Outcome;
+
+/// How often the endpoints are asked.
+const POLL: Duration = Duration::from_millis(50);
+/// How long the target runs, once ready, before the first outage: the baseline.
+const BASELINE: Duration = Duration::from_millis(500);
+/// How many items evidence lists before it summarises.
+const LISTED: usize = 10;
+
+/// One poll of both endpoints: their HTTP status, or `None` when they did not answer.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub at: Instant,
+    pub health: Option<u16>,
+    pub ready: Option<u16>,
+}
+
+/// One dependency outage, as played.
+#[derive(Clone, Debug)]
+pub struct Outage {
+    pub dependency: DependencyKind,
+    pub required: bool,
+    pub down_at: Instant,
+    pub up_at: Option<Instant>,
+}
+
+/// Everything `readiness_truthful` is decided from.
+#[derive(Debug, Default)]
+pub struct ReadinessLog {
+    pub ready_at: Option<Instant>,
+    pub samples: Vec<Sample>,
+    pub outages: Vec<Outage>,
+    pub stop_at: Option<Instant>,
+    /// Outages that could not be played, and why.
+    pub notes: Vec<String>,
+}
+
+/// Polls the endpoints and plays the outages in the background.
+pub struct Player {
+    task: tokio::task::JoinHandle<ReadinessLog>,
+    done: CancellationToken,
+}
+
+impl Player {
+    /// Starts waiting for the target to be ready; the hooks go to the target's runner.
+    pub fn start(
+        config: &Readiness,
+        switches: BTreeMap<DependencyKind, ProxySwitch>,
+    ) -> (Player, Hooks) {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (early_tx, early_rx) = oneshot::channel();
+        let done = CancellationToken::new();
+        let task = tokio::spawn(play(
+            config.clone(),
+            switches,
+            ready_rx,
+            stop_rx,
+            config.stop_after_outages.then_some(early_tx),
+            done.clone(),
+        ));
+        let hooks = Hooks {
+            on_ready: vec![ready_tx],
+            on_stop: vec![stop_tx],
+            stop_early: Some(early_rx),
+        };
+        (Player { task, done }, hooks)
+    }
+
+    /// Ends the polling (every dependency is brought back up) and returns the log.
+    pub async fn finish(self) -> ReadinessLog {
+        self.done.cancel();
+        self.task.await.unwrap_or_default()
+    }
+}
+
+async fn play(
+    config: Readiness,
+    switches: BTreeMap<DependencyKind, ProxySwitch>,
+    ready: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<Instant>,
+    early: Option<oneshot::Sender<String>>,
+    done: CancellationToken,
+) -> ReadinessLog {
+    let mut log = ReadinessLog::default();
+    tokio::select! {
+        ready = ready => if ready.is_err() { return log },
+        () = done.cancelled() => return log,
+    }
+    log.ready_at = Some(Instant::now());
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let poller = tokio::spawn(poll(
+        config.health.clone(),
+        config.ready.clone(),
+        samples.clone(),
+        done.clone(),
+    ));
+    let mut stop = stop;
+    let stopped = async |stop: &mut oneshot::Receiver<Instant>| stop.await.ok();
+
+    // The outages, one dependency at a time, unless the stop comes first.
+    let plan = config
+        .required
+        .iter()
+        .map(|d| (*d, true))
+        .chain(config.optional.iter().map(|d| (*d, false)));
+    let script = async {
+        tokio::time::sleep(BASELINE).await;
+        let mut outages = Vec::new();
+        for (dependency, required) in plan {
+            let Some(switch) = switches.get(&dependency) else {
+                continue;
+            };
+            switch.down();
+            let mut outage = Outage {
+                dependency,
+                required,
+                down_at: Instant::now(),
+                up_at: None,
+            };
+            tokio::time::sleep(Duration::from_millis(config.outage_ms)).await;
+            let _ = switch.up().await;
+            outage.up_at = Some(Instant::now());
+            outages.push(outage);
+            // Time to recover before the next one.
+            tokio::time::sleep(Duration::from_millis(config.within_ms)).await;
+        }
+        outages
+    };
+    let mut stop_at = None;
+    tokio::select! {
+        outages = script => {
+            log.outages = outages;
+            if let Some(early) = early {
+                let _ = early.send("the dependency outages are over: stopping".to_owned());
+            }
+        }
+        at = stopped(&mut stop) => {
+            stop_at = at;
+            log.notes.push("the stop came before the outages were over".to_owned());
+        }
+        () = done.cancelled() => {}
+    }
+    // Whatever was cut short, every dependency is up again.
+    for switch in switches.values() {
+        let _ = switch.up().await;
+    }
+    if stop_at.is_none() {
+        tokio::select! {
+            at = stopped(&mut stop) => stop_at = at,
+            () = done.cancelled() => {}
+        }
+    }
+    log.stop_at = stop_at;
+    // Through the drain, until the run ends.
+    done.cancelled().await;
+    let _ = poller.await;
+    log.samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
+    log
+}
+
+async fn poll(
+    health: String,
+    ready: String,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    done: CancellationToken,
+) {
+    let ask = |url: String| async move {
+        tokio::time::timeout(Duration::from_secs(1), crate::target::http_status(&url))
+            .await
+            .ok()
+            .flatten()
+    };
+    while !done.is_cancelled() {
+        let at = Instant::now();
+        let (h, r) = tokio::join!(ask(health.clone()), ask(ready.clone()));
+        samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Sample {
+                at,
+                health: h,
+                ready: r,
+            });
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            () = done.cancelled() => {}
+        }
+    }
+}
+
+fn status(code: Option<u16>) -> String {
+    code.map_or("no answer".to_owned(), |c| c.to_string())
+}
+
+/// Decides `readiness_truthful` from what the endpoints said.
+pub fn judge(config: &Readiness, log: &ReadinessLog) -> Outcome {
+    let Some(ready_at) = log.ready_at else {
+        return Outcome::inconclusive("the target was never ready");
+    };
+    let ms = |t: Instant| t.saturating_duration_since(ready_at).as_millis();
+    let within = Duration::from_millis(config.within_ms);
+    let running = |s: &&Sample| log.stop_at.is_none_or(|stop| s.at < stop);
+    let mut violations = Vec::new();
+    let mut findings = Vec::new();
+
+    // /health: 200 whenever asked before the stop.
+    let unhealthy: Vec<&Sample> = log
+        .samples
+        .iter()
+        .filter(running)
+        .filter(|s| s.health != Some(200))
+        .collect();
+    if let Some(first) = unhealthy.first() {
+        violations.push(format!(
+            "/health answered {} at +{} ms ({} of {} polls before the stop were not 200)",
+            status(first.health),
+            ms(first.at),
+            unhealthy.len(),
+            log.samples.iter().filter(running).count()
+        ));
+    }
+    // The baseline: ready when it says it is.
+    let first_down = log.outages.first().map(|o| o.down_at);
+    let baseline: Vec<&Sample> = log
+        .samples
+        .iter()
+        .filter(running)
+        .filter(|s| first_down.is_none_or(|d| s.at < d))
+        .collect();
+    if !baseline.is_empty() && !baseline.iter().any(|s| s.ready == Some(200)) {
+        violations.push(format!(
+            "/ready never answered 200 before the first outage ({} polls; last: {})",
+            baseline.len(),
+            status(baseline.last().and_then(|s| s.ready))
+        ));
+    }
+    for outage in &log.outages {
+        let dep = outage.dependency;
+        let up_at = outage.up_at.unwrap_or(outage.down_at);
+        let during: Vec<&Sample> = log
+            .samples
+            .iter()
+            .filter(|s| s.at >= outage.down_at && s.at < up_at)
+            .collect();
+        if outage.required {
+            match during.iter().find(|s| s.ready != Some(200)) {
+                Some(s) if s.at.duration_since(outage.down_at) <= within => {
+                    findings.push(format!(
+                        "{dep} down: /ready {} after {} ms",
+                        status(s.ready),
+                        s.at.duration_since(outage.down_at).as_millis()
+                    ));
+                }
+                Some(s) => violations.push(format!(
+                    "{dep} (required) down at +{} ms: /ready still 200 until {} ms later (limit {} ms)",
+                    ms(outage.down_at),
+                    s.at.duration_since(outage.down_at).as_millis(),
+                    within.as_millis()
+                )),
+                None => violations.push(format!(
+                    "{dep} (required) down for {} ms from +{} ms: /ready answered 200 throughout ({} polls)",
+                    up_at.duration_since(outage.down_at).as_millis(),
+                    ms(outage.down_at),
+                    during.len()
+                )),
+            }
+            // Back to ready once it is back.
+            let next = log
+                .outages
+                .iter()
+                .map(|o| o.down_at)
+                .find(|d| *d > up_at)
+                .or(log.stop_at);
+            let after: Vec<&Sample> = log
+                .samples
+                .iter()
+                .filter(|s| s.at >= up_at && next.is_none_or(|n| s.at < n))
+                .collect();
+            match after.iter().find(|s| s.ready == Some(200)) {
+                Some(s) => findings.push(format!(
+                    "back to 200 {} ms after {dep} returned",
+                    s.at.duration_since(up_at).as_millis()
+                )),
+                None if after.is_empty() => {}
+                None => violations.push(format!(
+                    "/ready did not answer 200 again after {dep} came back ({} polls over {} ms)",
+                    after.len(),
+                    after
+                        .last()
+                        .map_or(0, |s| s.at.duration_since(up_at).as_millis())
+                )),
+            }
+        } else {
+            let refused: Vec<&&Sample> = during.iter().filter(|s| s.ready != Some(200)).collect();
+            match refused.first() {
+                None => findings.push(format!("{dep} (optional) down: stayed ready, degraded")),
+                Some(s) => violations.push(format!(
+                    "{dep} (optional) down at +{} ms: /ready answered {} {} ms later ({} of {} polls): it should run degraded",
+                    ms(outage.down_at),
+                    status(s.ready),
+                    s.at.duration_since(outage.down_at).as_millis(),
+                    refused.len(),
+                    during.len()
+                )),
+            }
+        }
+    }
+    // The drain: never 200 once the stop was asked for.
+    if let Some(stop_at) = log.stop_at {
+        let lying: Vec<&Sample> = log
+            .samples
+            .iter()
+            .filter(|s| s.at > stop_at && s.ready == Some(200))
+            .collect();
+        match lying.first() {
+            Some(s) => violations.push(format!(
+                "/ready answered 200 {} ms after the stop, while draining ({} such polls)",
+                s.at.duration_since(stop_at).as_millis(),
+                lying.len()
+            )),
+            None => findings.push("not ready while draining".to_owned()),
+        }
+    }
+    let played: Vec<String> = log
+        .outages
+        .iter()
+        .map(|o| o.dependency.to_string())
+        .collect();
+    let wanted = config.required.len() + config.optional.len();
+    if violations.is_empty() {
+        let detail = format!(
+            "{} ({} polls)",
+            if findings.is_empty() {
+                "/health and /ready answered as they should".to_owned()
+            } else {
+                findings.join("; ")
+            },
+            log.samples.len()
+        );
+        if log.outages.len() < wanted {
+            return Outcome::Pass {
+                detail,
+                limits: Some(format!(
+                    "only {} of {wanted} outages were played ({}){}",
+                    log.outages.len(),
+                    if played.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        played.join(", ")
+                    },
+                    log.notes
+                        .first()
+                        .map(|n| format!(": {n}"))
+                        .unwrap_or_default()
+                )),
+            };
+        }
+        return Outcome::pass(detail);
+    }
+    let total = violations.len();
+    violations.truncate(LISTED);
+    Outcome::violation(
+        format!("/health or /ready did not tell the truth ({total} finding(s))"),
+        violations,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log: ready at 0; kafka (required) down 1000..3000; redis (optional) down 5000..7000;
+    /// stop at 9000; `ready_at(ms)` gives /ready's answer at each 50 ms poll.
+    fn log(ready_at: impl Fn(u64) -> Option<u16>) -> (Readiness, ReadinessLog) {
+        let config = Readiness {
+            required: vec![DependencyKind::Kafka],
+            optional: vec![DependencyKind::Redis],
+            ..Readiness::default()
+        };
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let log = ReadinessLog {
+            ready_at: Some(t0),
+            samples: (0..200)
+                .map(|i| Sample {
+                    at: at(i * 50),
+                    health: (i * 50 < 9_000).then_some(200),
+                    ready: ready_at(i * 50),
+                })
+                .collect(),
+            outages: vec![
+                Outage {
+                    dependency: DependencyKind::Kafka,
+                    required: true,
+                    down_at: at(1_000),
+                    up_at: Some(at(3_000)),
+                },
+                Outage {
+                    dependency: DependencyKind::Redis,
+                    required: false,
+                    down_at: at(5_000),
+                    up_at: Some(at(7_000)),
+                },
+            ],
+            stop_at: Some(at(9_000)),
+            notes: Vec::new(),
+        };
+        (config, log)
+    }
+
+    #[test]
+    fn a_truthful_service_passes() {
+        let (config, log) = log(|ms| match ms {
+            1_200..3_100 => Some(503),
+            9_000.. => None,
+            _ => Some(200),
+        });
+        let Outcome::Pass { detail, limits } = judge(&config, &log) else {
+            panic!("truthful")
+        };
+        assert!(
+            detail.starts_with("kafka down: /ready 503 after 200 ms; back to 200 100 ms after kafka returned; redis (optional) down: stayed ready, degraded; not ready while draining"),
+            "{detail}"
+        );
+        assert_eq!(limits, None);
+    }
+
+    #[test]
+    fn always_200_is_caught_twice() {
+        let (config, log) = log(|_| Some(200));
+        let Outcome::Violation { evidence, .. } = judge(&config, &log) else {
+            panic!("lies")
+        };
+        assert_eq!(evidence.len(), 2, "{evidence:?}");
+        assert!(
+            evidence[0].contains("kafka (required) down for 2000 ms"),
+            "{evidence:?}"
+        );
+        assert!(
+            evidence[1].contains("/ready answered 200 50 ms after the stop"),
+            "{evidence:?}"
+        );
+    }
+
+    #[test]
+    fn an_optional_dependency_must_not_unready_it() {
+        let (config, log) = log(|ms| match ms {
+            1_200..3_100 | 5_100..7_100 => Some(503),
+            9_000.. => None,
+            _ => Some(200),
+        });
+        let Outcome::Violation { evidence, .. } = judge(&config, &log) else {
+            panic!("redis is optional")
+        };
+        assert_eq!(evidence.len(), 1, "{evidence:?}");
+        assert!(
+            evidence[0]
+                .starts_with("redis (optional) down at +5000 ms: /ready answered 503 100 ms later"),
+            "{evidence:?}"
+        );
+    }
+}
