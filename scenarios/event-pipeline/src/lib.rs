@@ -103,16 +103,7 @@ impl FromStr for Variant {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Variant::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Variant::ALL.iter().map(|v| v.as_str()).collect();
-                format!(
-                    "QUIESCE_VARIANT `{s}` is not a variant (expected one of: {})",
-                    names.join(", ")
-                )
-            })
+        quiesce::catalogue::pick(&Variant::ALL, Variant::as_str, s)
     }
 }
 

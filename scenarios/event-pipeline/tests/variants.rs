@@ -5,10 +5,8 @@
 use std::path::Path;
 
 use quiesce::infra::BackendKind;
-use quiesce::run::{RunOptions, run};
 use quiesce::scenario::{Scenario, Target};
-use quiesce::signal::SignalHandler;
-use quiesce::verdict::{CheckName, Outcome, Verdict};
+use quiesce::verdict::{CheckName, expected_marks};
 
 /// A scenario file of this crate, on the local backend, running this crate's binary.
 fn scenario(file: &str) -> Scenario {
@@ -28,61 +26,15 @@ fn as_graph(mut scenario: Scenario) -> Scenario {
     scenario
 }
 
-async fn verdict(scenario: &Scenario, variant: &str) -> Verdict {
-    let options = RunOptions {
-        env: vec![("QUIESCE_VARIANT".to_owned(), variant.to_owned())],
-        out_dir: None,
-    };
-    run(scenario, &options, &mut SignalHandler::noop())
-        .await
-        .unwrap_or_else(|e| panic!("{variant}: no verdict: {e}"))
-}
-
-/// Each check's outcome as `P`, `F` or `?`, in report order: `starts_within=P ...`.
-fn table(verdict: &Verdict) -> String {
-    verdict
-        .results
-        .iter()
-        .map(|r| {
-            let mark = match r.outcome {
-                Outcome::Pass { .. } => "P",
-                Outcome::Violation { .. } => "F",
-                Outcome::Inconclusive { .. } => "?",
-            };
-            format!("{}={mark}", r.check)
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The expected table: every check passes except the ones named.
-fn expect(scenario: &Scenario, failing: &[CheckName], unsure: &[CheckName]) -> String {
-    scenario
-        .enabled_checks()
-        .map(|c| {
-            let mark = if failing.contains(&c) {
-                "F"
-            } else if unsure.contains(&c) {
-                "?"
-            } else {
-                "P"
-            };
-            format!("{c}={mark}")
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 async fn check(scenario: &Scenario, variant: &str, failing: &[CheckName], unsure: &[CheckName]) {
-    let verdict = verdict(scenario, variant).await;
-    let got = table(&verdict);
-    let want = expect(scenario, failing, unsure);
+    let (got, want, report) =
+        quiesce::catalogue::marks(scenario, &[("QUIESCE_VARIANT", variant)], failing, unsure)
+            .await
+            .unwrap_or_else(|e| panic!("{variant}: no verdict: {e}"));
     assert_eq!(
-        got,
-        want,
-        "{} / {variant}: wrong verdict\n{}",
-        scenario.name,
-        quiesce::report::summary(&verdict)
+        got, want,
+        "{} / {variant}: wrong verdict\n{report}",
+        scenario.name
     );
 }
 
@@ -211,19 +163,19 @@ const TRIES: usize = 5;
 /// Returns how many runs it took.
 async fn producer_not_flushed_is_caught() -> usize {
     let s = scenario("event-pipeline-midstream.toml");
-    let clean = expect(&s, &[], &[]);
-    let lost = expect(&s, &[OffsetsCommitted, NoMessageLoss, ProducerFlushed], &[]);
+    let env = [("QUIESCE_VARIANT", "producer-not-flushed")];
+    let lost = [OffsetsCommitted, NoMessageLoss, ProducerFlushed];
     for attempt in 1..=TRIES {
-        let verdict = verdict(&s, "producer-not-flushed").await;
-        let got = table(&verdict);
-        if got == lost {
+        let (got, if_lost, report) = quiesce::catalogue::marks(&s, &env, &lost, &[])
+            .await
+            .unwrap_or_else(|e| panic!("no verdict: {e}"));
+        if got == if_lost {
             return attempt;
         }
+        let if_clean = expected_marks(s.enabled_checks(), &[], &[]);
         assert_eq!(
-            got,
-            clean,
-            "attempt {attempt}: neither verdict the bug allows\n{}",
-            quiesce::report::summary(&verdict)
+            got, if_clean,
+            "attempt {attempt}: neither verdict the bug allows\n{report}"
         );
     }
     panic!("producer-not-flushed lost no output in {TRIES} runs");
@@ -239,10 +191,7 @@ async fn midstream_producer_not_flushed_loses_outputs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: about 3 minutes per repetition; run with --run-ignored only"]
 async fn catalogue_repeated() {
-    let times: usize = std::env::var("QUIESCE_REPEAT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let times = quiesce::catalogue::repetitions();
     let started = std::time::Instant::now();
     let mut tries = Vec::new();
     for round in 1..=times {

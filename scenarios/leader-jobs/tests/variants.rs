@@ -5,10 +5,8 @@
 use std::path::Path;
 
 use quiesce::infra::BackendKind;
-use quiesce::run::{RunOptions, run};
 use quiesce::scenario::{Scenario, Target};
-use quiesce::signal::SignalHandler;
-use quiesce::verdict::{CheckName, expected_marks};
+use quiesce::verdict::CheckName;
 
 use CheckName::*;
 
@@ -46,18 +44,13 @@ async fn check_row(variant: &str, graph: bool) {
         .find(|r| r.0 == variant && r.1 == graph)
         .unwrap_or_else(|| panic!("no row for {variant}"));
     let scenario = scenario(graph);
-    let options = RunOptions {
-        env: vec![("QUIESCE_VARIANT".to_owned(), variant.to_owned())],
-        out_dir: None,
-    };
-    let verdict = run(&scenario, &options, &mut SignalHandler::noop())
-        .await
-        .unwrap_or_else(|e| panic!("{variant}: no verdict: {e}"));
+    let (got, want, report) =
+        quiesce::catalogue::marks(&scenario, &[("QUIESCE_VARIANT", variant)], failing, unsure)
+            .await
+            .unwrap_or_else(|e| panic!("{variant}: no verdict: {e}"));
     assert_eq!(
-        verdict.marks(),
-        expected_marks(scenario.enabled_checks(), failing, unsure),
-        "{variant} (graph: {graph}): wrong verdict\n{}",
-        quiesce::report::summary(&verdict)
+        got, want,
+        "{variant} (graph: {graph}): wrong verdict\n{report}"
     );
 }
 
@@ -92,10 +85,7 @@ async fn in_process_graph_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: about 40 s per repetition; run with --run-ignored only"]
 async fn catalogue_repeated() {
-    let times: usize = std::env::var("QUIESCE_REPEAT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let times = quiesce::catalogue::repetitions();
     let started = std::time::Instant::now();
     for round in 1..=times {
         for (variant, graph, _, _) in ROWS {

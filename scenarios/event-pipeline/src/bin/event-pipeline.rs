@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use event_pipeline::{Config, run};
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -19,29 +17,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        eprintln!("event-pipeline: cannot listen for signals");
-        return ExitCode::from(1);
-    };
-    // One shutdown trigger for the whole graph; the signals only cancel it.
-    let shutdown = CancellationToken::new();
     let outputs = Arc::new(AtomicU64::new(0));
     let variant = config.variant;
-    let pipeline = run(
-        config,
-        shutdown.clone(),
-        move || println!("event-pipeline: ready (variant {variant})"),
-        outputs.clone(),
-    );
-    tokio::pin!(pipeline);
-    let result = tokio::select! {
-        result = &mut pipeline => result,
-        _ = term.recv() => { shutdown.cancel(); pipeline.await }
-        _ = int.recv() => { shutdown.cancel(); pipeline.await }
-    };
+    let counted = outputs.clone();
+    let result = quiesce::catalogue::until_signal(|shutdown| {
+        run(
+            config,
+            shutdown,
+            move || println!("event-pipeline: ready (variant {variant})"),
+            counted,
+        )
+    })
+    .await;
     probe.count_outputs(outputs).report().await;
     match result {
         Ok(()) => {

@@ -1,11 +1,8 @@
 //! The leader-jobs service as a process: configured by the environment quiesce sets, stopped by
 //! SIGTERM or SIGINT, reporting through quiesce's probe what was alive when it had stopped.
 
-use std::process::ExitCode;
-
 use leader_jobs::{Config, run};
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
+use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -17,25 +14,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        eprintln!("leader-jobs: cannot listen for signals");
-        return ExitCode::from(1);
-    };
-    // One shutdown trigger for the whole graph; the signals only cancel it.
-    let shutdown = CancellationToken::new();
     let (variant, instance) = (config.variant, config.instance.clone());
-    let pipeline = run(config, shutdown.clone(), move || {
-        println!("leader-jobs: ready (variant {variant}, instance {instance})")
-    });
-    tokio::pin!(pipeline);
-    let result = tokio::select! {
-        result = &mut pipeline => result,
-        _ = term.recv() => { shutdown.cancel(); pipeline.await }
-        _ = int.recv() => { shutdown.cancel(); pipeline.await }
-    };
+    let result = quiesce::catalogue::until_signal(|shutdown| {
+        run(config, shutdown, move || {
+            println!("leader-jobs: ready (variant {variant}, instance {instance})")
+        })
+    })
+    .await;
     probe.report().await;
     match result {
         Ok(()) => {
