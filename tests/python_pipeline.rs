@@ -1,60 +1,76 @@
-//! `scenarios/python-pipeline`: a Python asyncio service with aiokafka gets the same Kafka
-//! checks as the Rust pipeline, through the same contract and the Python probe. Each variant
-//! must get exactly its verdict.
+//! `scenarios/python-pipeline`: a Python asyncio service with aiokafka and redis-py gets the
+//! same Kafka checks as the Rust pipeline, through the same contract and the Python probe.
+//! Each variant must get exactly its verdict.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use quiesce::infra::BackendKind;
-use quiesce::run::{RunOptions, run};
 use quiesce::scenario::Scenario;
-use quiesce::signal::SignalHandler;
-use quiesce::verdict::{CheckName, Outcome};
+use quiesce::verdict::CheckName;
 
 use CheckName::*;
 
-async fn check(variant: &str, failing: &[CheckName]) {
+/// The catalogue: variant and the checks it fails.
+const ROWS: &[(&str, &[CheckName])] = &[
+    ("correct", &[]),
+    ("untracked-task", &[NoLeakedTasks]),
+    ("no-final-commit", &[OffsetsCommitted]),
+];
+
+/// Runs the row and asserts its exact verdict (nothing inconclusive: that would mean
+/// aiokafka or redis-py is missing); returns its stop time.
+async fn check(variant: &str) -> Option<u64> {
+    let (_, failing) = ROWS.iter().find(|r| r.0 == variant).unwrap();
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../scenarios/python-pipeline/python-pipeline.toml");
     let mut scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
     scenario.infra.backend = BackendKind::Local;
-    let options = RunOptions {
-        env: vec![("QUIESCE_VARIANT".to_owned(), variant.to_owned())],
-        out_dir: None,
-    };
-    let verdict = run(&scenario, &options, &mut SignalHandler::noop())
-        .await
-        .unwrap_or_else(|e| panic!("{variant}: no verdict: {e}"));
-    let report = quiesce::report::summary(&verdict);
-    let got: Vec<(CheckName, bool)> = verdict
-        .results
-        .iter()
-        .map(|r| {
-            assert!(
-                !matches!(r.outcome, Outcome::Inconclusive { .. }),
-                "{variant}: {} inconclusive (is aiokafka installed? run scripts/setup)\n{report}",
-                r.check
-            );
-            (r.check, r.outcome.is_violation())
-        })
-        .collect();
-    let want: Vec<(CheckName, bool)> = scenario
-        .enabled_checks()
-        .map(|c| (c, failing.contains(&c)))
-        .collect();
-    assert_eq!(got, want, "{variant}: wrong verdict\n{report}");
+    let checked =
+        quiesce::catalogue::check(&scenario, &[("QUIESCE_VARIANT", variant)], failing, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{variant}: no verdict: {e}"));
+    assert_eq!(
+        checked.got, checked.want,
+        "{variant}: wrong verdict (is aiokafka installed? run scripts/setup)\n{}",
+        checked.report
+    );
+    checked.stop_ms
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn correct_passes_every_check() {
-    check("correct", &[]).await;
+    check("correct").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untracked_task_is_a_leaked_task() {
-    check("untracked-task", &[NoLeakedTasks]).await;
+    check("untracked-task").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_final_commit_is_named() {
-    check("no-final-commit", &[OffsetsCommitted]).await;
+    check("no-final-commit").await;
+}
+
+/// Opt-in evidence: the catalogue `QUIESCE_REPEAT` times (default 20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: about 10 s per repetition; run with --run-ignored only"]
+async fn catalogue_repeated() {
+    let times = quiesce::catalogue::repetitions();
+    let mut stops: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let mut runs = 0;
+    for round in 1..=times {
+        for (variant, _) in ROWS.iter().filter(|r| quiesce::catalogue::selected(r.0)) {
+            if let Some(ms) = check(variant).await {
+                stops.entry(variant).or_default().push(ms);
+            }
+            runs += 1;
+        }
+        eprintln!("round {round}/{times}: every row exact");
+    }
+    for (row, ms) in &mut stops {
+        eprintln!("stop time, {row}: {}", quiesce::catalogue::spread(ms));
+    }
+    eprintln!("{times} rounds, {runs} runs, 0 mismatches");
 }

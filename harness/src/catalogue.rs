@@ -68,15 +68,35 @@ pub fn repetitions() -> usize {
         .unwrap_or(20)
 }
 
-/// Runs `scenario` with `env` (`QUIESCE_VARIANT=…` and the like) and returns the verdict's
-/// marks, the marks expected when exactly `failing` fail and `unsure` are inconclusive, and
-/// the report for a failure message. A run with no verdict is an `Err`.
-pub async fn marks(
+/// Whether `variant` is among those `QUIESCE_VARIANTS` (comma-separated) selects for an
+/// opt-in repetition; all are, without it.
+pub fn selected(variant: &str) -> bool {
+    std::env::var("QUIESCE_VARIANTS")
+        .map_or(true, |list| list.split(',').any(|v| v.trim() == variant))
+}
+
+/// One variant's run, as a catalogue test sees it.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The verdict's marks ([`crate::verdict::Verdict::marks`]).
+    pub got: String,
+    /// The marks expected.
+    pub want: String,
+    /// The terminal report, for a failure message.
+    pub report: String,
+    /// From the stop request to the target gone, in ms, read off the timeline.
+    pub stop_ms: Option<u64>,
+}
+
+/// Runs `scenario` with `env` (`QUIESCE_VARIANT=…` and the like) and returns its marks, the
+/// marks expected when exactly `failing` fail and `unsure` are inconclusive, and the rest of
+/// [`Checked`]. A run with no verdict is an `Err`.
+pub async fn check(
     scenario: &Scenario,
     env: &[(&str, &str)],
     failing: &[CheckName],
     unsure: &[CheckName],
-) -> Result<(String, String, String), String> {
+) -> Result<Checked, String> {
     let options = RunOptions {
         env: env
             .iter()
@@ -87,9 +107,35 @@ pub async fn marks(
     let verdict = run(scenario, &options, &mut SignalHandler::noop())
         .await
         .map_err(|e| e.to_string())?;
-    Ok((
-        verdict.marks(),
-        expected_marks(scenario.enabled_checks(), failing, unsure),
-        crate::report::summary(&verdict),
-    ))
+    let at = |prefixes: &[&str], after: u64| {
+        verdict
+            .timeline
+            .iter()
+            .find(|e| e.at_ms >= after && prefixes.iter().any(|p| e.event.starts_with(p)))
+            .map(|e| e.at_ms)
+    };
+    let stop_ms = at(&["sent SIG", "cancelled the shutdown token"], 0)
+        .and_then(|sent| Some(at(&["exited", "returned"], sent)? - sent));
+    Ok(Checked {
+        got: verdict.marks(),
+        want: expected_marks(scenario.enabled_checks(), failing, unsure),
+        report: crate::report::summary(&verdict),
+        stop_ms,
+    })
+}
+
+/// `median / p99 / max` of `ms`, for a closing line.
+pub fn spread(ms: &mut [u64]) -> String {
+    if ms.is_empty() {
+        return "no samples".to_owned();
+    }
+    ms.sort_unstable();
+    let pick = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
+    format!(
+        "median {} ms, p99 {} ms, max {} ms over {} runs",
+        pick(0.5),
+        pick(0.99),
+        ms[ms.len() - 1],
+        ms.len()
+    )
 }

@@ -2,7 +2,8 @@
 
 Consumes QUIESCE_KAFKA_INPUT_TOPIC as group QUIESCE_KAFKA_GROUP and, for each input, writes
 quiesce's output contract to QUIESCE_KAFKA_OUTPUT_TOPIC (the input's key, value
-{"partition": P, "offset": O}). Commits only what was processed and delivered. On SIGTERM it
+{"partition": P, "offset": O}), keeping a processed count in Redis (QUIESCE_REDIS_URL).
+Commits only what was processed and delivered. On SIGTERM it
 stops taking input, flushes its producer, commits, cancels and awaits its tasks, stops the
 clients, and reports through quiesce's probe (tasks, threads, outputs sent).
 
@@ -12,7 +13,7 @@ QUIESCE_VARIANT:
                    the handle dropped), pending forever (seed 000)
   no-final-commit  commits every COMMIT_EVERY inputs but not on the way out
 
-aiokafka comes from scripts/setup, which installs it under the quiesce cache
+aiokafka and redis-py come from scripts/setup, which installs it under the quiesce cache
 ($QUIESCE_CACHE, else $XDG_CACHE_HOME/quiesce, else ~/.cache/quiesce).
 """
 
@@ -32,9 +33,10 @@ sys.path.insert(0, os.path.join(CACHE, "python"))
 import quiesce_probe  # noqa: E402
 
 try:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+    import redis.asyncio as aioredis  # noqa: E402
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 except ImportError as e:
-    print(f"python-pipeline: aiokafka is not installed ({e}); run scripts/setup", file=sys.stderr)
+    print(f"python-pipeline: aiokafka or redis-py is not installed ({e}); run scripts/setup", file=sys.stderr)
     sys.exit(4)
 
 VARIANTS = ("correct", "untracked-task", "no-final-commit")
@@ -75,6 +77,8 @@ async def main(variant):
         auto_offset_reset="earliest",
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    counters = aioredis.Redis.from_url(env["QUIESCE_REDIS_URL"])
+    await counters.ping()
     await consumer.start()
     await producer.start()
     print("ready", flush=True)
@@ -116,6 +120,7 @@ async def main(variant):
                 processed += 1
                 since_commit += 1
                 if processed % BATCH == 0:
+                    await counters.incrby(f"{group}:processed", BATCH)
                     if variant == "untracked-task":
                         asyncio.create_task(metrics_flush())  # the handle is dropped
                     else:
@@ -137,6 +142,7 @@ async def main(variant):
     await asyncio.gather(*tasks, return_exceptions=True)
     await consumer.stop()
     await producer.stop()
+    await counters.aclose()
     await quiesce_probe.report(outputs_sent=sent)
 
 

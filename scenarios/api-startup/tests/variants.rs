@@ -2,6 +2,7 @@
 //! (the binary, with the probe) and, for a few, as an in-process graph. A check that passes
 //! where it must fail, or fails where it must pass, fails the test.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use quiesce::infra::BackendKind;
@@ -48,7 +49,8 @@ const ROWS: &[(&str, bool, &[CheckName], &[CheckName])] = &[
     ("unmirrored-shutdown", true, &[NoLeakedTasks], GRAPH),
 ];
 
-async fn check_row(variant: &str, graph: bool) {
+/// Runs the row and asserts its exact verdict; returns its stop time.
+async fn check_row(variant: &str, graph: bool) -> Option<u64> {
     let (_, _, failing, unsure) = ROWS
         .iter()
         .find(|r| r.0 == variant && r.1 == graph)
@@ -60,13 +62,15 @@ async fn check_row(variant: &str, graph: bool) {
         scenario.checks.starts_within.params.deadline_ms = 3_000;
         scenario.stop.kill_after_ms = 2_000;
     }
-    let (got, want, report) = quiesce::catalogue::marks(&scenario, &env, failing, unsure)
+    let checked = quiesce::catalogue::check(&scenario, &env, failing, unsure)
         .await
         .unwrap_or_else(|e| panic!("{variant}: no verdict: {e}"));
     assert_eq!(
-        got, want,
-        "{variant} (graph: {graph}): wrong verdict\n{report}"
+        checked.got, checked.want,
+        "{variant} (graph: {graph}): wrong verdict\n{}",
+        checked.report
     );
+    checked.stop_ms
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,15 +111,27 @@ async fn in_process_graph_rows() {
 async fn catalogue_repeated() {
     let times = quiesce::catalogue::repetitions();
     let started = std::time::Instant::now();
+    let mut stops: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut runs = 0;
     for round in 1..=times {
-        for (variant, graph, _, _) in ROWS {
-            check_row(variant, *graph).await;
+        for (variant, graph, _, _) in ROWS.iter().filter(|r| quiesce::catalogue::selected(r.0)) {
+            let stop = check_row(variant, *graph).await;
+            runs += 1;
+            if let Some(ms) = stop {
+                let as_graph = if *graph { " (graph)" } else { "" };
+                stops
+                    .entry(format!("{variant}{as_graph}"))
+                    .or_default()
+                    .push(ms);
+            }
         }
         eprintln!(
-            "round {round}/{times}: {} rows exact ({} s so far)",
-            ROWS.len(),
+            "round {round}/{times}: every row exact ({} s so far)",
             started.elapsed().as_secs()
         );
     }
-    eprintln!("{times} rounds, {} runs, 0 mismatches", times * ROWS.len());
+    for (row, ms) in &mut stops {
+        eprintln!("stop time, {row}: {}", quiesce::catalogue::spread(ms));
+    }
+    eprintln!("{times} rounds, {runs} runs, 0 mismatches");
 }

@@ -2,6 +2,7 @@
 //! (the binary, with the probe) and, for a few, as an in-process graph. A check that passes
 //! where it must fail, or fails where it must pass, fails the test.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use quiesce::infra::BackendKind;
@@ -26,16 +27,23 @@ fn as_graph(mut scenario: Scenario) -> Scenario {
     scenario
 }
 
-async fn check(scenario: &Scenario, variant: &str, failing: &[CheckName], unsure: &[CheckName]) {
-    let (got, want, report) =
-        quiesce::catalogue::marks(scenario, &[("QUIESCE_VARIANT", variant)], failing, unsure)
+/// Runs `variant` and asserts its exact verdict; returns its stop time.
+async fn check(
+    scenario: &Scenario,
+    variant: &str,
+    failing: &[CheckName],
+    unsure: &[CheckName],
+) -> Option<u64> {
+    let checked =
+        quiesce::catalogue::check(scenario, &[("QUIESCE_VARIANT", variant)], failing, unsure)
             .await
             .unwrap_or_else(|e| panic!("{variant}: no verdict: {e}"));
     assert_eq!(
-        got, want,
-        "{} / {variant}: wrong verdict\n{report}",
-        scenario.name
+        checked.got, checked.want,
+        "{} / {variant}: wrong verdict\n{}",
+        scenario.name, checked.report
     );
+    checked.stop_ms
 }
 
 use CheckName::*;
@@ -76,7 +84,7 @@ const ROWS: &[Row] = &[
     ("event-pipeline-midstream.toml", "correct", true, &[], GRAPH),
 ];
 
-async fn check_row(file: &str, variant: &str, graph: bool) {
+async fn check_row(file: &str, variant: &str, graph: bool) -> Option<u64> {
     let (_, _, _, failing, unsure) = ROWS
         .iter()
         .find(|r| r.0 == file && r.1 == variant && r.2 == graph)
@@ -86,7 +94,7 @@ async fn check_row(file: &str, variant: &str, graph: bool) {
     } else {
         scenario(file)
     };
-    check(&s, variant, failing, unsure).await;
+    check(&s, variant, failing, unsure).await
 }
 
 // One test per process row, so they run side by side.
@@ -166,16 +174,17 @@ async fn producer_not_flushed_is_caught() -> usize {
     let env = [("QUIESCE_VARIANT", "producer-not-flushed")];
     let lost = [OffsetsCommitted, NoMessageLoss, ProducerFlushed];
     for attempt in 1..=TRIES {
-        let (got, if_lost, report) = quiesce::catalogue::marks(&s, &env, &lost, &[])
+        let checked = quiesce::catalogue::check(&s, &env, &lost, &[])
             .await
             .unwrap_or_else(|e| panic!("no verdict: {e}"));
-        if got == if_lost {
+        if checked.got == checked.want {
             return attempt;
         }
         let if_clean = expected_marks(s.enabled_checks(), &[], &[]);
         assert_eq!(
-            got, if_clean,
-            "attempt {attempt}: neither verdict the bug allows\n{report}"
+            checked.got, if_clean,
+            "attempt {attempt}: neither verdict the bug allows\n{}",
+            checked.report
         );
     }
     panic!("producer-not-flushed lost no output in {TRIES} runs");
@@ -193,20 +202,35 @@ async fn midstream_producer_not_flushed_loses_outputs() {
 async fn catalogue_repeated() {
     let times = quiesce::catalogue::repetitions();
     let started = std::time::Instant::now();
-    let mut tries = Vec::new();
+    let mut stops: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let (mut runs, mut tries) = (0, Vec::new());
     for round in 1..=times {
-        for (file, variant, graph, _, _) in ROWS {
-            check_row(file, variant, *graph).await;
+        let rows = ROWS.iter().filter(|r| quiesce::catalogue::selected(r.1));
+        for (file, variant, graph, _, _) in rows {
+            let stop = check_row(file, variant, *graph).await;
+            runs += 1;
+            if let Some(ms) = stop {
+                let as_graph = if *graph { " (graph)" } else { "" };
+                stops
+                    .entry(format!("{file} {variant}{as_graph}"))
+                    .or_default()
+                    .push(ms);
+            }
         }
-        tries.push(producer_not_flushed_is_caught().await);
+        if quiesce::catalogue::selected("producer-not-flushed") {
+            let attempts = producer_not_flushed_is_caught().await;
+            runs += attempts;
+            tries.push(attempts);
+        }
         eprintln!(
-            "round {round}/{times}: {} rows exact ({} s so far)",
-            ROWS.len() + 1,
+            "round {round}/{times}: every row exact ({} s so far)",
             started.elapsed().as_secs()
         );
     }
+    for (row, ms) in &mut stops {
+        eprintln!("stop time, {row}: {}", quiesce::catalogue::spread(ms));
+    }
     eprintln!(
-        "{times} rounds, {} runs, 0 mismatches; producer-not-flushed caught on attempt {tries:?}",
-        times * ROWS.len() + tries.iter().sum::<usize>()
+        "{times} rounds, {runs} runs, 0 mismatches; producer-not-flushed caught on attempt {tries:?}"
     );
 }
