@@ -103,6 +103,7 @@ async fn untracked_tasks_are_counted() {
         tracked_worker(&tracker, &ctx);
         for _ in 0..3 {
             // Fire and forget, as in seed 001: nobody cancels these.
+            SPAWN_LINE.store(line!() + 1, std::sync::atomic::Ordering::SeqCst);
             drop(tokio::spawn(async {
                 tokio::time::sleep(Duration::from_secs(3600)).await
             }));
@@ -120,7 +121,23 @@ async fn untracked_tasks_are_counted() {
         "{text}"
     );
     assert_eq!(verdict.violations(), 1, "{text}");
+    // Each leak is named by the line that spawned it where tokio's task hooks are built in
+    // (`--cfg tokio_unstable`, which scripts/test also runs); else the report says so.
+    let line = SPAWN_LINE.load(std::sync::atomic::Ordering::SeqCst);
+    let spawned_here = format!("tests/run_graph.rs:{line}:");
+    if quiesce_probe::SpawnRegistry::ENABLED {
+        assert_eq!(text.matches(&spawned_here).count(), 3, "{text}");
+    } else {
+        assert_eq!(
+            text.matches("build with --cfg tokio_unstable").count(),
+            3,
+            "{text}"
+        );
+    }
 }
+
+/// The line of the `tokio::spawn` in `untracked_tasks_are_counted`.
+static SPAWN_LINE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thread_never_joined_is_named() {

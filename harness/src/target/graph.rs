@@ -151,7 +151,10 @@ fn drive(
 ) {
     let runtime_tids = Arc::new(Mutex::new(HashSet::new()));
     let (on_start, on_stop) = (runtime_tids.clone(), runtime_tids.clone());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let spawns = quiesce_probe::SpawnRegistry::default();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let runtime = spawns
+        .install(&mut builder)
         .worker_threads(2)
         .thread_name(RUNTIME_THREADS)
         .enable_all()
@@ -209,6 +212,7 @@ fn drive(
     }
     let alive = metrics.num_alive_tasks() as u64;
     let threads = leftover_threads(&baseline, &runtime_tids, driver);
+    let mut locations = spawns.alive().into_iter();
     let _ = counted.send(ProbeReport {
         schema: 1,
         runtime: "tokio, in-process".to_owned(),
@@ -219,7 +223,9 @@ fn drive(
             items: (0..alive)
                 .map(|i| ProbeTask {
                     name: format!("task {}", i + 1),
-                    location: "unknown (spawn locations need --cfg tokio_unstable)".to_owned(),
+                    location: locations
+                        .next()
+                        .unwrap_or_else(|| quiesce_probe::SpawnRegistry::unknown().to_owned()),
                     stack: Vec::new(),
                 })
                 .collect(),

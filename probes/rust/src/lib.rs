@@ -18,6 +18,10 @@
 //! runtime's own, after a settle budget like goleak's (20 looks, at most 100 ms apart). Call
 //! `report` from `main`'s own future, not from a spawned task (which would count itself).
 
+mod spawns;
+
+pub use spawns::SpawnRegistry;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +40,7 @@ pub struct Probe {
     baseline: HashSet<u32>,
     ignore: Vec<String>,
     outputs: Option<Arc<AtomicU64>>,
+    spawns: Option<SpawnRegistry>,
 }
 
 #[derive(Serialize)]
@@ -78,7 +83,15 @@ impl Probe {
                 .collect(),
             ignore: RUNTIME_THREADS.iter().map(|s| s.to_string()).collect(),
             outputs: None,
+            spawns: None,
         }
+    }
+
+    /// Names leaked tasks by spawn location from `spawns`, which must be installed on the
+    /// service's runtime ([`SpawnRegistry::install`], built with `--cfg tokio_unstable`).
+    pub fn spawns(mut self, spawns: SpawnRegistry) -> Self {
+        self.spawns = Some(spawns);
+        self
     }
 
     /// Reports `counter` as the output records the service handed to its Kafka producer (for
@@ -125,6 +138,12 @@ impl Probe {
             pause = (pause * 2).min(Duration::from_millis(100));
         }
         let alive = metrics.num_alive_tasks() as u64;
+        let mut locations = self
+            .spawns
+            .as_ref()
+            .map(SpawnRegistry::alive)
+            .unwrap_or_default()
+            .into_iter();
         let threads = self.leftover_threads();
         let report = Report {
             schema: SCHEMA,
@@ -136,8 +155,9 @@ impl Probe {
                 items: (0..alive)
                     .map(|i| Task {
                         name: format!("task {}", i + 1),
-                        location: "unknown (build with --cfg tokio_unstable for spawn locations)"
-                            .into(),
+                        location: locations
+                            .next()
+                            .unwrap_or_else(|| SpawnRegistry::unknown().to_owned()),
                         stack: Vec::new(),
                     })
                     .collect(),
