@@ -212,7 +212,8 @@ fn drive(
     }
     let alive = metrics.num_alive_tasks() as u64;
     let threads = leftover_threads(&baseline, &runtime_tids, driver);
-    let mut locations = spawns.alive().into_iter();
+    let mut located = spawns.alive_with_ids().into_iter();
+    let mut stacks = task_stacks(&runtime);
     let _ = counted.send(ProbeReport {
         schema: 1,
         runtime: "tokio, in-process".to_owned(),
@@ -221,12 +222,19 @@ fn drive(
         tasks: ProbeSet {
             alive,
             items: (0..alive)
-                .map(|i| ProbeTask {
-                    name: format!("task {}", i + 1),
-                    location: locations
-                        .next()
-                        .unwrap_or_else(|| quiesce_probe::SpawnRegistry::unknown().to_owned()),
-                    stack: Vec::new(),
+                .map(|i| {
+                    let (location, stack) = match located.next() {
+                        Some((id, location)) => (location, stacks.remove(&id).unwrap_or_default()),
+                        None => (
+                            quiesce_probe::SpawnRegistry::unknown().to_owned(),
+                            Vec::new(),
+                        ),
+                    };
+                    ProbeTask {
+                        name: format!("task {}", i + 1),
+                        location,
+                        stack,
+                    }
                 })
                 .collect(),
         },
@@ -238,6 +246,40 @@ fn drive(
     });
     // Leaked tasks are dropped here; leaked threads are the graph's to end.
     runtime.shutdown_timeout(Duration::from_secs(1));
+}
+
+/// How long a task dump may take: it re-polls every task, and never ends if a worker is
+/// blocked.
+#[cfg(all(tokio_unstable, feature = "taskdump", target_os = "linux"))]
+const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Each live task's stack, by task id, from a tokio task dump (`--cfg tokio_unstable` and the
+/// `taskdump` feature, on Linux), under a timeout; empty where that is not built in.
+#[cfg(all(tokio_unstable, feature = "taskdump", target_os = "linux"))]
+fn task_stacks(
+    runtime: &tokio::runtime::Runtime,
+) -> std::collections::HashMap<tokio::task::Id, Vec<String>> {
+    let handle = runtime.handle().clone();
+    runtime.block_on(async move {
+        match tokio::time::timeout(DUMP_TIMEOUT, handle.dump()).await {
+            Ok(dump) => dump
+                .tasks()
+                .iter()
+                .map(|task| {
+                    let trace = task.trace().to_string();
+                    (task.id(), trace.lines().map(str::to_owned).collect())
+                })
+                .collect(),
+            Err(_) => std::collections::HashMap::new(),
+        }
+    })
+}
+
+#[cfg(not(all(tokio_unstable, feature = "taskdump", target_os = "linux")))]
+fn task_stacks(
+    _: &tokio::runtime::Runtime,
+) -> std::collections::HashMap<tokio::task::Id, Vec<String>> {
+    std::collections::HashMap::new()
 }
 
 /// Runs `graph` through start, ready, the run and the stop, and counts what it left alive.

@@ -49,6 +49,19 @@ impl SpawnRegistry {
         builder
     }
 
+    /// Each live task's id and `file:line:column` of its spawn, sorted by location.
+    pub fn alive_with_ids(&self) -> Vec<(tokio::task::Id, String)> {
+        let mut live: Vec<(tokio::task::Id, String)> = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, l)| (*id, format!("{}:{}:{}", l.file(), l.line(), l.column())))
+            .collect();
+        live.sort_by(|a, b| a.1.cmp(&b.1));
+        live
+    }
+
     /// `file:line:column` of each live task's spawn, sorted.
     pub fn alive(&self) -> Vec<String> {
         let mut locations: Vec<String> = self
