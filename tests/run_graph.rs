@@ -129,7 +129,11 @@ async fn untracked_tasks_are_counted() {
         assert_eq!(text.matches(&spawned_here).count(), 3, "{text}");
         // With task dumps built in too, each leak comes with its stack: parked in the sleep.
         if cfg!(feature = "taskdump") {
-            assert_eq!(text.matches("untracked_tasks_are_counted").count(), 3, "{text}");
+            assert_eq!(
+                text.matches("untracked_tasks_are_counted").count(),
+                3,
+                "{text}"
+            );
         }
     } else {
         assert_eq!(

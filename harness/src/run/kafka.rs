@@ -34,29 +34,53 @@ pub struct Producer {
 impl Producer {
     /// Starts it; the returned hooks go to the target's runner. `one_record_per_batch`: see
     /// [`crate::kafka::Workload`].
+    ///
+    /// `in_process`: the target shares this process (a graph), so the workload ends when the
+    /// target is told to stop, and its Kafka clients are gone before the graph's threads are
+    /// counted; else they would be counted as the graph's.
     pub fn start(
         bootstrap: &str,
         workload: &KafkaWorkload,
         run_id: &str,
         one_record_per_batch: bool,
+        in_process: bool,
     ) -> (Producer, Hooks) {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (quiet_tx, quiet_rx) = oneshot::channel::<()>();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(drive(
-            bootstrap.to_owned(),
-            workload.clone(),
-            run_id.to_owned(),
-            one_record_per_batch,
-            ready_rx,
-            stop_tx,
-            stop.clone(),
-        ));
-        let hooks = Hooks {
+        let task = tokio::spawn({
+            let drive = drive(
+                bootstrap.to_owned(),
+                workload.clone(),
+                run_id.to_owned(),
+                one_record_per_batch,
+                ready_rx,
+                stop_tx,
+                stop.clone(),
+            );
+            async move {
+                let acked = drive.await;
+                drop(quiet_tx);
+                acked
+            }
+        });
+        let mut hooks = Hooks {
             on_ready: vec![ready_tx],
             stop_early: Some(stop_rx),
             ..Hooks::default()
         };
+        if in_process {
+            let (stopping_tx, stopping_rx) = oneshot::channel();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                if stopping_rx.await.is_ok() {
+                    stop.cancel();
+                }
+            });
+            hooks.on_stop.push(stopping_tx);
+            hooks.quiet.push(quiet_rx);
+        }
         (Producer { task, stop }, hooks)
     }
 
@@ -92,7 +116,8 @@ async fn drive(
         one_record_per_batch,
     };
     // Counts outputs as they come, for an early stop.
-    let (mut seen, _counter) = count_outputs(&bootstrap, &workload.output_topic);
+    let (mut seen, counter) = count_outputs(&bootstrap, &workload.output_topic);
+    let result = async {
     let mut stop_tx = Some(stop_tx);
     fn ask_stop(stop_tx: &mut Option<oneshot::Sender<String>>, what: String) {
         if let Some(tx) = stop_tx.take() {
@@ -131,6 +156,11 @@ async fn drive(
         }
     }
     Ok(acked)
+    }
+    .await;
+    // The counter's Kafka client (and its threads) is gone before this returns.
+    counter.stop().await;
+    result
 }
 
 /// Waits until the distinct count reaches `want`; `None` if the counting ended first.
@@ -158,6 +188,14 @@ fn count_outputs(
 
 /// Aborts a background task when the work it serves ends.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    /// Aborts the task and waits until it has ended (its future, and what it held, dropped).
+    async fn stop(mut self) {
+        self.0.abort();
+        let _ = (&mut self.0).await;
+    }
+}
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {

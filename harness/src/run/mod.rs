@@ -274,8 +274,13 @@ async fn drive(
         player
     });
     let producer = scenario.kafka.as_ref().map(|workload| {
-        let (producer, more) =
-            kafka::Producer::start(&bootstrap, workload, run_id, one_record_per_batch);
+        let (producer, more) = kafka::Producer::start(
+            &bootstrap,
+            workload,
+            run_id,
+            one_record_per_batch,
+            matches!(scenario.target, Target::Graph(_)),
+        );
         hooks = std::mem::take(&mut hooks).merge(more);
         producer
     });

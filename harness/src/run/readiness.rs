@@ -77,6 +77,7 @@ impl Player {
             on_ready: vec![ready_tx],
             on_stop: vec![stop_tx],
             stop_early: Some(early_rx),
+            ..Hooks::default()
         };
         (Player { task, done }, hooks)
     }

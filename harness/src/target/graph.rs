@@ -33,6 +33,8 @@ const DRIVER_THREAD: &str = "quiesce-driver";
 /// Threads of the harness's own runtime, which may start while the graph runs (tokio's default
 /// names, old and new, cut to 15 bytes).
 const HARNESS_THREADS: [&str; 2] = ["tokio-runtime-w", "tokio-rt-worker"];
+/// How long the count waits for the harness's own clients to be gone.
+const QUIET_WAIT: Duration = Duration::from_secs(10);
 /// How long the harness waits for the count once the graph has returned.
 const COUNT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -146,6 +148,7 @@ fn drive(
     graph: Graph,
     ctx: GraphContext,
     baseline: HashSet<u32>,
+    quiet: Vec<oneshot::Receiver<()>>,
     returned: oneshot::Sender<(Result<(), String>, Instant)>,
     counted: oneshot::Sender<ProbeReport>,
 ) {
@@ -195,6 +198,17 @@ fn drive(
             })
     });
     let _ = returned.send((result, Instant::now()));
+    // The harness's own clients that started threads in this process (Kafka's, say) must be
+    // gone first, or their threads would count as the graph's. Bounded: after QUIET_WAIT the
+    // count goes ahead.
+    let deadline = Instant::now() + QUIET_WAIT;
+    for mut rx in quiet {
+        while Instant::now() < deadline
+            && matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 
     // The graph says it has stopped: what is still alive on its runtime is a leak, once tasks
     // finishing their own cancellation have had a moment.
@@ -312,9 +326,19 @@ pub async fn run_graph(
     let mut timeline = Vec::new();
     let mut note = |what: String| timeline.push((started.elapsed().as_millis() as u64, what));
     let graph_for_thread = graph.clone();
+    let quiet = std::mem::take(&mut hooks.quiet);
     std::thread::Builder::new()
         .name(DRIVER_THREAD.to_owned())
-        .spawn(move || drive(graph_for_thread, ctx, baseline, returned_tx, counted_tx))?;
+        .spawn(move || {
+            drive(
+                graph_for_thread,
+                ctx,
+                baseline,
+                quiet,
+                returned_tx,
+                counted_tx,
+            )
+        })?;
     note(format!("started graph `{}`", graph.name()));
 
     let mut run = TargetRun {

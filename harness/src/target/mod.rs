@@ -42,6 +42,9 @@ pub struct Hooks {
     pub on_stop: Vec<tokio::sync::oneshot::Sender<std::time::Instant>>,
     /// Stops the target before `[stop] after_ms` when it yields; the text goes to the timeline.
     pub stop_early: Option<tokio::sync::oneshot::Receiver<String>>,
+    /// An in-process graph's threads are counted only once each of these has closed: the
+    /// harness's own clients that started threads in this process are gone.
+    pub quiet: Vec<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Hooks {
@@ -49,6 +52,7 @@ impl Hooks {
     pub fn merge(mut self, other: Hooks) -> Hooks {
         self.on_ready.extend(other.on_ready);
         self.on_stop.extend(other.on_stop);
+        self.quiet.extend(other.quiet);
         self.stop_early = match (self.stop_early, other.stop_early) {
             (Some(a), Some(b)) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
