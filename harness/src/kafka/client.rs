@@ -15,10 +15,13 @@ use tokio_util::sync::CancellationToken;
 
 /// Budget for one request to the broker.
 const REQUEST: Duration = Duration::from_secs(30);
-/// Once the reported end of a topic is reached, how long it must stay quiet before the read-back
-/// ends. The reported end cannot be trusted alone: tansu 0.6.0 answers ListOffsets with a high
-/// watermark stuck near 10,001 while it serves (and has acknowledged) records far beyond it.
+/// Once the ListOffsets end of a topic is reached, and no fetch response has told the exact end,
+/// how long the topic must stay quiet before the read-back ends. The ListOffsets end cannot be
+/// trusted alone: tansu 0.6.0 answers it with a high watermark that lags (at times stuck near
+/// 10,001) while it serves, and has acknowledged, records beyond it.
 const QUIET: Duration = Duration::from_secs(1);
+/// Past the reported end, how long one wait for a record lasts before the end is looked at again.
+const LOOK: Duration = Duration::from_millis(20);
 /// Short of the reported end, how long nothing may arrive before the read-back stops trusting
 /// the report.
 const STALL: Duration = Duration::from_secs(10);
@@ -222,6 +225,27 @@ pub async fn count_processed(
     }
 }
 
+/// The high watermark of `topic`/`partition` from the consumer's latest fetch response
+/// (librdkafka's cached value; no request), if there has been one.
+fn fetched_end(consumer: &StreamConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives, which outlasts the call;
+    // `topic` is a NUL-terminated string that outlives it; `low` and `high` are valid for
+    // writes. The call only reads librdkafka's cached offsets.
+    let code = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (code == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
 fn verifier(bootstrap: &str) -> Result<StreamConsumer, KafkaError> {
     config(bootstrap)
         .set("group.id", "quiesce-verifier")
@@ -291,24 +315,36 @@ pub async fn read_back(bootstrap: &str, topic: &str) -> Result<ReadBack, KafkaEr
     let mut stalled = None;
     let mut reached: BTreeMap<i32, i64> = BTreeMap::new();
     let deadline = Instant::now() + READ_BACK;
+    let mut last_message = Instant::now();
     loop {
+        // Done when every partition is read to the end its latest fetch response reported:
+        // exact where ListOffsets is not (tansu), and no quiet period to wait out.
+        let fetched_to_end = ends.iter().all(|(p, end)| {
+            fetched_end(&consumer, topic, *p)
+                .is_some_and(|high| high >= *end && reached.get(p).copied().unwrap_or(0) >= high)
+        });
+        if fetched_to_end {
+            break;
+        }
         let at_reported_end = ends
             .iter()
             .all(|(p, end)| reached.get(p).copied().unwrap_or(0) >= *end);
-        // Before the reported end: wait as long as it takes (bounded); after it: only QUIET.
+        // Before the reported end: wait as long as it takes (bounded); after it, a short look
+        // at a time, until the fetch responses say the end is reached or QUIET has passed.
         let wait = if at_reported_end {
-            QUIET
+            LOOK
         } else {
-            deadline.saturating_duration_since(Instant::now())
-        };
-        let wait = if at_reported_end {
-            wait
-        } else {
-            wait.min(STALL)
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(STALL)
         };
         let message = match tokio::time::timeout(wait, consumer.recv()).await {
-            Ok(message) => message.map_err(|e| failed(format!("reading {topic}"), e))?,
-            Err(_) if at_reported_end => break,
+            Ok(message) => {
+                last_message = Instant::now();
+                message.map_err(|e| failed(format!("reading {topic}"), e))?
+            }
+            Err(_) if at_reported_end && last_message.elapsed() >= QUIET => break,
+            Err(_) if at_reported_end => continue,
             Err(_) if Instant::now() < deadline => {
                 // The broker reports records it does not serve: note it, and end here.
                 let short: Vec<String> = ends

@@ -24,10 +24,11 @@
 //!   offset (so a restart consumes it): acked ⊆ consumed.
 //! - `no_redelivery`: no input processed twice.
 //!
-//! The read-back does not trust the broker's reported end of a topic alone: tansu 0.6.0 (the
-//! local backend's broker) reports a high watermark stuck near 10,001 while it serves, and has
-//! acknowledged, records far beyond it. Past the reported end the read-back goes on until the
-//! topic has been quiet for a second.
+//! The read-back does not trust the broker's ListOffsets answer alone: tansu 0.6.0 (the local
+//! backend's broker) answers it with a high watermark that lags, at times stuck near 10,001,
+//! while it serves, and has acknowledged, records far beyond it. The high watermark in its
+//! fetch responses is exact, so the read-back ends when every partition is read to that; where
+//! no fetch response has said (yet), past the ListOffsets end it waits for a second of quiet.
 
 mod client;
 mod judge;
