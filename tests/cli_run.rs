@@ -1,8 +1,5 @@
 //! `quiesce run` as a user runs it: the real binary, its reports and exit codes.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use quiesce::exit_codes;
 
 use crate::util::*;
@@ -150,28 +147,12 @@ fn ctrl_c_stops_everything_and_still_reports() {
         .unwrap()
         .replace("after_ms = 200", "after_ms = 60000");
     std::fs::write(&file, text).unwrap();
-    let child = Command::new(QUIESCE)
-        .args(["run", file.to_str().unwrap()])
-        .env("TMPDIR", dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until the target has said it is listening (its output is under our TMPDIR).
-    let deadline = Instant::now() + PATIENCE;
-    while !target_listening(dir.path()) {
-        assert!(Instant::now() < deadline, "the target never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(exit_codes::INTERRUPTED), "{stdout}");
+    // Interrupted once the target has said it is listening (its output is under TMPDIR).
+    let child = quiesce_until(dir.path(), &["run", file.to_str().unwrap()], || {
+        target_listening(dir.path())
+    });
+    let (code, stdout) = interrupt(child);
+    assert_eq!(code, Some(exit_codes::INTERRUPTED), "{stdout}");
     assert!(
         stdout.contains("verdict: INTERRUPTED"),
         "a partial report is printed: {stdout}"

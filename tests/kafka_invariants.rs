@@ -114,6 +114,7 @@ async fn judged(bootstrap: &str, name: &str, bug: Bug) -> (Outcome, Outcome, Out
         committed: committed_offsets(bootstrap, &group, &input, PARTITIONS)
             .await
             .unwrap(),
+        floor: Default::default(),
     };
     (
         offsets_committed(&evidence, StopKind::Clean),

@@ -234,5 +234,15 @@ async fn never_ready_and_never_stopping_graphs() {
         table(&verdict).contains("stops_within=FAIL exit_code=FAIL"),
         "{text}"
     );
-    assert!(text.contains("the graph did not return"), "{text}");
+    assert!(
+        text.contains("the graph did not return by itself"),
+        "{text}"
+    );
+    assert!(
+        verdict
+            .timeline
+            .iter()
+            .any(|e| e.event == "killed: its future was dropped"),
+        "{text}"
+    );
 }

@@ -6,6 +6,8 @@ mod util;
 
 // The `quiesce` binary: exit codes, `infra up` output and Ctrl-C, image builds.
 mod cli_infra;
+// `quiesce loop` from the command line: classes, reports, exit codes, bad input, Ctrl-C.
+mod cli_loop;
 // `quiesce run` from the command line: reports, exit codes, bad input, Ctrl-C.
 mod cli_run;
 // The containers backend: local images, fixed addresses across container restarts, sweeps.

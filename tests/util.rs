@@ -479,6 +479,42 @@ pub const QUIESCE: &str = env!("CARGO_BIN_EXE_quiesce");
 
 /// Runs `quiesce ARGS` with `env`, its temp files under `tmp` (so leftovers can be found);
 /// returns (exit code, stdout, stderr).
+/// Starts `quiesce args` with its temp dir in `tmp` and its stdout piped, once `ready` holds
+/// (polled for at most `PATIENCE`) returns it, to be interrupted.
+pub fn quiesce_until(tmp: &Path, args: &[&str], ready: impl Fn() -> bool) -> std::process::Child {
+    let child = std::process::Command::new(QUIESCE)
+        .args(args)
+        .env("TMPDIR", tmp)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("quiesce starts");
+    let deadline = Instant::now() + PATIENCE;
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "quiesce {args:?}: never got going"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Sends SIGINT to `child`, as Ctrl-C does, and waits for it: its exit code and stdout.
+pub fn interrupt(child: std::process::Child) -> (Option<i32>, String) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let out = child.wait_with_output().expect("quiesce ends");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 pub fn quiesce(tmp: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = std::process::Command::new(QUIESCE)
         .args(args)

@@ -82,6 +82,7 @@ fn exit_to_verdict(c: &mut Criterion) {
                     acked: acked.clone(),
                     processed,
                     committed,
+                    floor: Default::default(),
                 };
                 (
                     offsets_committed(&evidence, StopKind::Clean),

@@ -6,6 +6,7 @@ use std::future::Future;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::repeat::{LoopOptions, LoopReport};
 use crate::run::{RunOptions, run};
 use crate::scenario::Scenario;
 use crate::signal::SignalHandler;
@@ -98,10 +99,7 @@ pub async fn check(
     unsure: &[CheckName],
 ) -> Result<Checked, String> {
     let options = RunOptions {
-        env: env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
+        env: owned(env),
         out_dir: None,
     };
     let verdict = run(scenario, &options, &mut SignalHandler::noop())
@@ -124,13 +122,99 @@ pub async fn check(
     })
 }
 
+/// Loops `scenario` with `env` for `cycles` cycles on infrastructure started once, keeping
+/// every cycle's folder. A loop that could not run is an `Err`.
+pub async fn run_loop(
+    scenario: &Scenario,
+    env: &[(&str, &str)],
+    cycles: u64,
+) -> Result<LoopReport, String> {
+    let out = tempfile::Builder::new()
+        .prefix("quiesce-loop-")
+        .tempdir()
+        .map_err(|e| format!("a folder for the loop: {e}"))?
+        .keep();
+    let options = LoopOptions {
+        env: owned(env),
+        out_dir: out,
+        cycles,
+        duration: None,
+        until_failure: false,
+        keep_passing: false,
+    };
+    crate::repeat::run_loop(scenario, &options, &mut SignalHandler::noop(), |_| {})
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Loops a variant for `cycles` cycles and checks that every cycle gets the verdict
+/// `quiesce run` gives it: exactly `failing` fail and `unsure` are inconclusive. `Err` names
+/// each cycle that did not, with its evidence, or why no loop ran.
+pub async fn check_loop(
+    scenario: &Scenario,
+    env: &[(&str, &str)],
+    failing: &[CheckName],
+    unsure: &[CheckName],
+    cycles: u64,
+) -> Result<LoopReport, String> {
+    let report = run_loop(scenario, env, cycles).await?;
+    if report.cycles != cycles {
+        return Err(format!(
+            "{} of {cycles} cycles ran\n{}",
+            report.cycles,
+            crate::repeat::summary(&report)
+        ));
+    }
+    let wrong = loop_mismatches(&report, failing, unsure);
+    if !wrong.is_empty() {
+        return Err(wrong.join("\n"));
+    }
+    Ok(report)
+}
+
+fn owned(env: &[(&str, &str)]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The cycles of `report` whose failing or inconclusive checks are not exactly `failing` and
+/// `unsure` (what `quiesce run` gives the variant), one line each with the cycle's evidence;
+/// empty when every cycle got the run's verdict.
+pub fn loop_mismatches(
+    report: &LoopReport,
+    failing: &[CheckName],
+    unsure: &[CheckName],
+) -> Vec<String> {
+    let sorted = |checks: &[CheckName]| {
+        let mut v = checks.to_vec();
+        v.sort();
+        v
+    };
+    let (failing, unsure) = (sorted(failing), sorted(unsure));
+    report
+        .all
+        .iter()
+        .filter(|c| sorted(&c.failed_checks) != failing || sorted(&c.inconclusive_checks) != unsure)
+        .map(|c| {
+            format!(
+                "cycle {}: failed {:?}, inconclusive {:?} (want {failing:?}, {unsure:?})\n{}",
+                c.cycle,
+                c.failed_checks,
+                c.inconclusive_checks,
+                c.evidence.join("\n")
+            )
+        })
+        .collect()
+}
+
 /// `median / p99 / max` of `ms`, for a closing line.
 pub fn spread(ms: &mut [u64]) -> String {
     if ms.is_empty() {
         return "no samples".to_owned();
     }
     ms.sort_unstable();
-    let pick = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
+    let pick = |q: f64| crate::repeat::nearest_rank(ms, q).unwrap_or_default();
     format!(
         "median {} ms, p99 {} ms, max {} ms over {} runs",
         pick(0.5),

@@ -27,6 +27,10 @@ enum Command {
     /// invariant, print the verdict.
     #[command(after_help = exit_codes::HELP)]
     Run(RunArgs),
+    /// Run one scenario in cycles against infrastructure started once: the flake rate with
+    /// its 95% bound, start/ready/stop percentiles, and every failing cycle explained.
+    #[command(after_help = exit_codes::HELP)]
+    Loop(LoopArgs),
     /// Real Kafka and Redis behind fault proxies.
     #[command(subcommand)]
     Infra(InfraCommand),
@@ -55,18 +59,95 @@ struct RunArgs {
     scenario: PathBuf,
     #[command(flatten)]
     infra: BackendArgs,
+    #[command(flatten)]
+    common: ScenarioArgs,
+}
+
+/// What `run` and `loop` share: the target's variables and where the reports go.
+#[derive(Debug, Args)]
+struct ScenarioArgs {
     /// A variable for the target, over the scenario's (repeatable): KEY=VALUE.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
-    /// Print the verdict as JSON on stdout (the summary goes to stderr).
+    /// Print the verdict (run) or the report (loop) as JSON on stdout; the summary then goes
+    /// to stderr.
     #[arg(long)]
     json: bool,
-    /// Also write the verdict as JUnit XML to FILE (one test case per check).
+    /// Also write JUnit XML to FILE: a test case per check (run), or per failing cycle plus
+    /// a summary case (loop).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
-    /// Keep the target's output in DIR (default: a new folder in the temp dir).
+    /// Keep the target's output (run), or the cycles' folders and loop.json (loop), in DIR
+    /// (default: a new folder in the temp dir).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct LoopArgs {
+    /// The scenario file (TOML).
+    scenario: PathBuf,
+    #[command(flatten)]
+    infra: BackendArgs,
+    /// How many cycles (default 100; with --duration or --until-failure, at most this many,
+    /// default 10000).
+    #[arg(short = 'n', long = "cycles", value_name = "N")]
+    cycles: Option<u64>,
+    /// Start no cycle after this long: 90s, 30m, 2h (or seconds).
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Stop at the first failing cycle.
+    #[arg(long, visible_alias = "fail-fast")]
+    until_failure: bool,
+    /// Ready deadline per cycle in ms (default: the scenario's starts_within deadline).
+    #[arg(long, value_name = "MS")]
+    ready_deadline: Option<u64>,
+    /// Stop deadline per cycle in ms, after which the target is killed (default: the
+    /// scenario's [stop] kill_after_ms).
+    #[arg(long, value_name = "MS")]
+    stop_deadline: Option<u64>,
+    /// Run on a stuck process before it is killed; {pid} becomes its pid (over the
+    /// scenario's [target] on_hang), e.g. 'py-spy dump --pid {pid}'.
+    #[arg(long, value_name = "COMMAND")]
+    on_hang: Option<String>,
+    #[command(flatten)]
+    common: ScenarioArgs,
+    /// Keep the folders of passing cycles too (by default only failing cycles keep theirs).
+    #[arg(long)]
+    keep_passing: bool,
+}
+
+/// `90s`, `30m`, `2h`, `1h30m` or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("`{text}` is not a duration (e.g. 90s, 30m, 2h)");
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|s| total.checked_add(s))
+            .ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +235,7 @@ fn init_tracing() {
 async fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Run(args) => run_scenario(args).await,
+        Command::Loop(args) => loop_scenario(args).await,
         Command::Infra(InfraCommand::Up(args)) => infra_up(args).await.map_err(CliError::from),
         Command::Images(ImagesCommand::Build) => images_build().await.map_err(CliError::from),
     };
@@ -240,42 +322,193 @@ impl CliError {
     }
 }
 
+/// `--env KEY=VALUE` pairs.
+fn parse_env(pairs: &[String]) -> Result<Vec<(String, String)>, infra::ConfigError> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| infra::ConfigError::Value {
+                    origin: "--env".to_owned(),
+                    message: format!("`{pair}` is not KEY=VALUE"),
+                })
+        })
+        .collect()
+}
+
+/// Writes `text` to `path`.
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), CliError> {
+    std::fs::write(path, text).map_err(|source| CliError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 async fn run_scenario(args: RunArgs) -> Result<i32, CliError> {
     let mut scenario = crate::scenario::Scenario::load(&args.scenario)?;
     apply_overrides(&mut scenario.infra, &args.infra)?;
-    let mut env = Vec::new();
-    for pair in &args.env {
-        let (key, value) = pair
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| infra::ConfigError::Value {
-                origin: "--env".to_owned(),
-                message: format!("`{pair}` is not KEY=VALUE"),
-            })?;
-        env.push((key.to_owned(), value.to_owned()));
-    }
+    let env = parse_env(&args.common.env)?;
     let options = crate::run::RunOptions {
         env,
-        out_dir: args.out.clone(),
+        out_dir: args.common.out.clone(),
     };
     let mut signals = SignalHandler::new().map_err(|e| CliError::Infra(InfraError::Workdir(e)))?;
     let verdict = crate::run::run(&scenario, &options, &mut signals).await?;
     let summary = crate::report::summary(&verdict);
-    if args.json {
+    if args.common.json {
         eprint!("{summary}");
         println!("{}", crate::report::json(&verdict));
     } else {
         print!("{summary}");
     }
-    if let Some(path) = &args.junit {
-        std::fs::write(path, crate::report::junit_xml(&verdict)).map_err(|source| {
-            CliError::Write {
-                path: path.clone(),
-                source,
-            }
-        })?;
+    if let Some(path) = &args.common.junit {
+        write_file(path, &crate::report::junit_xml(&verdict))?;
     }
     Ok(verdict.exit_code())
+}
+
+async fn loop_scenario(args: LoopArgs) -> Result<i32, CliError> {
+    use crate::repeat::{LoopOptions, MAX_CYCLES, run_loop};
+    let mut scenario = crate::scenario::Scenario::load(&args.scenario)?;
+    apply_overrides(&mut scenario.infra, &args.infra)?;
+    if let Some(ms) = args.ready_deadline {
+        scenario.checks.starts_within.params.deadline_ms = ms;
+    }
+    if let Some(ms) = args.stop_deadline {
+        scenario.stop.kill_after_ms = ms;
+    }
+    if let (Some(command), crate::scenario::Target::Process(target)) =
+        (&args.on_hang, &mut scenario.target)
+    {
+        target.on_hang = Some(command.clone());
+    }
+    let bounded = args.duration.is_some() || args.until_failure;
+    let cycles = match args.cycles {
+        Some(0) => {
+            return Err(CliError::Config(infra::ConfigError::Value {
+                origin: "--cycles".to_owned(),
+                message: "`0`: a loop runs at least one cycle".to_owned(),
+            }));
+        }
+        Some(n) => n,
+        None if bounded => MAX_CYCLES,
+        None => 100,
+    };
+    let out_dir = args.common.out.clone().unwrap_or_else(|| {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        std::env::temp_dir().join(format!(
+            "quiesce-loop-{}-{}-{stamp}",
+            scenario
+                .name
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+            std::process::id()
+        ))
+    });
+    let options = LoopOptions {
+        env: parse_env(&args.common.env)?,
+        out_dir: out_dir.clone(),
+        cycles,
+        duration: args.duration,
+        until_failure: args.until_failure,
+        keep_passing: args.keep_passing,
+    };
+    let mut signals = SignalHandler::new().map_err(|e| CliError::Infra(InfraError::Workdir(e)))?;
+    let mut bar = LoopProgress::new(cycles, args.duration);
+    let report = run_loop(&scenario, &options, &mut signals, |p| bar.update(p)).await;
+    bar.finish();
+    let report = report?;
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    write_file(&out_dir.join("loop.json"), &json)?;
+    let summary = crate::repeat::summary(&report);
+    if args.common.json {
+        eprint!("{summary}");
+        println!("{json}");
+    } else {
+        print!("{summary}");
+    }
+    if let Some(path) = &args.common.junit {
+        write_file(path, &crate::repeat::junit_xml(&report))?;
+    }
+    Ok(report.exit_code())
+}
+
+/// A loop's progress: a bar with ETA on a terminal, else a line per failing cycle and one
+/// per tenth of the way.
+struct LoopProgress {
+    bar: Option<indicatif::ProgressBar>,
+    begun: std::time::Instant,
+    duration: Option<Duration>,
+}
+
+impl LoopProgress {
+    fn new(cycles: u64, duration: Option<Duration>) -> LoopProgress {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let (length, template) = match duration {
+                Some(d) => (
+                    d.as_secs(),
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} s, ETA {eta}: {msg}",
+                ),
+                None => (
+                    cycles,
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} cycles, ETA {eta}: {msg}",
+                ),
+            };
+            let bar = indicatif::ProgressBar::new(length);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        });
+        LoopProgress {
+            bar,
+            begun: std::time::Instant::now(),
+            duration,
+        }
+    }
+
+    fn update(&mut self, p: crate::repeat::Progress<'_>) {
+        let failure = p.last.failure.map(|class| {
+            let phase = p
+                .last
+                .phase
+                .map(|ph| format!(" at {ph}"))
+                .unwrap_or_default();
+            format!("cycle {}: {class}{phase}", p.last.cycle)
+        });
+        let status = format!("{} done, {} failed", p.done, p.failed);
+        match &self.bar {
+            Some(bar) => {
+                if let Some(line) = failure {
+                    bar.println(format!("quiesce: {line}"));
+                }
+                bar.set_message(status);
+                match self.duration {
+                    Some(_) => bar.set_position(self.begun.elapsed().as_secs()),
+                    None => bar.set_position(p.done),
+                }
+            }
+            None => {
+                if let Some(line) = failure {
+                    eprintln!("quiesce: {line}");
+                }
+                let tenth = (p.planned / 10).max(1);
+                if p.done.is_multiple_of(tenth) {
+                    eprintln!("quiesce: {status}");
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 fn mib(bytes: Option<u64>) -> String {

@@ -50,6 +50,7 @@ pub mod fault;
 pub mod infra;
 pub mod kafka;
 pub mod process;
+pub mod repeat;
 pub mod report;
 pub mod run;
 pub mod scenario;

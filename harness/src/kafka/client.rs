@@ -198,13 +198,15 @@ pub struct OutputCount {
 
 /// Counts the output topic's records into `seen`, until dropped. Records that are not the
 /// contract's JSON are skipped here: the read-back after the stop reports them.
+/// `since`: where in each partition this run's outputs begin (see [`read_back`]).
 pub async fn count_processed(
     bootstrap: &str,
     output_topic: &str,
+    since: &BTreeMap<i32, i64>,
     seen: tokio::sync::watch::Sender<OutputCount>,
 ) -> Result<(), KafkaError> {
     let consumer = verifier(bootstrap)?;
-    assign_from_beginning(&consumer, output_topic)?;
+    assign_from(&consumer, output_topic, since)?;
     let mut distinct = BTreeSet::new();
     let mut total = 0;
     loop {
@@ -258,9 +260,12 @@ fn verifier(bootstrap: &str) -> Result<StreamConsumer, KafkaError> {
 
 /// Assigns every partition of `topic` from its beginning; returns each partition's reported
 /// end (high watermark).
-fn assign_from_beginning(
+/// Assigns every partition of `topic`, each from its offset in `since` (absent: the
+/// beginning), and returns the ends the broker reports.
+fn assign_from(
     consumer: &StreamConsumer,
     topic: &str,
+    since: &BTreeMap<i32, i64>,
 ) -> Result<BTreeMap<i32, i64>, KafkaError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), REQUEST)
@@ -278,8 +283,11 @@ fn assign_from_beginning(
             .map_err(|e| failed(format!("watermarks of {topic}/{p}"), e))?;
         ends.insert(p, high);
         // Every partition, even one reported empty: the report may be wrong.
+        let from = since
+            .get(&p)
+            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
         assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
+            .add_partition_offset(topic, p, from)
             .map_err(|e| failed("assignment", e))?;
     }
     consumer
@@ -295,7 +303,9 @@ pub async fn read_processed(
     bootstrap: &str,
     topic: &str,
 ) -> Result<Vec<ProcessedRecord>, KafkaError> {
-    read_back(bootstrap, topic).await.map(|r| r.records)
+    read_back(bootstrap, topic, &BTreeMap::new())
+        .await
+        .map(|r| r.records)
 }
 
 /// What [`read_back`] found.
@@ -308,12 +318,19 @@ pub struct ReadBack {
 }
 
 /// [`read_processed`], saying also whether the broker served all it reports.
-pub async fn read_back(bootstrap: &str, topic: &str) -> Result<ReadBack, KafkaError> {
+///
+/// `since`: where in each partition to begin (absent: the beginning). A loop's cycles share
+/// the output topic; each reads only what was written after the cycle before it.
+pub async fn read_back(
+    bootstrap: &str,
+    topic: &str,
+    since: &BTreeMap<i32, i64>,
+) -> Result<ReadBack, KafkaError> {
     let consumer = verifier(bootstrap)?;
-    let ends = assign_from_beginning(&consumer, topic)?;
+    let ends = assign_from(&consumer, topic, since)?;
     let mut processed = Vec::new();
     let mut stalled = None;
-    let mut reached: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut reached: BTreeMap<i32, i64> = since.clone();
     let deadline = Instant::now() + READ_BACK;
     let mut last_message = Instant::now();
     loop {

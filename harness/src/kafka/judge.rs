@@ -25,6 +25,9 @@ pub struct KafkaEvidence {
     pub processed: Vec<ProcessedRecord>,
     /// The service group's committed offset per input partition.
     pub committed: BTreeMap<i32, Option<i64>>,
+    /// The group's committed offsets before this run (a loop's earlier cycles): where a
+    /// partition that processed nothing in this run must still be committed.
+    pub floor: BTreeMap<i32, i64>,
 }
 
 /// How many items evidence lists before it summarises.
@@ -74,10 +77,11 @@ pub fn offsets_committed(evidence: &KafkaEvidence, stop: StopKind) -> Outcome {
     let mut violations = Vec::new();
     let mut redelivered = 0i64;
     for p in evidence.partitions() {
+        let floor = evidence.floor.get(&p).copied().unwrap_or(0);
         let end = processed
             .get(&p)
             .and_then(|s| s.last())
-            .map_or(0, |last| last + 1);
+            .map_or(floor, |last| (last + 1).max(floor));
         let committed = evidence.committed.get(&p).copied().flatten();
         match committed {
             Some(c) if c == end => {}
@@ -253,7 +257,33 @@ mod tests {
             acked: acked(0, 0..10),
             processed: processed(0, 0..processed_to),
             committed: BTreeMap::from([(0, committed)]),
+            floor: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_partition_idle_in_this_cycle_must_stay_committed_where_the_last_one_left_it() {
+        // An earlier cycle committed partition 1 at 7; this one processed only partition 0.
+        let mut e = evidence(10, Some(10));
+        e.floor = BTreeMap::from([(1, 7)]);
+        e.committed.insert(1, Some(7));
+        assert!(matches!(
+            offsets_committed(&e, StopKind::Clean),
+            Outcome::Pass { .. }
+        ));
+        // Without the floor, the same commit would read as leading processing.
+        let mut no_floor = e.clone();
+        no_floor.floor.clear();
+        assert!(matches!(
+            offsets_committed(&no_floor, StopKind::Clean),
+            Outcome::Violation { .. }
+        ));
+        // A commit that went back behind the floor is redelivery.
+        e.committed.insert(1, Some(5));
+        assert!(matches!(
+            offsets_committed(&e, StopKind::Clean),
+            Outcome::Violation { .. }
+        ));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::run::{Decided, Findings};
 use crate::scenario::{Scenario, StopSignal};
-use crate::target::{ReadyState, TargetExit, TargetRun};
+use crate::target::{Phase, ReadyState, TargetExit, TargetRun};
 use crate::verdict::{CheckName, CheckResult, Outcome};
 
 /// Output lines that mean a task was leaked, whatever the scenario adds: what Python's asyncio
@@ -88,6 +88,15 @@ fn decide(check: CheckName, scenario: &Scenario, run: &TargetRun, findings: &Fin
     }
 }
 
+/// Where the target was stuck in `phase`, as the harness saw it before stopping it.
+fn hang_evidence(run: &TargetRun, phase: Phase) -> Vec<String> {
+    run.hangs
+        .iter()
+        .filter(|h| h.phase == phase)
+        .flat_map(|h| h.lines())
+        .collect()
+}
+
 fn log_tail_evidence(run: &TargetRun) -> Vec<String> {
     let mut evidence = Vec::new();
     let streams = [("stdout", &run.stdout), ("stderr", &run.stderr)];
@@ -123,6 +132,7 @@ fn starts_within(scenario: &Scenario, run: &TargetRun) -> Outcome {
                     vec!["the graph never called ctx.ready()".to_owned()]
                 }
             };
+            evidence.extend(hang_evidence(run, Phase::Ready));
             evidence.extend(log_tail_evidence(run));
             Outcome::violation(format!("not ready within {} ms", ms(*deadline)), evidence)
         }
@@ -152,10 +162,12 @@ fn stops_within(scenario: &Scenario, run: &TargetRun) -> Outcome {
                 "still running {} ms after {}; the harness killed it",
                 scenario.stop.kill_after_ms, run.trigger
             ),
-            vec![format!(
+            std::iter::once(format!(
                 "deadline {deadline} ms; exceeded by at least {} ms",
                 scenario.stop.kill_after_ms.saturating_sub(deadline)
-            )],
+            ))
+            .chain(hang_evidence(run, Phase::Stop))
+            .collect(),
         );
     }
     let Some(measured) = run.stopped_after else {
@@ -374,7 +386,8 @@ fn no_leaked_tasks(scenario: &Scenario, run: &TargetRun) -> Outcome {
 }
 
 /// Why an in-process graph's tasks and threads could not be counted.
-const GRAPH_NOT_INSPECTED: &str = "the graph did not return, so its runtime could not be inspected";
+const GRAPH_NOT_INSPECTED: &str = "the graph did not return by itself: the harness killed it \
+     (dropped its future, as SIGKILL ends a process), so nothing ran on its way out to count";
 
 fn no_leaked_threads(run: &TargetRun) -> Outcome {
     if let Some(outcome) = from_probe(run, "threads") {

@@ -42,6 +42,7 @@ impl Producer {
         bootstrap: &str,
         workload: &KafkaWorkload,
         run_id: &str,
+        baseline: &Baseline,
         one_record_per_batch: bool,
         in_process: bool,
     ) -> (Producer, Hooks) {
@@ -50,15 +51,14 @@ impl Producer {
         let (quiet_tx, quiet_rx) = oneshot::channel::<()>();
         let stop = CancellationToken::new();
         let task = tokio::spawn({
-            let drive = drive(
-                bootstrap.to_owned(),
-                workload.clone(),
-                run_id.to_owned(),
+            let sending = Sending {
+                bootstrap: bootstrap.to_owned(),
+                workload: workload.clone(),
+                run_id: run_id.to_owned(),
+                since: baseline.outputs.clone(),
                 one_record_per_batch,
-                ready_rx,
-                stop_tx,
-                stop.clone(),
-            );
+            };
+            let drive = drive(sending, ready_rx, stop_tx, stop.clone());
             async move {
                 let acked = drive.await;
                 drop(quiet_tx);
@@ -95,15 +95,30 @@ impl Producer {
     }
 }
 
-async fn drive(
+/// What the workload sends, and where it counts the outputs from.
+struct Sending {
     bootstrap: String,
     workload: KafkaWorkload,
+    /// The keys' prefix.
     run_id: String,
+    /// Where this run's outputs begin ([`Baseline::outputs`]).
+    since: BTreeMap<i32, i64>,
     one_record_per_batch: bool,
+}
+
+async fn drive(
+    sending: Sending,
     ready: oneshot::Receiver<()>,
     stop_tx: oneshot::Sender<String>,
     stop: CancellationToken,
 ) -> Result<Vec<AckedRecord>, KafkaError> {
+    let Sending {
+        bootstrap,
+        workload,
+        run_id,
+        since,
+        one_record_per_batch,
+    } = sending;
     tokio::select! {
         ready = ready => if ready.is_err() { return Ok(Vec::new()) },
         () = stop.cancelled() => return Ok(Vec::new()),
@@ -116,7 +131,7 @@ async fn drive(
         one_record_per_batch,
     };
     // Counts outputs as they come, for an early stop.
-    let (mut seen, counter) = count_outputs(&bootstrap, &workload.output_topic);
+    let (mut seen, counter) = count_outputs(&bootstrap, &workload.output_topic, &since);
     let result = async {
     let mut stop_tx = Some(stop_tx);
     fn ask_stop(stop_tx: &mut Option<oneshot::Sender<String>>, what: String) {
@@ -175,6 +190,7 @@ async fn reach(seen: &mut tokio::sync::watch::Receiver<OutputCount>, want: usize
 fn count_outputs(
     bootstrap: &str,
     topic: &str,
+    since: &BTreeMap<i32, i64>,
 ) -> (
     tokio::sync::watch::Receiver<OutputCount>,
     AbortOnDrop<Result<(), KafkaError>>,
@@ -182,7 +198,9 @@ fn count_outputs(
     let (seen_tx, seen) = tokio::sync::watch::channel(OutputCount::default());
     let bootstrap = bootstrap.to_owned();
     let topic = topic.to_owned();
-    let counter = tokio::spawn(async move { count_processed(&bootstrap, &topic, seen_tx).await });
+    let since = since.clone();
+    let counter =
+        tokio::spawn(async move { count_processed(&bootstrap, &topic, &since, seen_tx).await });
     (seen, AbortOnDrop(counter))
 }
 
@@ -216,6 +234,7 @@ const RESTART_QUIET: Duration = Duration::from_secs(2);
 pub fn restart_hooks(
     bootstrap: &str,
     workload: &KafkaWorkload,
+    baseline: &Baseline,
     acked: &[AckedRecord],
     old_total: usize,
 ) -> Hooks {
@@ -223,6 +242,7 @@ pub fn restart_hooks(
     let (mut stop_tx, stop_rx) = oneshot::channel();
     let bootstrap = bootstrap.to_owned();
     let workload = workload.clone();
+    let since = baseline.outputs.clone();
     let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
     for a in acked {
         let end = ends.entry(a.partition).or_default();
@@ -234,7 +254,7 @@ pub fn restart_hooks(
         }
         // Ends with the run: the runner drops the receiver, and `closed` below yields.
         let reason = tokio::select! {
-            reason = caught_up(&bootstrap, &workload, &ends, old_total) => reason,
+            reason = caught_up(&bootstrap, &workload, &since, &ends, old_total) => reason,
             () = stop_tx.closed() => return,
         };
         let _ = stop_tx.send(reason);
@@ -249,10 +269,11 @@ pub fn restart_hooks(
 async fn caught_up(
     bootstrap: &str,
     workload: &KafkaWorkload,
+    since: &BTreeMap<i32, i64>,
     ends: &BTreeMap<i32, i64>,
     old_total: usize,
 ) -> String {
-    let (mut seen, _counter) = count_outputs(bootstrap, &workload.output_topic);
+    let (mut seen, _counter) = count_outputs(bootstrap, &workload.output_topic, since);
     loop {
         let grown = seen.borrow().total > old_total;
         let quiet = if grown { RESTART_QUIET } else { RESTART_IDLE };
@@ -296,12 +317,42 @@ pub struct AfterStop {
     pub committed: BTreeMap<i32, Option<i64>>,
 }
 
-/// Reads the output topic and the group's commits.
+/// Where a run's Kafka evidence begins: what the earlier cycles of a loop left in the topics
+/// and the group they share (empty for a single run). A restart keeps the group, and so does
+/// the next cycle: its commits are judged against where the last one left them.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Baseline {
+    /// Per output partition, the offset after the last output already read.
+    pub outputs: BTreeMap<i32, i64>,
+    /// The group's commits when the last cycle ended.
+    pub committed: BTreeMap<i32, i64>,
+}
+
+impl Baseline {
+    /// The baseline of the next cycle, once `last` was read after this one.
+    pub fn after(&self, last: &AfterStop) -> Baseline {
+        let mut next = self.clone();
+        for record in &last.processed {
+            let (p, o) = record.output;
+            let end = next.outputs.entry(p).or_default();
+            *end = (*end).max(o + 1);
+        }
+        for (p, c) in &last.committed {
+            if let Some(c) = c {
+                next.committed.insert(*p, *c);
+            }
+        }
+        next
+    }
+}
+
+/// Reads the output topic (from `baseline` on) and the group's commits.
 pub async fn read_after_stop(
     bootstrap: &str,
     workload: &KafkaWorkload,
+    baseline: &Baseline,
 ) -> Result<AfterStop, KafkaError> {
-    let read = read_back(bootstrap, &workload.output_topic).await?;
+    let read = read_back(bootstrap, &workload.output_topic, &baseline.outputs).await?;
     let committed = committed_offsets(
         bootstrap,
         &workload.group,
@@ -320,6 +371,8 @@ pub async fn read_after_stop(
 /// folder, so a verdict can be checked record by record.
 #[derive(serde::Serialize)]
 pub struct KafkaRun {
+    /// What earlier cycles left; the outputs and commits below begin there.
+    pub baseline: Baseline,
     pub acked: Vec<AckedRecord>,
     pub stop: StopKind,
     /// After the first stop.
@@ -344,6 +397,7 @@ pub fn judge(run: &KafkaRun, records: usize) -> BTreeMap<CheckName, Outcome> {
         acked: run.acked.clone(),
         processed: run.first.processed.clone(),
         committed: run.first.committed.clone(),
+        floor: run.baseline.committed.clone(),
     };
     outcomes.insert(
         CheckName::OffsetsCommitted,
@@ -359,6 +413,7 @@ pub fn judge(run: &KafkaRun, records: usize) -> BTreeMap<CheckName, Outcome> {
                 acked: run.acked.clone(),
                 processed: after.processed.clone(),
                 committed: after.committed.clone(),
+                floor: run.baseline.committed.clone(),
             },
             None,
         ),

@@ -22,7 +22,7 @@ use crate::infra::{BackendKind, DependencyKind, Endpoints, Infra, InfraError, Ka
 use crate::kafka::{AckedRecord, KafkaError, StopKind};
 use crate::scenario::{KafkaWorkload, Scenario, StopPlan, StopSignal, Target};
 use crate::signal::SignalHandler;
-use crate::target::{Hooks, ReadyState, TargetRun, run_graph, run_process};
+use crate::target::{Hang, Hooks, ReadyState, TargetRun, run_graph, run_process};
 use crate::verdict::{CheckName, Outcome, TimelineEvent, Verdict};
 
 /// Settings of one run that are not part of the scenario.
@@ -112,83 +112,164 @@ pub async fn run(
     options: &RunOptions,
     signals: &mut SignalHandler,
 ) -> Result<Verdict, RunError> {
-    let run_id = new_run_id(&scenario.name);
-    let out_dir = options
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("quiesce-run-{run_id}")));
-    std::fs::create_dir_all(&out_dir).map_err(|source| RunError::OutDir {
-        path: out_dir.clone(),
-        source,
-    })?;
-    // A port for the target's HTTP endpoints, when the scenario polls them: `{port}` in its
-    // URLs becomes it, for the run and the report alike.
-    let port = match &scenario.readiness {
-        Some(_) => Some(free_port().map_err(RunError::Port)?),
-        None => None,
-    };
-    let filled;
-    let scenario = match port {
-        Some(port) => {
-            filled = scenario.with_port(port);
-            &filled
-        }
-        None => scenario,
-    };
-
-    let mut infra = tokio::select! {
-        started = Infra::start(&scenario.infra) => started?,
-        _ = signals.recv() => return Err(RunError::Interrupted),
-    };
-    let endpoints = infra.endpoints().clone();
-    let switches: BTreeMap<DependencyKind, ProxySwitch> = DependencyKind::ALL
-        .into_iter()
-        .map(|d| (d, infra.proxy(d).switch()))
-        .collect();
-    // Only a known Apache Kafka serves a fetch that starts inside a batch correctly.
-    let whole_batches_only = match infra.backend() {
-        BackendKind::Containers => scenario.infra.kafka_flavor() != KafkaFlavor::Apache,
-        BackendKind::Local | BackendKind::External | BackendKind::Auto => true,
-    };
-    let driven = drive(
-        scenario,
-        options,
-        &run_id,
-        &out_dir,
-        Reach {
-            endpoints,
-            switches,
-            one_record_per_batch: whole_batches_only,
-            port,
-        },
-        signals,
-    )
-    .await;
-    // A second Ctrl-C during the close kills at once: dropping the infrastructure does that.
-    let closed = tokio::select! {
-        closed = infra.close() => closed,
-        _ = signals.recv() => Ok(()),
-    };
-    let (observed, findings) = driven?;
+    let mut session = Session::start(scenario, signals).await?;
+    let cycle = session.cycle(scenario, options, signals).await;
+    let closed = session.close(signals).await;
+    let cycle = cycle?;
     closed?;
+    Ok(cycle.verdict)
+}
 
-    let results = evaluate(scenario, &observed, &findings);
-    Ok(Verdict {
-        scenario: scenario.name.clone(),
-        target: scenario.target.describe(),
-        backend: infra.backend().to_string(),
-        results,
-        timeline: observed
-            .timeline
-            .iter()
-            .map(|(at_ms, event)| TimelineEvent {
-                at_ms: *at_ms,
-                event: event.clone(),
-            })
-            .collect(),
-        interrupted: observed.interrupted,
-        target_log: Some(out_dir.display().to_string()),
-    })
+/// The infrastructure a scenario's runs share, started once: for one run, or for every
+/// cycle of a loop. What a real restart keeps (the topics, the consumer group and its
+/// commits, the leader key) is kept from cycle to cycle; each cycle gets its own run id,
+/// output folder, port and job log.
+pub struct Session {
+    infra: Infra,
+    switches: BTreeMap<DependencyKind, ProxySwitch>,
+    /// See [`crate::kafka::Workload`].
+    one_record_per_batch: bool,
+    /// Where the next cycle's Kafka evidence begins.
+    kafka: kafka::Baseline,
+}
+
+/// One cycle of a session: its verdict and what the harness saw of the target.
+#[derive(Debug)]
+pub struct Cycle {
+    pub verdict: Verdict,
+    pub ready: ReadyState,
+    /// From the cycle's start to the target running (the harness's own set-up included).
+    pub start: Duration,
+    /// From the stop request to the target gone, when it went by itself.
+    pub stopped_after: Option<Duration>,
+    /// Stuck past a deadline, and stopped or killed by the harness.
+    pub killed_by_harness: bool,
+    /// Where it was stuck, looked at before it was stopped.
+    pub hangs: Vec<Hang>,
+    /// Ctrl-C cut it short.
+    pub interrupted: bool,
+}
+
+impl Session {
+    /// Starts the scenario's infrastructure. Ctrl-C during the start stops what was started.
+    pub async fn start(
+        scenario: &Scenario,
+        signals: &mut SignalHandler,
+    ) -> Result<Session, RunError> {
+        let infra = tokio::select! {
+            started = Infra::start(&scenario.infra) => started?,
+            _ = signals.recv() => return Err(RunError::Interrupted),
+        };
+        let switches = DependencyKind::ALL
+            .into_iter()
+            .map(|d| (d, infra.proxy(d).switch()))
+            .collect();
+        // Only a known Apache Kafka serves a fetch that starts inside a batch correctly.
+        let one_record_per_batch = match infra.backend() {
+            BackendKind::Containers => scenario.infra.kafka_flavor() != KafkaFlavor::Apache,
+            BackendKind::Local | BackendKind::External | BackendKind::Auto => true,
+        };
+        Ok(Session {
+            infra,
+            switches,
+            one_record_per_batch,
+            kafka: kafka::Baseline::default(),
+        })
+    }
+
+    pub fn backend(&self) -> BackendKind {
+        self.infra.backend()
+    }
+
+    /// Runs the target once, start to verdict, on this session's infrastructure.
+    pub async fn cycle(
+        &mut self,
+        scenario: &Scenario,
+        options: &RunOptions,
+        signals: &mut SignalHandler,
+    ) -> Result<Cycle, RunError> {
+        let begun = std::time::Instant::now();
+        let run_id = new_run_id(&scenario.name);
+        let out_dir = options
+            .out_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("quiesce-run-{run_id}")));
+        std::fs::create_dir_all(&out_dir).map_err(|source| RunError::OutDir {
+            path: out_dir.clone(),
+            source,
+        })?;
+        // A port for the target's HTTP endpoints, when the scenario polls them: `{port}` in
+        // its URLs becomes it, for the run and the report alike.
+        let port = match scenario.needs_port() {
+            true => Some(free_port().map_err(RunError::Port)?),
+            false => None,
+        };
+        let filled;
+        let scenario = match port {
+            Some(port) => {
+                filled = scenario.with_port(port);
+                &filled
+            }
+            None => scenario,
+        };
+        let Driven {
+            observed,
+            findings,
+            kafka,
+        } = drive(
+            scenario,
+            options,
+            &run_id,
+            &out_dir,
+            Reach {
+                endpoints: self.infra.endpoints().clone(),
+                switches: self.switches.clone(),
+                one_record_per_batch: self.one_record_per_batch,
+                port,
+                kafka: self.kafka.clone(),
+            },
+            signals,
+        )
+        .await?;
+        if let Some(next) = kafka {
+            self.kafka = next;
+        }
+        let results = evaluate(scenario, &observed, &findings);
+        let verdict = Verdict {
+            scenario: scenario.name.clone(),
+            target: scenario.target.describe(),
+            backend: self.infra.backend().to_string(),
+            results,
+            timeline: observed
+                .timeline
+                .iter()
+                .map(|(at_ms, event)| TimelineEvent {
+                    at_ms: *at_ms,
+                    event: event.clone(),
+                })
+                .collect(),
+            interrupted: observed.interrupted,
+            target_log: Some(out_dir.display().to_string()),
+        };
+        Ok(Cycle {
+            verdict,
+            start: observed.started_at.saturating_duration_since(begun),
+            ready: observed.ready,
+            stopped_after: observed.stopped_after,
+            killed_by_harness: observed.killed_by_harness,
+            hangs: observed.hangs,
+            interrupted: observed.interrupted,
+        })
+    }
+
+    /// Stops everything the session started. A second Ctrl-C during the close kills at
+    /// once: dropping the infrastructure does that.
+    pub async fn close(mut self, signals: &mut SignalHandler) -> Result<(), RunError> {
+        tokio::select! {
+            closed = self.infra.close() => Ok(closed?),
+            _ = signals.recv() => Ok(()),
+        }
+    }
 }
 
 /// What the Kafka and Redis phases decided, or why they could not.
@@ -211,6 +292,16 @@ struct Reach {
     one_record_per_batch: bool,
     /// The target's HTTP port (`QUIESCE_HTTP_PORT`), when the scenario polls its endpoints.
     port: Option<u16>,
+    /// What earlier cycles left in the Kafka topics and group.
+    kafka: kafka::Baseline,
+}
+
+/// What [`drive`] saw and decided.
+struct Driven {
+    observed: TargetRun,
+    findings: Findings,
+    /// Where the next cycle's Kafka evidence begins, when this one read Kafka back.
+    kafka: Option<kafka::Baseline>,
 }
 
 /// A free loopback port, for the target to listen on.
@@ -238,12 +329,13 @@ async fn drive(
     out_dir: &Path,
     reach: Reach,
     signals: &mut SignalHandler,
-) -> Result<(TargetRun, Findings), RunError> {
+) -> Result<Driven, RunError> {
     let Reach {
         endpoints,
         switches,
         one_record_per_batch,
         port,
+        kafka: baseline,
     } = reach;
     let bootstrap = endpoints.kafka_bootstrap.clone();
     let mut settings: Vec<(String, String)> = endpoints
@@ -258,7 +350,19 @@ async fn drive(
         }
         settings.extend(workload.env());
     }
+    let mut before = Vec::new();
     if let Some(leadership) = &scenario.redis {
+        // Each cycle's jobs are its own: the log is evidence, not the service's state.
+        redis::clear_jobs(&endpoints.redis_url, &leadership.job_log)
+            .await
+            .map_err(RunError::Redis)?;
+        // A leader key an earlier cycle left behind is kept, as a redeploy finds it; the
+        // cycle starts once it has expired, so what this one does is judged alone.
+        let waited = tokio::select! {
+            waited = redis::outwait_key(&endpoints.redis_url, &leadership.leader_key) => waited,
+            _ = signals.recv() => return Err(RunError::Interrupted),
+        };
+        before.extend(waited.map_err(RunError::Redis)?);
         settings.extend(leadership.env());
         settings.push(("QUIESCE_INSTANCE".to_owned(), redis::PRIMARY.to_owned()));
     }
@@ -278,6 +382,7 @@ async fn drive(
             &bootstrap,
             workload,
             run_id,
+            &baseline,
             one_record_per_batch,
             matches!(scenario.target, Target::Graph(_)),
         );
@@ -324,6 +429,9 @@ async fn drive(
         signals,
     )
     .await?;
+    for note in before.into_iter().rev() {
+        observed.timeline.insert(0, (0, note));
+    }
     let mut findings = Findings::default();
     if let (Some(config), Some(player)) = (&scenario.readiness, player) {
         let log = player.finish().await;
@@ -393,48 +501,69 @@ async fn drive(
             Err("the target was never ready".to_owned())
         });
     }
+    let mut next = None;
     if let (Some(workload), Some(producer)) = (&scenario.kafka, producer) {
         let acked = producer.finish().await.map_err(RunError::Kafka)?;
-        findings.kafka = Some(
-            kafka_phase(
-                scenario,
-                workload,
-                acked,
-                &mut observed,
-                run_id,
-                out_dir,
-                &endpoints,
-                &settings,
-                signals,
-            )
-            .await?,
-        );
+        let ctx = KafkaPhase {
+            scenario,
+            workload,
+            baseline: &baseline,
+            run_id,
+            out_dir,
+            endpoints: &endpoints,
+            settings: &settings,
+        };
+        let (decided, after) = kafka_phase(ctx, acked, &mut observed, signals).await?;
+        findings.kafka = Some(decided);
+        next = after;
     }
-    Ok((observed, findings))
+    Ok(Driven {
+        observed,
+        findings,
+        kafka: next,
+    })
 }
 
-/// After the target's run: read Kafka back, restart the target, read again, judge.
-#[allow(clippy::too_many_arguments)]
+/// What the Kafka phase works with.
+struct KafkaPhase<'a> {
+    scenario: &'a Scenario,
+    workload: &'a KafkaWorkload,
+    baseline: &'a kafka::Baseline,
+    run_id: &'a str,
+    out_dir: &'a Path,
+    endpoints: &'a Endpoints,
+    settings: &'a [(String, String)],
+}
+
+/// After the target's run: read Kafka back, restart the target, read again, judge. Also
+/// returns where the next cycle's evidence begins, when Kafka was read back.
 async fn kafka_phase(
-    scenario: &Scenario,
-    workload: &KafkaWorkload,
+    ctx: KafkaPhase<'_>,
     acked: Vec<AckedRecord>,
     observed: &mut TargetRun,
-    run_id: &str,
-    out_dir: &Path,
-    endpoints: &Endpoints,
-    settings: &[(String, String)],
     signals: &mut SignalHandler,
-) -> Result<Decided, RunError> {
+) -> Result<(Decided, Option<kafka::Baseline>), RunError> {
+    let KafkaPhase {
+        scenario,
+        workload,
+        baseline,
+        run_id,
+        out_dir,
+        endpoints,
+        settings,
+    } = ctx;
     let bootstrap = &endpoints.kafka_bootstrap;
     if !matches!(observed.ready, ReadyState::Ready { .. }) || observed.interrupted {
-        return Ok(Err("the run ended before the workload did".to_owned()));
+        return Ok((
+            Err("the run ended before the workload did".to_owned()),
+            None,
+        ));
     }
     let first = tokio::select! {
-        first = kafka::read_after_stop(bootstrap, workload) => first.map_err(RunError::Kafka)?,
+        first = kafka::read_after_stop(bootstrap, workload, baseline) => first.map_err(RunError::Kafka)?,
         _ = signals.recv() => {
             observed.interrupted = true;
-            return Ok(Err("interrupted while reading Kafka back".to_owned()));
+            return Ok((Err("interrupted while reading Kafka back".to_owned()), None));
         }
     };
     let stop = stop_kind(observed);
@@ -449,7 +578,8 @@ async fn kafka_phase(
             after_ms: workload.restart_timeout_ms,
             kill_after_ms: scenario.stop.kill_after_ms,
         };
-        let hooks = kafka::restart_hooks(bootstrap, workload, &acked, first.processed.len());
+        let hooks =
+            kafka::restart_hooks(bootstrap, workload, baseline, &acked, first.processed.len());
         let restart_dir = out_dir.join("restart");
         std::fs::create_dir_all(&restart_dir).map_err(|source| RunError::OutDir {
             path: restart_dir.clone(),
@@ -476,7 +606,7 @@ async fn kafka_phase(
         observed.interrupted |= second.interrupted;
         restart = match second.ready {
             ReadyState::Ready { .. } if !second.interrupted => tokio::select! {
-                after = kafka::read_after_stop(bootstrap, workload) => Ok(after.map_err(RunError::Kafka)?),
+                after = kafka::read_after_stop(bootstrap, workload, baseline) => Ok(after.map_err(RunError::Kafka)?),
                 _ = signals.recv() => {
                     observed.interrupted = true;
                     Err("interrupted while reading Kafka back after the restart".to_owned())
@@ -487,6 +617,7 @@ async fn kafka_phase(
         };
     }
     let evidence = kafka::KafkaRun {
+        baseline: baseline.clone(),
         acked,
         stop,
         first,
@@ -507,7 +638,8 @@ async fn kafka_phase(
             .timeline
             .push((0, format!("cannot serialize the Kafka evidence: {e}"))),
     }
-    Ok(Ok(judged))
+    let last = evidence.restart.as_ref().unwrap_or(&evidence.first);
+    Ok((Ok(judged), Some(baseline.after(last))))
 }
 
 /// One run of the target, process or graph.

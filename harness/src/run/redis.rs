@@ -220,13 +220,72 @@ pub struct JobRun {
     pub ended_ms: u64,
 }
 
-/// Reads the job log: every entry, in order.
-pub async fn read_jobs(url: &str, key: &str) -> Result<Vec<JobRun>, String> {
-    let client = redis::Client::open(url).map_err(|e| format!("redis {url}: {e}"))?;
-    let mut connection = client
+/// A connection to the Redis at `url`.
+async fn connect(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
+    redis::Client::open(url)
+        .map_err(|e| format!("redis {url}: {e}"))?
         .get_multiplexed_async_connection()
         .await
-        .map_err(|e| format!("redis {url}: {e}"))?;
+        .map_err(|e| format!("redis {url}: {e}"))
+}
+
+/// How long past its TTL a leftover leader key may take to go.
+const EXPIRY_SLACK: Duration = Duration::from_secs(2);
+
+/// Waits until the leader key is gone, if it has a TTL: a key an earlier run left behind
+/// (a lock not released) expires before this run starts. Returns what it saw, for the
+/// timeline. A key without a TTL never goes: that is said, and the run goes ahead.
+pub async fn outwait_key(url: &str, key: &str) -> Result<Option<String>, String> {
+    let mut connection = connect(url).await?;
+    let (owner, ttl): (Option<String>, i64) = redis::pipe()
+        .cmd("GET")
+        .arg(key)
+        .cmd("PTTL")
+        .arg(key)
+        .query_async(&mut connection)
+        .await
+        .map_err(|e| format!("reading the leader key `{key}`: {e}"))?;
+    let Some(owner) = owner else {
+        return Ok(None);
+    };
+    if ttl < 0 {
+        return Ok(Some(format!(
+            "the leader key `{key}` is held by `{owner}` from an earlier run and never expires"
+        )));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ttl as u64) + EXPIRY_SLACK;
+    let started = tokio::time::Instant::now();
+    loop {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| format!("reading the leader key `{key}`: {e}"))?;
+        if !exists || tokio::time::Instant::now() >= deadline {
+            return Ok(Some(format!(
+                "the leader key `{key}` was held by `{owner}` from an earlier run (TTL {ttl} ms): \
+                 {} after {} ms",
+                if exists { "still there" } else { "expired" },
+                started.elapsed().as_millis()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Empties the job log, so a cycle's jobs are judged alone.
+pub async fn clear_jobs(url: &str, key: &str) -> Result<(), String> {
+    let mut connection = connect(url).await?;
+    redis::cmd("DEL")
+        .arg(key)
+        .query_async::<()>(&mut connection)
+        .await
+        .map_err(|e| format!("clearing the job log `{key}`: {e}"))
+}
+
+/// Reads the job log: every entry, in order.
+pub async fn read_jobs(url: &str, key: &str) -> Result<Vec<JobRun>, String> {
+    let mut connection = connect(url).await?;
     let entries: Vec<String> = redis::cmd("LRANGE")
         .arg(key)
         .arg(0)

@@ -123,6 +123,10 @@ pub struct ProcessTarget {
     /// When it counts as started; default: as soon as it runs.
     #[serde(default = "default_ready")]
     pub ready: ReadyProbe,
+    /// Run when the target is stuck past a deadline, before it is killed, to show where it
+    /// is: `{pid}` becomes its pid (e.g. `py-spy dump --pid {pid}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_hang: Option<String>,
 }
 
 fn default_ready() -> ReadyProbe {
@@ -336,6 +340,21 @@ impl Scenario {
         Ok(())
     }
 
+    /// Whether the target gets a port of its own: `[readiness]` polls it, the target's
+    /// `ready` probe names `{port}`, or it is an in-process graph. The target gets it as
+    /// `QUIESCE_HTTP_PORT`.
+    pub fn needs_port(&self) -> bool {
+        let in_probe = match &self.target {
+            Target::Process(target) => match &target.ready {
+                ReadyProbe::Http(url) | ReadyProbe::Tcp(url) => url.contains("{port}"),
+                ReadyProbe::Log(_) | ReadyProbe::Started(_) => false,
+            },
+            // A graph may serve HTTP too; a port costs nothing.
+            Target::Graph(_) => true,
+        };
+        in_probe || self.readiness.is_some()
+    }
+
     /// The scenario with `{port}` in its URLs (the target's `ready`, `[readiness]`) replaced
     /// by `port`.
     pub fn with_port(&self, port: u16) -> Scenario {
@@ -375,6 +394,7 @@ impl Scenario {
                 env: BTreeMap::new(),
                 cwd: None,
                 ready: default_ready(),
+                on_hang: None,
             }),
         )
     }

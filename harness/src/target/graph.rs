@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::infra::Endpoints;
 use crate::scenario::{StopPlan, StopSignal};
 use crate::signal::SignalHandler;
+use crate::target::hang::{Hang, Phase, Stuck};
 use crate::target::{
     ProbeReport, ProbeSet, ProbeTask, ProbeThread, ReadyState, TargetExit, TargetRun,
 };
@@ -37,6 +38,8 @@ const HARNESS_THREADS: [&str; 2] = ["tokio-runtime-w", "tokio-rt-worker"];
 const QUIET_WAIT: Duration = Duration::from_secs(10);
 /// How long the harness waits for the count once the graph has returned.
 const COUNT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a killed graph may take to return.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// What a graph is given.
 pub struct GraphContext {
@@ -143,15 +146,36 @@ fn leftover_threads(
         .collect()
 }
 
-/// Drives the graph on its own runtime, on this (dedicated) thread.
-fn drive(
-    graph: Graph,
-    ctx: GraphContext,
-    baseline: HashSet<u32>,
+/// A look inside a running graph's runtime, for when it is stuck.
+struct Inspect {
+    handle: tokio::runtime::Handle,
+    spawns: quiesce_probe::SpawnRegistry,
+    runtime_tids: Arc<Mutex<HashSet<u32>>>,
+}
+
+/// What the runner hands the graph's thread.
+struct Channels {
     quiet: Vec<oneshot::Receiver<()>>,
+    inspect: oneshot::Sender<Inspect>,
+    /// Told when the graph is stuck past the stop deadline: its future is dropped, as a
+    /// SIGKILL would end a process.
+    kill: oneshot::Receiver<()>,
     returned: oneshot::Sender<(Result<(), String>, Instant)>,
     counted: oneshot::Sender<ProbeReport>,
-) {
+}
+
+/// What a killed graph returned.
+const KILLED: &str = "killed by the harness: its future was dropped";
+
+/// Drives the graph on its own runtime, on this (dedicated) thread.
+fn drive(graph: Graph, ctx: GraphContext, baseline: HashSet<u32>, channels: Channels) {
+    let Channels {
+        quiet,
+        inspect,
+        kill,
+        returned,
+        counted,
+    } = channels;
     let runtime_tids = Arc::new(Mutex::new(HashSet::new()));
     let (on_start, on_stop) = (runtime_tids.clone(), runtime_tids.clone());
     let spawns = quiesce_probe::SpawnRegistry::default();
@@ -184,18 +208,32 @@ fn drive(
             return;
         }
     };
+    let _ = inspect.send(Inspect {
+        handle: runtime.handle().clone(),
+        spawns: spawns.clone(),
+        runtime_tids: runtime_tids.clone(),
+    });
     let result = runtime.block_on(async move {
-        std::panic::AssertUnwindSafe((graph.start)(ctx))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| {
-                let text = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Err(format!("panicked: {text}"))
-            })
+        let started = std::panic::AssertUnwindSafe((graph.start)(ctx)).catch_unwind();
+        let killed = async move {
+            match kill.await {
+                Ok(()) => {}
+                // The runner is gone without a word: nothing will kill.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = started => result,
+            () = killed => Ok(Err(KILLED.to_owned())),
+        }
+        .unwrap_or_else(|panic| {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(format!("panicked: {text}"))
+        })
     });
     let _ = returned.send((result, Instant::now()));
     // The harness's own clients that started threads in this process (Kafka's, say) must be
@@ -227,7 +265,7 @@ fn drive(
     let alive = metrics.num_alive_tasks() as u64;
     let threads = leftover_threads(&baseline, &runtime_tids, driver);
     let mut located = spawns.alive_with_ids().into_iter();
-    let mut stacks = task_stacks(&runtime);
+    let mut stacks = runtime.block_on(task_stacks(runtime.handle()));
     let _ = counted.send(ProbeReport {
         schema: 1,
         runtime: "tokio, in-process".to_owned(),
@@ -267,33 +305,85 @@ fn drive(
 #[cfg(all(tokio_unstable, feature = "taskdump", target_os = "linux"))]
 const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Whether this build takes task dumps.
+const DUMPS: bool = cfg!(all(
+    tokio_unstable,
+    feature = "taskdump",
+    target_os = "linux"
+));
+
 /// Each live task's stack, by task id, from a tokio task dump (`--cfg tokio_unstable` and the
 /// `taskdump` feature, on Linux), under a timeout; empty where that is not built in.
 #[cfg(all(tokio_unstable, feature = "taskdump", target_os = "linux"))]
-fn task_stacks(
-    runtime: &tokio::runtime::Runtime,
+async fn task_stacks(
+    handle: &tokio::runtime::Handle,
 ) -> std::collections::HashMap<tokio::task::Id, Vec<String>> {
-    let handle = runtime.handle().clone();
-    runtime.block_on(async move {
-        match tokio::time::timeout(DUMP_TIMEOUT, handle.dump()).await {
-            Ok(dump) => dump
-                .tasks()
-                .iter()
-                .map(|task| {
-                    let trace = task.trace().to_string();
-                    (task.id(), trace.lines().map(str::to_owned).collect())
-                })
-                .collect(),
-            Err(_) => std::collections::HashMap::new(),
-        }
-    })
+    match tokio::time::timeout(DUMP_TIMEOUT, handle.dump()).await {
+        Ok(dump) => dump
+            .tasks()
+            .iter()
+            .map(|task| {
+                let trace = task.trace().to_string();
+                (task.id(), trace.lines().map(str::to_owned).collect())
+            })
+            .collect(),
+        Err(_) => std::collections::HashMap::new(),
+    }
 }
 
 #[cfg(not(all(tokio_unstable, feature = "taskdump", target_os = "linux")))]
-fn task_stacks(
-    _: &tokio::runtime::Runtime,
+async fn task_stacks(
+    _: &tokio::runtime::Handle,
 ) -> std::collections::HashMap<tokio::task::Id, Vec<String>> {
     std::collections::HashMap::new()
+}
+
+/// Explains a stuck graph: its runtime's CPU over the look, and every live task with the
+/// line that spawned it and its stack.
+async fn explain(inspect: &Inspect, phase: Phase) -> Hang {
+    let tids: Vec<u32> = inspect
+        .runtime_tids
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .copied()
+        .collect();
+    let cpu_ms = super::hang::own_threads_cpu(&tids).await;
+    let alive = inspect.handle.metrics().num_alive_tasks();
+    let mut dumped = task_stacks(&inspect.handle).await;
+    let mut stacks: Vec<Stuck> = inspect
+        .spawns
+        .alive_with_ids()
+        .into_iter()
+        .map(|(id, location)| Stuck {
+            what: format!("task spawned at {location}"),
+            stack: dumped.remove(&id).unwrap_or_default(),
+        })
+        .collect();
+    let mut limits = Vec::new();
+    if !quiesce_probe::SpawnRegistry::ENABLED {
+        stacks.extend((0..alive).map(|i| Stuck {
+            what: format!("task {}", i + 1),
+            stack: Vec::new(),
+        }));
+        limits.push("spawn locations need a build with --cfg tokio_unstable".to_owned());
+    }
+    if !DUMPS {
+        limits.push(
+            "task stacks need --cfg tokio_unstable and the taskdump feature (Linux)".to_owned(),
+        );
+    }
+    stacks.push(Stuck {
+        what: "the graph's own future (not a task: never in a dump)".to_owned(),
+        stack: Vec::new(),
+    });
+    Hang {
+        phase,
+        cpu_ms,
+        stacks,
+        limits,
+        hook: None,
+    }
 }
 
 /// Runs `graph` through start, ready, the run and the stop, and counts what it left alive.
@@ -310,6 +400,8 @@ pub async fn run_graph(
     let outputs_sent = Arc::new(AtomicU64::new(0));
     let (returned_tx, mut returned_rx) = oneshot::channel();
     let (counted_tx, counted_rx) = oneshot::channel();
+    let (inspect_tx, inspect_rx) = oneshot::channel();
+    let (kill_tx, kill_rx) = oneshot::channel();
     let shutdown = CancellationToken::new();
     let ctx = GraphContext {
         endpoints,
@@ -334,14 +426,21 @@ pub async fn run_graph(
                 graph_for_thread,
                 ctx,
                 baseline,
-                quiet,
-                returned_tx,
-                counted_tx,
+                Channels {
+                    quiet,
+                    inspect: inspect_tx,
+                    kill: kill_rx,
+                    returned: returned_tx,
+                    counted: counted_tx,
+                },
             )
         })?;
+    // Sent as soon as the runtime is built; none if it could not be.
+    let inspect = inspect_rx.await.ok();
     note(format!("started graph `{}`", graph.name()));
 
     let mut run = TargetRun {
+        started_at: started,
         ready: ReadyState::Interrupted,
         exited_early: None,
         stop_sent_at: None,
@@ -356,6 +455,7 @@ pub async fn run_graph(
         stderr: None,
         interrupted: false,
         timeline: Vec::new(),
+        hangs: Vec::new(),
     };
     let mut returned: Option<(Result<(), String>, Instant)> = None;
 
@@ -383,6 +483,11 @@ pub async fn run_graph(
     };
     let mut interrupted = run.ready == ReadyState::Interrupted;
     note(run.ready.describe());
+    if let (ReadyState::TimedOut { .. }, Some(inspect)) = (&run.ready, &inspect) {
+        let hang = explain(inspect, Phase::Ready).await;
+        note(hang.headline());
+        run.hangs.push(hang);
+    }
     if matches!(run.ready, ReadyState::Ready { .. }) {
         hooks.ready();
     }
@@ -432,13 +537,31 @@ pub async fn run_graph(
                 returned = Some(result);
             }
             None => {
-                // A runtime cannot be killed: the graph and its thread are abandoned.
                 run.killed_by_harness = !interrupted;
-                note("did not return; abandoned".to_owned());
+                if let (false, Some(inspect)) = (interrupted, &inspect) {
+                    let hang = explain(inspect, Phase::Stop).await;
+                    note(hang.headline());
+                    run.hangs.push(hang);
+                }
+                // Dropping the graph's future is the kill; a task that blocks its worker
+                // thread can still keep it from returning: then the graph is abandoned.
+                let _ = kill_tx.send(());
+                match tokio::time::timeout(KILL_WAIT, &mut returned_rx).await {
+                    Ok(Ok(result)) => {
+                        note("killed: its future was dropped".to_owned());
+                        returned = Some(result);
+                    }
+                    _ => note("did not return when killed; abandoned".to_owned()),
+                }
             }
         }
     }
-    if let Some((result, _)) = returned {
+    if run.killed_by_harness {
+        // As after SIGKILL: nothing ran on the way out, so nothing is counted; the runtime
+        // is shut down (its tasks dropped) before the next run starts.
+        run.exit = returned.map(|(result, _)| TargetExit::Graph(result));
+        let _ = tokio::time::timeout(COUNT_TIMEOUT, counted_rx).await;
+    } else if let Some((result, _)) = returned {
         run.exit = Some(TargetExit::Graph(result));
         run.probe = match tokio::time::timeout(COUNT_TIMEOUT, counted_rx).await {
             Ok(Ok(mut report)) => {

@@ -20,6 +20,7 @@
 //! | `QUIESCE_KAFKA_INPUT_TOPIC`, `QUIESCE_KAFKA_OUTPUT_TOPIC`, `QUIESCE_KAFKA_GROUP` | with a `[kafka]` workload: the topic to consume, the topic to report processed records to, and the consumer group whose commits are judged |
 
 mod graph;
+mod hang;
 mod observed;
 mod orphans;
 mod probe;
@@ -27,6 +28,7 @@ mod process;
 mod ready;
 
 pub use graph::{Graph, GraphContext, run_graph};
+pub use hang::{Hang, HookRun, LOOK as HANG_LOOK, Phase, Stuck, explain_process};
 pub use observed::{ReadyState, TargetExit, TargetRun};
 pub use orphans::{OrphanProcess, find_orphans};
 pub use probe::{ProbeReport, ProbeSet, ProbeTask, ProbeThread, read_probe};

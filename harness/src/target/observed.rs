@@ -5,7 +5,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::scenario::StopSignal;
-use crate::target::{OrphanProcess, ProbeReport};
+use crate::target::{Hang, OrphanProcess, ProbeReport};
 
 /// How the wait for readiness ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +66,8 @@ impl TargetExit {
 /// Everything observed about one run of a target.
 #[derive(Debug)]
 pub struct TargetRun {
+    /// When the process was spawned, or the graph's thread started.
+    pub started_at: std::time::Instant,
     pub ready: ReadyState,
     /// Ended on its own after ready and before the stop.
     pub exited_early: Option<TargetExit>,
@@ -88,6 +90,9 @@ pub struct TargetRun {
     pub stderr: Option<PathBuf>,
     /// Ctrl-C cut the run short.
     pub interrupted: bool,
+    /// Where it was stuck when the ready or the stop deadline passed, looked at before it
+    /// was stopped or killed.
+    pub hangs: Vec<Hang>,
     /// (ms since start, what happened)
     pub timeline: Vec<(u64, String)>,
 }

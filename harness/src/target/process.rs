@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 use crate::process::{ChildProcess, ProcessSpec};
 use crate::scenario::{ProcessTarget, StopPlan, StopSignal};
 use crate::signal::SignalHandler;
+use crate::target::hang::{Hang, Phase, explain_process};
 use crate::target::observed::{ReadyState, TargetExit, TargetRun};
 use crate::target::orphans::{become_subreaper, find_orphans};
 use crate::target::ready::wait_ready;
@@ -26,6 +27,11 @@ pub struct ProcessContext<'a> {
     pub base_dir: &'a Path,
     pub ready_timeout: Duration,
     pub hooks: super::Hooks,
+}
+
+/// Looks at a stuck child before it is stopped or killed.
+async fn explain(child: &ChildProcess, phase: Phase, target: &ProcessTarget) -> Hang {
+    explain_process(child.pid(), phase, target.on_hang.as_deref()).await
 }
 
 /// An exit status in words: `exit code 3`, `killed by SIGTERM`.
@@ -106,6 +112,7 @@ async fn drive_process(
     note(Instant::now(), format!("started pid {}", child.pid()));
 
     let mut run = TargetRun {
+        started_at: started,
         ready: ReadyState::Interrupted,
         exited_early: None,
         stop_sent_at: None,
@@ -120,6 +127,7 @@ async fn drive_process(
         stderr: Some(stderr.clone()),
         interrupted: false,
         timeline: Vec::new(),
+        hangs: Vec::new(),
     };
 
     // 1. Ready, or exited, or timed out, or Ctrl-C.
@@ -151,7 +159,12 @@ async fn drive_process(
         ReadyState::Exited { status, .. } => {
             note(Instant::now(), format!("exited before ready ({status})"))
         }
-        ReadyState::TimedOut { .. } => note(Instant::now(), "not ready by the deadline".to_owned()),
+        ReadyState::TimedOut { .. } => {
+            note(Instant::now(), "not ready by the deadline".to_owned());
+            let hang = explain(&child, Phase::Ready, target).await;
+            note(Instant::now(), hang.headline());
+            run.hangs.push(hang);
+        }
         ReadyState::Interrupted => note(Instant::now(), "interrupted (Ctrl-C)".to_owned()),
     }
 
@@ -200,6 +213,11 @@ async fn drive_process(
             Some(status) => status?,
             None => {
                 run.killed_by_harness = !interrupted;
+                if !interrupted {
+                    let hang = explain(&child, Phase::Stop, target).await;
+                    note(Instant::now(), hang.headline());
+                    run.hangs.push(hang);
+                }
                 note(Instant::now(), "SIGKILL to the process group".to_owned());
                 child.kill().await?
             }

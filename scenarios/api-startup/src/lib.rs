@@ -200,25 +200,27 @@ async fn check_forever(
     }
 }
 
-/// `circular-init`: two providers each wait for the other on a share of startups.
-async fn circular(percent: u32) {
+/// `circular-init`: two providers each wait for the other on a share of startups. Each is a
+/// task of its own, as providers that initialise concurrently are, so a stuck startup shows
+/// both by the line that spawned them.
+async fn circular(tracker: &TaskTracker, percent: u32) {
     let roll = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos())
         % 100;
-    let (a_tx, a_rx) = oneshot::channel::<()>();
-    let (b_tx, b_rx) = oneshot::channel::<()>();
     if roll < percent {
+        let (a_tx, a_rx) = oneshot::channel::<()>();
+        let (b_tx, b_rx) = oneshot::channel::<()>();
         // The metrics provider waits for the cache provider, and the cache for the metrics.
-        let a = async move {
+        let metrics = tracker.spawn(async move {
             let _ = b_rx.await;
             let _ = a_tx.send(());
-        };
-        let b = async move {
+        });
+        let cache = tracker.spawn(async move {
             let _ = a_rx.await;
             let _ = b_tx.send(());
-        };
-        tokio::join!(a, b);
+        });
+        let _ = tokio::join!(metrics, cache);
     }
 }
 
@@ -255,7 +257,7 @@ pub async fn run(
         move |up| s.redis.store(up, Ordering::SeqCst),
     ));
     match config.variant {
-        Variant::CircularInit => circular(config.circular_percent).await,
+        Variant::CircularInit => circular(&tracker, config.circular_percent).await,
         Variant::UnmirroredShutdown => {
             // Started with the rest, stopped by nothing.
             tokio::spawn(async {

@@ -235,3 +235,28 @@ async fn catalogue_repeated() {
         "{times} rounds, {runs} runs, 0 mismatches; producer-not-flushed caught on attempt {tries:?}"
     );
 }
+
+/// The clean-stop rows whose bug shows at the stop, in loop mode: every cycle of a 2-cycle
+/// loop gets the row's verdict. The cycles share the topics and the consumer group, as a
+/// redeploy does: each cycle's commits are judged from where the last one left them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loop_mode_gives_each_cycle_the_run_verdict() {
+    let file = "event-pipeline.toml";
+    for variant in [
+        "correct",
+        "untracked-task",
+        "dropped-handle",
+        "no-final-commit",
+        "sampler-thread",
+        "slow-drain",
+    ] {
+        let (_, _, _, failing, unsure) = ROWS
+            .iter()
+            .find(|r| r.0 == file && r.1 == variant && !r.2)
+            .unwrap_or_else(|| panic!("no row for {variant}"));
+        let env = [("QUIESCE_VARIANT", variant)];
+        quiesce::catalogue::check_loop(&scenario(file), &env, failing, unsure, 2)
+            .await
+            .unwrap_or_else(|e| panic!("{variant}: {e}"));
+    }
+}

@@ -115,3 +115,19 @@ async fn catalogue_repeated() {
     }
     eprintln!("{times} rounds, {runs} runs, 0 mismatches");
 }
+
+/// The rows whose bug shows at the stop, in loop mode: every cycle of a 2-cycle loop (one
+/// infrastructure, the leader key kept between cycles) gets the row's verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loop_mode_gives_each_cycle_the_run_verdict() {
+    for variant in ["correct", "lock-not-released", "heartbeat-leak"] {
+        let (_, _, failing, unsure) = ROWS
+            .iter()
+            .find(|r| r.0 == variant && !r.1)
+            .unwrap_or_else(|| panic!("no row for {variant}"));
+        let env = [("QUIESCE_VARIANT", variant)];
+        quiesce::catalogue::check_loop(&scenario(false), &env, failing, unsure, 2)
+            .await
+            .unwrap_or_else(|e| panic!("{variant}: {e}"));
+    }
+}
