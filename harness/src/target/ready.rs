@@ -10,6 +10,8 @@ use crate::scenario::ReadyProbe;
 
 /// One attempt's budget.
 const ATTEMPT: Duration = Duration::from_secs(2);
+/// The longest pause between two looks: the time to ready is measured to within it.
+const POLL_AT_MOST: Duration = Duration::from_millis(20);
 
 /// Checks the probe once. `logs` are the target's output files.
 pub async fn probe_once(
@@ -92,7 +94,7 @@ pub async fn wait_ready(
             return false;
         }
         tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
+        pause = (pause * 2).min(POLL_AT_MOST);
     }
 }
 

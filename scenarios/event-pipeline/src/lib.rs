@@ -297,6 +297,15 @@ async fn create_dlq(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// A consume error the pipeline waits out: its input topic does not exist yet (it appears
+/// when something first produces to it). Every other error ends the pipeline.
+fn not_there_yet(e: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        e,
+        rdkafka::error::KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)
+    )
+}
+
 /// The consume loop of every variant but `commit-before-process`.
 #[allow(clippy::too_many_arguments)]
 async fn consume(
@@ -313,7 +322,11 @@ async fn consume(
         let message = tokio::select! {
             biased;
             () = shutdown.cancelled() => return Ok(()),
-            message = consumer.recv() => message.map_err(|e| format!("consume: {e}"))?,
+            message = consumer.recv() => match message {
+                Ok(message) => message,
+                Err(e) if not_there_yet(&e) => continue,
+                Err(e) => return Err(format!("consume: {e}")),
+            },
         };
         do_work(config.process_cost).await;
         progress
@@ -369,7 +382,11 @@ async fn consume_commit_on_receipt(
         let message = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            message = consumer.recv() => message.map_err(|e| format!("consume: {e}"))?,
+            message = consumer.recv() => match message {
+                Ok(message) => message,
+                Err(e) if not_there_yet(&e) => continue,
+                Err(e) => return Err(format!("consume: {e}")),
+            },
         };
         let position = BTreeMap::from([(message.partition(), message.offset() + 1)]);
         commit(config, consumer, &position, CommitMode::Async)?;
