@@ -122,6 +122,11 @@ async fn circular_init_hangs_are_caught_and_explained_by_spawn_location() {
     }
     // The rest started and stopped cleanly.
     assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+    eprintln!(
+        "cycle {}, as explained:\n{}",
+        report.failing[0].cycle,
+        report.failing[0].hangs[0].lines().join("\n")
+    );
 }
 
 /// 100 in-process startups of the correct variant: 100 pass.
