@@ -20,6 +20,8 @@ mod infra_local;
 mod kafka_invariants;
 // `quiesce run` on purpose-built process targets: the exact verdict table.
 mod run_checks;
+// `[[faults]]`: proxy faults played on a schedule, recorded and undone.
+mod run_faults;
 // `quiesce run` on in-process graphs: one per lifecycle bug.
 mod run_graph;
 // The Python (asyncio + aiokafka) pipeline: the Kafka contract in another language.

@@ -177,8 +177,8 @@ impl FaultProxy {
         is_enabled(&self.inner)
     }
 
-    /// A handle that takes this proxy down and up (nothing else), for a task that plays faults
-    /// while the owner keeps the proxy. Dropping it does not close the proxy.
+    /// A handle that takes this proxy down and up and sets its toxics, for a task that plays
+    /// faults while the owner keeps the proxy. Dropping it does not close the proxy.
     pub fn switch(&self) -> ProxySwitch {
         ProxySwitch {
             inner: Arc::clone(&self.inner),
@@ -201,53 +201,12 @@ impl FaultProxy {
 
     /// Adds a toxic; it applies to open connections at once.
     pub fn add_toxic(&self, toxic: Toxic) -> Result<Toxic, FaultError> {
-        let toxic = toxic
-            .normalized()
-            .map_err(|reason| FaultError::InvalidToxic { reason })?;
-        let mut result = Ok(());
-        self.inner.toxics.send_if_modified(|set| {
-            if set.iter().any(|t| t.toxic.name == toxic.name) {
-                result = Err(FaultError::DuplicateToxic {
-                    proxy: self.inner.name.clone(),
-                    toxic: toxic.name.clone(),
-                });
-                return false;
-            }
-            let mut next = Vec::clone(set);
-            next.push(ActiveToxic {
-                toxic: toxic.clone(),
-                id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
-                added: Instant::now(),
-            });
-            *set = Arc::new(next);
-            true
-        });
-        result.map(|()| toxic)
+        add_toxic(&self.inner, toxic)
     }
 
     /// Removes the toxic called `name`.
     pub fn remove_toxic(&self, name: &str) -> Result<(), FaultError> {
-        let mut found = false;
-        self.inner.toxics.send_if_modified(|set| {
-            found = set.iter().any(|t| t.toxic.name == name);
-            if found {
-                *set = Arc::new(
-                    set.iter()
-                        .filter(|t| t.toxic.name != name)
-                        .cloned()
-                        .collect(),
-                );
-            }
-            found
-        });
-        if found {
-            Ok(())
-        } else {
-            Err(FaultError::UnknownToxic {
-                proxy: self.inner.name.clone(),
-                toxic: name.to_owned(),
-            })
-        }
+        remove_toxic(&self.inner, name)
     }
 
     /// The toxics in place, in the order they were added.
@@ -297,7 +256,7 @@ impl FaultProxy {
     }
 }
 
-/// A handle that takes a proxy down and up; see [`FaultProxy::switch`].
+/// A handle that takes a proxy down and up and sets its toxics; see [`FaultProxy::switch`].
 #[derive(Clone)]
 pub struct ProxySwitch {
     inner: Arc<Inner>,
@@ -324,6 +283,72 @@ impl ProxySwitch {
 
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// As [`FaultProxy::add_toxic`].
+    pub fn add_toxic(&self, toxic: Toxic) -> Result<Toxic, FaultError> {
+        add_toxic(&self.inner, toxic)
+    }
+
+    /// As [`FaultProxy::remove_toxic`].
+    pub fn remove_toxic(&self, name: &str) -> Result<(), FaultError> {
+        remove_toxic(&self.inner, name)
+    }
+
+    /// As [`FaultProxy::listen_addr`].
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.inner.listen
+    }
+}
+
+/// See [`FaultProxy::add_toxic`].
+fn add_toxic(inner: &Inner, toxic: Toxic) -> Result<Toxic, FaultError> {
+    let toxic = toxic
+        .normalized()
+        .map_err(|reason| FaultError::InvalidToxic { reason })?;
+    let mut result = Ok(());
+    inner.toxics.send_if_modified(|set| {
+        if set.iter().any(|t| t.toxic.name == toxic.name) {
+            result = Err(FaultError::DuplicateToxic {
+                proxy: inner.name.clone(),
+                toxic: toxic.name.clone(),
+            });
+            return false;
+        }
+        let mut next = Vec::clone(set);
+        next.push(ActiveToxic {
+            toxic: toxic.clone(),
+            id: inner.next_id.fetch_add(1, Ordering::Relaxed),
+            added: Instant::now(),
+        });
+        *set = Arc::new(next);
+        true
+    });
+    result.map(|()| toxic)
+}
+
+/// See [`FaultProxy::remove_toxic`].
+fn remove_toxic(inner: &Inner, name: &str) -> Result<(), FaultError> {
+    let mut found = false;
+    inner.toxics.send_if_modified(|set| {
+        found = set.iter().any(|t| t.toxic.name == name);
+        if found {
+            *set = Arc::new(
+                set.iter()
+                    .filter(|t| t.toxic.name != name)
+                    .cloned()
+                    .collect(),
+            );
+        }
+        found
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(FaultError::UnknownToxic {
+            proxy: inner.name.clone(),
+            toxic: name.to_owned(),
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`RunError`], never a verdict against the target.
 
 mod checks;
+mod faults;
 mod kafka;
 mod readiness;
 mod redis;
@@ -17,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::fault::ProxySwitch;
+use crate::fault::{FaultProxy, ProxySwitch};
 use crate::infra::{BackendKind, DependencyKind, Endpoints, Infra, InfraError, KafkaFlavor};
 use crate::kafka::{AckedRecord, KafkaError, StopKind};
-use crate::scenario::{KafkaWorkload, Scenario, StopPlan, StopSignal, Target};
+use crate::scenario::{Instance, KafkaWorkload, Scenario, StopPlan, StopSignal, Target};
 use crate::signal::SignalHandler;
 use crate::target::{Hang, Hooks, ReadyState, TargetRun, run_graph, run_process};
 use crate::verdict::{CheckName, Outcome, TimelineEvent, Verdict};
@@ -372,6 +373,40 @@ async fn drive(
     settings.extend(options.env.iter().cloned());
 
     let mut hooks = Hooks::default();
+    // The fault schedule: the target's own Redis proxy, when a step partitions it alone.
+    let mut primary_proxy = None;
+    let schedule = if scenario.faults.is_empty() {
+        None
+    } else {
+        let mut proxies: faults::Proxies = switches
+            .iter()
+            .map(|(d, s)| ((*d, Instance::All), s.clone()))
+            .collect();
+        if scenario
+            .faults
+            .iter()
+            .any(|s| s.instance == Instance::Primary)
+        {
+            let shared = &switches[&DependencyKind::Redis];
+            let own = FaultProxy::start(
+                "redis (the target's own)",
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                shared.listen_addr(),
+            )
+            .await
+            .map_err(|source| {
+                RunError::Infra(InfraError::Proxy {
+                    dependency: DependencyKind::Redis,
+                    source,
+                })
+            })?;
+            proxies.insert((DependencyKind::Redis, Instance::Primary), own.switch());
+            primary_proxy = Some(own);
+        }
+        let (player, more) = faults::Player::start(&scenario.faults, proxies);
+        hooks = hooks.merge(more);
+        Some(player)
+    };
     let player = scenario.readiness.as_ref().map(|config| {
         let (player, more) = readiness::Player::start(config, switches);
         hooks = std::mem::take(&mut hooks).merge(more);
@@ -418,7 +453,19 @@ async fn drive(
         leader = Some((leadership, watcher, stop_at, standby));
     }
 
-    let mut observed = start_target(
+    // The target reaches Redis through its own proxy when the schedule partitions it alone;
+    // its standby and the harness keep the shared one.
+    let mut endpoints = endpoints;
+    let shared_redis = endpoints.redis_url.clone();
+    if let Some(own) = &primary_proxy {
+        endpoints.redis_url = format!("redis://{}", own.listen_addr());
+        for (key, value) in &mut settings {
+            if key == "QUIESCE_REDIS_URL" {
+                *value = endpoints.redis_url.clone();
+            }
+        }
+    }
+    let observed = start_target(
         scenario,
         &scenario.stop,
         run_id,
@@ -428,10 +475,27 @@ async fn drive(
         hooks,
         signals,
     )
-    .await?;
+    .await;
+    let mut noted: Vec<(std::time::Instant, String)> = Vec::new();
+    if let Some(player) = schedule {
+        noted = player.finish().await;
+    }
+    if let Some(own) = primary_proxy {
+        own.close().await;
+    }
+    endpoints.redis_url = shared_redis;
+    let mut observed = observed?;
     for note in before.into_iter().rev() {
         observed.timeline.insert(0, (0, note));
     }
+    // Each fault where it took effect, on the target's clock.
+    for (at, note) in noted {
+        let ms = at
+            .saturating_duration_since(observed.started_at)
+            .as_millis() as u64;
+        observed.timeline.push((ms, note));
+    }
+    observed.timeline.sort_by_key(|(at, _)| *at);
     let mut findings = Findings::default();
     if let (Some(config), Some(player)) = (&scenario.readiness, player) {
         let log = player.finish().await;

@@ -330,7 +330,7 @@ pub fn judge(run: &RedisRun<'_>) -> BTreeMap<CheckName, Outcome> {
             (Outcome::inconclusive(&why), Outcome::inconclusive(why))
         }
         Ok(jobs) => (
-            single_leader(jobs),
+            single_leader(jobs, run.config.interval_ms),
             jobs_once_per_interval(jobs, run.config.interval_ms),
         ),
         Err(why) => (Outcome::inconclusive(why), Outcome::inconclusive(why)),
@@ -444,9 +444,37 @@ fn lock_released(run: &RedisRun<'_>) -> Outcome {
     }
 }
 
-fn single_leader(jobs: &[JobRun]) -> Outcome {
+/// No two instances lead at once: no two runs by different instances overlap in time, and no
+/// instance runs between two runs of another that are each within one interval of it (both
+/// running the job every interval: a leader that lost its lock and kept going).
+fn single_leader(jobs: &[JobRun], interval_ms: u64) -> Outcome {
     let origin = jobs.iter().map(|j| j.started_ms).min().unwrap_or(0);
     let mut overlaps = Vec::new();
+    for r in jobs {
+        let near = |before: bool| {
+            jobs.iter().filter(|o| o.instance != r.instance).find(|o| {
+                if before {
+                    o.started_ms < r.started_ms && r.started_ms - o.started_ms <= interval_ms
+                } else {
+                    o.started_ms > r.started_ms && o.started_ms - r.started_ms <= interval_ms
+                }
+            })
+        };
+        if let (Some(a), Some(b)) = (near(true), near(false))
+            && a.instance == b.instance
+        {
+            overlaps.push(format!(
+                "`{}` by {} at +{} ms ran between runs by {} at +{} and +{} ms, each within \
+                 one interval ({interval_ms} ms): both were leading",
+                r.job,
+                r.instance,
+                r.started_ms - origin,
+                a.instance,
+                a.started_ms - origin,
+                b.started_ms - origin
+            ));
+        }
+    }
     for (i, a) in jobs.iter().enumerate() {
         for b in &jobs[i + 1..] {
             if a.instance != b.instance && a.started_ms < b.ended_ms && b.started_ms < a.ended_ms {
@@ -475,7 +503,9 @@ fn single_leader(jobs: &[JobRun]) -> Outcome {
     let total = overlaps.len();
     overlaps.truncate(LISTED);
     Outcome::violation(
-        format!("{total} pair(s) of job runs by different instances overlap: two leaders at once"),
+        format!(
+            "{total} run(s) overlap or interleave with another instance's: two leaders at once"
+        ),
         overlaps,
     )
 }
@@ -543,14 +573,40 @@ mod tests {
     #[test]
     fn overlapping_runs_of_two_instances_are_two_leaders() {
         let jobs = [job("primary", 0, 50), job("standby", 500, 550)];
-        assert!(matches!(single_leader(&jobs), Outcome::Pass { .. }));
+        assert!(matches!(single_leader(&jobs, 500), Outcome::Pass { .. }));
         let jobs = [job("primary", 0, 50), job("standby", 30, 80)];
-        let Outcome::Violation { evidence, .. } = single_leader(&jobs) else {
+        let Outcome::Violation { evidence, .. } = single_leader(&jobs, 500) else {
             panic!("overlap")
         };
         assert_eq!(
             evidence,
             ["`report` by primary at +0..50 ms overlaps `report` by standby at +30..80 ms"]
+        );
+    }
+
+    #[test]
+    fn a_leader_that_keeps_running_beside_the_new_one_is_two_leaders() {
+        // A clean failover: the primary's runs, then the standby's, even a short gap apart.
+        let mut failover: Vec<_> = (0..4)
+            .map(|i| job("primary", i * 500, i * 500 + 50))
+            .collect();
+        failover.extend((0..4).map(|i| job("standby", 1_600 + i * 500, 1_650 + i * 500)));
+        assert!(matches!(
+            single_leader(&failover, 500),
+            Outcome::Pass { .. }
+        ));
+        // The primary keeps going after the standby took over: interleaved, never overlapping.
+        let mut split = failover.clone();
+        split.extend((0..3).map(|i| job("primary", 1_850 + i * 500, 1_900 + i * 500)));
+        let Outcome::Violation { summary, evidence } = single_leader(&split, 500) else {
+            panic!("two leaders")
+        };
+        assert!(summary.contains("two leaders at once"), "{summary}");
+        assert!(
+            evidence
+                .iter()
+                .any(|e| e.contains("by primary at +1850 ms ran between runs by standby")),
+            "{evidence:?}"
         );
     }
 

@@ -26,12 +26,14 @@
 //! Unknown keys and unknown checks are errors with file, line and column.
 
 mod checks;
+mod faults;
 mod workload;
 
 pub use checks::{
     Check, ChecksConfig, ExitCodeParams, LeakedTasksParams, NoParams, StartsWithinParams,
     StopsWithinParams, Tables,
 };
+pub use faults::{Action, FaultStep, Instance, Point};
 pub use workload::{KafkaWorkload, Readiness, RedisLeadership};
 
 use std::collections::BTreeMap;
@@ -230,6 +232,9 @@ pub struct Scenario {
     /// `readiness_truthful`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<Readiness>,
+    /// Proxy faults, each at a time after a point of the target's lifecycle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultStep>,
     #[serde(default)]
     pub checks: ChecksConfig,
     /// The folder relative paths are resolved against (the file's folder).
@@ -306,6 +311,10 @@ impl Scenario {
         }
         if let Some(readiness) = &self.readiness {
             readiness.validate().map_err(bad)?;
+        }
+        for (i, step) in self.faults.iter().enumerate() {
+            step.validate()
+                .map_err(|m| bad(format!("[[faults]] step {}: {m}", i + 1)))?;
         }
         for signature in &self.checks.no_leaked_tasks.params.signatures {
             if signature.is_empty() {
@@ -414,6 +423,7 @@ impl Scenario {
                 kafka: None,
                 redis: None,
                 readiness: None,
+                faults: Vec::new(),
                 checks: ChecksConfig::default(),
                 base_dir: PathBuf::from("."),
             },

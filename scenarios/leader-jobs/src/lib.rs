@@ -8,7 +8,9 @@
 //! - **one registration per job**: the job is registered once and runs once per interval, and
 //!   only while this instance leads;
 //! - **every task tracked**: the elector, the heartbeat and the job run on a `TaskTracker` and
-//!   stop on one `CancellationToken`.
+//!   stop on one `CancellationToken`;
+//! - **a connection that outlives a partition**: a `ConnectionManager`, which reconnects once
+//!   Redis is reachable again.
 //!
 //! It follows quiesce's Redis contract: the leader key's value is the instance's name
 //! (`QUIESCE_INSTANCE`), and every job run is pushed to the list `QUIESCE_REDIS_JOB_LOG` as
@@ -21,7 +23,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -143,7 +145,7 @@ fn now_ms() -> u64 {
 }
 
 /// Tries to take the lock; true if this instance now leads.
-async fn try_lead(redis: &mut MultiplexedConnection, config: &Config) -> bool {
+async fn try_lead(redis: &mut ConnectionManager, config: &Config) -> bool {
     let taken: redis::RedisResult<Option<String>> = redis::cmd("SET")
         .arg(&config.leader_key)
         .arg(&config.instance)
@@ -156,7 +158,7 @@ async fn try_lead(redis: &mut MultiplexedConnection, config: &Config) -> bool {
 }
 
 /// Extends the lock if it is still ours; false if it is not (or Redis cannot be reached).
-async fn extend(redis: &mut MultiplexedConnection, config: &Config) -> bool {
+async fn extend(redis: &mut ConnectionManager, config: &Config) -> bool {
     let extended: redis::RedisResult<i64> = redis::cmd("EVAL")
         .arg(EXTEND)
         .arg(1)
@@ -171,7 +173,7 @@ async fn extend(redis: &mut MultiplexedConnection, config: &Config) -> bool {
 /// The elector: follows until it takes the lock, then heartbeats until it loses it or the
 /// service stops. `leading` says which it is.
 async fn elect(
-    mut redis: MultiplexedConnection,
+    mut redis: ConnectionManager,
     config: Config,
     leading: watch::Sender<bool>,
     shutdown: CancellationToken,
@@ -208,7 +210,7 @@ async fn elect(
 
 /// Extends the lock every third of its TTL; steps down the moment it is no longer ours.
 async fn heartbeat(
-    mut redis: MultiplexedConnection,
+    mut redis: ConnectionManager,
     config: Config,
     leading: watch::Sender<bool>,
     shutdown: CancellationToken,
@@ -228,7 +230,7 @@ async fn heartbeat(
 
 /// One registration of the job: runs it every interval while this instance leads.
 async fn job(
-    mut redis: MultiplexedConnection,
+    mut redis: ConnectionManager,
     config: Config,
     mut leading: watch::Receiver<bool>,
     shutdown: CancellationToken,
@@ -277,8 +279,8 @@ pub async fn run(
 ) -> Result<(), String> {
     let client = redis::Client::open(config.redis_url.as_str())
         .map_err(|e| format!("redis {}: {e}", config.redis_url))?;
-    let redis = client
-        .get_multiplexed_async_connection()
+    // A connection that comes back by itself after a partition, as a service needs.
+    let redis = ConnectionManager::new(client)
         .await
         .map_err(|e| format!("redis {}: {e}", config.redis_url))?;
     let tracker = TaskTracker::new();

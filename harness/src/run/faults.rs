@@ -1,0 +1,190 @@
+//! Plays a scenario's `[[faults]]` while the target runs, and records when each step took
+//! effect. Whatever the schedule did is undone when the run ends: every proxy it touched is
+//! up again with none of its toxics.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::fault::{ProxySwitch, Toxic};
+use crate::infra::DependencyKind;
+use crate::scenario::{Action, FaultStep, Instance, Point};
+use crate::target::Hooks;
+
+/// The proxies a schedule may act on.
+pub type Proxies = BTreeMap<(DependencyKind, Instance), ProxySwitch>;
+
+/// A schedule being played.
+pub struct Player {
+    task: tokio::task::JoinHandle<Vec<(Instant, String)>>,
+    done: CancellationToken,
+}
+
+/// When a lifecycle point came, once it has.
+type PointAt = Option<Instant>;
+
+impl Player {
+    /// Starts playing `steps`; the returned hooks tell it when the target is ready and when
+    /// its stop was asked for. `start` is when the target started (near enough: now).
+    pub fn start(steps: &[FaultStep], proxies: Proxies) -> (Player, Hooks) {
+        let (ready_tx, ready_rx) = oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = oneshot::channel::<Instant>();
+        let done = CancellationToken::new();
+        let mut steps = steps.to_vec();
+        steps.sort_by_key(|s| (s.after, s.at_ms));
+        let task = tokio::spawn(play(steps, proxies, ready_rx, stop_rx, done.clone()));
+        let hooks = Hooks {
+            on_ready: vec![ready_tx],
+            on_stop: vec![stop_tx],
+            ..Hooks::default()
+        };
+        (Player { task, done }, hooks)
+    }
+
+    /// Ends the schedule (steps not yet due are noted as not played), undoes what it did, and
+    /// returns what happened when.
+    pub async fn finish(self) -> Vec<(Instant, String)> {
+        self.done.cancel();
+        self.task
+            .await
+            .unwrap_or_else(|e| vec![(Instant::now(), format!("fault schedule failed: {e}"))])
+    }
+}
+
+async fn play(
+    steps: Vec<FaultStep>,
+    proxies: Proxies,
+    ready_rx: oneshot::Receiver<()>,
+    stop_rx: oneshot::Receiver<Instant>,
+    done: CancellationToken,
+) -> Vec<(Instant, String)> {
+    let started = Instant::now();
+    let mut notes = Vec::new();
+    let mut added: BTreeMap<(DependencyKind, Instance), Vec<String>> = BTreeMap::new();
+    let (mut ready_rx, mut stop_rx) = (Some(ready_rx), Some(stop_rx));
+    let (mut ready, mut stop): (PointAt, PointAt) = (None, None);
+    for (i, step) in steps.iter().enumerate() {
+        // Wait for the step's point, then for its time after it.
+        let base = match step.after {
+            Point::Start => Some(started),
+            Point::Ready => match ready {
+                Some(at) => Some(at),
+                None => match ready_rx.take() {
+                    Some(rx) => tokio::select! {
+                        got = rx => got.ok().map(|()| Instant::now()),
+                        () = done.cancelled() => None,
+                    },
+                    None => None,
+                },
+            },
+            Point::Stop => match stop {
+                Some(at) => Some(at),
+                None => match stop_rx.take() {
+                    Some(rx) => tokio::select! {
+                        got = rx => got.ok(),
+                        () = done.cancelled() => None,
+                    },
+                    None => None,
+                },
+            },
+        };
+        match step.after {
+            Point::Ready => ready = ready.or(base),
+            Point::Stop => stop = stop.or(base),
+            Point::Start => {}
+        }
+        let due = base.map(|at| at + Duration::from_millis(step.at_ms));
+        let reached = match due {
+            Some(due) => tokio::select! {
+                () = tokio::time::sleep_until(due.into()) => true,
+                () = done.cancelled() => false,
+            },
+            None => false,
+        };
+        if !reached {
+            for rest in &steps[i..] {
+                notes.push((
+                    Instant::now(),
+                    format!(
+                        "fault not played: {} at {} + {} ms (the run ended first)",
+                        rest.describe(),
+                        rest.after,
+                        rest.at_ms
+                    ),
+                ));
+            }
+            break;
+        }
+        let key = (step.dependency, step.instance);
+        let Some(proxy) = proxies.get(&key) else {
+            notes.push((
+                Instant::now(),
+                format!("fault not played: {}: no such proxy", step.describe()),
+            ));
+            continue;
+        };
+        let outcome = apply(step, proxy, added.entry(key).or_default()).await;
+        let at = Instant::now();
+        notes.push((
+            at,
+            match outcome {
+                Ok(()) => format!(
+                    "fault: {} ({} + {} ms)",
+                    step.describe(),
+                    step.after,
+                    step.at_ms
+                ),
+                Err(e) => format!("fault failed: {}: {e}", step.describe()),
+            },
+        ));
+    }
+    // The run may go on after the last step; what the schedule did stays until it ends.
+    done.cancelled().await;
+    for (key, names) in &added {
+        if let Some(proxy) = proxies.get(key) {
+            for name in names {
+                let _ = proxy.remove_toxic(name);
+            }
+        }
+    }
+    for proxy in proxies.values() {
+        if proxy.up().await.is_err() {
+            notes.push((
+                Instant::now(),
+                format!("could not bring the {} proxy up again", proxy.name()),
+            ));
+        }
+    }
+    notes
+}
+
+/// Applies one step; `added` holds the names of the toxics the schedule put on this proxy.
+async fn apply(
+    step: &FaultStep,
+    proxy: &ProxySwitch,
+    added: &mut Vec<String>,
+) -> Result<(), String> {
+    match step.action {
+        Action::Down => {
+            proxy.down();
+            Ok(())
+        }
+        Action::Up => proxy.up().await.map_err(|e| e.to_string()),
+        Action::Clear => {
+            for name in added.drain(..) {
+                let _ = proxy.remove_toxic(&name);
+            }
+            Ok(())
+        }
+        _ => {
+            let kind = step.toxic().ok_or("not a toxic")?;
+            let name = format!("schedule-{}-{}", kind.type_name(), added.len() + 1);
+            let toxic = Toxic::new(kind).named(name);
+            let toxic = proxy.add_toxic(toxic).map_err(|e| e.to_string())?;
+            added.push(toxic.name);
+            Ok(())
+        }
+    }
+}
