@@ -8,13 +8,69 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::fault::{ProxySwitch, Toxic};
+use crate::fault::{FaultError, FaultProxy, ProxySwitch, Toxic};
 use crate::infra::DependencyKind;
 use crate::scenario::{Action, FaultStep, Instance, Point};
 use crate::target::Hooks;
 
 /// The proxies a schedule may act on.
 pub type Proxies = BTreeMap<(DependencyKind, Instance), ProxySwitch>;
+
+/// A run's fault schedule: its player, and the target's own Redis proxy when a step
+/// partitions the target alone.
+pub struct Schedule {
+    player: Player,
+    own: Option<FaultProxy>,
+}
+
+impl Schedule {
+    /// Starts playing `steps` on the shared proxies (`switches`) and, for steps on the target
+    /// alone, a proxy of its own in front of the shared Redis one. `None` without steps.
+    pub async fn start(
+        steps: &[FaultStep],
+        switches: &BTreeMap<DependencyKind, ProxySwitch>,
+    ) -> Result<Option<(Schedule, Hooks)>, FaultError> {
+        if steps.is_empty() {
+            return Ok(None);
+        }
+        let mut proxies: Proxies = switches
+            .iter()
+            .map(|(d, s)| ((*d, Instance::All), s.clone()))
+            .collect();
+        let mut own = None;
+        if let (true, Some(shared)) = (
+            steps.iter().any(|s| s.instance == Instance::Primary),
+            switches.get(&DependencyKind::Redis),
+        ) {
+            let proxy = FaultProxy::start(
+                "redis (the target's own)",
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                shared.listen_addr(),
+            )
+            .await?;
+            proxies.insert((DependencyKind::Redis, Instance::Primary), proxy.switch());
+            own = Some(proxy);
+        }
+        let (player, hooks) = Player::start(steps, proxies);
+        Ok(Some((Schedule { player, own }, hooks)))
+    }
+
+    /// The Redis URL the target is given: its own proxy's, when it has one.
+    pub fn own_redis_url(&self) -> Option<String> {
+        self.own
+            .as_ref()
+            .map(|own| format!("redis://{}", own.listen_addr()))
+    }
+
+    /// Ends the schedule (see [`Player::finish`]) and closes the target's own proxy.
+    pub async fn finish(self) -> Vec<(Instant, String)> {
+        let notes = self.player.finish().await;
+        if let Some(own) = self.own {
+            own.close().await;
+        }
+        notes
+    }
+}
 
 /// A schedule being played.
 pub struct Player {

@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::fault::{FaultProxy, ProxySwitch};
+use crate::fault::ProxySwitch;
 use crate::infra::{BackendKind, DependencyKind, Endpoints, Infra, InfraError, KafkaFlavor};
 use crate::kafka::{AckedRecord, KafkaError, StopKind};
-use crate::scenario::{Instance, KafkaWorkload, Scenario, StopPlan, StopSignal, Target};
+use crate::scenario::{KafkaWorkload, Scenario, StopPlan, StopSignal, Target};
 use crate::signal::SignalHandler;
 use crate::target::{Hang, Hooks, ReadyState, TargetRun, run_graph, run_process};
 use crate::verdict::{CheckName, Outcome, TimelineEvent, Verdict};
@@ -353,17 +353,11 @@ async fn drive(
     }
     let mut before = Vec::new();
     if let Some(leadership) = &scenario.redis {
-        // Each cycle's jobs are its own: the log is evidence, not the service's state.
-        redis::clear_jobs(&endpoints.redis_url, &leadership.job_log)
-            .await
-            .map_err(RunError::Redis)?;
-        // A leader key an earlier cycle left behind is kept, as a redeploy finds it; the
-        // cycle starts once it has expired, so what this one does is judged alone.
-        let waited = tokio::select! {
-            waited = redis::outwait_key(&endpoints.redis_url, &leadership.leader_key) => waited,
+        let prepared = tokio::select! {
+            prepared = redis::prepare(&endpoints.redis_url, leadership) => prepared,
             _ = signals.recv() => return Err(RunError::Interrupted),
         };
-        before.extend(waited.map_err(RunError::Redis)?);
+        before.extend(prepared.map_err(RunError::Redis)?);
         settings.extend(leadership.env());
         settings.push(("QUIESCE_INSTANCE".to_owned(), redis::PRIMARY.to_owned()));
     }
@@ -373,39 +367,18 @@ async fn drive(
     settings.extend(options.env.iter().cloned());
 
     let mut hooks = Hooks::default();
-    // The fault schedule: the target's own Redis proxy, when a step partitions it alone.
-    let mut primary_proxy = None;
-    let schedule = if scenario.faults.is_empty() {
-        None
-    } else {
-        let mut proxies: faults::Proxies = switches
-            .iter()
-            .map(|(d, s)| ((*d, Instance::All), s.clone()))
-            .collect();
-        if scenario
-            .faults
-            .iter()
-            .any(|s| s.instance == Instance::Primary)
-        {
-            let shared = &switches[&DependencyKind::Redis];
-            let own = FaultProxy::start(
-                "redis (the target's own)",
-                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-                shared.listen_addr(),
-            )
-            .await
-            .map_err(|source| {
-                RunError::Infra(InfraError::Proxy {
-                    dependency: DependencyKind::Redis,
-                    source,
-                })
-            })?;
-            proxies.insert((DependencyKind::Redis, Instance::Primary), own.switch());
-            primary_proxy = Some(own);
+    let schedule = match faults::Schedule::start(&scenario.faults, &switches).await {
+        Ok(Some((schedule, more))) => {
+            hooks = hooks.merge(more);
+            Some(schedule)
         }
-        let (player, more) = faults::Player::start(&scenario.faults, proxies);
-        hooks = hooks.merge(more);
-        Some(player)
+        Ok(None) => None,
+        Err(source) => {
+            return Err(RunError::Infra(InfraError::Proxy {
+                dependency: DependencyKind::Redis,
+                source,
+            }));
+        }
     };
     let player = scenario.readiness.as_ref().map(|config| {
         let (player, more) = readiness::Player::start(config, switches);
@@ -426,39 +399,30 @@ async fn drive(
     });
     let mut leader = None;
     if let Some(leadership) = &scenario.redis {
-        let watcher = redis::Watcher::start(&endpoints.redis_url, &leadership.leader_key)
-            .map_err(RunError::Redis)?;
-        let (more, stop_at) = redis::stop_time();
-        hooks = hooks.merge(more);
         let standby = match &scenario.target {
-            Target::Process(target) if leadership.standby => {
-                let spec = redis::StandbySpec {
-                    target,
-                    base_dir: &scenario.base_dir,
-                    out_dir,
-                    env: settings.clone(),
-                    run_id: format!("{run_id}-standby"),
-                    grace: scenario.stop.kill_after(),
-                };
-                let (standby, more) = redis::Standby::start(
-                    spec,
-                    watcher.owner(),
-                    Duration::from_millis(leadership.lead_within_ms),
-                );
-                hooks = hooks.merge(more);
-                Some(standby)
-            }
-            _ => None,
+            Target::Process(target) if leadership.standby => Ok(redis::StandbySpec {
+                target,
+                base_dir: &scenario.base_dir,
+                out_dir,
+                env: settings.clone(),
+                run_id: format!("{run_id}-standby"),
+                grace: scenario.stop.kill_after(),
+            }),
+            Target::Process(_) => Err("turned off ([redis] standby = false)"),
+            Target::Graph(_) => Err("a graph target has no standby"),
         };
-        leader = Some((leadership, watcher, stop_at, standby));
+        let (started, more) = redis::Leader::start(leadership, &endpoints.redis_url, standby)
+            .map_err(RunError::Redis)?;
+        hooks = hooks.merge(more);
+        leader = Some(started);
     }
 
     // The target reaches Redis through its own proxy when the schedule partitions it alone;
     // its standby and the harness keep the shared one.
     let mut endpoints = endpoints;
     let shared_redis = endpoints.redis_url.clone();
-    if let Some(own) = &primary_proxy {
-        endpoints.redis_url = format!("redis://{}", own.listen_addr());
+    if let Some(own) = schedule.as_ref().and_then(faults::Schedule::own_redis_url) {
+        endpoints.redis_url = own;
         for (key, value) in &mut settings {
             if key == "QUIESCE_REDIS_URL" {
                 *value = endpoints.redis_url.clone();
@@ -476,13 +440,10 @@ async fn drive(
         signals,
     )
     .await;
-    let mut noted: Vec<(std::time::Instant, String)> = Vec::new();
-    if let Some(player) = schedule {
-        noted = player.finish().await;
-    }
-    if let Some(own) = primary_proxy {
-        own.close().await;
-    }
+    let noted = match schedule {
+        Some(schedule) => schedule.finish().await,
+        None => Vec::new(),
+    };
     endpoints.redis_url = shared_redis;
     let mut observed = observed?;
     for note in before.into_iter().rev() {
@@ -508,62 +469,13 @@ async fn drive(
             readiness::judge(config, &log),
         )])));
     }
-    if let Some((leadership, watcher, stop_at, standby)) = leader {
-        let stop_at = stop_at.await.ok();
-        // Watch on until the standby leads (or, without one, the key is gone), bounded: the
-        // failover time, or how long the key outlived the stop.
-        let mut owner = watcher.owner();
-        let want = if standby.is_some() {
-            Some(redis::STANDBY)
-        } else {
-            None
-        };
-        if let Some(stop_at) = stop_at {
-            let bound = stop_at
-                + Duration::from_millis(leadership.release_within_ms)
-                + if standby.is_some() {
-                    Duration::from_secs(10)
-                } else {
-                    Duration::ZERO
-                };
-            let settled = owner.wait_for(|o| match want {
-                Some(name) => o.as_deref() == Some(name),
-                None => o.as_deref() != Some(redis::PRIMARY),
-            });
-            tokio::select! {
-                _ = tokio::time::timeout_at(bound.into(), settled) => {}
-                _ = signals.recv() => observed.interrupted = true,
-            }
-        }
-        let standby = match standby {
-            Some(standby) => standby.finish().await,
-            None => redis::StandbyRun {
-                started: false,
-                notes: vec![match &scenario.target {
-                    Target::Graph(_) => "a graph target has no standby".to_owned(),
-                    Target::Process(_) => "turned off ([redis] standby = false)".to_owned(),
-                }],
-            },
-        };
-        for note in &standby.notes {
-            let at = observed.timeline.last().map_or(0, |(at, _)| *at);
-            observed.timeline.push((at, note.clone()));
-        }
-        let owners = watcher.finish().await;
-        let jobs = redis::read_jobs(&endpoints.redis_url, &leadership.job_log).await;
-        let evidence = redis::RedisRun {
-            config: leadership,
-            owners,
-            stop_at,
-            stop: stop_kind(&observed),
-            standby,
-            jobs,
-        };
-        findings.redis = Some(if matches!(observed.ready, ReadyState::Ready { .. }) {
-            Ok(redis::judge(&evidence))
-        } else {
-            Err("the target was never ready".to_owned())
-        });
+    if let Some(leader) = leader {
+        let stop = stop_kind(&observed);
+        findings.redis = Some(
+            leader
+                .finish(&mut observed, stop, &endpoints.redis_url, signals)
+                .await,
+        );
     }
     let mut next = None;
     if let (Some(workload), Some(producer)) = (&scenario.kafka, producer) {

@@ -12,8 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::kafka::StopKind;
 use crate::process::{ChildProcess, ProcessSpec};
+use crate::run::Decided;
 use crate::scenario::{ProcessTarget, RedisLeadership};
-use crate::target::Hooks;
+use crate::signal::SignalHandler;
+use crate::target::{Hooks, ReadyState, TargetRun};
 use crate::verdict::{CheckName, Outcome};
 
 /// The target's instance name; the standby's is [`STANDBY`].
@@ -200,7 +202,7 @@ impl Standby {
 }
 
 /// Hooks that report when the target was asked to stop.
-pub fn stop_time() -> (Hooks, oneshot::Receiver<Instant>) {
+fn stop_time() -> (Hooks, oneshot::Receiver<Instant>) {
     let (tx, rx) = oneshot::channel();
     (
         Hooks {
@@ -229,13 +231,122 @@ async fn connect(url: &str) -> Result<redis::aio::MultiplexedConnection, String>
         .map_err(|e| format!("redis {url}: {e}"))
 }
 
+/// Before the target starts: the job log emptied (each run's jobs are its own: the log is
+/// evidence, not the service's state), and a leader key an earlier run left behind waited
+/// out (kept, as a redeploy finds it, but this run is judged alone). Returns what was seen of
+/// that key, for the timeline.
+pub async fn prepare(url: &str, config: &RedisLeadership) -> Result<Option<String>, String> {
+    clear_jobs(url, &config.job_log).await?;
+    outwait_key(url, &config.leader_key).await
+}
+
+/// The Redis side of one run while the target runs: the leader key watched, and the standby
+/// started once the target leads. [`Leader::finish`] decides the checks.
+pub struct Leader<'a> {
+    config: &'a RedisLeadership,
+    watcher: Watcher,
+    stop_at: oneshot::Receiver<Instant>,
+    /// The standby, or why there is none.
+    standby: Result<Standby, &'static str>,
+}
+
+impl<'a> Leader<'a> {
+    /// Starts watching the key at `url`, and the standby (`Err`: why there is none).
+    pub fn start(
+        config: &'a RedisLeadership,
+        url: &str,
+        standby: Result<StandbySpec<'_>, &'static str>,
+    ) -> Result<(Leader<'a>, Hooks), String> {
+        let watcher = Watcher::start(url, &config.leader_key)?;
+        let (mut hooks, stop_at) = stop_time();
+        let standby = standby.map(|spec| {
+            let (standby, more) = Standby::start(
+                spec,
+                watcher.owner(),
+                Duration::from_millis(config.lead_within_ms),
+            );
+            hooks = std::mem::take(&mut hooks).merge(more);
+            standby
+        });
+        Ok((
+            Leader {
+                config,
+                watcher,
+                stop_at,
+                standby,
+            },
+            hooks,
+        ))
+    }
+
+    /// Once the target has stopped: watches on until the standby leads (or, without one,
+    /// the key is gone), bounded by the failover time or how long the key may outlive the
+    /// stop; then reads the job log and decides the checks.
+    pub async fn finish(
+        self,
+        observed: &mut TargetRun,
+        stop: StopKind,
+        url: &str,
+        signals: &mut SignalHandler,
+    ) -> Decided {
+        let Leader {
+            config,
+            watcher,
+            stop_at,
+            standby,
+        } = self;
+        let stop_at = stop_at.await.ok();
+        let mut owner = watcher.owner();
+        if let Some(stop_at) = stop_at {
+            let failover = match standby {
+                Ok(_) => Duration::from_secs(10),
+                Err(_) => Duration::ZERO,
+            };
+            let bound = stop_at + Duration::from_millis(config.release_within_ms) + failover;
+            let has_standby = standby.is_ok();
+            let settled = owner.wait_for(|o| match has_standby {
+                true => o.as_deref() == Some(STANDBY),
+                false => o.as_deref() != Some(PRIMARY),
+            });
+            tokio::select! {
+                _ = tokio::time::timeout_at(bound.into(), settled) => {}
+                _ = signals.recv() => observed.interrupted = true,
+            }
+        }
+        let standby = match standby {
+            Ok(standby) => standby.finish().await,
+            Err(why) => StandbyRun {
+                started: false,
+                notes: vec![why.to_owned()],
+            },
+        };
+        for note in &standby.notes {
+            let at = observed.timeline.last().map_or(0, |(at, _)| *at);
+            observed.timeline.push((at, note.clone()));
+        }
+        let evidence = RedisRun {
+            config,
+            owners: watcher.finish().await,
+            stop_at,
+            stop,
+            standby,
+            jobs: read_jobs(url, &config.job_log).await,
+        };
+        if matches!(observed.ready, ReadyState::Ready { .. }) {
+            Ok(judge(&evidence))
+        } else {
+            Err("the target was never ready".to_owned())
+        }
+    }
+}
+
 /// How long past its TTL a leftover leader key may take to go.
 const EXPIRY_SLACK: Duration = Duration::from_secs(2);
 
 /// Waits until the leader key is gone, if it has a TTL: a key an earlier run left behind
 /// (a lock not released) expires before this run starts. Returns what it saw, for the
 /// timeline. A key without a TTL never goes: that is said, and the run goes ahead.
-pub async fn outwait_key(url: &str, key: &str) -> Result<Option<String>, String> {
+async fn outwait_key(url: &str, key: &str) -> Result<Option<String>, String> {
     let mut connection = connect(url).await?;
     let (owner, ttl): (Option<String>, i64) = redis::pipe()
         .cmd("GET")
@@ -274,7 +385,7 @@ pub async fn outwait_key(url: &str, key: &str) -> Result<Option<String>, String>
 }
 
 /// Empties the job log, so a cycle's jobs are judged alone.
-pub async fn clear_jobs(url: &str, key: &str) -> Result<(), String> {
+async fn clear_jobs(url: &str, key: &str) -> Result<(), String> {
     let mut connection = connect(url).await?;
     redis::cmd("DEL")
         .arg(key)
