@@ -36,6 +36,67 @@ pub fn pick<V: Copy>(
         })
 }
 
+/// Declares a catalogue's variant enum: each variant with its `QUIESCE_VARIANT` name, plus
+/// `ALL`, `as_str`, `Display`, and `FromStr` through [`pick`] (an unknown name is an error
+/// naming the valid ones).
+///
+/// ```
+/// quiesce::variants! {
+///     /// How the service behaves.
+///     pub enum Variant {
+///         /// Everything right.
+///         Correct => "correct",
+///         /// A task that outlives shutdown.
+///         Leaky => "leaky",
+///     }
+/// }
+/// assert_eq!("leaky".parse::<Variant>(), Ok(Variant::Leaky));
+/// assert_eq!(Variant::ALL, [Variant::Correct, Variant::Leaky]);
+/// assert_eq!(Variant::Correct.to_string(), "correct");
+/// assert!("slow".parse::<Variant>().unwrap_err().contains("correct, leaky"));
+/// ```
+#[macro_export]
+macro_rules! variants {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident => $text:literal ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant ),+
+        }
+
+        impl $name {
+            /// Every variant, by its `QUIESCE_VARIANT` name.
+            pub const ALL: [$name; [$($text),+].len()] = [$($name::$variant),+];
+
+            /// Its `QUIESCE_VARIANT` name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $crate::catalogue::pick(&$name::ALL, $name::as_str, s)
+            }
+        }
+    };
+}
+
 /// Runs a service's `main` body: `service` gets one shutdown token, cancelled by SIGTERM or
 /// SIGINT (the signals do nothing else), and runs until it has stopped.
 pub async fn until_signal<F, Fut>(service: F) -> Result<(), String>
@@ -58,6 +119,42 @@ where
         result = &mut running => result,
         _ = term.recv() => { shutdown.cancel(); running.await }
         _ = int.recv() => { shutdown.cancel(); running.await }
+    }
+}
+
+/// A catalogue service's `main` as a process: its configuration (an error ends it with exit
+/// code 2), the service until SIGTERM or SIGINT (see [`until_signal`]), then the probe's
+/// report of what was still alive, and exit code 1 if the service failed. Start `probe`
+/// first thing in `main`, before anything spawns.
+pub async fn serve<C, F, Fut>(
+    name: &str,
+    probe: quiesce_probe::Probe,
+    config: Result<C, String>,
+    service: F,
+) -> std::process::ExitCode
+where
+    F: FnOnce(C, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    use std::process::ExitCode;
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = until_signal(|shutdown| service(config, shutdown)).await;
+    probe.report().await;
+    match result {
+        Ok(()) => {
+            println!("{name}: stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

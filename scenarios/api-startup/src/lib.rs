@@ -14,9 +14,7 @@
 //! `QUIESCE_VARIANT` picks a deliberately broken variant, each a bug from the seeds (see
 //! [`Variant`]); `VARIANTS.md` next to this crate says which verdict each must get.
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -36,53 +34,20 @@ const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 /// Not ready, still serving, for this long before the server drains: load balancers notice.
 const DRAIN_PAUSE: Duration = Duration::from_millis(300);
 
-/// The service's behaviour: the correct lifecycle, or one of the seeds' bugs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Variant {
-    Correct,
-    /// Two providers wait on each other on some startups (a race), so a share of startups
-    /// hang (seed 001's "10–20% startup failure rate"); `API_STARTUP_CIRCULAR_PERCENT` sets
-    /// the share (default 20).
-    CircularInit,
-    /// `/ready` answers 200 whatever the dependencies, and while draining (seed 004).
-    ReadyAlways200,
-    /// Redis is treated as required: not ready without it, and no start without it.
-    RedisRequired,
-    /// A metrics exporter started during startup is never stopped on the way out (seed 001).
-    UnmirroredShutdown,
-}
-
-impl Variant {
-    pub const ALL: [Variant; 5] = [
-        Variant::Correct,
-        Variant::CircularInit,
-        Variant::ReadyAlways200,
-        Variant::RedisRequired,
-        Variant::UnmirroredShutdown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Variant::Correct => "correct",
-            Variant::CircularInit => "circular-init",
-            Variant::ReadyAlways200 => "ready-always-200",
-            Variant::RedisRequired => "redis-required",
-            Variant::UnmirroredShutdown => "unmirrored-shutdown",
-        }
-    }
-}
-
-impl fmt::Display for Variant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Variant {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        quiesce::catalogue::pick(&Variant::ALL, Variant::as_str, s)
+quiesce::variants! {
+    /// The service's behaviour: the correct lifecycle, or one of the seeds' bugs.
+    pub enum Variant {
+        Correct => "correct",
+        /// Two providers wait on each other on some startups (a race), so a share of startups
+        /// hang (seed 001's "10–20% startup failure rate"); `API_STARTUP_CIRCULAR_PERCENT` sets
+        /// the share (default 20).
+        CircularInit => "circular-init",
+        /// `/ready` answers 200 whatever the dependencies, and while draining (seed 004).
+        ReadyAlways200 => "ready-always-200",
+        /// Redis is treated as required: not ready without it, and no start without it.
+        RedisRequired => "redis-required",
+        /// A metrics exporter started during startup is never stopped on the way out (seed 001).
+        UnmirroredShutdown => "unmirrored-shutdown",
     }
 }
 

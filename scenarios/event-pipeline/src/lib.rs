@@ -18,8 +18,6 @@
 //! [`Variant`]); the scenario files next to this crate say which verdict each must get.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -41,69 +39,29 @@ const AUDIT: Duration = Duration::from_millis(200);
 /// How long the `slow-drain` variant waits on the way out.
 const SLOW_DRAIN: Duration = Duration::from_secs(7);
 
-/// The service's behaviour: the correct lifecycle, or one of the seeds' bugs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Variant {
-    /// Everything right.
-    Correct,
-    /// A fire-and-forget task per batch (a metrics flusher) that never learns of shutdown
-    /// (seed 000: `asyncio.create_task` without tracking).
-    UntrackedTask,
-    /// Per-batch tasks registered by weak reference, so the registry that should cancel them
-    /// finds nothing at shutdown (seed 001: the WeakSet of task handles).
-    DroppedHandle,
-    /// Offsets are committed every `commit_every` inputs but not on the way out.
-    NoFinalCommit,
-    /// Offsets are committed on receipt, before the input is processed: fine after a clean
-    /// stop that drains, a loss after SIGKILL.
-    CommitBeforeProcess,
-    /// Offsets are committed once the output is queued, not delivered, and the producer is
-    /// dropped without a flush (rdkafka purges its queue on drop): outputs are lost.
-    ProducerNotFlushed,
-    /// A raw `std::thread` lag sampler that is never told to stop or joined (seed 000).
-    SamplerThread,
-    /// The way out waits a fixed 7 s "for in-flight work" instead of on the work itself.
-    SlowDrain,
-}
-
-impl Variant {
-    /// Every variant, by its `QUIESCE_VARIANT` name.
-    pub const ALL: [Variant; 8] = [
-        Variant::Correct,
-        Variant::UntrackedTask,
-        Variant::DroppedHandle,
-        Variant::NoFinalCommit,
-        Variant::CommitBeforeProcess,
-        Variant::ProducerNotFlushed,
-        Variant::SamplerThread,
-        Variant::SlowDrain,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Variant::Correct => "correct",
-            Variant::UntrackedTask => "untracked-task",
-            Variant::DroppedHandle => "dropped-handle",
-            Variant::NoFinalCommit => "no-final-commit",
-            Variant::CommitBeforeProcess => "commit-before-process",
-            Variant::ProducerNotFlushed => "producer-not-flushed",
-            Variant::SamplerThread => "sampler-thread",
-            Variant::SlowDrain => "slow-drain",
-        }
-    }
-}
-
-impl fmt::Display for Variant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Variant {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        quiesce::catalogue::pick(&Variant::ALL, Variant::as_str, s)
+quiesce::variants! {
+    /// The service's behaviour: the correct lifecycle, or one of the seeds' bugs.
+    pub enum Variant {
+        /// Everything right.
+        Correct => "correct",
+        /// A fire-and-forget task per batch (a metrics flusher) that never learns of shutdown
+        /// (seed 000: `asyncio.create_task` without tracking).
+        UntrackedTask => "untracked-task",
+        /// Per-batch tasks registered by weak reference, so the registry that should cancel them
+        /// finds nothing at shutdown (seed 001: the WeakSet of task handles).
+        DroppedHandle => "dropped-handle",
+        /// Offsets are committed every `commit_every` inputs but not on the way out.
+        NoFinalCommit => "no-final-commit",
+        /// Offsets are committed on receipt, before the input is processed: fine after a clean
+        /// stop that drains, a loss after SIGKILL.
+        CommitBeforeProcess => "commit-before-process",
+        /// Offsets are committed once the output is queued, not delivered, and the producer is
+        /// dropped without a flush (rdkafka purges its queue on drop): outputs are lost.
+        ProducerNotFlushed => "producer-not-flushed",
+        /// A raw `std::thread` lag sampler that is never told to stop or joined (seed 000).
+        SamplerThread => "sampler-thread",
+        /// The way out waits a fixed 7 s "for in-flight work" instead of on the work itself.
+        SlowDrain => "slow-drain",
     }
 }
 

@@ -19,8 +19,6 @@
 //! `QUIESCE_VARIANT` picks a deliberately broken variant, each a bug from the seeds (see
 //! [`Variant`]); `VARIANTS.md` next to this crate says which verdict each must get.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
@@ -44,53 +42,20 @@ const EXTEND: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
 const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
                        return redis.call('del', KEYS[1]) else return 0 end";
 
-/// The service's behaviour: the correct lifecycle, or one of the seeds' bugs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Variant {
-    Correct,
-    /// The lock is left to expire instead of released on the way out (seed 003): the next
-    /// leader waits out the whole TTL.
-    LockNotReleased,
-    /// After its heartbeat fails (a partition from Redis), the old leader keeps running jobs
-    /// (seed 003): two leaders at once. Shows only with a partition in the fault schedule.
-    IgnoresLostLeadership,
-    /// The job is registered three times and runs three times per interval (seed 002).
-    DuplicateRegistration,
-    /// The heartbeat is a fire-and-forget task that never looks at shutdown.
-    HeartbeatLeak,
-}
-
-impl Variant {
-    pub const ALL: [Variant; 5] = [
-        Variant::Correct,
-        Variant::LockNotReleased,
-        Variant::IgnoresLostLeadership,
-        Variant::DuplicateRegistration,
-        Variant::HeartbeatLeak,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Variant::Correct => "correct",
-            Variant::LockNotReleased => "lock-not-released",
-            Variant::IgnoresLostLeadership => "ignores-lost-leadership",
-            Variant::DuplicateRegistration => "duplicate-registration",
-            Variant::HeartbeatLeak => "heartbeat-leak",
-        }
-    }
-}
-
-impl fmt::Display for Variant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Variant {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        quiesce::catalogue::pick(&Variant::ALL, Variant::as_str, s)
+quiesce::variants! {
+    /// The service's behaviour: the correct lifecycle, or one of the seeds' bugs.
+    pub enum Variant {
+        Correct => "correct",
+        /// The lock is left to expire instead of released on the way out (seed 003): the next
+        /// leader waits out the whole TTL.
+        LockNotReleased => "lock-not-released",
+        /// After its heartbeat fails (a partition from Redis), the old leader keeps running jobs
+        /// (seed 003): two leaders at once. Shows with a partition: `leader-jobs-partition.toml`.
+        IgnoresLostLeadership => "ignores-lost-leadership",
+        /// The job is registered three times and runs three times per interval (seed 002).
+        DuplicateRegistration => "duplicate-registration",
+        /// The heartbeat is a fire-and-forget task that never looks at shutdown.
+        HeartbeatLeak => "heartbeat-leak",
     }
 }
 
