@@ -113,6 +113,22 @@ fn until_failure_stops_at_the_first_failing_cycle() {
 }
 
 #[test]
+fn a_duration_ends_the_loop_after_the_cycle_that_runs_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario(dir.path());
+    let (code, stdout, stderr) = quiesce(
+        dir.path(),
+        &["loop", file.to_str().unwrap(), "--duration", "2s", "--json"],
+        &[],
+    );
+    assert_eq!(code, exit_codes::OK, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["ended"], "duration", "{stderr}");
+    let cycles = report["cycles"].as_u64().unwrap();
+    assert!(cycles >= 2, "{cycles} cycles in 2 s: {stderr}");
+}
+
+#[test]
 fn bad_loop_input_is_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let file = scenario(dir.path());

@@ -97,6 +97,29 @@ macro_rules! variants {
     };
 }
 
+/// One `#[tokio::test]` per catalogue row, each awaiting `$check` with the row's arguments,
+/// so a test runner runs the rows side by side and names each failing one.
+///
+/// ```ignore
+/// async fn check_row(variant: &str, graph: bool) { /* run it, assert its verdict */ }
+///
+/// quiesce::row_tests!(check_row {
+///     correct => ("correct", false),
+///     heartbeat_leak => ("heartbeat-leak", false),
+/// });
+/// ```
+#[macro_export]
+macro_rules! row_tests {
+    ($check:ident { $( $name:ident => ( $($arg:expr),* $(,)? ) ),+ $(,)? }) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $check($($arg),*).await;
+            }
+        )+
+    };
+}
+
 /// Runs a service's `main` body: `service` gets one shutdown token, cancelled by SIGTERM or
 /// SIGINT (the signals do nothing else), and runs until it has stopped.
 pub async fn until_signal<F, Fut>(service: F) -> Result<(), String>

@@ -80,30 +80,14 @@ async fn check_row(variant: &str, graph: bool) -> Option<u64> {
     checked.stop_ms
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn correct() {
-    check_row("correct", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ready_always_200() {
-    check_row("ready-always-200", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_required() {
-    check_row("redis-required", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unmirrored_shutdown() {
-    check_row("unmirrored-shutdown", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn circular_init() {
-    check_row("circular-init", false).await;
-}
+// One test per process row, so they run side by side.
+quiesce::row_tests!(check_row {
+    correct => ("correct", false),
+    ready_always_200 => ("ready-always-200", false),
+    redis_required => ("redis-required", false),
+    unmirrored_shutdown => ("unmirrored-shutdown", false),
+    circular_init => ("circular-init", false),
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_graph_rows() {

@@ -98,61 +98,19 @@ async fn check_row(file: &str, variant: &str, graph: bool) -> Option<u64> {
 }
 
 // One test per process row, so they run side by side.
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clean_stop_correct() {
-    check_row("event-pipeline.toml", "correct", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clean_stop_untracked_task() {
-    check_row("event-pipeline.toml", "untracked-task", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clean_stop_dropped_handle() {
-    check_row("event-pipeline.toml", "dropped-handle", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clean_stop_no_final_commit() {
-    check_row("event-pipeline.toml", "no-final-commit", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clean_stop_commit_before_process() {
-    check_row("event-pipeline.toml", "commit-before-process", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clean_stop_producer_not_flushed() {
-    check_row("event-pipeline.toml", "producer-not-flushed", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clean_stop_sampler_thread() {
-    check_row("event-pipeline.toml", "sampler-thread", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clean_stop_slow_drain() {
-    check_row("event-pipeline.toml", "slow-drain", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn midstream_correct() {
-    check_row("event-pipeline-midstream.toml", "correct", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_correct() {
-    check_row("event-pipeline-kill.toml", "correct", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_commit_before_process() {
-    check_row("event-pipeline-kill.toml", "commit-before-process", false).await;
-}
+quiesce::row_tests!(check_row {
+    clean_stop_correct => ("event-pipeline.toml", "correct", false),
+    clean_stop_untracked_task => ("event-pipeline.toml", "untracked-task", false),
+    clean_stop_dropped_handle => ("event-pipeline.toml", "dropped-handle", false),
+    clean_stop_no_final_commit => ("event-pipeline.toml", "no-final-commit", false),
+    clean_stop_commit_before_process => ("event-pipeline.toml", "commit-before-process", false),
+    clean_stop_producer_not_flushed => ("event-pipeline.toml", "producer-not-flushed", false),
+    clean_stop_sampler_thread => ("event-pipeline.toml", "sampler-thread", false),
+    clean_stop_slow_drain => ("event-pipeline.toml", "slow-drain", false),
+    midstream_correct => ("event-pipeline-midstream.toml", "correct", false),
+    sigkill_correct => ("event-pipeline-kill.toml", "correct", false),
+    sigkill_commit_before_process => ("event-pipeline-kill.toml", "commit-before-process", false),
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_graph_rows() {

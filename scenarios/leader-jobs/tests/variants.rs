@@ -100,25 +100,13 @@ async fn check_row(variant: &str, graph: bool) -> Option<u64> {
     assert_verdict(&scenario(graph), variant, failing, unsure).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn correct() {
-    check_row("correct", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lock_not_released() {
-    check_row("lock-not-released", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_registration() {
-    check_row("duplicate-registration", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeat_leak() {
-    check_row("heartbeat-leak", false).await;
-}
+// One test per process row, so they run side by side.
+quiesce::row_tests!(check_row {
+    correct => ("correct", false),
+    lock_not_released => ("lock-not-released", false),
+    duplicate_registration => ("duplicate-registration", false),
+    heartbeat_leak => ("heartbeat-leak", false),
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_graph_rows() {
