@@ -78,7 +78,7 @@ pub struct TargetRun {
     pub trigger: String,
     /// From the stop request to the target gone (a process exited, a graph returned).
     pub stopped_after: Option<Duration>,
-    /// The target did not stop by `kill_after`: a process was killed, a graph abandoned.
+    /// The target did not stop by `kill_after`: a process was killed, a graph's future dropped.
     pub killed_by_harness: bool,
     pub exit: Option<TargetExit>,
     /// Processes that outlived the target; `None` where they are not tracked.
