@@ -12,6 +12,11 @@ use quiesce::verdict::{CheckName, Outcome, Verdict};
 use tokio_util::task::TaskTracker;
 
 async fn run_graph(graph: Graph) -> Verdict {
+    run_graph_killed_after(graph, 3_000).await
+}
+
+/// As [`run_graph`], killing the graph `kill_after_ms` after the stop.
+async fn run_graph_killed_after(graph: Graph, kill_after_ms: u64) -> Verdict {
     let mut checks = ChecksConfig::default();
     checks.stops_within.params.deadline_ms = 1_000;
     checks.starts_within.params.deadline_ms = 2_000;
@@ -21,7 +26,7 @@ async fn run_graph(graph: Graph) -> Verdict {
             ..InfraConfig::default()
         })
         .run_for_ms(200)
-        .kill_after_ms(3_000)
+        .kill_after_ms(kill_after_ms)
         .checks(checks)
         .build()
         .unwrap();
@@ -201,7 +206,10 @@ async fn errors_and_panics_fail_exit_code() {
         ctx.shutdown.cancelled().await;
         panic!("commit on a closed consumer");
     });
-    let verdict = run_graph(panicking).await;
+    // The panic hook prints a backtrace when RUST_BACKTRACE is set (as test runners set it),
+    // and symbolizing one in a debug build takes seconds on a loaded machine: the graph
+    // returns only after that, so it gets more than the default 3 s.
+    let verdict = run_graph_killed_after(panicking, 60_000).await;
     let text = quiesce::report::summary(&verdict);
     assert!(table(&verdict).contains("exit_code=FAIL"), "{text}");
     assert!(
