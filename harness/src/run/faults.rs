@@ -125,32 +125,9 @@ async fn play(
         // Wait for the step's point, then for its time after it.
         let base = match step.after {
             Point::Start => Some(started),
-            Point::Ready => match ready {
-                Some(at) => Some(at),
-                None => match ready_rx.take() {
-                    Some(rx) => tokio::select! {
-                        got = rx => got.ok().map(|()| Instant::now()),
-                        () = done.cancelled() => None,
-                    },
-                    None => None,
-                },
-            },
-            Point::Stop => match stop {
-                Some(at) => Some(at),
-                None => match stop_rx.take() {
-                    Some(rx) => tokio::select! {
-                        got = rx => got.ok(),
-                        () = done.cancelled() => None,
-                    },
-                    None => None,
-                },
-            },
+            Point::Ready => point_at(&mut ready, &mut ready_rx, |()| Instant::now(), &done).await,
+            Point::Stop => point_at(&mut stop, &mut stop_rx, |at| at, &done).await,
         };
-        match step.after {
-            Point::Ready => ready = ready.or(base),
-            Point::Stop => stop = stop.or(base),
-            Point::Start => {}
-        }
         let due = base.map(|at| at + Duration::from_millis(step.at_ms));
         let reached = match due {
             Some(due) => tokio::select! {
@@ -214,6 +191,25 @@ async fn play(
         }
     }
     notes
+}
+
+/// When a lifecycle point came: remembered once seen, else waited for on `rx` (which yields
+/// `T`, turned into its time by `at`). `None`: it never came, or the run ended first.
+async fn point_at<T>(
+    seen: &mut PointAt,
+    rx: &mut Option<oneshot::Receiver<T>>,
+    at: impl Fn(T) -> Instant,
+    done: &CancellationToken,
+) -> PointAt {
+    if seen.is_none()
+        && let Some(rx) = rx.take()
+    {
+        *seen = tokio::select! {
+            got = rx => got.ok().map(at),
+            () = done.cancelled() => None,
+        };
+    }
+    *seen
 }
 
 /// Applies one step; `added` holds the names of the toxics the schedule put on this proxy.
