@@ -219,6 +219,11 @@ pub fn main() -> i32 {
     let code = runtime.block_on(run(cli));
     // Anything still running was abandoned on purpose (a second Ctrl-C); do not wait for it.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    // The last stop path: a process group whose owner the runtime abandoned.
+    let stopped = crate::process::teardown().stop_all();
+    if stopped > 0 {
+        eprintln!("quiesce: killed {stopped} process group(s) still running at exit");
+    }
     code
 }
 

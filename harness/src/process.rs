@@ -10,11 +10,21 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use quiesce_stop::{Registration, Teardown};
 use tokio::process::{Child, Command};
+
+/// Every process group the harness started and has not yet seen gone. The last stop path,
+/// when the CLI exits, stops what is left here (a task the runtime abandoned held it).
+pub fn teardown() -> &'static Teardown {
+    static TEARDOWN: OnceLock<Teardown> = OnceLock::new();
+    TEARDOWN.get_or_init(Teardown::new)
+}
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -81,11 +91,20 @@ pub struct ChildProcess {
     exited: Option<ExitStatus>,
     program: PathBuf,
     log: PathBuf,
+    /// The group's SIGKILL, in [`teardown`]: run once, by whichever stop path comes first.
+    registration: Option<Registration>,
+    /// Set once the leader is reaped: its pid may then belong to someone else.
+    reaped: Arc<AtomicBool>,
 }
 
 impl ChildProcess {
     /// Starts the child. The error is the OS's (`NotFound` for a missing program).
     pub fn spawn(spec: &ProcessSpec) -> std::io::Result<Self> {
+        Self::spawn_in(spec, teardown())
+    }
+
+    /// [`ChildProcess::spawn`], registered in `teardown` rather than the process-wide one.
+    pub(crate) fn spawn_in(spec: &ProcessSpec, teardown: &Teardown) -> std::io::Result<Self> {
         let log = open_log(&spec.log)?;
         let stderr = match &spec.stderr {
             Some(path) => open_log(path)?,
@@ -118,13 +137,35 @@ impl ChildProcess {
             .id()
             .map(|id| Pid::from_raw(id as i32))
             .ok_or_else(|| std::io::Error::other("child exited before its pid was read"))?;
+        let reaped = Arc::new(AtomicBool::new(false));
+        let gone = reaped.clone();
+        let registration = teardown.register(
+            format!("process group {pid} ({})", spec.program.display()),
+            move || {
+                if !gone.load(Ordering::SeqCst) {
+                    let _ = killpg(pid, Signal::SIGKILL);
+                }
+            },
+        );
         Ok(ChildProcess {
             child,
             pid,
             exited: None,
             program: spec.program.clone(),
             log: spec.log.clone(),
+            registration: Some(registration),
+            reaped,
         })
+    }
+
+    /// The leader was reaped: nothing may signal its pid any more.
+    fn reaped(&mut self, status: ExitStatus) -> ExitStatus {
+        self.exited = Some(status);
+        self.reaped.store(true, Ordering::SeqCst);
+        if let Some(registration) = self.registration.take() {
+            registration.stop();
+        }
+        status
     }
 
     /// The child's pid, which is also its process group id.
@@ -165,8 +206,10 @@ impl ChildProcess {
 
     /// The exit status, if the child has exited (reaps it).
     pub fn try_exited(&mut self) -> std::io::Result<Option<ExitStatus>> {
-        if self.exited.is_none() {
-            self.exited = self.child.try_wait()?;
+        if self.exited.is_none()
+            && let Some(status) = self.child.try_wait()?
+        {
+            self.reaped(status);
         }
         Ok(self.exited)
     }
@@ -177,8 +220,7 @@ impl ChildProcess {
             return Ok(status);
         }
         let status = self.child.wait().await?;
-        self.exited = Some(status);
-        Ok(status)
+        Ok(self.reaped(status))
     }
 
     /// SIGTERM to the group, up to `grace` to exit, then SIGKILL. Returns how it ended.
@@ -225,10 +267,9 @@ impl ChildProcess {
 
 impl Drop for ChildProcess {
     fn drop(&mut self) {
-        if self.exited.is_none() {
-            // The group, not just the leader; tokio's kill_on_drop then reaps the leader.
-            let _ = killpg(self.pid, Signal::SIGKILL);
-        }
+        // The group's SIGKILL, unless it ran already or the leader was reaped; tokio's
+        // kill_on_drop then reaps the leader.
+        drop(self.registration.take());
     }
 }
 
@@ -279,6 +320,7 @@ pub fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::ExitStatusExt;
 
     fn sh(script: &str, dir: &Path) -> ProcessSpec {
         ProcessSpec::new("/bin/sh", dir, dir.join("log"))
@@ -348,6 +390,49 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// The owner's kill and the stop-everything path race: the group is killed, and nothing
+    /// is left for a later stop path to signal.
+    #[tokio::test]
+    async fn the_owner_and_stop_all_kill_a_group_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let teardown = Teardown::new();
+        let mut child = ChildProcess::spawn_in(&sh("sleep 30", dir.path()), &teardown).unwrap();
+        let all = teardown.clone();
+        let racing = std::thread::spawn(move || all.stop_all());
+        let status = child.kill().await.unwrap();
+        let by_stop_all = racing.join().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(by_stop_all <= 1);
+        assert_eq!(
+            teardown.stop_all(),
+            0,
+            "nothing left once the leader is reaped"
+        );
+    }
+
+    /// A child that exited and was reaped is never signalled afterwards: its pid may be
+    /// someone else's by then.
+    #[tokio::test]
+    async fn a_reaped_child_is_out_of_the_teardown() {
+        let dir = tempfile::tempdir().unwrap();
+        let teardown = Teardown::new();
+        let mut child = ChildProcess::spawn_in(&sh("exit 3", dir.path()), &teardown).unwrap();
+        assert_eq!(child.wait().await.unwrap().code(), Some(3));
+        assert_eq!(teardown.stop_all(), 0);
+        // Once everything was stopped, a child started late is killed as it registers.
+        let mut late = ChildProcess::spawn_in(&sh("sleep 30", dir.path()), &teardown).unwrap();
+        assert_eq!(late.wait().await.unwrap().signal(), Some(libc::SIGKILL));
+
+        let teardown = Teardown::new();
+        let mut running = ChildProcess::spawn_in(&sh("sleep 30", dir.path()), &teardown).unwrap();
+        assert_eq!(
+            teardown.stop_all(),
+            1,
+            "a running child is stopped by stop_all"
+        );
+        assert_eq!(running.wait().await.unwrap().signal(), Some(libc::SIGKILL));
     }
 
     #[test]
