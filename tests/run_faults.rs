@@ -1,31 +1,33 @@
-//! `[[faults]]`: a schedule of proxy faults played while the target runs, each recorded where
-//! it took effect, and all of it undone when the run ends.
+//! `[[faults]]`: a schedule of proxy faults, dependency actions and signals played while the
+//! target runs, each recorded where it took effect, and all of it undone when the run ends.
 
 use quiesce::infra::{BackendKind, InfraConfig};
 use quiesce::run::{RunOptions, run};
-use quiesce::scenario::{Action, FaultStep, Instance, Point, ReadyProbe, Scenario};
+use quiesce::scenario::{Action, FaultStep, Instance, Point, ReadyProbe, Scenario, StopSignal};
 use quiesce::signal::SignalHandler;
+use quiesce::verdict::{CheckName, Verdict};
 
 /// A target that is ready only if Redis answers it, and then runs until SIGTERM.
 fn scenario(faults: Vec<FaultStep>) -> Scenario {
-    let mut scenario = Scenario::builder(
-        "faults",
-        [
-            "sh",
-            "-c",
-            "trap 'exit 0' TERM; redis-cli -u \"$QUIESCE_REDIS_URL\" ping | grep -q PONG \
-             && echo listening; while :; do sleep 0.05; done",
-        ],
-    )
-    .infra(InfraConfig {
-        backend: BackendKind::Local,
-        ..InfraConfig::default()
-    })
-    .ready(ReadyProbe::Log("^listening$".to_owned()))
-    .run_for_ms(1_000)
-    .kill_after_ms(5_000)
-    .build()
-    .unwrap();
+    with_trap("trap 'exit 0' TERM", faults)
+}
+
+/// The same target with its own SIGTERM trap.
+fn with_trap(trap: &str, faults: Vec<FaultStep>) -> Scenario {
+    let script = format!(
+        "{trap}; redis-cli -u \"$QUIESCE_REDIS_URL\" ping | grep -q PONG \
+         && echo listening; while :; do sleep 0.05; done"
+    );
+    let mut scenario = Scenario::builder("faults", ["sh", "-c", script.as_str()])
+        .infra(InfraConfig {
+            backend: BackendKind::Local,
+            ..InfraConfig::default()
+        })
+        .ready(ReadyProbe::Log("^listening$".to_owned()))
+        .run_for_ms(1_000)
+        .kill_after_ms(5_000)
+        .build()
+        .unwrap();
     scenario.checks.starts_within.params.deadline_ms = 5_000;
     scenario.faults = faults;
     scenario
@@ -36,7 +38,8 @@ fn step(action: Action, at_ms: u64) -> FaultStep {
         after: Point::Ready,
         at_ms,
         action,
-        dependency: quiesce::infra::DependencyKind::Redis,
+        dependency: Some(quiesce::infra::DependencyKind::Redis),
+        signal: None,
         instance: Instance::All,
         latency_ms: None,
         jitter_ms: None,
@@ -85,18 +88,118 @@ async fn each_step_is_on_the_timeline_where_it_took_effect() {
     );
 }
 
-/// A proxy the schedule took down and never brought up is up again for the next cycle: the
-/// second cycle's target reaches Redis and gets ready.
+fn signal(after: Point, at_ms: u64, signal: StopSignal) -> FaultStep {
+    FaultStep {
+        after,
+        dependency: None,
+        signal: Some(signal),
+        ..step(Action::Signal, at_ms)
+    }
+}
+
+async fn run_once(s: &Scenario) -> Verdict {
+    let out = tempfile::tempdir().unwrap();
+    let options = RunOptions {
+        env: Vec::new(),
+        out_dir: Some(out.path().to_owned()),
+    };
+    run(s, &options, &mut SignalHandler::noop()).await.unwrap()
+}
+
+/// A check's outcome, in words.
+fn outcome(verdict: &Verdict, check: CheckName) -> String {
+    let found = verdict.results.iter().find(|r| r.check == check);
+    format!("{:?}", found.map(|r| &r.outcome))
+        .trim_start_matches("Some(")
+        .to_owned()
+}
+
+fn events<'a>(verdict: &'a Verdict, prefix: &'a str) -> impl Iterator<Item = u64> + 'a {
+    verdict
+        .timeline
+        .iter()
+        .filter(move |e| e.event.starts_with(prefix))
+        .map(|e| e.at_ms)
+}
+
+/// A SIGTERM the schedule sends after ready is the stop: the harness sends none of its own,
+/// and the stop is timed from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_signal_is_the_stop() {
+    let mut s = scenario(vec![signal(Point::Ready, 200, StopSignal::Term)]);
+    s.stop.after_ms = 60_000;
+    let verdict = run_once(&s).await;
+    let report = quiesce::report::summary(&verdict);
+    let ready = events(&verdict, "ready").next().expect(&report);
+    let sent: Vec<u64> = events(&verdict, "sent SIGTERM").collect();
+    assert_eq!(sent.len(), 1, "one SIGTERM, the schedule's: {report}");
+    assert!(sent[0] >= ready + 200 && sent[0] < 30_000, "{report}");
+    assert_eq!(verdict.violations(), 0, "{report}");
+    let stop = outcome(&verdict, CheckName::StopsWithin);
+    assert!(stop.contains("SIGTERM (the fault schedule's)"), "{stop}");
+}
+
+/// A target that exits only on its second SIGTERM stops in time when the schedule sends that
+/// second one during the drain, and runs into the kill deadline when nothing does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_during_the_drain_is_delivered() {
+    let trap = "n=0; trap 'n=$((n+1)); [ $n -ge 2 ] && exit 0' TERM";
+    let mut twice = with_trap(trap, vec![signal(Point::Stop, 300, StopSignal::Term)]);
+    twice.stop.after_ms = 200;
+    let verdict = run_once(&twice).await;
+    let report = quiesce::report::summary(&verdict);
+    assert_eq!(verdict.violations(), 0, "{report}");
+    assert_eq!(
+        events(&verdict, "sent SIGTERM (the fault schedule's)").count(),
+        1,
+        "{report}"
+    );
+
+    let mut once = with_trap(trap, Vec::new());
+    once.stop.after_ms = 200;
+    once.stop.kill_after_ms = 1_500;
+    let verdict = run_once(&once).await;
+    let report = quiesce::report::summary(&verdict);
+    assert!(verdict.violations() > 0, "{report}");
+    let stop = outcome(&verdict, CheckName::StopsWithin);
+    assert!(stop.starts_with("Violation"), "{stop}");
+}
+
+/// A dependency the schedule stopped is down for the target while it is stopped, which the
+/// timeline shows, and runs again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_stopped_by_the_schedule_runs_again_afterwards() {
+    let s = scenario(vec![step(Action::Stop, 100), step(Action::Start, 400)]);
+    let verdict = run_once(&s).await;
+    let report = quiesce::report::summary(&verdict);
+    let stopped = events(&verdict, "fault: stop redis (ready + 100 ms)").next();
+    let started = events(&verdict, "fault: start redis (ready + 400 ms)").next();
+    assert!(
+        matches!((stopped, started), (Some(a), Some(b)) if a < b),
+        "{report}"
+    );
+    assert_eq!(verdict.violations(), 0, "{report}");
+}
+
+/// What the schedule did and never undid is undone before the next cycle: the second
+/// cycle's target reaches Redis and gets ready. A proxy left down, a toxic left on the
+/// target's own proxy, a Redis killed, a Redis paused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_schedule_did_is_undone_before_the_next_cycle() {
     let mut timeout = step(Action::Timeout, 0);
     timeout.instance = Instance::Primary;
-    let s = scenario(vec![step(Action::Down, 0), timeout]);
-    let report = quiesce::catalogue::run_loop(&s, &[], 2).await.unwrap();
-    assert_eq!(
-        (report.cycles, report.failed),
-        (2, 0),
-        "{}",
-        quiesce::repeat::summary(&report)
-    );
+    let schedules = [
+        vec![step(Action::Down, 0), timeout, step(Action::Kill, 50)],
+        vec![step(Action::Pause, 0)],
+    ];
+    for schedule in schedules {
+        let s = scenario(schedule);
+        let report = quiesce::catalogue::run_loop(&s, &[], 2).await.unwrap();
+        assert_eq!(
+            (report.cycles, report.failed),
+            (2, 0),
+            "{}",
+            quiesce::repeat::summary(&report)
+        );
+    }
 }

@@ -1,20 +1,33 @@
 //! Plays a scenario's `[[faults]]` while the target runs, and records when each step took
 //! effect. Whatever the schedule did is undone when the run ends: every proxy it touched is
-//! up again with none of its toxics.
+//! up again with none of its toxics, and every dependency it stopped, killed or paused runs
+//! again.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::fault::{FaultError, FaultProxy, ProxySwitch, Toxic};
-use crate::infra::DependencyKind;
-use crate::scenario::{Action, FaultStep, Instance, Point};
+use crate::infra::{DependencyKind, Infra, LifecycleAction};
+use crate::scenario::{Action, FaultStep, Instance, Point, StopSignal};
 use crate::target::Hooks;
 
 /// The proxies a schedule may act on.
 pub type Proxies = BTreeMap<(DependencyKind, Instance), ProxySwitch>;
+
+/// The infrastructure, for the schedule's stop, start, kill, pause and resume.
+pub type SharedInfra = Arc<Mutex<Infra>>;
+
+/// What a schedule may act on: proxies, the dependencies themselves, and the target.
+pub struct Reachable {
+    proxies: Proxies,
+    infra: Option<SharedInfra>,
+    signals: mpsc::UnboundedSender<StopSignal>,
+}
 
 /// A run's fault schedule: its player, and the target's own Redis proxy when a step
 /// partitions the target alone.
@@ -29,6 +42,7 @@ impl Schedule {
     pub async fn start(
         steps: &[FaultStep],
         switches: &BTreeMap<DependencyKind, ProxySwitch>,
+        infra: Option<SharedInfra>,
     ) -> Result<Option<(Schedule, Hooks)>, FaultError> {
         if steps.is_empty() {
             return Ok(None);
@@ -51,7 +65,7 @@ impl Schedule {
             proxies.insert((DependencyKind::Redis, Instance::Primary), proxy.switch());
             own = Some(proxy);
         }
-        let (player, hooks) = Player::start(steps, proxies);
+        let (player, hooks) = Player::start(steps, proxies, infra);
         Ok(Some((Schedule { player, own }, hooks)))
     }
 
@@ -84,16 +98,27 @@ type PointAt = Option<Instant>;
 impl Player {
     /// Starts playing `steps`; the returned hooks tell it when the target is ready and when
     /// its stop was asked for. `start` is when the target started (near enough: now).
-    pub fn start(steps: &[FaultStep], proxies: Proxies) -> (Player, Hooks) {
+    pub fn start(
+        steps: &[FaultStep],
+        proxies: Proxies,
+        infra: Option<SharedInfra>,
+    ) -> (Player, Hooks) {
         let (ready_tx, ready_rx) = oneshot::channel::<()>();
         let (stop_tx, stop_rx) = oneshot::channel::<Instant>();
+        let (signals, signals_rx) = mpsc::unbounded_channel();
         let done = CancellationToken::new();
         let mut steps = steps.to_vec();
         steps.sort_by_key(|s| (s.after, s.at_ms));
-        let task = tokio::spawn(play(steps, proxies, ready_rx, stop_rx, done.clone()));
+        let reach = Reachable {
+            proxies,
+            infra,
+            signals,
+        };
+        let task = tokio::spawn(play(steps, reach, ready_rx, stop_rx, done.clone()));
         let hooks = Hooks {
             on_ready: vec![ready_tx],
             on_stop: vec![stop_tx],
+            signals: Some(signals_rx),
             ..Hooks::default()
         };
         (Player { task, done }, hooks)
@@ -111,7 +136,7 @@ impl Player {
 
 async fn play(
     steps: Vec<FaultStep>,
-    proxies: Proxies,
+    reach: Reachable,
     ready_rx: oneshot::Receiver<()>,
     stop_rx: oneshot::Receiver<Instant>,
     done: CancellationToken,
@@ -119,6 +144,8 @@ async fn play(
     let started = Instant::now();
     let mut notes = Vec::new();
     let mut added: BTreeMap<(DependencyKind, Instance), Vec<String>> = BTreeMap::new();
+    // Each dependency the schedule stopped, killed or paused: what it did last.
+    let mut acted: BTreeMap<DependencyKind, LifecycleAction> = BTreeMap::new();
     let (mut ready_rx, mut stop_rx) = (Some(ready_rx), Some(stop_rx));
     let (mut ready, mut stop): (PointAt, PointAt) = (None, None);
     for (i, step) in steps.iter().enumerate() {
@@ -150,15 +177,34 @@ async fn play(
             }
             break;
         }
-        let key = (step.dependency, step.instance);
-        let Some(proxy) = proxies.get(&key) else {
-            notes.push((
-                Instant::now(),
-                format!("fault not played: {}: no such proxy", step.describe()),
-            ));
-            continue;
+        let outcome = match (step.action, step.dependency) {
+            (Action::Signal, _) => match step.signal {
+                // The target's runner sends it, and says so on the timeline.
+                Some(signal) => reach
+                    .signals
+                    .send(signal)
+                    .map_err(|_| "the target is gone".to_owned()),
+                None => Err("no signal named".to_owned()),
+            },
+            (_, None) => Err("no dependency named".to_owned()),
+            (action, Some(dependency)) => match (action.lifecycle(), &reach.infra) {
+                (Some(lifecycle), Some(infra)) => {
+                    let acting = infra.lock().await.act(dependency, lifecycle).await;
+                    if acting.is_ok() {
+                        acted.insert(dependency, lifecycle);
+                    }
+                    acting.map_err(|e| e.to_string())
+                }
+                (Some(_), None) => Err("this run has no hold on the dependencies".to_owned()),
+                (None, _) => {
+                    let key = (dependency, step.instance);
+                    match reach.proxies.get(&key) {
+                        Some(proxy) => apply(step, proxy, added.entry(key).or_default()).await,
+                        None => Err("no such proxy".to_owned()),
+                    }
+                }
+            },
         };
-        let outcome = apply(step, proxy, added.entry(key).or_default()).await;
         let at = Instant::now();
         notes.push((
             at,
@@ -175,14 +221,29 @@ async fn play(
     }
     // The run may go on after the last step; what the schedule did stays until it ends.
     done.cancelled().await;
+    for (dependency, last) in acted {
+        let undo = match last {
+            LifecycleAction::Stop | LifecycleAction::Kill => LifecycleAction::Start,
+            LifecycleAction::Pause => LifecycleAction::Resume,
+            LifecycleAction::Start | LifecycleAction::Resume => continue,
+        };
+        if let Some(infra) = &reach.infra
+            && let Err(e) = infra.lock().await.act(dependency, undo).await
+        {
+            notes.push((
+                Instant::now(),
+                format!("could not {undo} {} again: {e}", dependency.as_str()),
+            ));
+        }
+    }
     for (key, names) in &added {
-        if let Some(proxy) = proxies.get(key) {
+        if let Some(proxy) = reach.proxies.get(key) {
             for name in names {
                 let _ = proxy.remove_toxic(name);
             }
         }
     }
-    for proxy in proxies.values() {
+    for proxy in reach.proxies.values() {
         if proxy.up().await.is_err() {
             notes.push((
                 Instant::now(),

@@ -126,7 +126,10 @@ pub async fn run(
 /// commits, the leader key) is kept from cycle to cycle; each cycle gets its own run id,
 /// output folder, port and job log.
 pub struct Session {
-    infra: Infra,
+    /// Shared with a fault schedule that stops, starts, kills, pauses or resumes a dependency.
+    infra: faults::SharedInfra,
+    backend: BackendKind,
+    endpoints: Endpoints,
     switches: BTreeMap<DependencyKind, ProxySwitch>,
     /// See [`crate::kafka::Workload`].
     one_record_per_batch: bool,
@@ -171,7 +174,9 @@ impl Session {
             BackendKind::Local | BackendKind::External | BackendKind::Auto => true,
         };
         Ok(Session {
-            infra,
+            backend: infra.backend(),
+            endpoints: infra.endpoints().clone(),
+            infra: std::sync::Arc::new(tokio::sync::Mutex::new(infra)),
             switches,
             one_record_per_batch,
             kafka: kafka::Baseline::default(),
@@ -179,7 +184,7 @@ impl Session {
     }
 
     pub fn backend(&self) -> BackendKind {
-        self.infra.backend()
+        self.backend
     }
 
     /// Runs the target once, start to verdict, on this session's infrastructure.
@@ -223,7 +228,8 @@ impl Session {
             &run_id,
             &out_dir,
             Reach {
-                endpoints: self.infra.endpoints().clone(),
+                endpoints: self.endpoints.clone(),
+                infra: self.infra.clone(),
                 switches: self.switches.clone(),
                 one_record_per_batch: self.one_record_per_batch,
                 port,
@@ -239,7 +245,7 @@ impl Session {
         let verdict = Verdict {
             scenario: scenario.name.clone(),
             target: scenario.target.describe(),
-            backend: self.infra.backend().to_string(),
+            backend: self.backend.to_string(),
             results,
             timeline: observed
                 .timeline
@@ -265,9 +271,10 @@ impl Session {
 
     /// Stops everything the session started. A second Ctrl-C during the close kills at
     /// once: dropping the infrastructure does that.
-    pub async fn close(mut self, signals: &mut SignalHandler) -> Result<(), RunError> {
+    pub async fn close(self, signals: &mut SignalHandler) -> Result<(), RunError> {
+        let mut infra = self.infra.lock().await;
         tokio::select! {
-            closed = self.infra.close() => Ok(closed?),
+            closed = infra.close() => Ok(closed?),
             _ = signals.recv() => Ok(()),
         }
     }
@@ -287,6 +294,8 @@ pub type Decided = Result<BTreeMap<CheckName, Outcome>, String>;
 /// How a run reaches the infrastructure.
 struct Reach {
     endpoints: Endpoints,
+    /// For the fault schedule's dependency actions.
+    infra: faults::SharedInfra,
     /// Each dependency's proxy, to take down and up.
     switches: BTreeMap<DependencyKind, ProxySwitch>,
     /// See [`crate::kafka::Workload`].
@@ -333,6 +342,7 @@ async fn drive(
 ) -> Result<Driven, RunError> {
     let Reach {
         endpoints,
+        infra,
         switches,
         one_record_per_batch,
         port,
@@ -367,7 +377,7 @@ async fn drive(
     settings.extend(options.env.iter().cloned());
 
     let mut hooks = Hooks::default();
-    let schedule = match faults::Schedule::start(&scenario.faults, &switches).await {
+    let schedule = match faults::Schedule::start(&scenario.faults, &switches, Some(infra)).await {
         Ok(Some((schedule, more))) => {
             hooks = hooks.merge(more);
             Some(schedule)

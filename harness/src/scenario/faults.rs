@@ -1,16 +1,24 @@
-//! `[[faults]]`: a timeline of proxy faults, each at a time after a point of the target's
-//! lifecycle.
+//! `[[faults]]`: a timeline of faults, each at a time after a point of the target's
+//! lifecycle: the network in front of a dependency, the dependency itself, or a signal to the
+//! target.
 //!
 //! ```toml
 //! [[faults]]
 //! after = "ready"          # start | ready | stop (the stop request); default ready
 //! at_ms = 1000             # this long after it
-//! action = "latency"       # down | up | latency | timeout | reset_peer | bandwidth | clear
-//! dependency = "redis"
+//! action = "latency"       # proxy:      down | up | latency | timeout | reset_peer | bandwidth | clear
+//!                          # dependency: stop | start | kill | pause | resume
+//!                          # target:     signal
+//! dependency = "redis"     # every action but signal
 //! instance = "primary"     # all (default): every client; primary: the target alone
 //! latency_ms = 1500        # latency: latency_ms, jitter_ms; timeout, reset_peer: timeout_ms;
-//!                          # bandwidth: rate_kb
+//!                          # bandwidth: rate_kb; signal: signal = "term" | "int" | "kill"
 //! ```
+//!
+//! A signal sent after ready and before the stop *is* the stop: the harness does not send its
+//! own, and `stops_within` counts from it. One sent after the stop (a second SIGTERM, a
+//! SIGKILL during the drain) is delivered as it is. A dependency stopped, killed or paused by
+//! the schedule is started or resumed when the run ends.
 //!
 //! `instance = "primary"` puts a proxy of its own between the target and the dependency's
 //! proxy, so the target alone is partitioned while its standby (and the harness) still reach
@@ -20,7 +28,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::fault::ToxicKind;
-use crate::infra::DependencyKind;
+use crate::infra::{DependencyKind, LifecycleAction};
+use crate::scenario::StopSignal;
 
 /// The lifecycle point a fault is timed from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -70,6 +79,73 @@ pub enum Action {
     Bandwidth,
     /// Every toxic this schedule added to the proxy is removed.
     Clear,
+    /// The dependency stops gracefully (SIGTERM / `docker stop`).
+    Stop,
+    /// The dependency starts again, behind the same address.
+    Start,
+    /// The dependency crashes (SIGKILL / `docker kill`).
+    Kill,
+    /// The dependency is frozen (SIGSTOP / `docker pause`): sockets open, no answers.
+    Pause,
+    Resume,
+    /// `signal` to the target.
+    Signal,
+}
+
+impl Action {
+    /// Every action, in the order a scenario file's comment lists them.
+    pub const ALL: [Action; 13] = [
+        Action::Down,
+        Action::Up,
+        Action::Latency,
+        Action::Timeout,
+        Action::ResetPeer,
+        Action::Bandwidth,
+        Action::Clear,
+        Action::Stop,
+        Action::Start,
+        Action::Kill,
+        Action::Pause,
+        Action::Resume,
+        Action::Signal,
+    ];
+
+    /// The name a scenario file gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Down => "down",
+            Action::Up => "up",
+            Action::Latency => "latency",
+            Action::Timeout => "timeout",
+            Action::ResetPeer => "reset_peer",
+            Action::Bandwidth => "bandwidth",
+            Action::Clear => "clear",
+            Action::Stop => "stop",
+            Action::Start => "start",
+            Action::Kill => "kill",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Signal => "signal",
+        }
+    }
+
+    /// What it does to the dependency itself, for the lifecycle actions.
+    pub fn lifecycle(self) -> Option<LifecycleAction> {
+        match self {
+            Action::Stop => Some(LifecycleAction::Stop),
+            Action::Start => Some(LifecycleAction::Start),
+            Action::Kill => Some(LifecycleAction::Kill),
+            Action::Pause => Some(LifecycleAction::Pause),
+            Action::Resume => Some(LifecycleAction::Resume),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// One step of the schedule.
@@ -81,7 +157,12 @@ pub struct FaultStep {
     #[serde(default)]
     pub at_ms: u64,
     pub action: Action,
-    pub dependency: DependencyKind,
+    /// Every action's but `signal`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<DependencyKind>,
+    /// `signal`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<StopSignal>,
     #[serde(default)]
     pub instance: Instance,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,13 +192,22 @@ impl FaultStep {
             Action::Bandwidth => Some(ToxicKind::Bandwidth {
                 rate: self.rate_kb.unwrap_or_default(),
             }),
-            Action::Down | Action::Up | Action::Clear => None,
+            _ => None,
         }
     }
 
     /// In words, for the timeline: `latency 1500 ms on redis (primary)`.
     pub fn describe(&self) -> String {
         let what = match self.action {
+            Action::Signal => {
+                return match self.signal {
+                    Some(signal) => format!("{signal} to the target"),
+                    None => "a signal to the target".to_owned(),
+                };
+            }
+            Action::Stop | Action::Start | Action::Kill | Action::Pause | Action::Resume => {
+                self.action.name().to_owned()
+            }
             Action::Down => "proxy down".to_owned(),
             Action::Up => "proxy up".to_owned(),
             Action::Clear => "toxics cleared".to_owned(),
@@ -134,7 +224,11 @@ impl FaultStep {
             Instance::All => "",
             Instance::Primary => " (the target's alone)",
         };
-        format!("{what} on {}{whose}", self.dependency.as_str())
+        let dependency = self.dependency.map_or("?", DependencyKind::as_str);
+        match self.action.lifecycle() {
+            Some(_) => format!("{what} {dependency}"),
+            None => format!("{what} on {dependency}{whose}"),
+        }
     }
 
     /// Checks what serde cannot: each action's own settings, and nothing else.
@@ -144,14 +238,20 @@ impl FaultStep {
             ("jitter_ms", self.jitter_ms.is_some()),
             ("timeout_ms", self.timeout_ms.is_some()),
             ("rate_kb", self.rate_kb.is_some()),
+            ("signal", self.signal.is_some()),
+            ("dependency", self.dependency.is_some()),
         ];
         let (needs, allows): (&[&str], &[&str]) = match self.action {
-            Action::Latency => (&["latency_ms"], &["latency_ms", "jitter_ms"]),
-            Action::Timeout | Action::ResetPeer => (&[], &["timeout_ms"]),
-            Action::Bandwidth => (&["rate_kb"], &["rate_kb"]),
-            Action::Down | Action::Up | Action::Clear => (&[], &[]),
+            Action::Latency => (
+                &["dependency", "latency_ms"],
+                &["dependency", "latency_ms", "jitter_ms"],
+            ),
+            Action::Timeout | Action::ResetPeer => (&["dependency"], &["dependency", "timeout_ms"]),
+            Action::Bandwidth => (&["dependency", "rate_kb"], &["dependency", "rate_kb"]),
+            Action::Signal => (&["signal"], &["signal"]),
+            _ => (&["dependency"], &["dependency"]),
         };
-        let action = serde_plain(self.action);
+        let action = self.action;
         for (name, present) in given {
             if present && !allows.contains(&name) {
                 return Err(format!("`{name}` is not a setting of `{action}`"));
@@ -160,7 +260,23 @@ impl FaultStep {
                 return Err(format!("`{action}` needs `{name}`"));
             }
         }
-        if self.instance == Instance::Primary && self.dependency == DependencyKind::Kafka {
+        if self.instance == Instance::Primary && self.action.lifecycle().is_some() {
+            return Err(format!(
+                "`{action}` acts on the dependency itself, which every client shares: \
+                 `instance = \"primary\"` is for proxy actions"
+            ));
+        }
+        if self.instance == Instance::Primary && self.action == Action::Signal {
+            return Err("`signal` goes to the target: it has no `instance`".to_owned());
+        }
+        if self.action == Action::Signal && self.after == Point::Start {
+            return Err(
+                "a signal is timed from `ready` or `stop`: one that stops the target during \
+                 its start would leave nothing to judge of its readiness"
+                    .to_owned(),
+            );
+        }
+        if self.instance == Instance::Primary && self.dependency == Some(DependencyKind::Kafka) {
             return Err(
                 "`instance = \"primary\"` works for redis only: Kafka clients follow \
                         the addresses the broker advertises, so only their bootstrap \
@@ -169,19 +285,6 @@ impl FaultStep {
             );
         }
         Ok(())
-    }
-}
-
-/// The action's name as written in a scenario file.
-fn serde_plain(action: Action) -> &'static str {
-    match action {
-        Action::Down => "down",
-        Action::Up => "up",
-        Action::Latency => "latency",
-        Action::Timeout => "timeout",
-        Action::ResetPeer => "reset_peer",
-        Action::Bandwidth => "bandwidth",
-        Action::Clear => "clear",
     }
 }
 

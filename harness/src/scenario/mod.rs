@@ -313,8 +313,16 @@ impl Scenario {
             readiness.validate().map_err(bad)?;
         }
         for (i, step) in self.faults.iter().enumerate() {
-            step.validate()
-                .map_err(|m| bad(format!("[[faults]] step {}: {m}", i + 1)))?;
+            let graph_kill = matches!(self.target, Target::Graph(_))
+                && step.action == Action::Signal
+                && step.signal == Some(StopSignal::Kill);
+            let checked = match graph_kill {
+                true => Err("an in-process graph cannot be sent SIGKILL: its one stop \
+                             trigger is its shutdown token (send TERM or INT)"
+                    .to_owned()),
+                false => step.validate(),
+            };
+            checked.map_err(|m| bad(format!("[[faults]] step {}: {m}", i + 1)))?;
         }
         for signature in &self.checks.no_leaked_tasks.params.signatures {
             if signature.is_empty() {

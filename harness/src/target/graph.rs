@@ -493,10 +493,16 @@ pub async fn run_graph(
     }
 
     // 2. Run for `after`, unless it returns or Ctrl-C comes.
+    let mut schedule_signals = hooks.signals.take();
     if matches!(run.ready, ReadyState::Ready { .. }) {
         tokio::select! {
             () = tokio::time::sleep(stop.after()) => {}
             reason = hooks.stop_early() => note(reason),
+            signal = super::next_scheduled(&mut schedule_signals) => {
+                // A graph's one trigger is its token: the signal becomes its cancellation.
+                run.trigger = format!("the shutdown token, for the fault schedule's {signal}");
+                note(format!("the fault schedule sent {signal}"));
+            }
             result = &mut returned_rx => {
                 let result = result.unwrap_or((Err("the graph's thread died".into()), Instant::now()));
                 note(format!("returned by itself ({})", TargetExit::Graph(result.0.clone()).describe()));

@@ -47,6 +47,8 @@ pub struct Hooks {
     /// An in-process graph's threads are counted only once each of these has closed: the
     /// harness's own clients that started threads in this process are gone.
     pub quiet: Vec<tokio::sync::oneshot::Receiver<()>>,
+    /// Signals a fault schedule sends the target. The first one sent after ready is the stop.
+    pub signals: ScheduledSignals,
 }
 
 impl Hooks {
@@ -55,6 +57,8 @@ impl Hooks {
         self.on_ready.extend(other.on_ready);
         self.on_stop.extend(other.on_stop);
         self.quiet.extend(other.quiet);
+        // One schedule per run: there is never a second sender of signals.
+        self.signals = self.signals.or(other.signals);
         self.stop_early = match (self.stop_early, other.stop_early) {
             (Some(a), Some(b)) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
@@ -95,4 +99,18 @@ impl Hooks {
             None => std::future::pending().await,
         }
     }
+}
+
+/// Signals a fault schedule sends the target.
+type ScheduledSignals = Option<tokio::sync::mpsc::UnboundedReceiver<crate::scenario::StopSignal>>;
+
+/// The next signal the schedule sends; never, without a schedule or once it is done.
+async fn next_scheduled(signals: &mut ScheduledSignals) -> crate::scenario::StopSignal {
+    if let Some(rx) = signals.as_mut() {
+        match rx.recv().await {
+            Some(signal) => return signal,
+            None => *signals = None,
+        }
+    }
+    std::future::pending().await
 }

@@ -170,10 +170,13 @@ async fn drive_process(
 
     // 2. Run for `after`, unless it exits or Ctrl-C comes.
     let mut interrupted = matches!(run.ready, ReadyState::Interrupted);
+    let mut scheduled = None;
+    let mut schedule_signals = ctx.hooks.signals.take();
     if matches!(run.ready, ReadyState::Ready { .. }) {
         tokio::select! {
             () = tokio::time::sleep(stop.after()) => {}
             reason = ctx.hooks.stop_early() => note(Instant::now(), reason),
+            signal = super::next_scheduled(&mut schedule_signals) => scheduled = Some(signal),
             status = child.wait() => {
                 let status = status?;
                 note(Instant::now(), format!("exited by itself ({})", describe_status(&status)));
@@ -189,9 +192,13 @@ async fn drive_process(
     // 3. Stop: the scenario's signal, or SIGTERM when the run did not get that far.
     if child.try_exited()?.is_none() {
         let signal = match (&run.ready, interrupted) {
-            (ReadyState::Ready { .. }, false) => stop.signal,
+            (ReadyState::Ready { .. }, false) => scheduled.unwrap_or(stop.signal),
             _ => StopSignal::Term,
         };
+        if let (Some(signal), false) = (scheduled, interrupted) {
+            run.stop_signal = signal;
+            run.trigger = format!("{signal} (the fault schedule's)");
+        }
         let sent = Instant::now();
         // To the target alone: stopping what it started is its job, and the orphan check
         // below sees whether it did.
@@ -201,12 +208,26 @@ async fn drive_process(
         if matches!(run.ready, ReadyState::Ready { .. }) && !interrupted {
             run.stop_sent_at = Some(sent.duration_since(started));
         }
-        let exited = tokio::select! {
-            status = tokio::time::timeout(stop.kill_after(), child.wait()) => status.ok(),
-            _ = signals.recv() => {
-                interrupted = true;
-                note(Instant::now(), "second signal: killing at once".to_owned());
-                None
+        let deadline = tokio::time::Instant::now() + stop.kill_after();
+        let exited = loop {
+            tokio::select! {
+                status = tokio::time::timeout_at(deadline, child.wait()) => break status.ok(),
+                // A second SIGTERM, or a SIGKILL during the drain.
+                more = super::next_scheduled(&mut schedule_signals) => {
+                    let sent = child.signal_leader(more.as_nix());
+                    note(Instant::now(), match sent {
+                        Ok(()) => format!("sent {more} (the fault schedule's)"),
+                        Err(e) => format!("could not send {more} (the fault schedule's): {e}"),
+                    });
+                    if more == StopSignal::Kill && run.stop_sent_at.is_some() {
+                        run.stop_signal = StopSignal::Kill;
+                    }
+                }
+                _ = signals.recv() => {
+                    interrupted = true;
+                    note(Instant::now(), "second signal: killing at once".to_owned());
+                    break None;
+                }
             }
         };
         let status = match exited {
