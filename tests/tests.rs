@@ -16,6 +16,8 @@ mod infra_containers;
 mod infra_external;
 // The local backend: real redis-server and tansu child processes.
 mod infra_local;
+// Any sequence of lifecycle and proxy faults, checked against a model, ends usable.
+mod infra_state_machine;
 // Kafka invariants (offsets committed, no loss, no redelivery) against a real broker.
 mod kafka_invariants;
 // `quiesce run` on purpose-built process targets: the exact verdict table.
