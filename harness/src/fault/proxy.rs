@@ -60,6 +60,9 @@ pub struct ProxyStatus {
 struct Enablement {
     /// Cancelled by `down`: ends the accept loop and every connection it accepted.
     epoch: CancellationToken,
+    /// The accept loop's listener, shut down by `down` itself: a client that connects the
+    /// moment `down` returns is refused, not accepted and then cut.
+    listener: Arc<TcpListener>,
 }
 
 struct Inner {
@@ -358,6 +361,10 @@ fn is_enabled(inner: &Inner) -> bool {
 
 fn down(inner: &Inner) {
     if let Some(enablement) = lock(&inner.enabled).take() {
+        // A listening socket shut down for reading stops listening at once (Linux); the
+        // accept loop closes it when it sees the epoch cancelled.
+        let _ =
+            socket2::SockRef::from(enablement.listener.as_ref()).shutdown(std::net::Shutdown::Read);
         enablement.epoch.cancel();
     }
 }
@@ -400,8 +407,10 @@ async fn up(inner: &Arc<Inner>) -> Result<(), FaultError> {
 
 fn enable_with(inner: &Arc<Inner>, enabled: &mut Option<Enablement>, listener: TcpListener) {
     let epoch = inner.closed.child_token();
+    let listener = Arc::new(listener);
     *enabled = Some(Enablement {
         epoch: epoch.clone(),
+        listener: Arc::clone(&listener),
     });
     let task_inner = Arc::clone(inner);
     inner
@@ -417,7 +426,7 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, epoch: CancellationToken) {
+async fn accept_loop(inner: Arc<Inner>, listener: Arc<TcpListener>, epoch: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             () = epoch.cancelled() => return,
@@ -864,6 +873,21 @@ mod tests {
             read.unwrap_err().kind(),
             std::io::ErrorKind::ConnectionReset
         );
+        proxy.close().await;
+    }
+
+    /// `down` has closed the door when it returns: the next connect is refused, not accepted
+    /// and then reset.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connect_right_after_down_is_refused() {
+        let (upstream, _server) = echo_server().await;
+        let proxy = proxy_to(upstream).await;
+        for _ in 0..50 {
+            proxy.down();
+            let refused = std::net::TcpStream::connect(proxy.listen_addr()).unwrap_err();
+            assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+            proxy.up().await.unwrap();
+        }
         proxy.close().await;
     }
 
