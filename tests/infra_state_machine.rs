@@ -67,8 +67,7 @@ impl Dependency {
             (Running | Paused, Start) => None,
             (Stopped, Stop | Kill | Pause | Resume) => None,
             (Running | Paused, Stop | Kill) => Some(Stopped),
-            // SIGSTOP twice and SIGCONT to a running process are harmless, and the local backend
-            // accepts them. (The containers backend passes Docker's refusal of both on.)
+            // Pausing what is paused and resuming what runs do nothing, on every backend.
             (Running | Paused, Pause) => Some(Paused),
             (Running | Paused, Resume) => Some(Running),
         }

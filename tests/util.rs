@@ -254,17 +254,22 @@ pub async fn lifecycle_faults_are_observable(infra: &mut Infra) {
         .await
         .expect("redis works at first");
 
-    // pause -> the client times out; resume -> it recovers.
-    infra
-        .act(DependencyKind::Redis, LifecycleAction::Pause)
-        .await
-        .unwrap();
+    // pause -> the client times out; resume -> it recovers. Each twice: the second does
+    // nothing, on every backend.
+    for _ in 0..2 {
+        infra
+            .act(DependencyKind::Redis, LifecycleAction::Pause)
+            .await
+            .unwrap();
+    }
     let paused = redis_set_get(&url, "k", "paused").await;
     assert!(paused.is_err(), "a paused redis must not answer");
-    infra
-        .act(DependencyKind::Redis, LifecycleAction::Resume)
-        .await
-        .unwrap();
+    for _ in 0..2 {
+        infra
+            .act(DependencyKind::Redis, LifecycleAction::Resume)
+            .await
+            .unwrap();
+    }
     eventually("redis after resume", async || {
         redis_set_get(&url, "k", "resumed").await
     })

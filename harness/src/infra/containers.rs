@@ -413,6 +413,10 @@ impl ContainerNode {
                 self.running = false;
                 self.paused = false;
             }
+            // Pausing what is paused and resuming what runs do nothing, as on the local
+            // backend (Docker itself refuses both), so a schedule plays the same on either.
+            LifecycleAction::Pause if self.paused => {}
+            LifecycleAction::Resume if !self.paused => {}
             LifecycleAction::Pause => {
                 container.pause().await.map_err(|e| failed(e.to_string()))?;
                 self.paused = true;
