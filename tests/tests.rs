@@ -6,6 +6,8 @@ mod util;
 
 // The `quiesce` binary: exit codes, `infra up` output and Ctrl-C, image builds.
 mod cli_infra;
+// `quiesce explore` from the command line: find, shrink, replay, keep; bad input.
+mod cli_explore;
 // `quiesce loop` from the command line: classes, reports, exit codes, bad input, Ctrl-C.
 mod cli_loop;
 // `quiesce run` from the command line: reports, exit codes, bad input, Ctrl-C.
@@ -22,7 +24,7 @@ mod infra_state_machine;
 mod kafka_invariants;
 // `quiesce run` on purpose-built process targets: the exact verdict table.
 mod run_checks;
-// `[[faults]]`: proxy faults played on a schedule, recorded and undone.
+// `[[faults]]`: proxy faults, dependency actions and signals on a schedule, recorded and undone.
 mod run_faults;
 // `quiesce run` on in-process graphs: one per lifecycle bug.
 mod run_graph;

@@ -31,6 +31,10 @@ enum Command {
     /// its 95% bound, start/ready/stop percentiles, and every failing cycle explained.
     #[command(after_help = exit_codes::HELP)]
     Loop(LoopArgs),
+    /// Generate fault schedules, run each; shrink the first that breaks an invariant to the
+    /// smallest that still does, and write it as a scenario file `quiesce run` replays.
+    #[command(after_help = exit_codes::HELP)]
+    Explore(ExploreArgs),
     /// Real Kafka and Redis behind fault proxies.
     #[command(subcommand)]
     Infra(InfraCommand),
@@ -115,6 +119,47 @@ struct LoopArgs {
     /// Keep the folders of passing cycles too (by default only failing cycles keep theirs).
     #[arg(long)]
     keep_passing: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExploreArgs {
+    /// The scenario file (TOML). Generated schedules replace its [[faults]].
+    scenario: PathBuf,
+    #[command(flatten)]
+    infra: BackendArgs,
+    /// How many schedules to try at most.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    cases: u32,
+    /// The seed: the same seed draws the same schedules (default: a new one, printed).
+    #[arg(long, value_name = "SEED")]
+    seed: Option<u64>,
+    /// The most steps a schedule has.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    steps: usize,
+    /// The actions schedules are made of, comma-separated (default: all): down, up,
+    /// latency, timeout, reset_peer, bandwidth, clear, stop, start, kill, pause, resume,
+    /// signal.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    actions: Vec<String>,
+    /// Only a violation of these checks counts, comma-separated (default: any check's).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    checks: Vec<String>,
+    /// The most runs shrinking may take.
+    #[arg(long, value_name = "N", default_value_t = 40)]
+    shrink_runs: u32,
+    /// How often a shrink candidate that passed is run again before it is given up.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    retries: u32,
+    /// A variable for the target, over the scenario's (repeatable): KEY=VALUE.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Print the report as JSON on stdout; the summary then goes to stderr.
+    #[arg(long)]
+    json: bool,
+    /// Where runs, replay files and explore.json go; replay files found there are run first
+    /// (default: .quiesce-explore next to the scenario file).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 /// `90s`, `30m`, `2h`, `1h30m` or plain seconds.
@@ -241,6 +286,7 @@ async fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Run(args) => run_scenario(args).await,
         Command::Loop(args) => loop_scenario(args).await,
+        Command::Explore(args) => explore_scenario(args).await,
         Command::Infra(InfraCommand::Up(args)) => infra_up(args).await.map_err(CliError::from),
         Command::Images(ImagesCommand::Build) => images_build().await.map_err(CliError::from),
     };
@@ -439,6 +485,91 @@ async fn loop_scenario(args: LoopArgs) -> Result<i32, CliError> {
         write_file(path, &crate::repeat::junit_xml(&report))?;
     }
     Ok(report.exit_code())
+}
+
+async fn explore_scenario(args: ExploreArgs) -> Result<i32, CliError> {
+    use crate::explore::{ExploreOptions, explore, summary};
+    let mut scenario = crate::scenario::Scenario::load(&args.scenario)?;
+    apply_overrides(&mut scenario.infra, &args.infra)?;
+    let bad = |origin: &str, message: String| {
+        CliError::Config(infra::ConfigError::Value {
+            origin: origin.to_owned(),
+            message,
+        })
+    };
+    let actions = by_name(&args.actions, &crate::scenario::Action::ALL, |a| a.name())
+        .map_err(|e| bad("--actions", e))?;
+    let checks = by_name(&args.checks, &crate::verdict::CheckName::ALL, |c| {
+        c.as_str()
+    })
+    .map_err(|e| bad("--checks", e))?;
+    if args.steps == 0 {
+        return Err(bad(
+            "--steps",
+            "`0`: a schedule has at least one step".to_owned(),
+        ));
+    }
+    let out_dir = args.out.clone().unwrap_or_else(|| {
+        args.scenario
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(".quiesce-explore")
+    });
+    let mut options = ExploreOptions::new(out_dir.clone());
+    options.cases = args.cases;
+    options.seed = args.seed.unwrap_or_else(rand::random);
+    options.max_steps = args.steps;
+    if !actions.is_empty() {
+        options.actions = actions;
+    }
+    options.shrink_runs = args.shrink_runs;
+    options.retries = args.retries;
+    options.checks = checks;
+    options.env = parse_env(&args.env)?;
+    eprintln!(
+        "quiesce explore: {} cases of up to {} step(s), seed {} (--seed {} repeats them)",
+        options.cases, options.max_steps, options.seed, options.seed
+    );
+    let mut signals = SignalHandler::new().map_err(|e| CliError::Infra(InfraError::Workdir(e)))?;
+    let mut progress = |line: &str| eprintln!("  {line}");
+    let report = explore(
+        &scenario,
+        &args.scenario,
+        &options,
+        &mut signals,
+        &mut progress,
+    )
+    .await?;
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    write_file(&out_dir.join("explore.json"), &json)?;
+    let summary = summary(&report);
+    if args.json {
+        eprint!("{summary}");
+        println!("{json}");
+    } else {
+        print!("{summary}");
+    }
+    Ok(report.exit_code())
+}
+
+/// The values named in `names`, each one of `all` by its `name`.
+fn by_name<T: Copy>(
+    names: &[String],
+    all: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<Vec<T>, String> {
+    names
+        .iter()
+        .map(|wanted| {
+            all.iter()
+                .copied()
+                .find(|v| name(*v) == wanted.trim())
+                .ok_or_else(|| {
+                    let known: Vec<&str> = all.iter().map(|v| name(*v)).collect();
+                    format!("unknown name `{wanted}` (expected {})", known.join(", "))
+                })
+        })
+        .collect()
 }
 
 /// A loop's progress: a bar with ETA on a terminal, else a line per failing cycle and one

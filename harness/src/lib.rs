@@ -46,6 +46,7 @@
 pub mod catalogue;
 pub mod cli;
 pub mod exit_codes;
+pub mod explore;
 pub mod fault;
 pub mod infra;
 pub mod kafka;
