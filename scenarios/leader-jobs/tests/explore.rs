@@ -1,5 +1,5 @@
-//! `quiesce explore` on `leader-jobs-partition.toml`, its own schedule replaced by generated
-//! ones: it finds the `ignores-lost-leadership` bug (a leader that lost its lock and keeps
+//! `quiesce explore` on `leader-jobs-explore.toml` (the partition scenario without its own
+//! schedule): it finds the `ignores-lost-leadership` bug (a leader that lost its lock and keeps
 //! running its job), shrinks the schedule to one fault on the leader's connection, and the
 //! replay file it writes breaks the same invariant; the next exploration runs it first.
 
@@ -10,28 +10,17 @@ use quiesce::scenario::{Action, Scenario};
 use quiesce::signal::SignalHandler;
 use quiesce::verdict::CheckName;
 
-/// The partition scenario as a file in `dir`: this crate's binary on the local backend, and
-/// no schedule of its own. It runs 10 s: a lock renewed late by a delayed command can outlive
-/// its 3 s TTL by seconds before the standby takes over.
+/// `leader-jobs-explore.toml` as a file in `dir`, running this crate's binary on the local
+/// backend.
 fn scenario_file(dir: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("leader-jobs-partition.toml");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("leader-jobs-explore.toml");
     let text = std::fs::read_to_string(source).unwrap();
     let mut table: toml::Table = toml::from_str(&text).unwrap();
-    table.remove("faults");
-    let edit = |table: &mut toml::Table, path: &str, value: toml::Value| {
-        let (section, key) = path.split_once('.').unwrap();
-        table[section]
-            .as_table_mut()
-            .unwrap()
-            .insert(key.to_owned(), value);
-    };
     let binary = env!("CARGO_BIN_EXE_leader-jobs").to_owned();
-    edit(
-        &mut table,
-        "target.command",
-        toml::Value::Array(vec![binary.into()]),
-    );
-    edit(&mut table, "stop.kill_after_ms", 8_000.into());
+    table["target"]
+        .as_table_mut()
+        .unwrap()
+        .insert("command".to_owned(), vec![binary].into());
     table.insert(
         "infra".to_owned(),
         toml::Value::Table(toml::toml! { backend = "local" }),
