@@ -135,6 +135,8 @@ pub struct Session {
     one_record_per_batch: bool,
     /// Where the next cycle's Kafka evidence begins.
     kafka: kafka::Baseline,
+    /// Told each process target's pid (see [`Session::report_pid_to`]).
+    pid: Option<std::sync::Arc<tokio::sync::watch::Sender<Option<u32>>>>,
 }
 
 /// One cycle of a session: its verdict and what the harness saw of the target.
@@ -180,7 +182,14 @@ impl Session {
             switches,
             one_record_per_batch,
             kafka: kafka::Baseline::default(),
+            pid: None,
         })
+    }
+
+    /// From now on, each cycle's process target tells `pid` its pid once started (the
+    /// restart of a Kafka workload's read-back is not a cycle's target: it does not).
+    pub fn report_pid_to(&mut self, pid: tokio::sync::watch::Sender<Option<u32>>) {
+        self.pid = Some(std::sync::Arc::new(pid));
     }
 
     pub fn backend(&self) -> BackendKind {
@@ -234,6 +243,7 @@ impl Session {
                 one_record_per_batch: self.one_record_per_batch,
                 port,
                 kafka: self.kafka.clone(),
+                pid: self.pid.clone(),
             },
             signals,
         )
@@ -304,6 +314,8 @@ struct Reach {
     port: Option<u16>,
     /// What earlier cycles left in the Kafka topics and group.
     kafka: kafka::Baseline,
+    /// Told the target's pid.
+    pid: Option<std::sync::Arc<tokio::sync::watch::Sender<Option<u32>>>>,
 }
 
 /// What [`drive`] saw and decided.
@@ -347,6 +359,7 @@ async fn drive(
         one_record_per_batch,
         port,
         kafka: baseline,
+        pid,
     } = reach;
     let bootstrap = endpoints.kafka_bootstrap.clone();
     let mut settings: Vec<(String, String)> = endpoints
@@ -376,7 +389,10 @@ async fn drive(
     }
     settings.extend(options.env.iter().cloned());
 
-    let mut hooks = Hooks::default();
+    let mut hooks = Hooks {
+        pid,
+        ..Hooks::default()
+    };
     let schedule = match faults::Schedule::start(&scenario.faults, &switches, Some(infra)).await {
         Ok(Some((schedule, more))) => {
             hooks = hooks.merge(more);

@@ -49,6 +49,8 @@ pub struct Hooks {
     pub quiet: Vec<tokio::sync::oneshot::Receiver<()>>,
     /// Signals a fault schedule sends the target. The first one sent after ready is the stop.
     pub signals: ScheduledSignals,
+    /// Told the process target's pid once it is started (a soak samples it).
+    pub pid: Option<std::sync::Arc<tokio::sync::watch::Sender<Option<u32>>>>,
 }
 
 impl Hooks {
@@ -59,6 +61,7 @@ impl Hooks {
         self.quiet.extend(other.quiet);
         // One schedule per run: there is never a second sender of signals.
         self.signals = self.signals.or(other.signals);
+        self.pid = self.pid.or(other.pid);
         self.stop_early = match (self.stop_early, other.stop_early) {
             (Some(a), Some(b)) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();

@@ -110,6 +110,9 @@ async fn drive_process(
     };
     let mut child = ChildProcess::spawn(&spec)?;
     note(Instant::now(), format!("started pid {}", child.pid()));
+    if let Some(pid) = &ctx.hooks.pid {
+        pid.send_replace(Some(child.pid()));
+    }
 
     let mut run = TargetRun {
         started_at: started,

@@ -78,13 +78,17 @@ pub struct Config {
     pub commit_every: u64,
     /// Work per input.
     pub process_cost: Duration,
+    /// Bytes kept forever per processed input: a leak of a known rate, for soak runs
+    /// (`EVENT_PIPELINE_LEAK_BYTES_PER_RECORD`; 0, the default, leaks nothing).
+    pub leak_bytes_per_record: u64,
 }
 
 impl Config {
     /// From quiesce's variables (`QUIESCE_KAFKA_BOOTSTRAP`, `QUIESCE_KAFKA_INPUT_TOPIC`,
     /// `QUIESCE_KAFKA_OUTPUT_TOPIC`, `QUIESCE_KAFKA_GROUP`, `QUIESCE_VARIANT`) and the
     /// pipeline's own (`EVENT_PIPELINE_COMMIT_EVERY`, default 300;
-    /// `EVENT_PIPELINE_PROCESS_MS`, default 1), looked up by `get`.
+    /// `EVENT_PIPELINE_PROCESS_MS`, default 1; `EVENT_PIPELINE_LEAK_BYTES_PER_RECORD`, default
+    /// 0), looked up by `get`.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
         let bootstrap = get("QUIESCE_KAFKA_BOOTSTRAP")
             .ok_or("QUIESCE_KAFKA_BOOTSTRAP is not set (host:port of a Kafka broker)")?;
@@ -109,6 +113,7 @@ impl Config {
                 .unwrap_or(Variant::Correct),
             commit_every: number("EVENT_PIPELINE_COMMIT_EVERY", 300)?.max(1),
             process_cost: Duration::from_millis(number("EVENT_PIPELINE_PROCESS_MS", 1)?),
+            leak_bytes_per_record: number("EVENT_PIPELINE_LEAK_BYTES_PER_RECORD", 0)?,
         })
     }
 }
@@ -143,6 +148,29 @@ impl WeakRegistry {
     }
 }
 
+/// Memory kept and never given back, at a set number of bytes per processed input: what a
+/// per-record cache without eviction does. It grows in touched 64 KiB chunks, so resident
+/// memory follows the bytes leaked, not the allocator's address space.
+#[derive(Default)]
+struct Leak {
+    per_record: u64,
+    owed: u64,
+    kept: Vec<Box<[u8]>>,
+}
+
+impl Leak {
+    const CHUNK: usize = 64 * 1024;
+
+    fn record(&mut self) {
+        self.owed += self.per_record;
+        while self.owed >= Self::CHUNK as u64 {
+            self.owed -= Self::CHUNK as u64;
+            // Non-zero, so every page is really written (zeroed pages may stay unbacked).
+            self.kept.push(vec![0xa5; Self::CHUNK].into_boxed_slice());
+        }
+    }
+}
+
 /// What the consume loop has done and not yet committed.
 #[derive(Default)]
 struct Progress {
@@ -152,6 +180,7 @@ struct Progress {
     pending: Vec<DeliveryFuture>,
     processed: u64,
     since_commit: u64,
+    leak: Leak,
 }
 
 /// Runs the pipeline until `shutdown` is cancelled, then stops it. `ready` is called once the
@@ -296,6 +325,8 @@ async fn consume(
             .insert(message.partition(), message.offset() + 1);
         progress.processed += 1;
         progress.since_commit += 1;
+        progress.leak.per_record = config.leak_bytes_per_record;
+        progress.leak.record();
         if progress.processed.is_multiple_of(BATCH) {
             follow_up(config.variant, shutdown, tracker, registry);
         }
@@ -532,5 +563,25 @@ mod tests {
             err.contains("EVENT_PIPELINE_COMMIT_EVERY = `many`"),
             "{err}"
         );
+    }
+
+    /// The leak keeps exactly the bytes owed, in whole chunks, and nothing at 0.
+    #[test]
+    fn the_leak_keeps_its_rate_in_whole_chunks() {
+        let mut leak = Leak {
+            per_record: 100,
+            ..Leak::default()
+        };
+        for _ in 0..10_000 {
+            leak.record();
+        }
+        let kept: usize = leak.kept.iter().map(|c| c.len()).sum();
+        assert_eq!(kept, 1_000_000 / Leak::CHUNK * Leak::CHUNK);
+        assert_eq!(leak.owed, 1_000_000 % Leak::CHUNK as u64);
+        let mut none = Leak::default();
+        for _ in 0..10_000 {
+            none.record();
+        }
+        assert!(none.kept.is_empty());
     }
 }
