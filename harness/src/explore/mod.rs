@@ -277,9 +277,16 @@ impl Explorer<'_> {
         let mut verdict = None;
         let mut runs = 0;
         let mut flaky = Vec::new();
+        // Schedules seen failing: proptest walks back to one after a simpler one passed,
+        // and running it again would only cost time.
+        let mut failing = vec![original.steps.clone()];
         let mut more = tree.simplify();
         while more && runs < self.options.shrink_runs && !self.interrupted {
             let candidate = tree.current();
+            if failing.contains(&candidate) {
+                more = tree.simplify();
+                continue;
+            }
             let mut fails = None;
             for attempt in 0..=self.options.retries {
                 if runs >= self.options.shrink_runs {
@@ -311,23 +318,10 @@ impl Explorer<'_> {
                         self.options.shrink_runs,
                         describe_steps(&tried.steps)
                     ));
+                    failing.push(tried.steps.clone());
                     best = tried;
                     verdict = Some(v);
                     more = tree.simplify();
-                }
-                None if candidate == best.steps => {
-                    // proptest went back to the schedule that failed, and it passed.
-                    flaky.push(format!(
-                        "{} failed, then passed {} time(s)",
-                        describe_steps(&candidate),
-                        self.options.retries + 1
-                    ));
-                    progress(&format!(
-                        "shrink {runs}/{}: {}: passes now (flaky)",
-                        self.options.shrink_runs,
-                        describe_steps(&candidate)
-                    ));
-                    more = tree.complicate();
                 }
                 None => {
                     progress(&format!(
