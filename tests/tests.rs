@@ -10,6 +10,8 @@ mod cli_infra;
 mod cli_explore;
 // `quiesce loop` from the command line: classes, reports, exit codes, bad input, Ctrl-C.
 mod cli_loop;
+// `quiesce soak` from the command line: Ctrl-C, SIGKILL, `soak report`, bad input.
+mod cli_soak;
 // `quiesce run` from the command line: reports, exit codes, bad input, Ctrl-C.
 mod cli_run;
 // The containers backend: local images, fixed addresses across container restarts, sweeps.

@@ -39,6 +39,20 @@ pub fn kafka_metadata(bootstrap: &str, timeout: Duration) -> Result<usize, Strin
         .map_err(|e| e.to_string())
 }
 
+/// [`eventually`] for a test without a runtime.
+pub fn eventually_sync<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(e) if Instant::now() > deadline => {
+                panic!("{what}: still failing after {PATIENCE:?}: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
 /// Waits until `check` holds, polling, for at most `PATIENCE`.
 pub async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + PATIENCE;

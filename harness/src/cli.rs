@@ -35,6 +35,10 @@ enum Command {
     /// smallest that still does, and write it as a scenario file `quiesce run` replays.
     #[command(after_help = exit_codes::HELP)]
     Explore(ExploreArgs),
+    /// Run the target under steady load for a long time, sampling its memory, threads and
+    /// fds; then stop it, check every invariant, and judge the memory trend in MB/day.
+    #[command(after_help = exit_codes::HELP)]
+    Soak(SoakArgs),
     /// Real Kafka and Redis behind fault proxies.
     #[command(subcommand)]
     Infra(InfraCommand),
@@ -67,22 +71,23 @@ struct RunArgs {
     common: ScenarioArgs,
 }
 
-/// What `run` and `loop` share: the target's variables and where the reports go.
+/// What `run`, `loop` and `soak` share: the target's variables and where the reports go.
 #[derive(Debug, Args)]
 struct ScenarioArgs {
     /// A variable for the target, over the scenario's (repeatable): KEY=VALUE.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
-    /// Print the verdict (run) or the report (loop) as JSON on stdout; the summary then goes
-    /// to stderr.
+    /// Print the verdict (run, soak) or the report (loop) as JSON on stdout; the summary
+    /// then goes to stderr.
     #[arg(long)]
     json: bool,
-    /// Also write JUnit XML to FILE: a test case per check (run), or per failing cycle plus
-    /// a summary case (loop).
+    /// Also write JUnit XML to FILE: a test case per check (run, soak), or per failing cycle
+    /// plus a summary case (loop).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
-    /// Keep the target's output (run), or the cycles' folders and loop.json (loop), in DIR
-    /// (default: a new folder in the temp dir).
+    /// Keep the target's output (run), the cycles' folders and loop.json (loop), or the
+    /// timeline, plot, soak.json and the run's folder (soak) in DIR (default: a new folder in
+    /// the temp dir).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
 }
@@ -160,6 +165,61 @@ struct ExploreArgs {
     /// (default: .quiesce-explore next to the scenario file).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct SoakArgs {
+    #[command(subcommand)]
+    command: Option<SoakCommand>,
+    /// The scenario file (TOML): a process target.
+    #[arg(required = true)]
+    scenario: Option<PathBuf>,
+    #[command(flatten)]
+    infra: BackendArgs,
+    /// How long: 90s, 30m, 2h.
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "30m")]
+    duration: Duration,
+    /// Between two samples.
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "1s")]
+    interval: Duration,
+    /// Samples before this are not judged (default: a tenth of the soak, at most 5m).
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    warmup: Option<Duration>,
+    /// Growth above this many MB a day is a leak.
+    #[arg(long, value_name = "MB", default_value_t = 10.0)]
+    threshold: f64,
+    /// Records a second of the [kafka] workload (default: the scenario's rate, else 50).
+    #[arg(long, value_name = "N")]
+    rate: Option<u32>,
+    /// The least time after the warm-up a verdict rests on; a shorter soak's memory is
+    /// inconclusive.
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "10m")]
+    min_span: Duration,
+    #[command(flatten)]
+    common: ScenarioArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum SoakCommand {
+    /// Judge a soak's timeline again and redraw its plot (next to it, soak.svg).
+    #[command(after_help = exit_codes::HELP)]
+    Report(SoakReportArgs),
+}
+
+#[derive(Debug, Args)]
+struct SoakReportArgs {
+    /// A soak's timeline.jsonl.
+    timeline: PathBuf,
+    /// Growth above this many MB a day is a leak (default: the soak's).
+    #[arg(long, value_name = "MB")]
+    threshold: Option<f64>,
+    /// Samples before this are not judged (default: the soak's).
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    warmup: Option<Duration>,
+    /// The least time after the warm-up a verdict rests on.
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "10m")]
+    min_span: Duration,
 }
 
 /// `90s`, `30m`, `2h`, `1h30m` or plain seconds.
@@ -287,6 +347,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Run(args) => run_scenario(args).await,
         Command::Loop(args) => loop_scenario(args).await,
         Command::Explore(args) => explore_scenario(args).await,
+        Command::Soak(args) => soak_scenario(args).await,
         Command::Infra(InfraCommand::Up(args)) => infra_up(args).await.map_err(CliError::from),
         Command::Images(ImagesCommand::Build) => images_build().await.map_err(CliError::from),
     };
@@ -355,6 +416,8 @@ enum CliError {
     Run(#[from] crate::run::RunError),
     #[error(transparent)]
     Config(#[from] infra::ConfigError),
+    #[error(transparent)]
+    Soak(#[from] crate::soak::SoakError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -368,6 +431,7 @@ impl CliError {
             CliError::Infra(e) => e.exit_code(),
             CliError::Run(e) => e.exit_code(),
             CliError::Config(_) => exit_codes::BAD_INPUT,
+            CliError::Soak(e) => e.exit_code(),
             CliError::Write { .. } => exit_codes::INFRA_FAILED,
         }
     }
@@ -407,16 +471,12 @@ async fn run_scenario(args: RunArgs) -> Result<i32, CliError> {
     };
     let mut signals = SignalHandler::new().map_err(|e| CliError::Infra(InfraError::Workdir(e)))?;
     let verdict = crate::run::run(&scenario, &options, &mut signals).await?;
-    let summary = crate::report::summary(&verdict);
-    if args.common.json {
-        eprint!("{summary}");
-        println!("{}", crate::report::json(&verdict));
-    } else {
-        print!("{summary}");
-    }
-    if let Some(path) = &args.common.junit {
-        write_file(path, &crate::report::junit_xml(&verdict))?;
-    }
+    emit(
+        &args.common,
+        &crate::report::summary(&verdict),
+        &crate::report::json(&verdict),
+        || crate::report::junit_xml(&verdict),
+    )?;
     Ok(verdict.exit_code())
 }
 
@@ -447,18 +507,11 @@ async fn loop_scenario(args: LoopArgs) -> Result<i32, CliError> {
         None if bounded => MAX_CYCLES,
         None => 100,
     };
-    let out_dir = args.common.out.clone().unwrap_or_else(|| {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        std::env::temp_dir().join(format!(
-            "quiesce-loop-{}-{}-{stamp}",
-            scenario
-                .name
-                .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
-            std::process::id()
-        ))
-    });
+    let out_dir = args
+        .common
+        .out
+        .clone()
+        .unwrap_or_else(|| fresh_out_dir("loop", &scenario.name));
     let options = LoopOptions {
         env: parse_env(&args.common.env)?,
         out_dir: out_dir.clone(),
@@ -474,16 +527,12 @@ async fn loop_scenario(args: LoopArgs) -> Result<i32, CliError> {
     let report = report?;
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
     write_file(&out_dir.join("loop.json"), &json)?;
-    let summary = crate::repeat::summary(&report);
-    if args.common.json {
-        eprint!("{summary}");
-        println!("{json}");
-    } else {
-        print!("{summary}");
-    }
-    if let Some(path) = &args.common.junit {
-        write_file(path, &crate::repeat::junit_xml(&report))?;
-    }
+    emit(
+        &args.common,
+        &crate::repeat::summary(&report),
+        &json,
+        || crate::repeat::junit_xml(&report),
+    )?;
     Ok(report.exit_code())
 }
 
@@ -550,6 +599,191 @@ async fn explore_scenario(args: ExploreArgs) -> Result<i32, CliError> {
         print!("{summary}");
     }
     Ok(report.exit_code())
+}
+
+async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
+    use crate::soak::{SoakOptions, soak};
+    let Some(path) = args.scenario.as_ref() else {
+        let Some(SoakCommand::Report(report)) = &args.command else {
+            unreachable!("clap requires a scenario or a subcommand");
+        };
+        return soak_report(report);
+    };
+    let mut scenario = crate::scenario::Scenario::load(path)?;
+    apply_overrides(&mut scenario.infra, &args.infra)?;
+    let out_dir = args
+        .common
+        .out
+        .clone()
+        .unwrap_or_else(|| fresh_out_dir("soak", &scenario.name));
+    let mut options = SoakOptions::new(args.duration, out_dir.clone());
+    options.interval = args.interval;
+    if let Some(warmup) = args.warmup {
+        options.warmup = warmup;
+    }
+    options.threshold_mb_per_day = args.threshold;
+    options.rate = args.rate;
+    options.min_span = args.min_span;
+    options.env = parse_env(&args.common.env)?;
+    eprintln!(
+        "quiesce soak: {} for {}, a sample every {} s, judged after {} s; timeline {}",
+        scenario.name,
+        humantime(args.duration),
+        options.interval.as_secs(),
+        options.warmup.as_secs(),
+        out_dir.join("timeline.jsonl").display()
+    );
+    let mut signals = SignalHandler::new().map_err(|e| CliError::Infra(InfraError::Workdir(e)))?;
+    let bar = SoakProgress::new(args.duration);
+    let shown = bar.clone();
+    let report = soak(&scenario, &options, &mut signals, move |status| {
+        shown.update(status)
+    })
+    .await;
+    bar.finish();
+    let report = report?;
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    write_file(&out_dir.join("soak.json"), &json)?;
+    let mut summary = crate::report::summary(&report.verdict);
+    summary.push_str(&format!(
+        "soak timeline {} ({} samples), plot {}\n",
+        report.timeline.display(),
+        report.samples,
+        report.plot.display()
+    ));
+    emit(&args.common, &summary, &json, || {
+        crate::report::junit_xml(&report.verdict)
+    })?;
+    Ok(report.verdict.exit_code())
+}
+
+/// `quiesce soak report`: a timeline judged again, its plot redrawn.
+fn soak_report(args: &SoakReportArgs) -> Result<i32, CliError> {
+    let (threshold, warmup) = crate::soak::timeline_settings(&args.timeline)?;
+    let (memory, plot) = crate::soak::judge(
+        &args.timeline,
+        args.threshold.unwrap_or(threshold),
+        args.warmup.unwrap_or(warmup),
+        args.min_span,
+    )?;
+    println!(
+        "memory: {}
+  plot {}",
+        memory.explain(),
+        plot.display()
+    );
+    Ok(match memory.is_leak() {
+        true => exit_codes::VIOLATION,
+        false => exit_codes::OK,
+    })
+}
+
+/// Prints the summary, or the JSON with the summary on stderr (`--json`), and writes the
+/// JUnit XML `--junit` asks for.
+fn emit(
+    common: &ScenarioArgs,
+    summary: &str,
+    json: &str,
+    junit: impl FnOnce() -> String,
+) -> Result<(), CliError> {
+    if common.json {
+        eprint!("{summary}");
+        println!("{json}");
+    } else {
+        print!("{summary}");
+    }
+    if let Some(path) = &common.junit {
+        write_file(path, &junit())?;
+    }
+    Ok(())
+}
+
+/// A new folder in the temp dir for a `job`'s reports: `quiesce-loop-NAME-PID-SECS`.
+fn fresh_out_dir(job: &str, scenario: &str) -> PathBuf {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    std::env::temp_dir().join(format!(
+        "quiesce-{job}-{}-{}-{stamp}",
+        scenario.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        std::process::id()
+    ))
+}
+
+/// `30m`, `2h`, `1h30m`, `90s`.
+fn humantime(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// A soak's progress: a bar with ETA, RSS and the slope so far on a terminal; else a line
+/// per tenth of the way.
+#[derive(Clone)]
+struct SoakProgress {
+    bar: Option<indicatif::ProgressBar>,
+    duration: Duration,
+    tenth: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SoakProgress {
+    fn new(duration: Duration) -> SoakProgress {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(duration.as_secs().max(1));
+            let template = "{elapsed_precise} [{bar:30}] {pos}/{len} s, ETA {eta}: {msg}";
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        });
+        SoakProgress {
+            bar,
+            duration,
+            tenth: Default::default(),
+        }
+    }
+
+    fn update(&self, status: &crate::soak::Status) {
+        let slope = match status.slope_mb_per_day {
+            Some(slope) => format!("{slope:+.1} MB/day so far"),
+            None => "slope after the warm-up".to_owned(),
+        };
+        let line = format!(
+            "RSS {:.1} MB, {} samples, {slope}",
+            status.rss_bytes as f64 / 1e6,
+            status.samples
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(status.elapsed.as_secs());
+                if status.slope_mb_per_day.is_some() || status.samples < 30 {
+                    bar.set_message(line);
+                }
+            }
+            None => {
+                let tenth = (status.elapsed.as_secs_f64() / self.duration.as_secs_f64().max(1.0)
+                    * 10.0) as u64;
+                let before = self
+                    .tenth
+                    .fetch_max(tenth, std::sync::atomic::Ordering::SeqCst);
+                if tenth > before {
+                    eprintln!("quiesce: soak {}0%: {line}", tenth.min(10));
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// The values named in `names`, each one of `all` by its `name`.

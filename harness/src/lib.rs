@@ -56,5 +56,6 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod signal;
+pub mod soak;
 pub mod target;
 pub mod verdict;

@@ -85,6 +85,7 @@ fn decide(check: CheckName, scenario: &Scenario, run: &TargetRun, findings: &Fin
         CheckName::ReadinessTruthful => {
             decided_outcome(check, run, findings.readiness.as_ref(), "readiness")
         }
+        CheckName::MemoryFlat => Outcome::inconclusive("judged by `quiesce soak` only"),
     }
 }
 

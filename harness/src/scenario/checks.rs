@@ -223,6 +223,8 @@ impl ChecksConfig {
                 CheckName::SingleLeader => config.single_leader = Some(toggle(on)),
                 CheckName::JobsOncePerInterval => config.jobs_once_per_interval = Some(toggle(on)),
                 CheckName::ReadinessTruthful => config.readiness_truthful = Some(toggle(on)),
+                // Not in ALL: `quiesce soak` adds it.
+                CheckName::MemoryFlat => {}
             }
         }
         config

@@ -29,6 +29,8 @@ pub enum CheckName {
     SingleLeader,
     JobsOncePerInterval,
     ReadinessTruthful,
+    /// Judged by `quiesce soak` alone, from its timeline: not in [`CheckName::ALL`].
+    MemoryFlat,
 }
 
 impl CheckName {
@@ -91,6 +93,7 @@ impl CheckName {
         match self {
             CheckName::StartsWithin => "starts_within",
             CheckName::StopsWithin => "stops_within",
+            CheckName::MemoryFlat => "memory_flat",
             CheckName::ExitCode => "exit_code",
             CheckName::NoLeakedTasks => "no_leaked_tasks",
             CheckName::NoLeakedThreads => "no_leaked_threads",

@@ -1,0 +1,390 @@
+//! `quiesce soak`: the target under steady load for a long time, its memory sampled as it
+//! goes, then stopped and checked as `quiesce run` does, with a leak verdict in MB/day.
+//!
+//! The soak is one cycle of a [`Session`] whose run lasts the soak's duration: `[stop]
+//! after_ms` becomes the duration and a `[kafka]` workload produces `rate` records a second
+//! for all of it (`records = rate × seconds`), so the stop comes once the last of them is
+//! processed. A `[[faults]]` schedule plays as in a run. The process target's tree is sampled
+//! every interval from its start to its exit; each sample is appended to `timeline.jsonl` and
+//! flushed at once, so a soak killed outright keeps every sample it took. At the end the
+//! timeline is judged (`quiesce_soak::trend`), plotted, and the verdict gets `memory_flat`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::run::{RunError, RunOptions, Session};
+use crate::scenario::{Scenario, Target};
+use crate::signal::SignalHandler;
+use crate::verdict::{CheckName, CheckResult, Outcome, Verdict};
+
+/// Records a second when neither the scenario nor `--rate` says.
+pub const DEFAULT_RATE: u32 = 50;
+
+/// What `quiesce soak` was asked to do.
+#[derive(Clone, Debug)]
+pub struct SoakOptions {
+    pub duration: Duration,
+    /// Between two samples.
+    pub interval: Duration,
+    /// Samples before this are not judged: start-up allocations, caches filling.
+    pub warmup: Duration,
+    /// A growth above this, in MB a day, is a leak.
+    pub threshold_mb_per_day: f64,
+    /// Records a second of a `[kafka]` workload, over the scenario's.
+    pub rate: Option<u32>,
+    /// The least time after the warm-up a verdict rests on; shorter is inconclusive.
+    pub min_span: Duration,
+    pub env: Vec<(String, String)>,
+    /// Where the timeline, the plot, `soak.json` and the run's folder go.
+    pub out_dir: PathBuf,
+}
+
+impl SoakOptions {
+    /// The CLI's defaults: 1 s samples, a warm-up of a tenth of the soak (at most 5 min),
+    /// 10 MB/day.
+    pub fn new(duration: Duration, out_dir: PathBuf) -> SoakOptions {
+        SoakOptions {
+            duration,
+            interval: Duration::from_secs(1),
+            warmup: (duration / 10).min(Duration::from_secs(300)),
+            threshold_mb_per_day: 10.0,
+            rate: None,
+            min_span: Duration::from_secs(600),
+            env: Vec::new(),
+            out_dir,
+        }
+    }
+}
+
+/// Why a soak could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SoakError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("{0}")]
+    Scenario(String),
+    /// A timeline that cannot be read: bad input to `soak report`.
+    #[error("timeline {path}: {message}")]
+    Timeline { path: PathBuf, message: String },
+    /// The soak could not write its own timeline or plot.
+    #[error("soak output {path}: {message}")]
+    Output { path: PathBuf, message: String },
+}
+
+impl SoakError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SoakError::Run(e) => e.exit_code(),
+            SoakError::Scenario(_) => crate::exit_codes::BAD_INPUT,
+            SoakError::Timeline { .. } => crate::exit_codes::BAD_INPUT,
+            SoakError::Output { .. } => crate::exit_codes::INFRA_FAILED,
+        }
+    }
+}
+
+/// How the soak is going, for a progress bar.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub elapsed: Duration,
+    pub samples: usize,
+    pub rss_bytes: u64,
+    /// The trend so far, once past the warm-up with enough samples.
+    pub slope_mb_per_day: Option<f64>,
+}
+
+/// What a soak found.
+#[derive(Debug, Serialize)]
+pub struct SoakReport {
+    /// The run's verdict, `memory_flat` included.
+    pub verdict: Verdict,
+    pub memory: quiesce_soak::Verdict,
+    pub samples: usize,
+    pub timeline: PathBuf,
+    pub plot: PathBuf,
+}
+
+/// Runs the soak. `progress` is told how it goes after each sample.
+pub async fn soak(
+    scenario: &Scenario,
+    options: &SoakOptions,
+    signals: &mut SignalHandler,
+    progress: impl Fn(&Status) + Send + Sync + 'static,
+) -> Result<SoakReport, SoakError> {
+    let scenario = soak_scenario(scenario, options)?;
+    std::fs::create_dir_all(&options.out_dir).map_err(|source| RunError::OutDir {
+        path: options.out_dir.clone(),
+        source,
+    })?;
+    let timeline = options.out_dir.join("timeline.jsonl");
+    let mut session = Session::start(&scenario, signals).await?;
+    let (pid_tx, pid_rx) = tokio::sync::watch::channel(None);
+    session.report_pid_to(pid_tx);
+    let done = CancellationToken::new();
+    let header = quiesce_soak::Header {
+        scenario: scenario.name.clone(),
+        pid: 0,
+        interval_ms: options.interval.as_millis() as u64,
+        started_unix_ms: 0,
+        threshold_mb_per_day: options.threshold_mb_per_day,
+        warmup_ms: options.warmup.as_millis() as u64,
+    };
+    let sampler = tokio::spawn(sample(
+        timeline.clone(),
+        header,
+        pid_rx,
+        options.clone(),
+        done.clone(),
+        Box::new(progress),
+    ));
+    let run = RunOptions {
+        env: options.env.clone(),
+        out_dir: Some(options.out_dir.join("run")),
+    };
+    let cycle = session.cycle(&scenario, &run, signals).await;
+    done.cancel();
+    let sampled = sampler.await.unwrap_or_else(|e| Err(e.to_string()));
+    let closed = session.close(signals).await;
+    let mut cycle = cycle?;
+    closed?;
+    let samples = sampled.map_err(|message| SoakError::Output {
+        path: timeline.clone(),
+        message,
+    })?;
+    let (memory, plot) = judge(
+        &timeline,
+        options.threshold_mb_per_day,
+        options.warmup,
+        options.min_span,
+    )?;
+    cycle.verdict.results.push(CheckResult {
+        check: CheckName::MemoryFlat,
+        outcome: memory_outcome(&memory, cycle.interrupted),
+    });
+    Ok(SoakReport {
+        verdict: cycle.verdict,
+        memory,
+        samples,
+        timeline,
+        plot,
+    })
+}
+
+/// The scenario as the soak runs it: as long as the soak, with a steady workload.
+fn soak_scenario(scenario: &Scenario, options: &SoakOptions) -> Result<Scenario, SoakError> {
+    if matches!(scenario.target, Target::Graph(_)) {
+        return Err(SoakError::Scenario(format!(
+            "{}: a soak samples a process tree; an in-process graph shares the harness's \
+             memory (run it as a process target)",
+            scenario.name
+        )));
+    }
+    let mut soaked = scenario.clone();
+    let secs = options.duration.as_secs().max(1);
+    soaked.stop.after_ms = options.duration.as_millis() as u64;
+    if let Some(kafka) = &mut soaked.kafka {
+        let rate = options
+            .rate
+            .or(Some(kafka.rate).filter(|r| *r > 0))
+            .unwrap_or(DEFAULT_RATE);
+        kafka.rate = rate;
+        kafka.records = (u64::from(rate) * secs) as usize;
+        kafka.stop_when_processed = true;
+        kafka.stop_after_processed = None;
+        // The stop comes once the last record is processed; this is only the backstop.
+        soaked.stop.after_ms += 60_000;
+    }
+    Ok(soaked)
+}
+
+/// Samples the target's tree from its start to its exit (or the end of the run), appending
+/// each sample to the timeline as it is taken. Returns how many it took.
+async fn sample(
+    path: PathBuf,
+    mut header: quiesce_soak::Header,
+    mut pid_rx: tokio::sync::watch::Receiver<Option<u32>>,
+    options: SoakOptions,
+    done: CancellationToken,
+    progress: Box<dyn Fn(&Status) + Send + Sync>,
+) -> Result<usize, String> {
+    let pid = loop {
+        if let Some(pid) = *pid_rx.borrow_and_update() {
+            break pid;
+        }
+        tokio::select! {
+            changed = pid_rx.changed() => if changed.is_err() { return Ok(0) },
+            () = done.cancelled() => return Ok(0),
+        }
+    };
+    header.pid = pid;
+    header.started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut writer =
+        quiesce_soak::TimelineWriter::create(&path, &header).map_err(|e| e.to_string())?;
+    let begun = Instant::now();
+    let mut ticks = tokio::time::interval(options.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let seen: Arc<Mutex<Vec<(f64, f64)>>> = Arc::default();
+    let mut count = 0;
+    let mut slope = None;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = done.cancelled() => break,
+        }
+        let Some(taken) = quiesce_soak::sample_tree(pid) else {
+            break;
+        };
+        let t_ms = begun.elapsed().as_millis() as u64;
+        let sample = quiesce_soak::Sample::from_process(t_ms, &taken);
+        writer.append(&sample).map_err(|e| e.to_string())?;
+        count += 1;
+        let mut points = seen.lock().unwrap_or_else(|e| e.into_inner());
+        points.push((t_ms as f64 / 1000.0, taken.rss_bytes as f64 / 1e6));
+        // The slope so far, every 30 samples: a quick look, not the verdict.
+        if count % 30 == 0 {
+            slope = running_slope(&points, options.warmup).or(slope);
+        }
+        progress(&Status {
+            elapsed: begun.elapsed(),
+            samples: count,
+            rss_bytes: taken.rss_bytes,
+            slope_mb_per_day: slope,
+        });
+    }
+    Ok(count)
+}
+
+/// The Theil–Sen slope of the samples after the warm-up, in MB/day.
+fn running_slope(points: &[(f64, f64)], warmup: Duration) -> Option<f64> {
+    let after: Vec<quiesce_soak::Point> = points
+        .iter()
+        .filter(|(t, _)| *t >= warmup.as_secs_f64())
+        .map(|&(t_secs, value)| quiesce_soak::Point { t_secs, value })
+        .collect();
+    if after.len() < 30 {
+        return None;
+    }
+    quiesce_soak::trend::theil_sen(&after).map(|fit| fit.slope * 86_400.0)
+}
+
+/// The threshold and warm-up a timeline was taken with (its header's).
+pub fn timeline_settings(timeline: &Path) -> Result<(f64, Duration), SoakError> {
+    let (header, ..) = quiesce_soak::read_timeline(timeline).map_err(|e| SoakError::Timeline {
+        path: timeline.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok((
+        header.threshold_mb_per_day,
+        Duration::from_millis(header.warmup_ms),
+    ))
+}
+
+/// Judges a timeline and writes its plot next to it: `soak.svg`. `min_span` is the least
+/// time after the warm-up a verdict rests on (shorter: inconclusive).
+pub fn judge(
+    timeline: &Path,
+    threshold_mb_per_day: f64,
+    warmup: Duration,
+    min_span: Duration,
+) -> Result<(quiesce_soak::Verdict, PathBuf), SoakError> {
+    let failed = |message: String| SoakError::Timeline {
+        path: timeline.to_owned(),
+        message,
+    };
+    let (header, samples, events, notes) =
+        quiesce_soak::read_timeline(timeline).map_err(|e| failed(e.to_string()))?;
+    let point = |t_ms: u64, bytes: u64| quiesce_soak::Point {
+        t_secs: t_ms as f64 / 1000.0,
+        value: bytes as f64,
+    };
+    let rss: Vec<_> = samples.iter().map(|s| point(s.t_ms, s.rss_bytes)).collect();
+    let anon: Option<Vec<_>> = samples
+        .iter()
+        .map(|s| s.anon_bytes.map(|a| point(s.t_ms, a)))
+        .collect();
+    let rule = quiesce_soak::LeakRule {
+        threshold_mb_per_day,
+        warm_up_secs: warmup.as_secs_f64(),
+        min_span_secs: min_span.as_secs_f64(),
+        ..quiesce_soak::LeakRule::default()
+    };
+    let verdict = rule.assess(&rss, anon.as_deref());
+    // The plot shows the series the verdict rests on, in MiB, with its fitted line.
+    let series = match (verdict.series(), &anon) {
+        (quiesce_soak::Series::Anon, Some(anon)) => anon.as_slice(),
+        _ => rss.as_slice(),
+    };
+    const MIB: f64 = 1_048_576.0;
+    let shown: Vec<(f64, f64)> = series.iter().map(|p| (p.t_secs, p.value / MIB)).collect();
+    let fit = verdict.trend().map(|trend| {
+        let slope = trend.slope_mb_per_day / 86_400.0;
+        let mut rest: Vec<f64> = shown
+            .iter()
+            .filter(|(t, _)| *t >= warmup.as_secs_f64())
+            .map(|(t, mb)| mb - slope * t)
+            .collect();
+        rest.sort_by(f64::total_cmp);
+        (slope, rest.get(rest.len() / 2).copied().unwrap_or_default())
+    });
+    // The verdict's clauses a line each: one line would run off the plot.
+    let explained = verdict.explain();
+    let mut lines: Vec<String> = explained
+        .split("; ")
+        .enumerate()
+        .map(|(i, part)| match i {
+            0 => format!("memory_flat: {part}"),
+            _ => format!("    {part}"),
+        })
+        .collect();
+    lines.push(format!(
+        "{} samples every {} ms of pid {}, {} event(s){}",
+        samples.len(),
+        header.interval_ms,
+        header.pid,
+        events.len(),
+        match notes.torn_last_line {
+            Some(_) => "; the last line was torn (the soak was killed) and is left out",
+            None => "",
+        }
+    ));
+    let title = format!("{} soak: {}", header.scenario, verdict.series());
+    let svg = quiesce_soak::plot::svg(
+        &shown,
+        fit,
+        threshold_mb_per_day,
+        warmup.as_secs_f64(),
+        &title,
+        &lines,
+    );
+    let plot = timeline.with_file_name("soak.svg");
+    std::fs::write(&plot, svg).map_err(|e| SoakError::Output {
+        path: plot.clone(),
+        message: e.to_string(),
+    })?;
+    Ok((verdict, plot))
+}
+
+/// `memory_flat` from the memory verdict: a leak fails it; flat, or grown then stopped (what
+/// an allocator retains), passes and says which.
+fn memory_outcome(memory: &quiesce_soak::Verdict, interrupted: bool) -> Outcome {
+    let cut = match interrupted {
+        true => " (the soak was cut short by Ctrl-C; judged on what was sampled)",
+        false => "",
+    };
+    match memory {
+        quiesce_soak::Verdict::Leak(_) => {
+            Outcome::violation(format!("{}{cut}", memory.explain()), Vec::new())
+        }
+        quiesce_soak::Verdict::Flat(_) | quiesce_soak::Verdict::Plateau(_) => {
+            Outcome::pass(format!("{}{cut}", memory.explain()))
+        }
+        quiesce_soak::Verdict::Inconclusive { .. } => {
+            Outcome::inconclusive(format!("{}{cut}", memory.explain()))
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! `quiesce soak` as a user runs it: a soak cut short by Ctrl-C still writes its report, one
+//! killed outright leaves a timeline `quiesce soak report` reads, neither leaves a process
+//! behind; and bad input is named.
+
+use std::path::{Path, PathBuf};
+
+use quiesce::exit_codes;
+
+use crate::util::*;
+
+/// A shell target that runs until SIGTERM, in `dir`.
+fn scenario(dir: &Path) -> PathBuf {
+    let path = dir.join("soak.toml");
+    let text = format!(
+        r#"name = "cli-soak"
+[infra]
+backend = "local"
+[target]
+command = ["sh", "-c", "trap 'exit 0' TERM; echo listening; while :; do sleep 0.05; done"]
+cwd = "{}"
+ready = {{ log = "^listening$" }}
+"#,
+        dir.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The sample lines of a timeline so far (the header not counted).
+fn samples(timeline: &Path) -> usize {
+    std::fs::read_to_string(timeline)
+        .map(|t| t.lines().count().saturating_sub(1))
+        .unwrap_or(0)
+}
+
+fn soak_args<'a>(file: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "soak",
+        file,
+        "--duration",
+        "10m",
+        "--interval",
+        "1s",
+        "--out",
+        out,
+    ]
+}
+
+#[test]
+fn ctrl_c_ends_a_soak_early_and_still_writes_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario(dir.path());
+    let out = dir.path().join("out");
+    let timeline = out.join("timeline.jsonl");
+    let args = soak_args(file.to_str().unwrap(), out.to_str().unwrap());
+    let child = quiesce_until(dir.path(), &args, || samples(&timeline) >= 3);
+    let (code, stdout) = interrupt(child);
+    assert_eq!(code, Some(exit_codes::INTERRUPTED), "{stdout}");
+    assert!(stdout.contains("memory_flat"), "{stdout}");
+    assert!(stdout.contains("cut short by Ctrl-C"), "{stdout}");
+    assert!(out.join("soak.json").is_file() && out.join("soak.svg").is_file());
+    assert!(samples(&timeline) >= 3);
+    assert_eq!(processes_mentioning(dir.path()), Vec::<u32>::new());
+}
+
+#[test]
+fn a_killed_soak_leaves_a_timeline_soak_report_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario(dir.path());
+    let out = dir.path().join("out");
+    let timeline = out.join("timeline.jsonl");
+    let args = soak_args(file.to_str().unwrap(), out.to_str().unwrap());
+    let mut child = quiesce_until(dir.path(), &args, || samples(&timeline) >= 3);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let taken = samples(&timeline);
+    assert!(taken >= 3);
+    // Everything the harness started dies with it.
+    eventually_sync("no process left", || {
+        let left = processes_mentioning(dir.path());
+        left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+    });
+    let timeline_arg = timeline.to_str().unwrap();
+    let (code, stdout, stderr) = quiesce(dir.path(), &["soak", "report", timeline_arg], &[]);
+    // A few seconds of samples: not enough to judge, and said so.
+    assert_eq!(code, exit_codes::OK, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("inconclusive") || stdout.contains("samples after"),
+        "{stdout}"
+    );
+    assert!(out.join("soak.svg").is_file());
+}
+
+#[test]
+fn bad_soak_input_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario(dir.path());
+    let file = file.to_str().unwrap();
+    let (code, _, stderr) = quiesce(dir.path(), &["soak", file, "--duration", "soon"], &[]);
+    assert_eq!(code, exit_codes::BAD_INPUT, "{stderr}");
+    assert!(stderr.contains("soon"), "{stderr}");
+
+    let broken = dir.path().join("timeline.jsonl");
+    std::fs::write(
+        &broken,
+        "{\"quiesce_soak\":1,\"scenario\":\"s\",\"pid\":1,\"interval_ms\":1000,\
+         \"started_unix_ms\":0,\"threshold_mb_per_day\":10.0,\"warmup_ms\":0}\nnot json\n\
+         {\"t_ms\":1,\"rss_bytes\":1,\"threads\":1}\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = quiesce(
+        dir.path(),
+        &["soak", "report", broken.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, exit_codes::BAD_INPUT, "{stderr}");
+    assert!(stderr.contains("line 2"), "{stderr}");
+
+    let missing = dir.path().join("nope.jsonl");
+    let (code, _, stderr) = quiesce(
+        dir.path(),
+        &["soak", "report", missing.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, exit_codes::BAD_INPUT, "{stderr}");
+    assert!(stderr.contains("nope.jsonl"), "{stderr}");
+}
