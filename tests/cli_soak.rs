@@ -38,7 +38,7 @@ fn soak_args<'a>(file: &'a str, out: &'a str) -> Vec<&'a str> {
         "soak",
         file,
         "--duration",
-        "10m",
+        "20m",
         "--interval",
         "1s",
         "--out",

@@ -126,7 +126,17 @@ fn events<'a>(verdict: &'a Verdict, prefix: &'a str) -> impl Iterator<Item = u64
 /// and the stop is timed from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_signal_is_the_stop() {
-    let mut s = scenario(vec![signal(Point::Ready, 200, StopSignal::Term)]);
+    // A step after the stop is played when due, though a step after ready is still waiting.
+    let mut late = step(Action::Down, 60_000);
+    late.after = Point::Ready;
+    let mut drain = step(Action::Latency, 100);
+    drain.after = Point::Stop;
+    drain.latency_ms = Some(10);
+    // It takes half a second to stop: the drain step is due within it.
+    let mut s = with_trap(
+        "trap 'sleep 0.5; exit 0' TERM",
+        vec![signal(Point::Ready, 200, StopSignal::Term), late, drain],
+    );
     s.stop.after_ms = 60_000;
     let verdict = run_once(&s).await;
     let report = quiesce::report::summary(&verdict);
@@ -137,6 +147,10 @@ async fn a_scheduled_signal_is_the_stop() {
     assert_eq!(verdict.violations(), 0, "{report}");
     let stop = outcome(&verdict, CheckName::StopsWithin);
     assert!(stop.contains("SIGTERM (the fault schedule's)"), "{stop}");
+    let drained = "fault: latency 10 ms (jitter 0 ms) on redis (stop + 100 ms)";
+    assert_eq!(events(&verdict, drained).count(), 1, "{report}");
+    let waiting = "fault not played: proxy down on redis at ready + 60000 ms";
+    assert_eq!(events(&verdict, waiting).count(), 1, "{report}");
 }
 
 /// A target that exits only on its second SIGTERM stops in time when the schedule sends that

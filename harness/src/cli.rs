@@ -186,9 +186,10 @@ struct SoakArgs {
     /// Samples before this are not judged (default: a tenth of the soak, at most 5m).
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     warmup: Option<Duration>,
-    /// Growth above this many MB a day is a leak.
-    #[arg(long, value_name = "MB", default_value_t = 10.0)]
-    threshold: f64,
+    /// Growth above this many MB (2^20 bytes) a day is a leak (default: 25 for a soak under
+    /// 2h, 10 from 2h: in 30 minutes a correct service's warm-up drift alone reaches 10).
+    #[arg(long, value_name = "MB")]
+    threshold: Option<f64>,
     /// Records a second of the [kafka] workload (default: the scenario's rate, else 50).
     #[arg(long, value_name = "N")]
     rate: Option<u32>,
@@ -621,7 +622,9 @@ async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
     if let Some(warmup) = args.warmup {
         options.warmup = warmup;
     }
-    options.threshold_mb_per_day = args.threshold;
+    options.threshold_mb_per_day = args
+        .threshold
+        .unwrap_or(crate::soak::default_threshold(args.duration));
     options.rate = args.rate;
     options.min_span = args.min_span;
     options.env = parse_env(&args.common.env)?;
@@ -756,7 +759,7 @@ impl SoakProgress {
         };
         let line = format!(
             "RSS {:.1} MB, {} samples, {slope}",
-            status.rss_bytes as f64 / 1e6,
+            status.rss_bytes as f64 / 1_048_576.0,
             status.samples
         );
         match &self.bar {

@@ -90,6 +90,8 @@ pub struct Finding {
     pub shrink_runs: u32,
     /// Shrink candidates that passed once and failed when run again.
     pub flaky: Vec<String>,
+    /// Why shrinking ended before its walk did: a run that could not run at all.
+    pub stopped: Option<String>,
     /// The replay file: `quiesce run` on it plays `shrunk`.
     pub replay: Option<PathBuf>,
     /// The shrunk schedule's verdict.
@@ -223,6 +225,7 @@ impl Explorer<'_> {
                     shrunk: tried,
                     shrink_runs: 0,
                     flaky: Vec::new(),
+                    stopped: None,
                     replay: Some(path),
                     verdict: Some(verdict),
                 };
@@ -280,6 +283,7 @@ impl Explorer<'_> {
         // Schedules seen failing: proptest walks back to one after a simpler one passed,
         // and running it again would only cost time.
         let mut failing = vec![original.steps.clone()];
+        let mut stopped = None;
         let mut more = tree.simplify();
         while more && runs < self.options.shrink_runs && !self.interrupted {
             let candidate = tree.current();
@@ -293,7 +297,15 @@ impl Explorer<'_> {
                     break;
                 }
                 runs += 1;
-                let (tried, v) = self.try_steps(&candidate).await?;
+                // A run that could not run at all ends the walk; what it found so far stands.
+                let (tried, v) = match self.try_steps(&candidate).await {
+                    Ok(done) => done,
+                    Err(e) => {
+                        progress(&format!("shrinking stopped: {e}"));
+                        stopped = Some(e.to_string());
+                        break;
+                    }
+                };
                 if self.interrupted {
                     break;
                 }
@@ -308,7 +320,7 @@ impl Explorer<'_> {
                     break;
                 }
             }
-            if self.interrupted {
+            if self.interrupted || stopped.is_some() {
                 break;
             }
             match fails {
@@ -339,6 +351,7 @@ impl Explorer<'_> {
             shrunk: best,
             shrink_runs: runs,
             flaky,
+            stopped,
             replay: None,
             verdict,
         })
@@ -447,6 +460,10 @@ fn replay_text(
     finding: &Finding,
 ) -> Result<String, String> {
     let text = std::fs::read_to_string(source).map_err(|e| e.to_string())?;
+    // The scenario's folder as given may be relative (or empty, for a bare file name): the
+    // replay lives elsewhere, so its paths are made absolute from here.
+    let base_dir = std::path::absolute(base_dir).map_err(|e| e.to_string())?;
+    let base_dir = base_dir.as_path();
     let mut table: toml::Table = toml::from_str(&text).map_err(|e| e.to_string())?;
     let faults = toml::Value::try_from(&finding.shrunk.steps).map_err(|e| e.to_string())?;
     table.insert("faults".to_owned(), faults);
@@ -577,6 +594,9 @@ pub fn summary(report: &ExploreReport) -> String {
         out.push_str(&format!("  breaks: {}\n", describe_outcome(&f.shrunk)));
         for note in &f.flaky {
             out.push_str(&format!("  flaky: {note}\n"));
+        }
+        if let Some(why) = &f.stopped {
+            out.push_str(&format!("  shrinking stopped early: {why}\n"));
         }
         if let Some(path) = &f.replay {
             out.push_str(&format!("  replay: quiesce run {}\n", path.display()));

@@ -361,11 +361,12 @@ fn is_enabled(inner: &Inner) -> bool {
 
 fn down(inner: &Inner) {
     if let Some(enablement) = lock(&inner.enabled).take() {
-        // A listening socket shut down for reading stops listening at once (Linux); the
-        // accept loop closes it when it sees the epoch cancelled.
+        // The accept loop is told first, so it does not take the shut-down listener's
+        // wake-up for an accept error. A listening socket shut down for reading stops
+        // listening at once (Linux); the accept loop closes it when it sees the epoch.
+        enablement.epoch.cancel();
         let _ =
             socket2::SockRef::from(enablement.listener.as_ref()).shutdown(std::net::Shutdown::Read);
-        enablement.epoch.cancel();
     }
 }
 
@@ -429,6 +430,7 @@ impl Drop for FaultProxy {
 async fn accept_loop(inner: Arc<Inner>, listener: Arc<TcpListener>, epoch: CancellationToken) {
     loop {
         let accepted = tokio::select! {
+            biased;
             () = epoch.cancelled() => return,
             accepted = listener.accept() => accepted,
         };

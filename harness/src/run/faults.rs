@@ -88,7 +88,8 @@ impl Schedule {
 
 /// A schedule being played.
 pub struct Player {
-    task: tokio::task::JoinHandle<Vec<(Instant, String)>>,
+    /// Taken by `finish`.
+    task: Option<tokio::task::JoinHandle<Vec<(Instant, String)>>>,
     done: CancellationToken,
 }
 
@@ -121,16 +122,33 @@ impl Player {
             signals: Some(signals_rx),
             ..Hooks::default()
         };
-        (Player { task, done }, hooks)
+        (
+            Player {
+                task: Some(task),
+                done,
+            },
+            hooks,
+        )
     }
 
     /// Ends the schedule (steps not yet due are noted as not played), undoes what it did, and
     /// returns what happened when.
-    pub async fn finish(self) -> Vec<(Instant, String)> {
+    pub async fn finish(mut self) -> Vec<(Instant, String)> {
         self.done.cancel();
-        self.task
-            .await
-            .unwrap_or_else(|e| vec![(Instant::now(), format!("fault schedule failed: {e}"))])
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .unwrap_or_else(|e| vec![(Instant::now(), format!("fault schedule failed: {e}"))]),
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Drop for Player {
+    /// A schedule dropped without `finish` (the run left early) stops playing: no step may
+    /// act on the infrastructure after the run is over.
+    fn drop(&mut self) {
+        self.done.cancel();
     }
 }
 
@@ -148,35 +166,38 @@ async fn play(
     let mut acted: BTreeMap<DependencyKind, LifecycleAction> = BTreeMap::new();
     let (mut ready_rx, mut stop_rx) = (Some(ready_rx), Some(stop_rx));
     let (mut ready, mut stop): (PointAt, PointAt) = (None, None);
-    for (i, step) in steps.iter().enumerate() {
-        // Wait for the step's point, then for its time after it.
-        let base = match step.after {
-            Point::Start => Some(started),
-            Point::Ready => point_at(&mut ready, &mut ready_rx, |()| Instant::now(), &done).await,
-            Point::Stop => point_at(&mut stop, &mut stop_rx, |at| at, &done).await,
+    // Each step is played when it is due, whichever point it is timed from: a step after the
+    // stop may come before a late step after ready (a scheduled signal is an early stop).
+    let mut pending = steps;
+    while !pending.is_empty() {
+        let due = |step: &FaultStep| {
+            let base = match step.after {
+                Point::Start => Some(started),
+                Point::Ready => ready,
+                Point::Stop => stop,
+            };
+            base.map(|at| at + Duration::from_millis(step.at_ms))
         };
-        let due = base.map(|at| at + Duration::from_millis(step.at_ms));
-        let reached = match due {
-            Some(due) => tokio::select! {
-                () = tokio::time::sleep_until(due.into()) => true,
-                () = done.cancelled() => false,
-            },
-            None => false,
-        };
-        if !reached {
-            for rest in &steps[i..] {
-                notes.push((
-                    Instant::now(),
-                    format!(
-                        "fault not played: {} at {} + {} ms (the run ended first)",
-                        rest.describe(),
-                        rest.after,
-                        rest.at_ms
-                    ),
-                ));
+        let next = pending
+            .iter()
+            .enumerate()
+            .filter_map(|(i, step)| due(step).map(|at| (at, i)))
+            .min();
+        tokio::select! {
+            () = sleep_until(next.map(|(at, _)| at)) => {}
+            got = recv(&mut ready_rx) => {
+                ready = got.map(|()| Instant::now());
+                continue;
             }
-            break;
+            got = recv(&mut stop_rx) => {
+                stop = got;
+                continue;
+            }
+            () = done.cancelled() => break,
         }
+        let Some((_, i)) = next else { break };
+        let removed = pending.remove(i);
+        let step = &removed;
         let outcome = match (step.action, step.dependency) {
             (Action::Signal, _) => match step.signal {
                 // The target's runner sends it, and says so on the timeline.
@@ -219,6 +240,17 @@ async fn play(
             },
         ));
     }
+    for rest in &pending {
+        notes.push((
+            Instant::now(),
+            format!(
+                "fault not played: {} at {} + {} ms (the run ended first)",
+                rest.describe(),
+                rest.after,
+                rest.at_ms
+            ),
+        ));
+    }
     // The run may go on after the last step; what the schedule did stays until it ends.
     done.cancelled().await;
     for (dependency, last) in acted {
@@ -254,23 +286,29 @@ async fn play(
     notes
 }
 
-/// When a lifecycle point came: remembered once seen, else waited for on `rx` (which yields
-/// `T`, turned into its time by `at`). `None`: it never came, or the run ended first.
-async fn point_at<T>(
-    seen: &mut PointAt,
-    rx: &mut Option<oneshot::Receiver<T>>,
-    at: impl Fn(T) -> Instant,
-    done: &CancellationToken,
-) -> PointAt {
-    if seen.is_none()
-        && let Some(rx) = rx.take()
-    {
-        *seen = tokio::select! {
-            got = rx => got.ok().map(at),
-            () = done.cancelled() => None,
-        };
+/// The value a lifecycle point's channel yields, once; then, or if it never comes (the
+/// sender dropped), pending for good.
+async fn recv<T>(rx: &mut Option<oneshot::Receiver<T>>) -> Option<T> {
+    match rx.as_mut() {
+        Some(receiver) => {
+            let got = receiver.await.ok();
+            *rx = None;
+            if got.is_none() {
+                // Never coming: a step timed from it stays unplayed.
+                std::future::pending::<()>().await;
+            }
+            got
+        }
+        None => std::future::pending().await,
     }
-    *seen
+}
+
+/// Sleeps until `at`; pending for good without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Applies one step; `added` holds the names of the toxics the schedule put on this proxy.

@@ -282,9 +282,9 @@ impl Session {
     /// Stops everything the session started. A second Ctrl-C during the close kills at
     /// once: dropping the infrastructure does that.
     pub async fn close(self, signals: &mut SignalHandler) -> Result<(), RunError> {
-        let mut infra = self.infra.lock().await;
+        let closing = async { self.infra.lock().await.close().await };
         tokio::select! {
-            closed = infra.close() => Ok(closed?),
+            closed = closing => Ok(closed?),
             _ = signals.recv() => Ok(()),
         }
     }

@@ -501,6 +501,7 @@ pub async fn run_graph(
             signal = super::next_scheduled(&mut schedule_signals) => {
                 // A graph's one trigger is its token: the signal becomes its cancellation.
                 run.trigger = format!("the shutdown token, for the fault schedule's {signal}");
+                run.stop_signal = signal;
                 note(format!("the fault schedule sent {signal}"));
             }
             result = &mut returned_rx => {

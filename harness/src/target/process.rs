@@ -203,6 +203,10 @@ async fn drive_process(
             run.trigger = format!("{signal} (the fault schedule's)");
         }
         let sent = Instant::now();
+        // Whoever watches the pid (a soak's sampler) is told the stop has begun.
+        if let Some(pid) = &ctx.hooks.pid {
+            pid.send_replace(None);
+        }
         // To the target alone: stopping what it started is its job, and the orphan check
         // below sees whether it did.
         child.signal_leader(signal.as_nix())?;
