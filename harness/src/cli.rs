@@ -470,7 +470,7 @@ async fn run_scenario(args: RunArgs) -> Result<i32, CliError> {
         env,
         out_dir: args.common.out.clone(),
     };
-    let mut signals = SignalHandler::new().map_err(|e| CliError::Infra(InfraError::Workdir(e)))?;
+    let mut signals = signal_handler()?;
     let verdict = crate::run::run(&scenario, &options, &mut signals).await?;
     emit(
         &args.common,
@@ -521,7 +521,7 @@ async fn loop_scenario(args: LoopArgs) -> Result<i32, CliError> {
         until_failure: args.until_failure,
         keep_passing: args.keep_passing,
     };
-    let mut signals = SignalHandler::new().map_err(|e| CliError::Infra(InfraError::Workdir(e)))?;
+    let mut signals = signal_handler()?;
     let mut bar = LoopProgress::new(cycles, args.duration);
     let report = run_loop(&scenario, &options, &mut signals, |p| bar.update(p)).await;
     bar.finish();
@@ -580,7 +580,7 @@ async fn explore_scenario(args: ExploreArgs) -> Result<i32, CliError> {
         "quiesce explore: {} cases of up to {} step(s), seed {} (--seed {} repeats them)",
         options.cases, options.max_steps, options.seed, options.seed
     );
-    let mut signals = SignalHandler::new().map_err(|e| CliError::Infra(InfraError::Workdir(e)))?;
+    let mut signals = signal_handler()?;
     let mut progress = |line: &str| eprintln!("  {line}");
     let report = explore(
         &scenario,
@@ -636,7 +636,7 @@ async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
         options.warmup.as_secs(),
         out_dir.join("timeline.jsonl").display()
     );
-    let mut signals = SignalHandler::new().map_err(|e| CliError::Infra(InfraError::Workdir(e)))?;
+    let mut signals = signal_handler()?;
     let bar = SoakProgress::new(args.duration);
     let shown = bar.clone();
     let report = soak(&scenario, &options, &mut signals, move |status| {
@@ -679,6 +679,11 @@ fn soak_report(args: &SoakReportArgs) -> Result<i32, CliError> {
         true => exit_codes::VIOLATION,
         false => exit_codes::OK,
     })
+}
+
+/// Ctrl-C and SIGTERM, from here on the CLI's to act on.
+fn signal_handler() -> Result<SignalHandler, CliError> {
+    SignalHandler::new().map_err(|e| CliError::Infra(InfraError::Workdir(e)))
 }
 
 /// Prints the summary, or the JSON with the summary on stderr (`--json`), and writes the
@@ -759,7 +764,7 @@ impl SoakProgress {
         };
         let line = format!(
             "RSS {:.1} MB, {} samples, {slope}",
-            status.rss_bytes as f64 / 1_048_576.0,
+            status.rss_bytes as f64 / quiesce_soak::trend::BYTES_PER_MB,
             status.samples
         );
         match &self.bar {

@@ -10,7 +10,6 @@
 //! timeline is judged (`quiesce_soak::trend`), plotted, and the verdict gets `memory_flat`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -264,7 +263,7 @@ async fn sample(
     let begun = Instant::now();
     let mut ticks = tokio::time::interval(options.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let seen: Arc<Mutex<Vec<(f64, f64)>>> = Arc::default();
+    let mut points: Vec<quiesce_soak::Point> = Vec::new();
     let mut count = 0;
     let mut slope = None;
     loop {
@@ -288,8 +287,10 @@ async fn sample(
         let sample = quiesce_soak::Sample::from_process(t_ms, &taken);
         writer.append(&sample).map_err(|e| e.to_string())?;
         count += 1;
-        let mut points = seen.lock().unwrap_or_else(|e| e.into_inner());
-        points.push((t_ms as f64 / 1000.0, taken.rss_bytes as f64));
+        points.push(quiesce_soak::Point {
+            t_secs: t_ms as f64 / 1000.0,
+            value: taken.rss_bytes as f64,
+        });
         // The slope so far, every 30 samples: a quick look, not the verdict.
         if count % 30 == 0 {
             slope = running_slope(&points, options.warmup).or(slope);
@@ -304,20 +305,20 @@ async fn sample(
     Ok(count)
 }
 
-/// The Theil–Sen slope of RSS after the warm-up, in MiB/day (the verdict's unit).
-fn running_slope(points: &[(f64, f64)], warmup: Duration) -> Option<f64> {
+/// The Theil–Sen slope of RSS after the warm-up, in MB/day (the verdict's unit), on the
+/// series thinned as the verdict thins it: the pairwise slopes grow with the square of the count.
+fn running_slope(points: &[quiesce_soak::Point], warmup: Duration) -> Option<f64> {
     let after: Vec<quiesce_soak::Point> = points
         .iter()
-        .filter(|(t, _)| *t >= warmup.as_secs_f64())
-        .map(|&(t_secs, value)| quiesce_soak::Point { t_secs, value })
+        .filter(|p| p.t_secs >= warmup.as_secs_f64())
+        .copied()
         .collect();
     if after.len() < 30 {
         return None;
     }
-    // Every k-th sample, at most 300: the pairwise slopes grow with the square of the count.
-    let step = after.len().div_ceil(300);
-    let thinned: Vec<_> = after.into_iter().step_by(step).collect();
-    quiesce_soak::trend::theil_sen(&thinned).map(|fit| fit.slope * 86_400.0 / 1_048_576.0)
+    let (thinned, _) = quiesce_soak::trend::thin(&after);
+    quiesce_soak::trend::theil_sen(&thinned)
+        .map(|fit| fit.slope * 86_400.0 / quiesce_soak::trend::BYTES_PER_MB)
 }
 
 /// The threshold and warm-up a timeline was taken with (its header's).
@@ -367,8 +368,10 @@ pub fn judge(
         (quiesce_soak::Series::Anon, Some(anon)) => anon.as_slice(),
         _ => rss.as_slice(),
     };
-    const MIB: f64 = 1_048_576.0;
-    let shown: Vec<(f64, f64)> = series.iter().map(|p| (p.t_secs, p.value / MIB)).collect();
+    let shown: Vec<(f64, f64)> = series
+        .iter()
+        .map(|p| (p.t_secs, p.value / quiesce_soak::trend::BYTES_PER_MB))
+        .collect();
     let fit = verdict.trend().map(|trend| {
         let slope = trend.slope_mb_per_day / 86_400.0;
         let mut rest: Vec<f64> = shown

@@ -119,7 +119,8 @@ pub const MAX_POINTS: usize = 300;
 
 const SECS_PER_DAY: f64 = 86_400.0;
 /// MB here is MiB, the unit `/proc` and `ps` report memory in (as KiB).
-const BYTES_PER_MB: f64 = 1_048_576.0;
+/// What MB means in every rate and plot: 2^20 bytes.
+pub const BYTES_PER_MB: f64 = 1_048_576.0;
 /// z for a two-sided 95% interval.
 const Z_95: f64 = 1.959_963_984_540_054;
 /// Mann–Kendall significance for growth (condition 1 of the rule).
@@ -365,7 +366,7 @@ pub fn theil_sen(points: &[Point]) -> Option<TheilSen> {
 
 /// Per-window medians of at most [`MAX_POINTS`] windows of consecutive points, and the window
 /// length.
-fn thin(points: &[Point]) -> (Vec<Point>, usize) {
+pub fn thin(points: &[Point]) -> (Vec<Point>, usize) {
     if points.len() <= MAX_POINTS {
         return (points.to_vec(), 1);
     }

@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::run::{RunError, RunOptions, Session};
 use crate::scenario::{Action, FaultStep, Scenario};
 use crate::signal::SignalHandler;
-use crate::verdict::{CheckName, Verdict};
+use crate::verdict::CheckName;
 
 pub use space::Space;
 
@@ -94,9 +94,6 @@ pub struct Finding {
     pub stopped: Option<String>,
     /// The replay file: `quiesce run` on it plays `shrunk`.
     pub replay: Option<PathBuf>,
-    /// The shrunk schedule's verdict.
-    #[serde(skip)]
-    pub verdict: Option<Verdict>,
 }
 
 /// How an exploration ended.
@@ -207,7 +204,7 @@ impl Explorer<'_> {
                     continue;
                 }
             };
-            let (tried, verdict) = self.try_steps(&steps).await?;
+            let tried = self.try_steps(&steps).await?;
             if self.interrupted {
                 return Ok((Ended::Interrupted, 0, kept, None));
             }
@@ -227,7 +224,6 @@ impl Explorer<'_> {
                     flaky: Vec::new(),
                     stopped: None,
                     replay: Some(path),
-                    verdict: Some(verdict),
                 };
                 return Ok((Ended::KeptFailure, 0, kept, Some(finding)));
             }
@@ -239,7 +235,7 @@ impl Explorer<'_> {
                 .new_tree(&mut runner)
                 .expect("a schedule strategy never rejects");
             let steps = tree.current();
-            let (tried, _) = self.try_steps(&steps).await?;
+            let tried = self.try_steps(&steps).await?;
             if self.interrupted {
                 return Ok((Ended::Interrupted, case - 1, kept, None));
             }
@@ -277,7 +273,6 @@ impl Explorer<'_> {
         progress: Progress<'_>,
     ) -> Result<Finding, RunError> {
         let mut best = original.clone();
-        let mut verdict = None;
         let mut runs = 0;
         let mut flaky = Vec::new();
         // Schedules seen failing: proptest walks back to one after a simpler one passed,
@@ -298,7 +293,7 @@ impl Explorer<'_> {
                 }
                 runs += 1;
                 // A run that could not run at all ends the walk; what it found so far stands.
-                let (tried, v) = match self.try_steps(&candidate).await {
+                let tried = match self.try_steps(&candidate).await {
                     Ok(done) => done,
                     Err(e) => {
                         progress(&format!("shrinking stopped: {e}"));
@@ -316,7 +311,7 @@ impl Explorer<'_> {
                             describe_steps(&candidate)
                         ));
                     }
-                    fails = Some((tried, v));
+                    fails = Some(tried);
                     break;
                 }
             }
@@ -324,7 +319,7 @@ impl Explorer<'_> {
                 break;
             }
             match fails {
-                Some((tried, v)) => {
+                Some(tried) => {
                     progress(&format!(
                         "shrink {runs}/{}: {}: still fails",
                         self.options.shrink_runs,
@@ -332,7 +327,6 @@ impl Explorer<'_> {
                     ));
                     failing.push(tried.steps.clone());
                     best = tried;
-                    verdict = Some(v);
                     more = tree.simplify();
                 }
                 None => {
@@ -353,12 +347,11 @@ impl Explorer<'_> {
             flaky,
             stopped,
             replay: None,
-            verdict,
         })
     }
 
     /// One cycle with `steps` as the schedule.
-    async fn try_steps(&mut self, steps: &[FaultStep]) -> Result<(Tried, Verdict), RunError> {
+    async fn try_steps(&mut self, steps: &[FaultStep]) -> Result<Tried, RunError> {
         self.runs += 1;
         let mut scenario = self.scenario.clone();
         scenario.faults = steps.to_vec();
@@ -384,7 +377,7 @@ impl Explorer<'_> {
             steps: steps.to_vec(),
             violated,
         };
-        Ok((tried, cycle.verdict))
+        Ok(tried)
     }
 
     /// Writes the shrunk schedule as a scenario file next to the kept failures.

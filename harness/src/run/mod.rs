@@ -23,7 +23,7 @@ use crate::infra::{BackendKind, DependencyKind, Endpoints, Infra, InfraError, Ka
 use crate::kafka::{AckedRecord, KafkaError, StopKind};
 use crate::scenario::{KafkaWorkload, Scenario, StopPlan, StopSignal, Target};
 use crate::signal::SignalHandler;
-use crate::target::{Hang, Hooks, ReadyState, TargetRun, run_graph, run_process};
+use crate::target::{Hang, Hooks, PidReporter, ReadyState, TargetRun, run_graph, run_process};
 use crate::verdict::{CheckName, Outcome, TimelineEvent, Verdict};
 
 /// Settings of one run that are not part of the scenario.
@@ -136,7 +136,7 @@ pub struct Session {
     /// Where the next cycle's Kafka evidence begins.
     kafka: kafka::Baseline,
     /// Told each process target's pid (see [`Session::report_pid_to`]).
-    pid: Option<std::sync::Arc<tokio::sync::watch::Sender<Option<u32>>>>,
+    pid: Option<PidReporter>,
 }
 
 /// One cycle of a session: its verdict and what the harness saw of the target.
@@ -315,7 +315,7 @@ struct Reach {
     /// What earlier cycles left in the Kafka topics and group.
     kafka: kafka::Baseline,
     /// Told the target's pid.
-    pid: Option<std::sync::Arc<tokio::sync::watch::Sender<Option<u32>>>>,
+    pid: Option<PidReporter>,
 }
 
 /// What [`drive`] saw and decided.

@@ -35,6 +35,9 @@ pub use probe::{ProbeReport, ProbeSet, ProbeTask, ProbeThread, read_probe};
 pub use process::{ProcessContext, describe_status, resolve_program, run_process};
 pub use ready::{http_status, wait_ready};
 
+/// Told a process target's pid once it is started, and `None` once its stop is asked for.
+pub type PidReporter = std::sync::Arc<tokio::sync::watch::Sender<Option<u32>>>;
+
 /// How the run around a target takes part while the target runs.
 #[derive(Debug, Default)]
 pub struct Hooks {
@@ -50,7 +53,7 @@ pub struct Hooks {
     /// Signals a fault schedule sends the target. The first one sent after ready is the stop.
     pub signals: ScheduledSignals,
     /// Told the process target's pid once it is started (a soak samples it).
-    pub pid: Option<std::sync::Arc<tokio::sync::watch::Sender<Option<u32>>>>,
+    pub pid: Option<PidReporter>,
 }
 
 impl Hooks {
