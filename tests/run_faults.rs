@@ -45,6 +45,8 @@ fn step(action: Action, at_ms: u64) -> FaultStep {
         jitter_ms: None,
         timeout_ms: None,
         rate_kb: None,
+        every_ms: None,
+        times: None,
     }
 }
 
@@ -216,4 +218,47 @@ async fn what_a_schedule_did_is_undone_before_the_next_cycle() {
             quiesce::repeat::summary(&report)
         );
     }
+}
+
+/// A step with `every_ms` is played again and again, each time on the timeline: with `times`,
+/// that many times and then no more; without, until the run ends, and its next time is not
+/// called "not played".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_step_is_played_every_period_until_its_count_or_the_run_ends() {
+    let repeat = |action: Action, at_ms: u64, times: Option<u32>| FaultStep {
+        every_ms: Some(300),
+        times,
+        ..step(action, at_ms)
+    };
+    let mut s = scenario(vec![
+        repeat(Action::Down, 100, Some(3)),
+        repeat(Action::Up, 200, Some(3)),
+        repeat(Action::Clear, 0, None),
+    ]);
+    s.stop.after_ms = 2_000;
+    let verdict = run_once(&s).await;
+    let report = quiesce::report::summary(&verdict);
+    let ready = events(&verdict, "ready").next().expect(&report);
+    let downs: Vec<u64> = events(&verdict, "fault: proxy down on redis").collect();
+    let ups: Vec<u64> = events(&verdict, "fault: proxy up on redis").collect();
+    assert_eq!((downs.len(), ups.len()), (3, 3), "three of each: {report}");
+    for (k, (down, up)) in downs.iter().zip(&ups).enumerate() {
+        let k = k as u64;
+        assert!(*down >= ready + 100 + 300 * k, "{report}");
+        assert!(down < up && *up >= ready + 200 + 300 * k, "{report}");
+    }
+    assert_eq!(
+        events(
+            &verdict,
+            "fault: proxy down on redis (ready + 700 ms, time 3 of 3)"
+        )
+        .count(),
+        1,
+        "{report}"
+    );
+    // Every 300 ms from ready to the stop at ready + 2 s: 7 times, give or take a late one.
+    let clears = events(&verdict, "fault: toxics cleared on redis").count();
+    assert!((6..=8).contains(&clears), "{clears} clears: {report}");
+    assert_eq!(events(&verdict, "fault not played").count(), 0, "{report}");
+    assert_eq!(verdict.violations(), 0, "{report}");
 }

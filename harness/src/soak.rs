@@ -4,7 +4,9 @@
 //! The soak is one cycle of a [`Session`] whose run lasts the soak's duration: `[stop]
 //! after_ms` becomes the duration and a `[kafka]` workload produces `rate` records a second
 //! for all of it (`records = rate × seconds`), so the stop comes once the last of them is
-//! processed. A `[[faults]]` schedule plays as in a run. The process target's tree is sampled
+//! processed. A `[[faults]]` schedule plays as in a run; a step with `every_ms` repeats for
+//! the whole soak, and each fault played is added to the timeline as an event when the run
+//! ends, so the plot marks it. The process target's tree is sampled
 //! every interval from its start to its exit; each sample is appended to `timeline.jsonl` and
 //! flushed at once, so a soak killed outright keeps every sample it took. At the end the
 //! timeline is judged (`quiesce_soak::trend`), plotted, and the verdict gets `memory_flat`.
@@ -161,10 +163,31 @@ pub async fn soak(
     let closed = session.close(signals).await;
     let mut cycle = cycle?;
     closed?;
-    let samples = sampled.map_err(|message| SoakError::Output {
+    let output = |message: String| SoakError::Output {
         path: timeline.clone(),
         message,
-    })?;
+    };
+    let (samples, writer) = sampled.map_err(output)?;
+    // The schedule's faults, each where it took effect: the run's timeline counts from the
+    // target's spawn, and so does the sampler, to within the moment its pid was reported.
+    // They are written when the run ends, so a soak killed outright has its samples only.
+    if let Some(mut writer) = writer {
+        for event in cycle
+            .verdict
+            .timeline
+            .iter()
+            .filter(|e| e.event.starts_with("fault"))
+        {
+            let fault = quiesce_soak::Event {
+                t_ms: event.at_ms,
+                event: event.event.clone(),
+            };
+            writer
+                .append_event(&fault)
+                .map_err(|e| output(e.to_string()))?;
+        }
+        writer.close().map_err(|e| output(e.to_string()))?;
+    }
     let (memory, plot) = judge(
         &timeline,
         options.threshold_mb_per_day,
@@ -236,7 +259,8 @@ fn soak_scenario(scenario: &Scenario, options: &SoakOptions) -> Result<Scenario,
 }
 
 /// Samples the target's tree from its start to its exit (or the end of the run), appending
-/// each sample to the timeline as it is taken. Returns how many it took.
+/// each sample to the timeline as it is taken. Returns how many it took, and the timeline
+/// (none when the target never started) for the events the run adds.
 async fn sample(
     path: PathBuf,
     mut header: quiesce_soak::Header,
@@ -244,14 +268,14 @@ async fn sample(
     options: SoakOptions,
     done: CancellationToken,
     progress: Box<dyn Fn(&Status) + Send + Sync>,
-) -> Result<usize, String> {
+) -> Result<(usize, Option<quiesce_soak::TimelineWriter>), String> {
     let pid = loop {
         if let Some(pid) = *pid_rx.borrow_and_update() {
             break pid;
         }
         tokio::select! {
-            changed = pid_rx.changed() => if changed.is_err() { return Ok(0) },
-            () = done.cancelled() => return Ok(0),
+            changed = pid_rx.changed() => if changed.is_err() { return Ok((0, None)) },
+            () = done.cancelled() => return Ok((0, None)),
         }
     };
     header.pid = pid;
@@ -302,7 +326,7 @@ async fn sample(
             slope_mb_per_day: slope,
         });
     }
-    Ok(count)
+    Ok((count, Some(writer)))
 }
 
 /// The Theil–Sen slope of RSS after the warm-up, in MB/day (the verdict's unit), on the
@@ -404,13 +428,18 @@ pub fn judge(
         }
     ));
     let title = format!("{} soak: {}", header.scenario, verdict.series());
-    let svg = quiesce_soak::plot::svg(
+    let marks: Vec<(f64, String)> = events
+        .iter()
+        .map(|e| (e.t_ms as f64 / 1000.0, e.event.clone()))
+        .collect();
+    let svg = quiesce_soak::plot::svg_with_marks(
         &shown,
         fit,
         threshold_mb_per_day,
         warmup.as_secs_f64(),
         &title,
         &lines,
+        &marks,
     );
     let plot = timeline.with_file_name("soak.svg");
     std::fs::write(&plot, svg).map_err(|e| SoakError::Output {

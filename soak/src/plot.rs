@@ -31,6 +31,7 @@ const TREND_COLOUR: &str = "#e07b00";
 const THRESHOLD_COLOUR: &str = "#c4161c";
 const WARMUP_COLOUR: &str = "#e6e6e6";
 const GRID_COLOUR: &str = "#ececec";
+const MARK_COLOUR: &str = "#7a3db8";
 
 /// Draws a soak as an SVG document.
 ///
@@ -56,6 +57,36 @@ pub fn svg(
     warmup_secs: f64,
     title: &str,
     notes: &[String],
+) -> String {
+    svg_with_marks(
+        samples,
+        trend,
+        threshold_mb_per_day,
+        warmup_secs,
+        title,
+        notes,
+        &[],
+    )
+}
+
+/// [`svg`] with `marks`: (seconds since the soak's start, what happened), each drawn as a
+/// thin vertical line across the frame whose tooltip says what it was. A soak with periodic
+/// faults shows each fault where it came, so a step or a sawtooth can be laid against them.
+///
+/// ```
+/// let samples: Vec<(f64, f64)> = (0..600).map(|i| (i as f64, 100.0)).collect();
+/// let marks = [(120.0, "fault: proxy down on kafka".to_owned())];
+/// let svg = quiesce_soak::plot::svg_with_marks(&samples, None, 10.0, 60.0, "soak", &[], &marks);
+/// assert!(svg.contains("<title>fault: proxy down on kafka</title>"));
+/// ```
+pub fn svg_with_marks(
+    samples: &[(f64, f64)],
+    trend: Option<(f64, f64)>,
+    threshold_mb_per_day: f64,
+    warmup_secs: f64,
+    title: &str,
+    notes: &[String],
+    marks: &[(f64, String)],
 ) -> String {
     let samples: Vec<(f64, f64)> = samples
         .iter()
@@ -93,7 +124,13 @@ pub fn svg(
             (PLOT_TOP + PLOT_BOTTOM) / 2.0
         ));
     } else {
-        out.push_str(&plot(&samples, trend, threshold_mb_per_day, warmup_secs));
+        out.push_str(&plot(
+            &samples,
+            trend,
+            threshold_mb_per_day,
+            warmup_secs,
+            marks,
+        ));
     }
 
     for (i, note) in notes.iter().enumerate() {
@@ -113,6 +150,7 @@ fn plot(
     trend: Option<(f64, f64)>,
     threshold_mb_per_day: f64,
     warmup_secs: f64,
+    marks: &[(f64, String)],
 ) -> String {
     let first_t = samples[0].0;
     let x_min = first_t.min(0.0);
@@ -204,6 +242,26 @@ fn plot(
         ));
     }
 
+    let shown: Vec<&(f64, String)> = marks
+        .iter()
+        .filter(|(t, _)| t.is_finite() && (x_min..=x_max).contains(t))
+        .collect();
+    for (t, what) in &shown {
+        let x = scale.x(*t);
+        out.push_str(&format!(
+            "<line x1=\"{x:.1}\" y1=\"{PLOT_TOP}\" x2=\"{x:.1}\" y2=\"{PLOT_BOTTOM}\" \
+             stroke=\"{MARK_COLOUR}\" stroke-width=\"1\" stroke-dasharray=\"2 3\">\
+             <title>{}</title></line>\n",
+            escape(what)
+        ));
+    }
+    if !shown.is_empty() {
+        legend.line(
+            &format!("events ({})", shown.len()),
+            MARK_COLOUR,
+            Some("2 3"),
+        );
+    }
     let points: Vec<String> = thin(samples)
         .iter()
         .map(|&(t, mb)| format!("{:.1},{:.1}", scale.x(t), scale.y(mb)))
@@ -684,6 +742,30 @@ mod tests {
         let variance: f64 = points.iter().map(|s| (s.0 - mean_t).powi(2)).sum();
         let slope = covariance / variance;
         (slope, mean_mb - slope * mean_t)
+    }
+
+    /// Marks inside the soak are drawn with their text escaped and counted in the legend; one
+    /// outside the samples' time span, or at a time that is not a number, is left out.
+    #[test]
+    fn marks_inside_the_soak_are_drawn_and_the_rest_left_out() {
+        let samples = soak(1.0, 0.0);
+        let marks = [
+            (600.0, "fault: proxy down on kafka <all> & more".to_owned()),
+            (1200.0, "fault: proxy up on kafka".to_owned()),
+            (99_999.0, "after the soak".to_owned()),
+            (f64::NAN, "never".to_owned()),
+        ];
+        let svg = svg_with_marks(&samples, None, 10.0, 300.0, "marks", &[], &marks);
+        assert_well_formed(&svg);
+        assert!(
+            svg.contains("<title>fault: proxy down on kafka &lt;all&gt; &amp; more</title>"),
+            "{svg}"
+        );
+        assert_eq!(svg.matches(MARK_COLOUR).count(), 3, "2 marks + the legend");
+        assert!(svg.contains("events (2)"));
+        assert!(!svg.contains("after the soak") && !svg.contains("never"));
+        let none = svg_with_marks(&samples, None, 10.0, 300.0, "marks", &[], &[]);
+        assert!(!none.contains(MARK_COLOUR) && !none.contains("events ("));
     }
 
     #[test]

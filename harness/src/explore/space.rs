@@ -135,6 +135,8 @@ impl Space {
             jitter_ms: None,
             timeout_ms: None,
             rate_kb: None,
+            every_ms: None,
+            times: None,
         };
         match action {
             Action::Latency => step.latency_ms = Some(latency),

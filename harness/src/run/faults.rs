@@ -167,10 +167,14 @@ async fn play(
     let (mut ready_rx, mut stop_rx) = (Some(ready_rx), Some(stop_rx));
     let (mut ready, mut stop): (PointAt, PointAt) = (None, None);
     // Each step is played when it is due, whichever point it is timed from: a step after the
-    // stop may come before a late step after ready (a scheduled signal is an early stop).
-    let mut pending = steps;
+    // stop may come before a late step after ready (a scheduled signal is an early stop). A
+    // repeated step goes back in, `every_ms` later, with the count of times it was played.
+    let mut pending: Vec<Due> = steps
+        .into_iter()
+        .map(|step| Due { step, played: 0 })
+        .collect();
     while !pending.is_empty() {
-        let due = |step: &FaultStep| {
+        let due = |Due { step, .. }: &Due| {
             let base = match step.after {
                 Point::Start => Some(started),
                 Point::Ready => ready,
@@ -197,7 +201,10 @@ async fn play(
         }
         let Some((_, i)) = next else { break };
         let removed = pending.remove(i);
-        let step = &removed;
+        if let Some(again) = removed.again() {
+            pending.push(again);
+        }
+        let step = &removed.step;
         let outcome = match (step.action, step.dependency) {
             (Action::Signal, _) => match step.signal {
                 // The target's runner sends it, and says so on the timeline.
@@ -227,27 +234,34 @@ async fn play(
             },
         };
         let at = Instant::now();
+        let nth = removed.nth();
         notes.push((
             at,
             match outcome {
                 Ok(()) => format!(
-                    "fault: {} ({} + {} ms)",
+                    "fault: {} ({} + {} ms{nth})",
                     step.describe(),
                     step.after,
                     step.at_ms
                 ),
-                Err(e) => format!("fault failed: {}: {e}", step.describe()),
+                Err(e) => format!("fault failed: {}{nth}: {e}", step.describe()),
             },
         ));
     }
-    for rest in &pending {
+    // A step repeated until the run ends is not "not played" for its next time; one with a
+    // count left, or never played at all, is.
+    for rest in pending
+        .iter()
+        .filter(|rest| rest.played == 0 || rest.step.times.is_some())
+    {
         notes.push((
             Instant::now(),
             format!(
-                "fault not played: {} at {} + {} ms (the run ended first)",
-                rest.describe(),
-                rest.after,
-                rest.at_ms
+                "fault not played: {} at {} + {} ms{} (the run ended first)",
+                rest.step.describe(),
+                rest.step.after,
+                rest.step.at_ms,
+                rest.nth()
             ),
         ));
     }
@@ -284,6 +298,35 @@ async fn play(
         }
     }
     notes
+}
+
+/// A step waiting to be played, and how many times it was played before.
+struct Due {
+    step: FaultStep,
+    played: u32,
+}
+
+impl Due {
+    /// The step's next time, `every_ms` after this one, if it repeats and has times left.
+    fn again(&self) -> Option<Due> {
+        let every = self.step.every_ms?;
+        let played = self.played + 1;
+        if self.step.times.is_some_and(|times| played >= times) {
+            return None;
+        }
+        let mut step = self.step.clone();
+        step.at_ms = step.at_ms.saturating_add(every);
+        Some(Due { step, played })
+    }
+
+    /// `, time 2 of 6` (or `, time 2, every 600000 ms`) for a repeated step; nothing otherwise.
+    fn nth(&self) -> String {
+        match (self.step.every_ms, self.step.times) {
+            (None, _) => String::new(),
+            (Some(_), Some(times)) => format!(", time {} of {times}", self.played + 1),
+            (Some(every), None) => format!(", time {}, every {every} ms", self.played + 1),
+        }
+    }
 }
 
 /// The value a lifecycle point's channel yields, once; then, or if it never comes (the

@@ -13,7 +13,13 @@
 //! instance = "primary"     # all (default): every client; primary: the target alone
 //! latency_ms = 1500        # latency: latency_ms, jitter_ms; timeout, reset_peer: timeout_ms;
 //!                          # bandwidth: rate_kb; signal: signal = "term" | "int" | "kill"
+//! every_ms = 600000        # optional: played again this long after each time (not signal)
+//! times = 6                # optional, with every_ms: at most this many times in all
 //! ```
+//!
+//! A step with `every_ms` repeats until it was played `times` times or the run ends, whichever
+//! comes first: a soak's periodic outage is a `down` and an `up` with the same `every_ms`.
+//! Repetitions are at least [`MIN_EVERY_MS`] apart, so a schedule cannot spin.
 //!
 //! A signal sent after ready and before the stop *is* the stop: the harness does not send its
 //! own, and `stops_within` counts from it. One sent after the stop (a second SIGTERM, a
@@ -148,6 +154,9 @@ impl std::fmt::Display for Action {
     }
 }
 
+/// The shortest `every_ms`: a repeated fault is an outage pattern, not a busy loop.
+pub const MIN_EVERY_MS: u64 = 100;
+
 /// One step of the schedule.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -173,6 +182,12 @@ pub struct FaultStep {
     pub timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_kb: Option<u64>,
+    /// Played again this long after each time it was played, until the run ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_ms: Option<u64>,
+    /// With `every_ms`: how many times in all, at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<u32>,
 }
 
 impl FaultStep {
@@ -260,6 +275,22 @@ impl FaultStep {
                 return Err(format!("`{action}` needs `{name}`"));
             }
         }
+        match (self.every_ms, self.times) {
+            (None, Some(_)) => return Err("`times` goes with `every_ms`".to_owned()),
+            (Some(every), _) if every < MIN_EVERY_MS => {
+                return Err(format!(
+                    "`every_ms = {every}` repeats faster than a schedule may: \
+                     {MIN_EVERY_MS} ms at the least"
+                ));
+            }
+            (Some(_), Some(0)) => return Err("`times = 0` would never play the step".to_owned()),
+            (Some(_), _) if action == Action::Signal => {
+                return Err(
+                    "a signal is not repeated: the first one after ready is the stop".to_owned(),
+                );
+            }
+            _ => {}
+        }
         if self.instance == Instance::Primary && self.action.lifecycle().is_some() {
             return Err(format!(
                 "`{action}` acts on the dependency itself, which every client shares: \
@@ -328,5 +359,21 @@ mod tests {
         assert!(e.contains("explode"), "{e}");
         let e = step("action = \"down\"\ndependency = \"redis\"\nwhen = 3").unwrap_err();
         assert!(e.contains("when"), "{e}");
+    }
+
+    #[test]
+    fn a_repeat_is_bounded_and_checked() {
+        let s = step("action = \"down\"\ndependency = \"kafka\"\nevery_ms = 600000\ntimes = 3")
+            .unwrap();
+        assert_eq!((s.every_ms, s.times), (Some(600_000), Some(3)));
+        let e = step("action = \"down\"\ndependency = \"kafka\"\ntimes = 3").unwrap_err();
+        assert!(e.contains("`times` goes with `every_ms`"), "{e}");
+        let e = step("action = \"down\"\ndependency = \"kafka\"\nevery_ms = 10").unwrap_err();
+        assert!(e.contains("`every_ms = 10`") && e.contains("100 ms"), "{e}");
+        let e = step("action = \"up\"\ndependency = \"kafka\"\nevery_ms = 1000\ntimes = 0")
+            .unwrap_err();
+        assert!(e.contains("`times = 0`"), "{e}");
+        let e = step("action = \"signal\"\nsignal = \"term\"\nevery_ms = 1000").unwrap_err();
+        assert!(e.contains("not repeated"), "{e}");
     }
 }
