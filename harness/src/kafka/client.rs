@@ -210,10 +210,12 @@ pub async fn count_processed(
     let mut distinct = BTreeSet::new();
     let mut total = 0;
     loop {
-        let message = consumer
-            .recv()
-            .await
-            .map_err(|e| failed(format!("reading {output_topic}"), e))?;
+        let message = match consumer.recv().await {
+            Ok(message) => message,
+            // The watch goes on across an outage: it ends with the run, not with the broker.
+            Err(e) if passing(&e) => continue,
+            Err(e) => return Err(failed(format!("reading {output_topic}"), e)),
+        };
         if let Ok(record) =
             serde_json::from_slice::<ProcessedRecord>(message.payload().unwrap_or_default())
         {
@@ -225,6 +227,18 @@ pub async fn count_processed(
             });
         }
     }
+}
+
+/// A consume error that is news of the connection, not of the data: librdkafka reports a
+/// broker it cannot reach (an outage the schedule played, or a bootstrap connection it closed)
+/// and reconnects by itself. Readers wait these out within their own deadlines.
+fn passing(e: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        e,
+        rdkafka::error::KafkaError::MessageConsumption(
+            RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure
+        )
+    )
 }
 
 /// The high watermark of `topic`/`partition` from the consumer's latest fetch response
@@ -356,6 +370,7 @@ pub async fn read_back(
                 .min(STALL)
         };
         let message = match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(Err(e)) if passing(&e) && Instant::now() < deadline => continue,
             Ok(message) => {
                 last_message = Instant::now();
                 message.map_err(|e| failed(format!("reading {topic}"), e))?

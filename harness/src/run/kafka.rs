@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::kafka::{
     AckedRecord, KafkaError, KafkaEvidence, OutputCount, ProcessedRecord, StopKind, Workload,
     committed_offsets, count_processed, create_topic, no_message_loss, no_redelivery,
-    offsets_committed, produce_until, producer_flushed, read_back,
+    no_redelivery_under_faults, offsets_committed, produce_until, producer_flushed, read_back,
 };
 use crate::scenario::KafkaWorkload;
 use crate::target::Hooks;
@@ -381,6 +381,9 @@ pub struct KafkaRun {
     pub outputs_sent: Option<u64>,
     /// After the restart, if there was one; else why not.
     pub restart: Result<AfterStop, String>,
+    /// Faults the schedule played on Kafka while the target ran (see
+    /// [`no_redelivery_under_faults`]).
+    pub kafka_faults: usize,
 }
 
 /// Decides the Kafka checks.
@@ -419,9 +422,13 @@ pub fn judge(run: &KafkaRun, records: usize) -> BTreeMap<CheckName, Outcome> {
         ),
         Err(why) => (first, Some(format!("what a restart consumes ({why})"))),
     };
+    let redelivery = match run.kafka_faults {
+        0 => no_redelivery(&last, run.stop),
+        _ => no_redelivery_under_faults(&last, &run.first.processed, run.stop),
+    };
     for (check, outcome) in [
         (CheckName::NoMessageLoss, no_message_loss(&last)),
-        (CheckName::NoRedelivery, no_redelivery(&last, run.stop)),
+        (CheckName::NoRedelivery, redelivery),
     ] {
         outcomes.insert(check, with_note(outcome, limits.as_deref()));
     }

@@ -537,6 +537,21 @@ struct KafkaPhase<'a> {
     settings: &'a [(String, String)],
 }
 
+/// How many of the schedule's faults on Kafka were played while the target ran, from the
+/// timeline's `fault: … kafka …` lines (see `FaultStep::describe`).
+fn kafka_faults_played(timeline: &[(u64, String)]) -> usize {
+    let kafka = crate::infra::DependencyKind::Kafka.as_str();
+    timeline
+        .iter()
+        .filter(|(_, event)| {
+            event.strip_prefix("fault: ").is_some_and(|what| {
+                what.split(|c: char| !c.is_alphanumeric())
+                    .any(|word| word == kafka)
+            })
+        })
+        .count()
+}
+
 /// After the target's run: read Kafka back, restart the target, read again, judge. Also
 /// returns where the next cycle's evidence begins, when Kafka was read back.
 async fn kafka_phase(
@@ -625,6 +640,7 @@ async fn kafka_phase(
         first,
         outputs_sent,
         restart,
+        kafka_faults: kafka_faults_played(&observed.timeline),
     };
     let judged = kafka::judge(&evidence, workload.records);
     // The records behind the verdict, for a person to check; a failure to write them is noted,

@@ -62,6 +62,10 @@ quiesce::variants! {
         SamplerThread => "sampler-thread",
         /// The way out waits a fixed 7 s "for in-flight work" instead of on the work itself.
         SlowDrain => "slow-drain",
+        /// A broker outage ends the service: librdkafka's "all brokers down", which it reports
+        /// and then recovers from by itself, is taken for a fatal error. Only a soak with
+        /// outages (`event-pipeline-soak-outages.toml`) shows it.
+        QuitsOnOutage => "quits-on-outage",
     }
 }
 
@@ -79,8 +83,9 @@ pub struct Config {
     /// Work per input.
     pub process_cost: Duration,
     /// Bytes kept forever per processed input: a leak of a known rate, for soak runs
-    /// (`EVENT_PIPELINE_LEAK_BYTES_PER_RECORD`; 0, the default, leaks nothing).
-    pub leak_bytes_per_record: u64,
+    /// (`EVENT_PIPELINE_LEAK_BYTES_PER_RECORD`, a number of bytes, fractions allowed, so that
+    /// 2.43 at 50 records/s is 10 MB/day; 0, the default, leaks nothing).
+    pub leak_bytes_per_record: f64,
 }
 
 impl Config {
@@ -113,8 +118,19 @@ impl Config {
                 .unwrap_or(Variant::Correct),
             commit_every: number("EVENT_PIPELINE_COMMIT_EVERY", 300)?.max(1),
             process_cost: Duration::from_millis(number("EVENT_PIPELINE_PROCESS_MS", 1)?),
-            leak_bytes_per_record: number("EVENT_PIPELINE_LEAK_BYTES_PER_RECORD", 0)?,
+            leak_bytes_per_record: leak_rate(get("EVENT_PIPELINE_LEAK_BYTES_PER_RECORD"))?,
         })
+    }
+}
+
+/// `EVENT_PIPELINE_LEAK_BYTES_PER_RECORD`: a finite number of bytes, 0 or more.
+fn leak_rate(value: Option<String>) -> Result<f64, String> {
+    let Some(value) = value else { return Ok(0.0) };
+    match value.parse::<f64>() {
+        Ok(bytes) if bytes.is_finite() && bytes >= 0.0 => Ok(bytes),
+        _ => Err(format!(
+            "EVENT_PIPELINE_LEAK_BYTES_PER_RECORD = `{value}` is not a number of bytes (0 or more)"
+        )),
     }
 }
 
@@ -153,8 +169,8 @@ impl WeakRegistry {
 /// memory follows the bytes leaked, not the allocator's address space.
 #[derive(Default)]
 struct Leak {
-    per_record: u64,
-    owed: u64,
+    per_record: f64,
+    owed: f64,
     kept: Vec<Box<[u8]>>,
 }
 
@@ -163,8 +179,8 @@ impl Leak {
 
     fn record(&mut self) {
         self.owed += self.per_record;
-        while self.owed >= Self::CHUNK as u64 {
-            self.owed -= Self::CHUNK as u64;
+        while self.owed >= Self::CHUNK as f64 {
+            self.owed -= Self::CHUNK as f64;
             // Non-zero, so every page is really written (zeroed pages may stay unbacked).
             self.kept.push(vec![0xa5; Self::CHUNK].into_boxed_slice());
         }
@@ -285,12 +301,24 @@ async fn create_dlq(config: &Config) -> Result<(), String> {
 }
 
 /// A consume error the pipeline waits out: its input topic does not exist yet (it appears
-/// when something first produces to it). Every other error ends the pipeline.
-fn not_there_yet(e: &rdkafka::error::KafkaError) -> bool {
-    matches!(
-        e,
-        rdkafka::error::KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)
-    )
+/// when something first produces to it), or the broker cannot be reached for now, which
+/// librdkafka reports and recovers from by itself (`quits-on-outage` ends there instead).
+/// Every other error ends the pipeline.
+fn waits_out(variant: Variant, e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::KafkaError::MessageConsumption;
+    match e {
+        MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition) => true,
+        MessageConsumption(
+            RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure,
+        ) => {
+            if variant == Variant::QuitsOnOutage {
+                return false;
+            }
+            eprintln!("event-pipeline: waiting out: {e}");
+            true
+        }
+        _ => false,
+    }
 }
 
 /// The consume loop of every variant but `commit-before-process`.
@@ -311,7 +339,7 @@ async fn consume(
             () = shutdown.cancelled() => return Ok(()),
             message = consumer.recv() => match message {
                 Ok(message) => message,
-                Err(e) if not_there_yet(&e) => continue,
+                Err(e) if waits_out(config.variant, &e) => continue,
                 Err(e) => return Err(format!("consume: {e}")),
             },
         };
@@ -373,7 +401,7 @@ async fn consume_commit_on_receipt(
             () = shutdown.cancelled() => break,
             message = consumer.recv() => match message {
                 Ok(message) => message,
-                Err(e) if not_there_yet(&e) => continue,
+                Err(e) if waits_out(config.variant, &e) => continue,
                 Err(e) => return Err(format!("consume: {e}")),
             },
         };
@@ -563,13 +591,29 @@ mod tests {
             err.contains("EVENT_PIPELINE_COMMIT_EVERY = `many`"),
             "{err}"
         );
+        for bad in ["-1", "NaN", "inf", "a lot"] {
+            let err = Config::from_lookup(|key| match key {
+                "QUIESCE_KAFKA_BOOTSTRAP" => Some("x:1".to_owned()),
+                "EVENT_PIPELINE_LEAK_BYTES_PER_RECORD" => Some(bad.to_owned()),
+                _ => None,
+            })
+            .unwrap_err();
+            assert!(err.contains(&format!("= `{bad}`")), "{err}");
+        }
+        let leaky = Config::from_lookup(|key| match key {
+            "QUIESCE_KAFKA_BOOTSTRAP" => Some("x:1".to_owned()),
+            "EVENT_PIPELINE_LEAK_BYTES_PER_RECORD" => Some("2.43".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(leaky.leak_bytes_per_record, 2.43);
     }
 
     /// The leak keeps exactly the bytes owed, in whole chunks, and nothing at 0.
     #[test]
     fn the_leak_keeps_its_rate_in_whole_chunks() {
         let mut leak = Leak {
-            per_record: 100,
+            per_record: 100.0,
             ..Leak::default()
         };
         for _ in 0..10_000 {
@@ -577,7 +621,16 @@ mod tests {
         }
         let kept: usize = leak.kept.iter().map(|c| c.len()).sum();
         assert_eq!(kept, 1_000_000 / Leak::CHUNK * Leak::CHUNK);
-        assert_eq!(leak.owed, 1_000_000 % Leak::CHUNK as u64);
+        assert_eq!(leak.owed, (1_000_000 % Leak::CHUNK) as f64);
+        // A fraction of a byte per record adds up: 2.5 B × 100,000 is 3 whole chunks.
+        let mut fractional = Leak {
+            per_record: 2.5,
+            ..Leak::default()
+        };
+        for _ in 0..100_000 {
+            fractional.record();
+        }
+        assert_eq!(fractional.kept.len(), 250_000 / Leak::CHUNK);
         let mut none = Leak::default();
         for _ in 0..10_000 {
             none.record();

@@ -12,7 +12,11 @@ use quiesce::soak::{SoakOptions, SoakReport, soak};
 use quiesce::verdict::CheckName;
 
 fn scenario() -> Scenario {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("event-pipeline-soak.toml");
+    scenario_file("event-pipeline-soak.toml")
+}
+
+fn scenario_file(name: &str) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
     let mut scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
     scenario.infra.backend = BackendKind::Local;
     let Target::Process(target) = &mut scenario.target else {
@@ -24,15 +28,25 @@ fn scenario() -> Scenario {
 
 /// A minute at 50 records/s, sampled twice a second, judged on the 50 s after a 10 s warm-up.
 async fn soak_for_a_minute(out: &Path, leak_bytes_per_record: u64) -> SoakReport {
+    let leak = leak_bytes_per_record.to_string();
+    let env = [("EVENT_PIPELINE_LEAK_BYTES_PER_RECORD", leak.as_str())];
+    soak_scenario_for_a_minute(&scenario(), out, &env).await
+}
+
+async fn soak_scenario_for_a_minute(
+    scenario: &Scenario,
+    out: &Path,
+    env: &[(&str, &str)],
+) -> SoakReport {
     let mut options = SoakOptions::new(Duration::from_secs(60), out.to_owned());
     options.interval = Duration::from_millis(500);
     options.warmup = Duration::from_secs(10);
     options.min_span = Duration::from_secs(40);
-    options.env = vec![(
-        "EVENT_PIPELINE_LEAK_BYTES_PER_RECORD".to_owned(),
-        leak_bytes_per_record.to_string(),
-    )];
-    soak(&scenario(), &options, &mut SignalHandler::noop(), |_| {})
+    options.env = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    soak(scenario, &options, &mut SignalHandler::noop(), |_| {})
         .await
         .unwrap_or_else(|e| panic!("soak: {e}"))
 }
@@ -81,4 +95,77 @@ async fn the_correct_service_is_not_called_leaky() {
     assert!(!report.memory.is_leak(), "{summary}");
     assert_eq!(report.verdict.violations(), 0, "{summary}");
     assert_eq!(memory_flat_failed(&report), Some(false), "{summary}");
+}
+
+/// `event-pipeline-soak-outages.toml`, its period shortened to fit a minute: a 3 s Kafka
+/// outage every 20 s, twice.
+fn outages_every_20_s() -> Scenario {
+    let mut scenario = scenario_file("event-pipeline-soak-outages.toml");
+    assert_eq!(scenario.faults.len(), 2, "a down and an up");
+    for (step, at_ms) in scenario.faults.iter_mut().zip([15_000, 18_000]) {
+        assert_eq!(step.every_ms, Some(600_000), "the file's period");
+        step.at_ms = at_ms;
+        step.every_ms = Some(20_000);
+        step.times = Some(2);
+    }
+    scenario
+}
+
+/// Each outage is on the soak's timeline and its plot where it came; the correct service
+/// rides them out (nothing lost or redelivered, every check passes) and is not called leaky
+/// for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_outages_are_on_the_timeline_and_the_correct_service_rides_them_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = soak_scenario_for_a_minute(&outages_every_20_s(), dir.path(), &[]).await;
+    let summary = quiesce::report::summary(&report.verdict);
+    let (_, _, events, _) = quiesce_soak::read_timeline(&report.timeline).unwrap();
+    let faults: Vec<(u64, &str)> = events
+        .iter()
+        .filter(|e| e.event.starts_with("fault: "))
+        .map(|e| (e.t_ms, e.event.as_str()))
+        .collect();
+    let named = |what: &str| faults.iter().filter(|(_, e)| e.contains(what)).count();
+    assert_eq!(
+        (named("proxy down on kafka"), named("proxy up on kafka")),
+        (2, 2),
+        "{faults:?}\n{summary}"
+    );
+    // In the order played, each at least its time after the start (ready came later still).
+    let times: Vec<u64> = faults.iter().map(|(t, _)| *t).collect();
+    assert!(times.is_sorted(), "{faults:?}");
+    for ((t, _), at) in faults.iter().zip([15_000, 18_000, 35_000, 38_000]) {
+        assert!(*t >= at, "{faults:?}");
+    }
+    let plot = std::fs::read_to_string(&report.plot).unwrap();
+    assert!(plot.contains("proxy down on kafka"), "the plot marks them");
+    assert!(!report.memory.is_leak(), "{summary}");
+    assert_eq!(report.verdict.violations(), 0, "{summary}");
+}
+
+/// The bug only outages show: `quits-on-outage` takes librdkafka's "all brokers down" for a
+/// fatal error and ends at the first outage, which the soak reports as a target that ended
+/// by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_quits_on_an_outage_is_caught_by_the_outage_soak() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("QUIESCE_VARIANT", "quits-on-outage")];
+    let report = soak_scenario_for_a_minute(&outages_every_20_s(), dir.path(), &env).await;
+    let summary = quiesce::report::summary(&report.verdict);
+    let exit = report
+        .verdict
+        .results
+        .iter()
+        .find(|r| r.check == CheckName::ExitCode)
+        .expect("exit_code is judged");
+    assert!(exit.outcome.is_violation(), "{summary}");
+    // librdkafka reports the cut as one or the other, depending on what it was doing.
+    let outage = [
+        "All broker connections are down",
+        "Broker transport failure",
+    ];
+    assert!(
+        summary.contains("ended by itself") && outage.iter().any(|e| summary.contains(e)),
+        "{summary}"
+    );
 }
