@@ -134,6 +134,14 @@ pub async fn soak(
     })?;
     let timeline = options.out_dir.join("timeline.jsonl");
     let mut session = Session::start(&scenario, signals).await?;
+    // A target with quiesce's probe writes its live heap here (see quiesce-probe).
+    let heap_file = std::path::absolute(options.out_dir.join("heap"))
+        .unwrap_or_else(|_| options.out_dir.join("heap"));
+    let mut env = options.env.clone();
+    env.push((
+        "QUIESCE_HEAP_FILE".to_owned(),
+        heap_file.display().to_string(),
+    ));
     let (pid_tx, pid_rx) = tokio::sync::watch::channel(None);
     session.report_pid_to(pid_tx);
     let done = CancellationToken::new();
@@ -147,6 +155,7 @@ pub async fn soak(
     };
     let sampler = tokio::spawn(sample(
         timeline.clone(),
+        heap_file.clone(),
         header,
         pid_rx,
         options.clone(),
@@ -154,7 +163,7 @@ pub async fn soak(
         Box::new(progress),
     ));
     let run = RunOptions {
-        env: options.env.clone(),
+        env,
         out_dir: Some(options.out_dir.join("run")),
     };
     let cycle = session.cycle(&scenario, &run, signals).await;
@@ -196,7 +205,7 @@ pub async fn soak(
     )?;
     cycle.verdict.results.push(CheckResult {
         check: CheckName::MemoryFlat,
-        outcome: memory_outcome(&memory, cycle.interrupted),
+        outcome: memory_outcome(&memory, heap_reported(&timeline), cycle.interrupted),
     });
     Ok(SoakReport {
         verdict: cycle.verdict,
@@ -263,6 +272,7 @@ fn soak_scenario(scenario: &Scenario, options: &SoakOptions) -> Result<Scenario,
 /// (none when the target never started) for the events the run adds.
 async fn sample(
     path: PathBuf,
+    heap_file: PathBuf,
     mut header: quiesce_soak::Header,
     mut pid_rx: tokio::sync::watch::Receiver<Option<u32>>,
     options: SoakOptions,
@@ -308,7 +318,10 @@ async fn sample(
             break;
         };
         let t_ms = begun.elapsed().as_millis() as u64;
-        let sample = quiesce_soak::Sample::from_process(t_ms, &taken);
+        let mut sample = quiesce_soak::Sample::from_process(t_ms, &taken);
+        sample.heap_bytes = std::fs::read_to_string(&heap_file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
         writer.append(&sample).map_err(|e| e.to_string())?;
         count += 1;
         points.push(quiesce_soak::Point {
@@ -380,16 +393,24 @@ pub fn judge(
         .iter()
         .map(|s| s.anon_bytes.map(|a| point(s.t_ms, a)))
         .collect();
+    // The live heap, from the samples that have it (the probe writes its first one soon
+    // after the start, so the earliest samples may not).
+    let heap: Vec<_> = samples
+        .iter()
+        .filter_map(|s| s.heap_bytes.map(|h| point(s.t_ms, h)))
+        .collect();
+    let heap = (!heap.is_empty()).then_some(heap);
     let rule = quiesce_soak::LeakRule {
         threshold_mb_per_day,
         warm_up_secs: warmup.as_secs_f64(),
         min_span_secs: min_span.as_secs_f64(),
         ..quiesce_soak::LeakRule::default()
     };
-    let verdict = rule.assess(&rss, anon.as_deref());
+    let verdict = rule.assess_with_heap(&rss, anon.as_deref(), heap.as_deref());
     // The plot shows the series the verdict rests on, in MiB, with its fitted line.
-    let series = match (verdict.series(), &anon) {
-        (quiesce_soak::Series::Anon, Some(anon)) => anon.as_slice(),
+    let series = match (verdict.series(), &anon, &heap) {
+        (quiesce_soak::Series::Anon, Some(anon), _) => anon.as_slice(),
+        (quiesce_soak::Series::Heap, _, Some(heap)) => heap.as_slice(),
         _ => rss.as_slice(),
     };
     let shown: Vec<(f64, f64)> = series
@@ -449,19 +470,35 @@ pub fn judge(
     Ok((verdict, plot))
 }
 
-/// `memory_flat` from the memory verdict: a leak fails it; flat, or grown then stopped (what
-/// an allocator retains), passes and says which.
-fn memory_outcome(memory: &quiesce_soak::Verdict, interrupted: bool) -> Outcome {
+/// Whether the target's probe reported its live heap in any sample of `timeline`.
+fn heap_reported(timeline: &Path) -> bool {
+    quiesce_soak::read_timeline(timeline)
+        .is_ok_and(|(_, samples, ..)| samples.iter().any(|s| s.heap_bytes.is_some()))
+}
+
+/// `memory_flat` from the memory verdict: a leak fails it; flat, grown then stopped, or
+/// retained by the allocator passes and says which. Without the live heap it says so: then
+/// only the plateau test tells what the allocator retains from a leak.
+fn memory_outcome(memory: &quiesce_soak::Verdict, heap: bool, interrupted: bool) -> Outcome {
     let cut = match interrupted {
         true => " (the soak was cut short by Ctrl-C; judged on what was sampled)",
         false => "",
     };
+    let heap = match heap {
+        true => "",
+        false => {
+            "; the target reported no live heap (no quiesce probe, or not glibc), so what the \
+             allocator retains is told from a leak by the plateau test alone"
+        }
+    };
     match memory {
         quiesce_soak::Verdict::Leak(_) => {
-            Outcome::violation(format!("{}{cut}", memory.explain()), Vec::new())
+            Outcome::violation(format!("{}{heap}{cut}", memory.explain()), Vec::new())
         }
-        quiesce_soak::Verdict::Flat(_) | quiesce_soak::Verdict::Plateau(_) => {
-            Outcome::pass(format!("{}{cut}", memory.explain()))
+        quiesce_soak::Verdict::Flat(_)
+        | quiesce_soak::Verdict::Plateau(_)
+        | quiesce_soak::Verdict::Retained { .. } => {
+            Outcome::pass(format!("{}{heap}{cut}", memory.explain()))
         }
         quiesce_soak::Verdict::Inconclusive { .. } => {
             Outcome::inconclusive(format!("{}{cut}", memory.explain()))

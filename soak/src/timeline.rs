@@ -85,6 +85,10 @@ pub struct Sample {
     /// Open file descriptors, where `/proc/PID/fd` was readable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fds: Option<u64>,
+    /// The allocator's bytes in use, where the target's probe reports them
+    /// (`QUIESCE_HEAP_FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_bytes: Option<u64>,
 }
 
 impl Sample {
@@ -100,6 +104,7 @@ impl Sample {
             pss_bytes: sample.pss_bytes,
             threads: sample.threads,
             fds: sample.open_fds,
+            heap_bytes: None,
         }
     }
 }
@@ -229,7 +234,7 @@ struct HeaderLine<'a> {
 /// };
 /// let mut timeline = TimelineWriter::create(&path, &header)?;
 /// let sample = Sample { t_ms: 1000, rss_bytes: 50 << 20, anon_bytes: Some(30 << 20),
-///                       pss_bytes: None, threads: 9, fds: Some(23) };
+///                       pss_bytes: None, threads: 9, fds: Some(23), heap_bytes: None };
 /// timeline.append(&sample)?;
 /// timeline.append_event(&Event { t_ms: 1500, event: "stop".into() })?;
 /// timeline.close()?;
@@ -481,6 +486,7 @@ mod tests {
             pss_bytes: t_ms.is_multiple_of(2).then_some(48 << 20),
             threads: 9,
             fds: Some(23),
+            heap_bytes: t_ms.is_multiple_of(3000).then_some(20 << 20),
         }
     }
 

@@ -397,6 +397,9 @@ pub enum Series {
     Rss,
     /// Anonymous resident memory (heap, stacks): what a heap leak grows.
     Anon,
+    /// The allocator's bytes in use, as the target's probe reports them: what a leak grows
+    /// and what memory the allocator keeps after a free does not.
+    Heap,
 }
 
 impl fmt::Display for Series {
@@ -404,6 +407,7 @@ impl fmt::Display for Series {
         f.write_str(match self {
             Series::Rss => "RSS",
             Series::Anon => "anonymous memory",
+            Series::Heap => "live heap",
         })
     }
 }
@@ -489,6 +493,14 @@ pub enum Verdict {
     Leak(Trend),
     /// Grew, then stopped or keeps coming back down: allocator retention or a one-off.
     Plateau(Trend),
+    /// Resident memory grew as a leak would, but the live heap did not: the allocator keeps
+    /// what the service freed (fragmentation, per-thread arenas). Not a leak.
+    Retained {
+        /// The resident series that grew.
+        resident: Trend,
+        /// The live heap that did not.
+        heap: Trend,
+    },
     /// Cannot tell; `why` says what would help.
     Inconclusive {
         /// The series judged.
@@ -510,6 +522,7 @@ impl Verdict {
     pub fn trend(&self) -> Option<&Trend> {
         match self {
             Verdict::Flat(t) | Verdict::Leak(t) | Verdict::Plateau(t) => Some(t),
+            Verdict::Retained { heap, .. } => Some(heap),
             Verdict::Inconclusive { trend, .. } => trend.as_ref(),
         }
     }
@@ -518,6 +531,7 @@ impl Verdict {
     pub fn series(&self) -> Series {
         match self {
             Verdict::Flat(t) | Verdict::Leak(t) | Verdict::Plateau(t) => t.series,
+            Verdict::Retained { heap, .. } => heap.series,
             Verdict::Inconclusive { series, .. } => *series,
         }
     }
@@ -527,7 +541,7 @@ impl Verdict {
     fn severity(&self) -> u8 {
         match self {
             Verdict::Flat(_) => 0,
-            Verdict::Plateau(_) => 1,
+            Verdict::Plateau(_) | Verdict::Retained { .. } => 1,
             Verdict::Inconclusive { .. } => 2,
             Verdict::Leak(_) => 3,
         }
@@ -578,6 +592,16 @@ impl Verdict {
                     t.sample_text()
                 )
             }
+            Verdict::Retained { resident, heap } => format!(
+                "{} retained by the allocator, not a leak: it grew {} but the {} did not, {}; \
+                 threshold {} MB/day; {}",
+                resident.series,
+                resident.slope_text(),
+                heap.series,
+                heap.slope_text(),
+                heap.threshold_mb_per_day,
+                heap.sample_text()
+            ),
             Verdict::Inconclusive { series, why, .. } => format!("{series} inconclusive: {why}"),
         }
     }
@@ -643,6 +667,45 @@ impl LeakRule {
                     anon
                 }
             }
+        }
+    }
+
+    /// [`LeakRule::assess`], with the live heap where the target reports it. The heap is what
+    /// a leak grows and what allocator retention does not, so it settles what resident memory
+    /// alone cannot: a growing heap is a leak whatever RSS does; resident growth over a heap
+    /// that is flat or plateaued is [`Verdict::Retained`]. A heap too short or too noisy to
+    /// judge leaves the resident verdict as it is.
+    ///
+    /// ```
+    /// use quiesce_soak::{LeakRule, Point, Verdict};
+    /// // An hour at 1 Hz: RSS climbs 50 MB/day while the live heap holds at 4 MB.
+    /// let at = |i: usize, mb_per_day: f64| Point {
+    ///     t_secs: i as f64,
+    ///     value: 4e6 + (i % 7) as f64 * 2e3 + mb_per_day * 1_048_576.0 * i as f64 / 86_400.0,
+    /// };
+    /// let rss: Vec<Point> = (0..3600).map(|i| at(i, 50.0)).collect();
+    /// let heap: Vec<Point> = (0..3600).map(|i| at(i, 0.0)).collect();
+    /// let rule = LeakRule::default();
+    /// assert!(rule.assess(&rss, None).is_leak());
+    /// assert!(matches!(rule.assess_with_heap(&rss, None, Some(&heap)), Verdict::Retained { .. }));
+    /// ```
+    pub fn assess_with_heap(
+        &self,
+        rss: &[Point],
+        anon: Option<&[Point]>,
+        heap: Option<&[Point]>,
+    ) -> Verdict {
+        let resident = self.assess(rss, anon);
+        let Some(heap) = heap else {
+            return resident;
+        };
+        let live = self.assess_series(Series::Heap, heap);
+        match (resident, live) {
+            (_, live @ Verdict::Leak(_)) => live,
+            (Verdict::Leak(resident), Verdict::Flat(heap) | Verdict::Plateau(heap)) => {
+                Verdict::Retained { resident, heap }
+            }
+            (resident, _) => resident,
         }
     }
 
@@ -852,6 +915,44 @@ mod tests {
 
     fn judge(points: &[Point]) -> Verdict {
         LeakRule::default().assess(points, None)
+    }
+
+    /// The live heap settles what resident memory alone cannot, over 2 h of allocator noise:
+    /// resident growth over a flat heap is retained, not a leak; a growing heap is a leak
+    /// even under flat resident memory; without a heap, or with one too short to judge, the
+    /// resident verdict stands.
+    #[test]
+    fn the_live_heap_tells_retention_from_a_leak() {
+        let rule = LeakRule::default();
+        let two_hours = 2 * 3600;
+        let growing = linear(11, two_hours, 40.0);
+        let flat = linear(12, two_hours, 0.0);
+        assert!(rule.assess(&growing, None).is_leak());
+
+        let v = rule.assess_with_heap(&growing, None, Some(&flat));
+        let Verdict::Retained { resident, heap } = &v else {
+            panic!("{}", v.explain())
+        };
+        assert_eq!((resident.series, heap.series), (Series::Rss, Series::Heap));
+        assert_eq!(v.series(), Series::Heap);
+        assert!(!v.is_leak());
+        let text = v.explain();
+        assert!(
+            text.starts_with("RSS retained by the allocator, not a leak")
+                && text.contains("live heap did not"),
+            "{text}"
+        );
+
+        let heap_leaks = linear(13, two_hours, 40.0);
+        let v = rule.assess_with_heap(&flat, None, Some(&heap_leaks));
+        assert!(v.is_leak() && v.series() == Series::Heap, "{}", v.explain());
+
+        assert_eq!(
+            rule.assess_with_heap(&growing, None, None),
+            rule.assess(&growing, None)
+        );
+        let v = rule.assess_with_heap(&growing, None, Some(&flat[..30]));
+        assert!(v.is_leak() && v.series() == Series::Rss, "{}", v.explain());
     }
 
     #[test]
@@ -1126,7 +1227,8 @@ mod tests {
                             }
                             counts[match v {
                                 Verdict::Leak(_) => 0,
-                                Verdict::Plateau(_) => 1,
+                                // Only with a live heap, which these series have not.
+                                Verdict::Plateau(_) | Verdict::Retained { .. } => 1,
                                 Verdict::Flat(_) => 2,
                                 Verdict::Inconclusive { .. } => 3,
                             }] += 1;

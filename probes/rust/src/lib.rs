@@ -17,9 +17,15 @@
 //! (`RuntimeMetrics::num_alive_tasks`) and the OS threads started since `start` that are not the
 //! runtime's own, after a settle budget like goleak's (20 looks, at most 100 ms apart). Call
 //! `report` from `main`'s own future, not from a spawned task (which would count itself).
+//!
+//! In a soak, quiesce also sets `QUIESCE_HEAP_FILE`: the probe then writes the allocator's
+//! bytes in use there once a second (glibc's `mallinfo2`, on a thread of its own that `report`
+//! joins), so the leak verdict can tell a heap that grows from memory the allocator retains.
 
+mod heap;
 mod spawns;
 
+pub use heap::heap_in_use_bytes;
 pub use spawns::SpawnRegistry;
 
 use std::collections::HashSet;
@@ -41,6 +47,8 @@ pub struct Probe {
     ignore: Vec<String>,
     outputs: Option<Arc<AtomicU64>>,
     spawns: Option<SpawnRegistry>,
+    /// Writes the live heap for a soak (`QUIESCE_HEAP_FILE`); stopped before the report.
+    heap: Option<heap::HeapReporter>,
 }
 
 #[derive(Serialize)]
@@ -84,6 +92,7 @@ impl Probe {
             ignore: RUNTIME_THREADS.iter().map(|s| s.to_string()).collect(),
             outputs: None,
             spawns: None,
+            heap: heap::HeapReporter::from_env(),
         }
     }
 
@@ -123,7 +132,12 @@ impl Probe {
     }
 
     /// Writes the report to `QUIESCE_PROBE_FILE`, if set. Must run on the service's runtime.
-    pub async fn report(self) {
+    /// The live-heap thread, if a soak asked for one, is stopped and joined first: it is the
+    /// probe's, not the service's.
+    pub async fn report(mut self) {
+        if let Some(mut heap) = self.heap.take() {
+            heap.stop();
+        }
         let Some(path) = std::env::var_os("QUIESCE_PROBE_FILE") else {
             return;
         };

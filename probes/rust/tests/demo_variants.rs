@@ -77,3 +77,39 @@ async fn a_sampler_thread_never_joined_is_named() {
     assert_eq!(failed(&verdict), vec![CheckName::NoLeakedThreads], "{text}");
     assert!(text.contains("thread `rss-sampler`"), "{text}");
 }
+
+/// Asked for the live heap (as a soak asks), the probe writes it on a thread of its own while
+/// the service runs, and stops that thread before it counts threads: the correct service still
+/// passes every check, and the file holds the allocator's bytes in use.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_heap_is_written_for_a_soak_and_its_thread_is_not_a_leak() {
+    let dir = tempfile::tempdir().unwrap();
+    let heap = dir.path().join("heap");
+    let scenario = Scenario::builder("heap", [env!("CARGO_BIN_EXE_quiesce-probe-demo")])
+        .infra(InfraConfig {
+            backend: BackendKind::Local,
+            ..InfraConfig::default()
+        })
+        .env("QUIESCE_HEAP_FILE", heap.display().to_string())
+        .env("QUIESCE_HEAP_INTERVAL_MS", "20")
+        .ready(ReadyProbe::Log("^ready$".into()))
+        .run_for_ms(300)
+        .build()
+        .unwrap();
+    let options = RunOptions {
+        env: Vec::new(),
+        out_dir: Some(dir.path().join("run")),
+    };
+    let verdict = run(&scenario, &options, &mut SignalHandler::noop())
+        .await
+        .unwrap();
+    let text = quiesce::report::summary(&verdict);
+    assert_eq!(verdict.violations() + verdict.inconclusive(), 0, "{text}");
+    assert!(!text.contains("quiesce-heap"), "{text}");
+    let written = std::fs::read_to_string(&heap).expect("the heap file");
+    let bytes: u64 = written.trim().parse().expect("a number of bytes");
+    // A tokio service with its runtime has at least some KiB in use, and far less than a GiB.
+    assert!((10_000..1 << 30).contains(&bytes), "{bytes}");
+    assert!(written.ends_with('\n'));
+}
