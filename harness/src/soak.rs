@@ -137,6 +137,8 @@ pub async fn soak(
     // A target with quiesce's probe writes its live heap here (see quiesce-probe).
     let heap_file = std::path::absolute(options.out_dir.join("heap"))
         .unwrap_or_else(|_| options.out_dir.join("heap"));
+    // Left by an earlier soak into the same folder, it would be read as this target's.
+    let _ = std::fs::remove_file(&heap_file);
     let mut env = options.env.clone();
     env.push((
         "QUIESCE_HEAP_FILE".to_owned(),
