@@ -663,19 +663,18 @@ async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
 /// `quiesce soak report`: a timeline judged again, its plot redrawn.
 fn soak_report(args: &SoakReportArgs) -> Result<i32, CliError> {
     let (threshold, warmup) = crate::soak::timeline_settings(&args.timeline)?;
-    let (memory, plot) = crate::soak::judge(
+    let judged = crate::soak::judge(
         &args.timeline,
         args.threshold.unwrap_or(threshold),
         args.warmup.unwrap_or(warmup),
         args.min_span,
     )?;
-    println!(
-        "memory: {}
-  plot {}",
-        memory.explain(),
-        plot.display()
-    );
-    Ok(match memory.is_leak() {
+    println!("memory: {}", judged.verdict.explain());
+    for alone in &judged.each {
+        println!("  alone: {}", alone.explain());
+    }
+    println!("  plot {}", judged.plot.display());
+    Ok(match judged.verdict.is_leak() {
         true => exit_codes::VIOLATION,
         false => exit_codes::OK,
     })

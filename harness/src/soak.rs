@@ -115,6 +115,8 @@ pub struct SoakReport {
     /// The run's verdict, `memory_flat` included.
     pub verdict: Verdict,
     pub memory: quiesce_soak::Verdict,
+    /// Each series judged alone (see [`Judged::each`]).
+    pub series: Vec<quiesce_soak::Verdict>,
     pub samples: usize,
     pub timeline: PathBuf,
     pub plot: PathBuf,
@@ -199,7 +201,11 @@ pub async fn soak(
         }
         writer.close().map_err(|e| output(e.to_string()))?;
     }
-    let (memory, plot) = judge(
+    let Judged {
+        verdict: memory,
+        plot,
+        each: series,
+    } = judge(
         &timeline,
         options.threshold_mb_per_day,
         options.warmup,
@@ -212,6 +218,7 @@ pub async fn soak(
     Ok(SoakReport {
         verdict: cycle.verdict,
         memory,
+        series,
         samples,
         timeline,
         plot,
@@ -379,7 +386,7 @@ pub fn judge(
     threshold_mb_per_day: f64,
     warmup: Duration,
     min_span: Duration,
-) -> Result<(quiesce_soak::Verdict, PathBuf), SoakError> {
+) -> Result<Judged, SoakError> {
     let failed = |message: String| SoakError::Timeline {
         path: timeline.to_owned(),
         message,
@@ -409,6 +416,15 @@ pub fn judge(
         ..quiesce_soak::LeakRule::default()
     };
     let verdict = rule.assess_with_heap(&rss, anon.as_deref(), heap.as_deref());
+    let each: Vec<quiesce_soak::Verdict> = [
+        Some((quiesce_soak::Series::Rss, rss.as_slice())),
+        anon.as_deref().map(|a| (quiesce_soak::Series::Anon, a)),
+        heap.as_deref().map(|h| (quiesce_soak::Series::Heap, h)),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|(series, points)| rule.assess_series(series, points))
+    .collect();
     // The plot shows the series the verdict rests on, in MiB, with its fitted line.
     let series = match (verdict.series(), &anon, &heap) {
         (quiesce_soak::Series::Anon, Some(anon), _) => anon.as_slice(),
@@ -469,7 +485,23 @@ pub fn judge(
         path: plot.clone(),
         message: e.to_string(),
     })?;
-    Ok((verdict, plot))
+    Ok(Judged {
+        verdict,
+        plot,
+        each,
+    })
+}
+
+/// What [`judge`] found.
+#[derive(Debug)]
+pub struct Judged {
+    /// The memory verdict.
+    pub verdict: quiesce_soak::Verdict,
+    /// `soak.svg`, beside the timeline.
+    pub plot: PathBuf,
+    /// Each series judged alone (RSS, then anonymous memory and the live heap where sampled):
+    /// what the verdict was decided from.
+    pub each: Vec<quiesce_soak::Verdict>,
 }
 
 /// Whether the target's probe reported its live heap in any sample of `timeline`.
