@@ -211,9 +211,17 @@ pub async fn soak(
         options.warmup,
         options.min_span,
     )?;
+    let stalled = (scenario.kafka.is_some() && !cycle.interrupted)
+        .then(|| workload_unfinished(&options.out_dir.join("run").join("kafka.json")))
+        .flatten();
     cycle.verdict.results.push(CheckResult {
         check: CheckName::MemoryFlat,
-        outcome: memory_outcome(&memory, heap_reported(&timeline), cycle.interrupted),
+        outcome: memory_outcome(
+            &memory,
+            heap_reported(&timeline),
+            stalled.as_deref(),
+            cycle.interrupted,
+        ),
     });
     Ok(SoakReport {
         verdict: cycle.verdict,
@@ -504,6 +512,28 @@ pub struct Judged {
     pub each: Vec<quiesce_soak::Verdict>,
 }
 
+/// The least share of the acknowledged inputs a soak's target must have processed by the
+/// stop for its memory to count as measured under the load asked for.
+const KEPT_UP: f64 = 0.9;
+
+/// Why the soak's load was not what was asked, when the target processed less than
+/// [`KEPT_UP`] of the inputs the broker acknowledged by the stop (it stalled or fell behind,
+/// and the soak ended at its backstop): its memory was then measured under less load, or
+/// none. Read from the run's `kafka.json`; `None` when it is not there to read.
+fn workload_unfinished(kafka_json: &Path) -> Option<String> {
+    let text = std::fs::read(kafka_json).ok()?;
+    let evidence: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    let acked = evidence["acked"].as_array()?.len();
+    let processed = evidence["first"]["processed"].as_array()?.len();
+    (acked > 0 && (processed as f64) < KEPT_UP * acked as f64).then(|| {
+        format!(
+            "the target processed {processed} of the {acked} acknowledged input(s) by the \
+             stop (it stalled or fell behind), so its memory was not measured under the load \
+             asked for"
+        )
+    })
+}
+
 /// Whether the target's probe reported its live heap in any sample of `timeline`.
 fn heap_reported(timeline: &Path) -> bool {
     quiesce_soak::read_timeline(timeline)
@@ -513,11 +543,25 @@ fn heap_reported(timeline: &Path) -> bool {
 /// `memory_flat` from the memory verdict: a leak fails it; flat, grown then stopped, or
 /// retained by the allocator passes and says which. Without the live heap it says so: then
 /// only the plateau test tells what the allocator retains from a leak.
-fn memory_outcome(memory: &quiesce_soak::Verdict, heap: bool, interrupted: bool) -> Outcome {
+fn memory_outcome(
+    memory: &quiesce_soak::Verdict,
+    heap: bool,
+    stalled: Option<&str>,
+    interrupted: bool,
+) -> Outcome {
     let cut = match interrupted {
         true => " (the soak was cut short by Ctrl-C; judged on what was sampled)",
         false => "",
     };
+    // Memory that grew under less load still grew; anything else is no evidence of flat.
+    if let Some(why) = stalled {
+        return match memory {
+            quiesce_soak::Verdict::Leak(_) => {
+                Outcome::violation(format!("{}; {why}", memory.explain()), Vec::new())
+            }
+            _ => Outcome::inconclusive(format!("{why}; memory alone: {}", memory.explain())),
+        };
+    }
     let heap = match heap {
         true => "",
         false => {
@@ -537,5 +581,55 @@ fn memory_outcome(memory: &quiesce_soak::Verdict, heap: bool, interrupted: bool)
         quiesce_soak::Verdict::Inconclusive { .. } => {
             Outcome::inconclusive(format!("{}{cut}", memory.explain()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A soak whose target kept up with its workload is judged on memory; one that processed
+    /// less than 90% of what was acknowledged (stalled; the soak ended at its backstop)
+    /// cannot pass `memory_flat`, and a leak seen under less load is still a leak.
+    #[test]
+    fn a_stalled_workload_makes_memory_flat_inconclusive_not_a_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let evidence = |acked: usize, processed: usize| {
+            let path = dir.path().join(format!("kafka-{acked}-{processed}.json"));
+            let record = serde_json::json!({"partition": 0, "offset": 1});
+            let json = serde_json::json!({
+                "acked": vec![record.clone(); acked],
+                "first": {"processed": vec![record; processed]},
+            });
+            std::fs::write(&path, json.to_string()).unwrap();
+            path
+        };
+        assert_eq!(workload_unfinished(&evidence(1000, 997)), None);
+        assert_eq!(workload_unfinished(&dir.path().join("none.json")), None);
+        let stalled = workload_unfinished(&evidence(1000, 230));
+        let why = stalled.as_deref().expect("stalled");
+        assert!(why.contains("processed 230 of the 1000"), "{why}");
+
+        let rule = quiesce_soak::LeakRule::default();
+        let at = |i: usize, mb_per_day: f64| quiesce_soak::Point {
+            t_secs: i as f64,
+            value: 4e6 + (i % 7) as f64 * 2e3 + mb_per_day * 1_048_576.0 * i as f64 / 86_400.0,
+        };
+        let flat: Vec<_> = (0..3600).map(|i| at(i, 0.0)).collect();
+        let leaking: Vec<_> = (0..3600).map(|i| at(i, 50.0)).collect();
+        let flat = rule.assess(&flat, None);
+        let leak = rule.assess(&leaking, None);
+        assert!(matches!(
+            memory_outcome(&flat, true, None, false),
+            Outcome::Pass { .. }
+        ));
+        let Outcome::Inconclusive { reason } = memory_outcome(&flat, true, Some(why), false) else {
+            panic!("a stalled soak is no evidence of flat memory")
+        };
+        assert!(
+            reason.contains("processed 230") && reason.contains("flat"),
+            "{reason}"
+        );
+        assert!(memory_outcome(&leak, true, Some(why), false).is_violation());
     }
 }

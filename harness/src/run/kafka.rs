@@ -133,44 +133,44 @@ async fn drive(
     // Counts outputs as they come, for an early stop.
     let (mut seen, counter) = count_outputs(&bootstrap, &workload.output_topic, &since);
     let result = async {
-    let mut stop_tx = Some(stop_tx);
-    fn ask_stop(stop_tx: &mut Option<oneshot::Sender<String>>, what: String) {
-        if let Some(tx) = stop_tx.take() {
-            let _ = tx.send(what);
+        let mut stop_tx = Some(stop_tx);
+        fn ask_stop(stop_tx: &mut Option<oneshot::Sender<String>>, what: String) {
+            if let Some(tx) = stop_tx.take() {
+                let _ = tx.send(what);
+            }
         }
-    }
-    let producing = produce_until(&bootstrap, &sequence, &stop);
-    tokio::pin!(producing);
-    let early = workload.stop_after_processed;
-    let acked = tokio::select! {
-        acked = &mut producing => acked?,
-        reached = reach(&mut seen, early.unwrap_or(usize::MAX)), if early.is_some() => {
-            let n = reached.unwrap_or_default();
-            ask_stop(&mut stop_tx, format!("{n} input(s) processed: stopping"));
-            // Keep producing: the stop lands mid-stream.
-            producing.await?
-        }
-    };
-    if stop.is_cancelled() || stop_tx.is_none() {
-        return Ok(acked);
-    }
-    if let Some(want) = early {
-        tokio::select! {
-            reached = reach(&mut seen, want) => if let Some(n) = reached {
+        let producing = produce_until(&bootstrap, &sequence, &stop);
+        tokio::pin!(producing);
+        let early = workload.stop_after_processed;
+        let acked = tokio::select! {
+            acked = &mut producing => acked?,
+            reached = reach(&mut seen, early.unwrap_or(usize::MAX)), if early.is_some() => {
+                let n = reached.unwrap_or_default();
                 ask_stop(&mut stop_tx, format!("{n} input(s) processed: stopping"));
-            },
-            () = stop.cancelled() => {}
+                // Keep producing: the stop lands mid-stream.
+                producing.await?
+            }
+        };
+        if stop.is_cancelled() || stop_tx.is_none() {
+            return Ok(acked);
         }
-    } else if workload.stop_when_processed {
-        let want = acked.len();
-        tokio::select! {
-            done = reach(&mut seen, want) => if done.is_some() {
-                ask_stop(&mut stop_tx, format!("all {want} acknowledged input(s) processed: stopping"));
-            },
-            () = stop.cancelled() => {}
+        if let Some(want) = early {
+            tokio::select! {
+                reached = reach(&mut seen, want) => if let Some(n) = reached {
+                    ask_stop(&mut stop_tx, format!("{n} input(s) processed: stopping"));
+                },
+                () = stop.cancelled() => {}
+            }
+        } else if workload.stop_when_processed {
+            let want = acked.len();
+            tokio::select! {
+                done = reach(&mut seen, want) => if done.is_some() {
+                    ask_stop(&mut stop_tx, format!("all {want} {ALL_PROCESSED}"));
+                },
+                () = stop.cancelled() => {}
+            }
         }
-    }
-    Ok(acked)
+        Ok(acked)
     }
     .await;
     // The counter's Kafka client (and its threads) is gone before this returns.
@@ -385,6 +385,10 @@ pub struct KafkaRun {
     /// [`no_redelivery_under_faults`]).
     pub kafka_faults: usize,
 }
+
+/// The end of the timeline line that says a `stop_when_processed` workload was processed
+/// whole (`all N acknowledged input(s) processed: stopping`).
+const ALL_PROCESSED: &str = "acknowledged input(s) processed: stopping";
 
 /// Decides the Kafka checks.
 pub fn judge(run: &KafkaRun, records: usize) -> BTreeMap<CheckName, Outcome> {
