@@ -218,7 +218,10 @@ pub async fn soak(
         check: CheckName::MemoryFlat,
         outcome: memory_outcome(
             &memory,
-            heap_reported(&timeline),
+            // The heap was judged alone exactly when some sample carried it.
+            series
+                .iter()
+                .any(|alone| alone.series() == quiesce_soak::Series::Heap),
             stalled.as_deref(),
             cycle.interrupted,
         ),
@@ -532,12 +535,6 @@ fn workload_unfinished(kafka_json: &Path) -> Option<String> {
              asked for"
         )
     })
-}
-
-/// Whether the target's probe reported its live heap in any sample of `timeline`.
-fn heap_reported(timeline: &Path) -> bool {
-    quiesce_soak::read_timeline(timeline)
-        .is_ok_and(|(_, samples, ..)| samples.iter().any(|s| s.heap_bytes.is_some()))
 }
 
 /// `memory_flat` from the memory verdict: a leak fails it; flat, grown then stopped, or
