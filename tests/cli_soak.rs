@@ -116,6 +116,10 @@ fn bad_soak_input_is_named() {
     assert_eq!(code, exit_codes::BAD_INPUT, "{stderr}");
     assert!(stderr.contains("line 2"), "{stderr}");
 
+    let (code, _, stderr) = quiesce(dir.path(), &["soak", file, "--heap-threshold=nan"], &[]);
+    assert_eq!(code, exit_codes::BAD_INPUT, "{stderr}");
+    assert!(stderr.contains("--heap-threshold: `NaN`"), "{stderr}");
+
     let missing = dir.path().join("nope.jsonl");
     let (code, _, stderr) = quiesce(
         dir.path(),
@@ -124,4 +128,47 @@ fn bad_soak_input_is_named() {
     );
     assert_eq!(code, exit_codes::BAD_INPUT, "{stderr}");
     assert!(stderr.contains("nope.jsonl"), "{stderr}");
+}
+
+/// The live heap is judged against its own threshold, the one the soak wrote in its header,
+/// unless `soak report` is given another; `--threshold` alone sets both.
+#[test]
+fn soak_report_judges_the_heap_against_its_own_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeline = dir.path().join("timeline.jsonl");
+    // 30 minutes at 1 Hz: resident memory flat, the live heap growing 12 MB/day under a
+    // 42 KB sawtooth of buffers.
+    let mut text = String::from(
+        "{\"quiesce_soak\":1,\"scenario\":\"s\",\"pid\":1,\"interval_ms\":1000,\
+         \"started_unix_ms\":0,\"threshold_mb_per_day\":25.0,\
+         \"heap_threshold_mb_per_day\":10.0,\"warmup_ms\":0}\n",
+    );
+    for s in 0..1800u64 {
+        let heap = (1 << 20) + (s % 7) * 6144 + 12 * (1 << 20) * s / 86_400;
+        let rss = (8 << 20) + (s % 5) * 4096;
+        text.push_str(&format!(
+            "{{\"t_ms\":{},\"rss_bytes\":{rss},\"anon_bytes\":{rss},\"threads\":4,\"heap_bytes\":{heap}}}\n",
+            s * 1000
+        ));
+    }
+    std::fs::write(&timeline, text).unwrap();
+    let path = timeline.to_str().unwrap();
+    let report = |extra: &[&str]| {
+        let args: Vec<&str> = ["soak", "report", path]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect();
+        quiesce(dir.path(), &args, &[])
+    };
+    let (code, stdout, stderr) = report(&[]);
+    assert_eq!(code, exit_codes::VIOLATION, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("live heap leaks") && stdout.contains("threshold 10 MB/day"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = report(&["--threshold", "25"]);
+    assert_eq!(code, exit_codes::OK, "{stdout}{stderr}");
+    let (code, stdout, stderr) = report(&["--threshold", "25", "--heap-threshold", "10"]);
+    assert_eq!(code, exit_codes::VIOLATION, "{stdout}{stderr}");
 }

@@ -188,8 +188,13 @@ struct SoakArgs {
     warmup: Option<Duration>,
     /// Growth above this many MB (2^20 bytes) a day is a leak (default: 25 for a soak under
     /// 2h, 10 from 2h: in 30 minutes a correct service's warm-up drift alone reaches 10).
+    /// Given alone, it is the live heap's threshold too.
     #[arg(long, value_name = "MB")]
     threshold: Option<f64>,
+    /// The live heap's threshold, where the target reports its heap (default: --threshold if
+    /// given, else 10 for any length: the heap has no allocator drift).
+    #[arg(long, value_name = "MB")]
+    heap_threshold: Option<f64>,
     /// Records a second of the [kafka] workload (default: the scenario's rate, else 50).
     #[arg(long, value_name = "N")]
     rate: Option<u32>,
@@ -212,9 +217,13 @@ enum SoakCommand {
 struct SoakReportArgs {
     /// A soak's timeline.jsonl.
     timeline: PathBuf,
-    /// Growth above this many MB a day is a leak (default: the soak's).
+    /// Growth above this many MB a day is a leak (default: the soak's). Given alone, it is
+    /// the live heap's threshold too.
     #[arg(long, value_name = "MB")]
     threshold: Option<f64>,
+    /// The live heap's threshold (default: --threshold if given, else the soak's).
+    #[arg(long, value_name = "MB")]
+    heap_threshold: Option<f64>,
     /// Samples before this are not judged (default: the soak's).
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     warmup: Option<Duration>,
@@ -625,6 +634,10 @@ async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
     options.threshold_mb_per_day = args
         .threshold
         .unwrap_or(crate::soak::default_threshold(args.duration));
+    options.heap_threshold_mb_per_day = args
+        .heap_threshold
+        .or(args.threshold)
+        .unwrap_or(crate::soak::HEAP_THRESHOLD);
     options.rate = args.rate;
     options.min_span = args.min_span;
     options.env = parse_env(&args.common.env)?;
@@ -662,10 +675,18 @@ async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
 
 /// `quiesce soak report`: a timeline judged again, its plot redrawn.
 fn soak_report(args: &SoakReportArgs) -> Result<i32, CliError> {
-    let (threshold, warmup) = crate::soak::timeline_settings(&args.timeline)?;
+    let (taken, warmup) = crate::soak::timeline_settings(&args.timeline)?;
+    let thresholds = crate::soak::Thresholds {
+        resident: args.threshold.unwrap_or(taken.resident),
+        heap: args.heap_threshold.or(args.threshold).or(taken.heap),
+    };
+    crate::soak::check_threshold("--threshold", thresholds.resident)?;
+    if let Some(heap) = thresholds.heap {
+        crate::soak::check_threshold("--heap-threshold", heap)?;
+    }
     let judged = crate::soak::judge(
         &args.timeline,
-        args.threshold.unwrap_or(threshold),
+        thresholds,
         args.warmup.unwrap_or(warmup),
         args.min_span,
     )?;

@@ -63,6 +63,9 @@ pub struct Header {
     pub started_unix_ms: u64,
     /// The growth the soak tolerates after warm-up, in MB per day.
     pub threshold_mb_per_day: f64,
+    /// The live heap's own threshold, where the soak set one (absent: the one above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_threshold_mb_per_day: Option<f64>,
     /// How long after the start samples are excluded from the trend.
     pub warmup_ms: u64,
 }
@@ -229,7 +232,8 @@ struct HeaderLine<'a> {
 ///     pid: 4242,
 ///     interval_ms: 1000,
 ///     started_unix_ms: 1_760_000_000_000,
-///     threshold_mb_per_day: 10.0,
+///     threshold_mb_per_day: 25.0,
+///     heap_threshold_mb_per_day: Some(10.0),
 ///     warmup_ms: 600_000,
 /// };
 /// let mut timeline = TimelineWriter::create(&path, &header)?;
@@ -259,10 +263,13 @@ impl TimelineWriter {
     /// Creates (or truncates) the timeline at `path` and writes its header.
     pub fn create(path: impl AsRef<Path>, header: &Header) -> Result<Self, TimelineError> {
         let path = path.as_ref().to_owned();
-        if !header.threshold_mb_per_day.is_finite() {
-            return Err(TimelineError::NonFiniteThreshold(
-                header.threshold_mb_per_day,
-            ));
+        for threshold in [header.threshold_mb_per_day]
+            .into_iter()
+            .chain(header.heap_threshold_mb_per_day)
+        {
+            if !threshold.is_finite() {
+                return Err(TimelineError::NonFiniteThreshold(threshold));
+            }
         }
         let write_error = |source| TimelineError::Write {
             path: path.clone(),
@@ -473,7 +480,8 @@ mod tests {
             pid: 4242,
             interval_ms: 1000,
             started_unix_ms: 1_760_000_000_000,
-            threshold_mb_per_day: 10.0,
+            threshold_mb_per_day: 25.0,
+            heap_threshold_mb_per_day: Some(10.0),
             warmup_ms: 600_000,
         }
     }
@@ -674,11 +682,20 @@ mod tests {
     #[test]
     fn non_finite_threshold_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let header = Header {
+        let resident = Header {
             threshold_mb_per_day: f64::NAN,
             ..header()
         };
-        let err = TimelineWriter::create(dir.path().join("soak.jsonl"), &header).unwrap_err();
+        let err = TimelineWriter::create(dir.path().join("soak.jsonl"), &resident).unwrap_err();
+        assert!(
+            matches!(err, TimelineError::NonFiniteThreshold(_)),
+            "{err:?}"
+        );
+        let heap = Header {
+            heap_threshold_mb_per_day: Some(f64::INFINITY),
+            ..header()
+        };
+        let err = TimelineWriter::create(dir.path().join("soak.jsonl"), &heap).unwrap_err();
         assert!(
             matches!(err, TimelineError::NonFiniteThreshold(_)),
             "{err:?}"

@@ -628,6 +628,10 @@ pub struct LeakRule {
     /// The smallest growth that must be called a leak, MB/day (MiB). Growth below half of it
     /// is almost never called one.
     pub threshold_mb_per_day: f64,
+    /// The threshold for the live heap ([`Series::Heap`]), where it differs: a heap the
+    /// target reports carries no allocator or client-buffer drift, so it holds a lower one in
+    /// a shorter soak. `None`: [`LeakRule::threshold_mb_per_day`] for every series.
+    pub heap_threshold_mb_per_day: Option<f64>,
     /// Samples within this long of the first are ignored: start-up fills caches and arenas.
     /// The default is 0, because only the caller knows its service.
     pub warm_up_secs: f64,
@@ -642,6 +646,7 @@ impl Default for LeakRule {
     fn default() -> Self {
         LeakRule {
             threshold_mb_per_day: 10.0,
+            heap_threshold_mb_per_day: None,
             warm_up_secs: 0.0,
             min_samples: 60,
             min_span_secs: 600.0,
@@ -650,6 +655,14 @@ impl Default for LeakRule {
 }
 
 impl LeakRule {
+    /// The threshold `series` is judged against.
+    pub fn threshold_for(&self, series: Series) -> f64 {
+        match (series, self.heap_threshold_mb_per_day) {
+            (Series::Heap, Some(heap)) => heap,
+            _ => self.threshold_mb_per_day,
+        }
+    }
+
     /// Judges RSS and, when given, anonymous memory, and returns the verdict nearer a leak:
     /// Leak, then Inconclusive, then Plateau, then Flat. A heap leak grows anonymous memory;
     /// a leak of mapped files or shared memory shows only in RSS. On a tie, the verdict rests
@@ -789,14 +802,14 @@ impl LeakRule {
             floor_rise_mb_per_day: mb_per_day(min_gap / third),
             floors_mb: floors.map(|f| f / BYTES_PER_MB),
             noise_mb: noise / BYTES_PER_MB,
-            threshold_mb_per_day: self.threshold_mb_per_day,
+            threshold_mb_per_day: self.threshold_for(series),
             samples: points.len(),
             points: thinned.len(),
             samples_per_point,
             span_secs: span,
         };
 
-        let thr = self.threshold_mb_per_day;
+        let thr = self.threshold_for(series);
         let growing = trend.p_increase < P_GROWTH && trend.ci_low_mb_per_day > thr / 2.0;
         let still_growing = trend.late_slope_mb_per_day >= trend.keep_rate();
         let retained = trend.floor_rise_mb_per_day >= trend.keep_rate();
@@ -953,6 +966,49 @@ mod tests {
         );
         let v = rule.assess_with_heap(&growing, None, Some(&flat[..30]));
         assert!(v.is_leak() && v.series() == Series::Rss, "{}", v.explain());
+    }
+
+    /// A heap threshold applies to the live heap alone: over 30 minutes a heap growing
+    /// 12 MB/day is under a 25 MB/day threshold and over a 10 MB/day heap threshold, while
+    /// resident memory growing as much is still judged against 25.
+    #[test]
+    fn the_heap_threshold_judges_the_heap_alone() {
+        let half_hour = 1800;
+        // A probe's heap: 1 MB, a 40 KB sawtooth of buffers, and the leak.
+        let heap: Vec<Point> = (0..half_hour)
+            .map(|s| Point {
+                t_secs: s as f64,
+                value: MB + (s % 7) as f64 * 6.0 * KB + 12.0 * MB * s as f64 / 86_400.0,
+            })
+            .collect();
+        let flat = linear(21, half_hour, 0.0);
+        let resident_grows = linear(22, half_hour, 12.0);
+        let one = LeakRule {
+            threshold_mb_per_day: 25.0,
+            ..LeakRule::default()
+        };
+        let two = LeakRule {
+            heap_threshold_mb_per_day: Some(10.0),
+            ..one
+        };
+        assert_eq!(
+            (
+                two.threshold_for(Series::Heap),
+                two.threshold_for(Series::Anon)
+            ),
+            (10.0, 25.0)
+        );
+        let v = one.assess_with_heap(&flat, None, Some(&heap));
+        assert!(!v.is_leak(), "{}", v.explain());
+        let v = two.assess_with_heap(&flat, None, Some(&heap));
+        assert!(v.is_leak() && v.series() == Series::Heap, "{}", v.explain());
+        assert!(
+            v.explain().contains("threshold 10 MB/day"),
+            "{}",
+            v.explain()
+        );
+        let v = two.assess(&resident_grows, None);
+        assert!(!v.is_leak(), "{}", v.explain());
     }
 
     #[test]
