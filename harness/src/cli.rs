@@ -631,13 +631,9 @@ async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
     if let Some(warmup) = args.warmup {
         options.warmup = warmup;
     }
-    options.threshold_mb_per_day = args
-        .threshold
-        .unwrap_or(crate::soak::default_threshold(args.duration));
-    options.heap_threshold_mb_per_day = args
-        .heap_threshold
-        .or(args.threshold)
-        .unwrap_or(crate::soak::HEAP_THRESHOLD);
+    options.thresholds = options
+        .thresholds
+        .overridden(args.threshold, args.heap_threshold);
     options.rate = args.rate;
     options.min_span = args.min_span;
     options.env = parse_env(&args.common.env)?;
@@ -676,14 +672,8 @@ async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
 /// `quiesce soak report`: a timeline judged again, its plot redrawn.
 fn soak_report(args: &SoakReportArgs) -> Result<i32, CliError> {
     let (taken, warmup) = crate::soak::timeline_settings(&args.timeline)?;
-    let thresholds = crate::soak::Thresholds {
-        resident: args.threshold.unwrap_or(taken.resident),
-        heap: args.heap_threshold.or(args.threshold).or(taken.heap),
-    };
-    crate::soak::check_threshold("--threshold", thresholds.resident)?;
-    if let Some(heap) = thresholds.heap {
-        crate::soak::check_threshold("--heap-threshold", heap)?;
-    }
+    let thresholds = taken.overridden(args.threshold, args.heap_threshold);
+    thresholds.check()?;
     let judged = crate::soak::judge(
         &args.timeline,
         thresholds,

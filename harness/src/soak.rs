@@ -51,10 +51,8 @@ pub struct SoakOptions {
     pub interval: Duration,
     /// Samples before this are not judged: start-up allocations, caches filling.
     pub warmup: Duration,
-    /// A growth above this, in MB a day, is a leak.
-    pub threshold_mb_per_day: f64,
-    /// The live heap's threshold, where the target reports its heap.
-    pub heap_threshold_mb_per_day: f64,
+    /// A growth above these, in MB a day, is a leak.
+    pub thresholds: Thresholds,
     /// Records a second of a `[kafka]` workload, over the scenario's.
     pub rate: Option<u32>,
     /// The least time after the warm-up a verdict rests on; shorter is inconclusive.
@@ -72,8 +70,10 @@ impl SoakOptions {
             duration,
             interval: Duration::from_secs(1),
             warmup: (duration / 10).min(Duration::from_secs(300)),
-            threshold_mb_per_day: default_threshold(duration),
-            heap_threshold_mb_per_day: HEAP_THRESHOLD,
+            thresholds: Thresholds {
+                resident: default_threshold(duration),
+                heap: Some(HEAP_THRESHOLD),
+            },
             rate: None,
             min_span: Duration::from_secs(600),
             env: Vec::new(),
@@ -163,8 +163,8 @@ pub async fn soak(
         pid: 0,
         interval_ms: options.interval.as_millis() as u64,
         started_unix_ms: 0,
-        threshold_mb_per_day: options.threshold_mb_per_day,
-        heap_threshold_mb_per_day: Some(options.heap_threshold_mb_per_day),
+        threshold_mb_per_day: options.thresholds.resident,
+        heap_threshold_mb_per_day: options.thresholds.heap,
         warmup_ms: options.warmup.as_millis() as u64,
     };
     let sampler = tokio::spawn(sample(
@@ -217,10 +217,7 @@ pub async fn soak(
         each: series,
     } = judge(
         &timeline,
-        Thresholds {
-            resident: options.threshold_mb_per_day,
-            heap: Some(options.heap_threshold_mb_per_day),
-        },
+        options.thresholds,
         options.warmup,
         options.min_span,
     )?;
@@ -264,8 +261,7 @@ fn soak_scenario(scenario: &Scenario, options: &SoakOptions) -> Result<Scenario,
             "--interval: a soak samples at least once per interval of more than 0 s".into(),
         );
     }
-    check_threshold("--threshold", options.threshold_mb_per_day)?;
-    check_threshold("--heap-threshold", options.heap_threshold_mb_per_day)?;
+    options.thresholds.check()?;
     if options.rate == Some(0) {
         return bad("--rate: a steady load needs at least 1 record a second".into());
     }
@@ -387,16 +383,6 @@ fn running_slope(points: &[quiesce_soak::Point], warmup: Duration) -> Option<f64
         .map(|fit| fit.slope * 86_400.0 / quiesce_soak::trend::BYTES_PER_MB)
 }
 
-/// Refuses a threshold that is not a rate: NaN, infinite or negative. `flag` names it.
-pub fn check_threshold(flag: &str, threshold: f64) -> Result<(), SoakError> {
-    match threshold.is_finite() && threshold >= 0.0 {
-        true => Ok(()),
-        false => Err(SoakError::Scenario(format!(
-            "{flag}: `{threshold}` is not a rate of MB/day (a number, 0 or more)"
-        ))),
-    }
-}
-
 /// The thresholds a soak is judged against, in MB a day.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Thresholds {
@@ -404,6 +390,33 @@ pub struct Thresholds {
     pub resident: f64,
     /// The live heap; `None`: [`Thresholds::resident`].
     pub heap: Option<f64>,
+}
+
+impl Thresholds {
+    /// These with the CLI's `--threshold` and `--heap-threshold` over them: `--threshold`
+    /// given alone sets both.
+    pub fn overridden(self, threshold: Option<f64>, heap_threshold: Option<f64>) -> Thresholds {
+        Thresholds {
+            resident: threshold.unwrap_or(self.resident),
+            heap: heap_threshold.or(threshold).or(self.heap),
+        }
+    }
+
+    /// Refuses a threshold that is not a rate: NaN, infinite or negative, naming its flag.
+    pub fn check(&self) -> Result<(), SoakError> {
+        let named = [
+            ("--threshold", Some(self.resident)),
+            ("--heap-threshold", self.heap),
+        ];
+        for (flag, threshold) in named {
+            if let Some(threshold) = threshold.filter(|t| !t.is_finite() || *t < 0.0) {
+                return Err(SoakError::Scenario(format!(
+                    "{flag}: `{threshold}` is not a rate of MB/day (a number, 0 or more)"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The thresholds and warm-up a timeline was taken with (its header's).
