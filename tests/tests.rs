@@ -22,6 +22,10 @@ mod infra_external;
 mod infra_local;
 // Any sequence of lifecycle and proxy faults, checked against a model, ends usable.
 mod infra_state_machine;
+// Hostile targets built to fool the judges, each with the verdict it must get (none may PASS).
+mod hostile_kafka;
+mod hostile_leader;
+mod hostile_lifecycle;
 // Kafka invariants (offsets committed, no loss, no redelivery) against a real broker.
 mod kafka_invariants;
 // `quiesce run` on purpose-built process targets: the exact verdict table.

@@ -559,3 +559,53 @@ pub async fn round_trip_and_set_get(infra: &Infra) {
         .await
         .unwrap();
 }
+
+/// What `quiesce run FILE --json` concluded: the exit code, each check's outcome by name
+/// (`pass`, `violation`, `inconclusive`), and the whole output for assertion messages.
+pub struct Judged {
+    pub code: i32,
+    pub outcomes: std::collections::BTreeMap<String, String>,
+    pub output: String,
+}
+
+impl Judged {
+    /// The outcome of `check`, or a panic that shows the whole output.
+    pub fn outcome(&self, check: &str) -> &str {
+        match self.outcomes.get(check) {
+            Some(outcome) => outcome,
+            None => panic!("no `{check}` in the verdict:\n{}", self.output),
+        }
+    }
+}
+
+/// Runs the scenario `file` (relative to the repository's `scenarios/hostile/`, or absolute)
+/// with the real binary, `--json`, and `args` after it.
+pub fn judge_hostile(file: &str, args: &[&str], env: &[(&str, &str)]) -> Judged {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios/hostile")
+        .join(file);
+    let path = path.to_str().unwrap().to_owned();
+    let mut all = vec!["run", path.as_str(), "--json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = quiesce(dir.path(), &all, env);
+    let output = format!("exit {code}\n--- stdout\n{out}\n--- stderr\n{err}");
+    let json: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("not a JSON verdict ({e}):\n{output}"));
+    let outcomes = json["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no results:\n{output}"))
+        .iter()
+        .map(|r| {
+            (
+                r["check"].as_str().unwrap_or_default().to_owned(),
+                r["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    Judged {
+        code,
+        outcomes,
+        output,
+    }
+}

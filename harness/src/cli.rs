@@ -90,6 +90,41 @@ struct ScenarioArgs {
     /// the temp dir).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Accept these checks being inconclusive (comma-separated, repeatable): they are still
+    /// reported as such, but do not make the run INCONCLUSIVE (exit 6). Adds to the file's
+    /// `[checks] allow_inconclusive`.
+    #[arg(long, value_name = "CHECK,...", value_delimiter = ',')]
+    allow_inconclusive: Vec<String>,
+}
+
+impl ScenarioArgs {
+    /// Loads the scenario file, with the infrastructure overrides and the accepted
+    /// inconclusive checks of the command line.
+    fn load(
+        &self,
+        path: &std::path::Path,
+        backend: &BackendArgs,
+    ) -> Result<crate::scenario::Scenario, CliError> {
+        let mut scenario = crate::scenario::Scenario::load(path)?;
+        apply_overrides(&mut scenario.infra, backend)?;
+        let accepted = by_name(
+            &self.allow_inconclusive,
+            &crate::verdict::CheckName::ALL,
+            |c| c.as_str(),
+        )
+        .map_err(|message| {
+            CliError::Config(infra::ConfigError::Value {
+                origin: "--allow-inconclusive".to_owned(),
+                message,
+            })
+        })?;
+        for check in accepted {
+            if !scenario.checks.allow_inconclusive.contains(&check) {
+                scenario.checks.allow_inconclusive.push(check);
+            }
+        }
+        Ok(scenario)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -472,8 +507,7 @@ fn write_file(path: &std::path::Path, text: &str) -> Result<(), CliError> {
 }
 
 async fn run_scenario(args: RunArgs) -> Result<i32, CliError> {
-    let mut scenario = crate::scenario::Scenario::load(&args.scenario)?;
-    apply_overrides(&mut scenario.infra, &args.infra)?;
+    let scenario = args.common.load(&args.scenario, &args.infra)?;
     let env = parse_env(&args.common.env)?;
     let options = crate::run::RunOptions {
         env,
@@ -492,8 +526,7 @@ async fn run_scenario(args: RunArgs) -> Result<i32, CliError> {
 
 async fn loop_scenario(args: LoopArgs) -> Result<i32, CliError> {
     use crate::repeat::{LoopOptions, MAX_CYCLES, run_loop};
-    let mut scenario = crate::scenario::Scenario::load(&args.scenario)?;
-    apply_overrides(&mut scenario.infra, &args.infra)?;
+    let mut scenario = args.common.load(&args.scenario, &args.infra)?;
     if let Some(ms) = args.ready_deadline {
         scenario.checks.starts_within.params.deadline_ms = ms;
     }
@@ -619,8 +652,7 @@ async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
         };
         return soak_report(report);
     };
-    let mut scenario = crate::scenario::Scenario::load(path)?;
-    apply_overrides(&mut scenario.infra, &args.infra)?;
+    let scenario = args.common.load(path, &args.infra)?;
     let out_dir = args
         .common
         .out

@@ -17,6 +17,10 @@ pub const INFRA_FAILED: i32 = 3;
 pub const PREREQUISITE_MISSING: i32 = 4;
 /// An address the harness was told to listen on is taken by another program.
 pub const ADDRESS_IN_USE: i32 = 5;
+/// No check failed, but at least one could not be decided (and was not allowed to be, with
+/// `--allow-inconclusive` or the file's `allow_inconclusive`): the run proves nothing about
+/// that check. A PASS (0) means every enabled check passed on evidence.
+pub const INCONCLUSIVE: i32 = 6;
 /// Interrupted by Ctrl-C (SIGINT) or SIGTERM; everything that was started has been stopped.
 pub const INTERRUPTED: i32 = 130;
 
@@ -29,4 +33,5 @@ EXIT CODES:
     3    harness or infrastructure failure (not the target's fault)
     4    a prerequisite is missing (binary, image, Docker daemon)
     5    an address to listen on is already in use
+    6    inconclusive: no check failed, but one could not be decided
     130  interrupted; everything started was stopped";

@@ -6,10 +6,12 @@
 //! port, job log). A target stuck past the ready or the stop deadline is looked at
 //! ([`crate::target::Hang`]) and killed, and the loop goes on.
 //!
-//! Every cycle lands in one class: passed, or failed as a start error, a ready timeout, a
-//! hang, a stop timeout or a check violation. The report gives the flake rate with a 95%
-//! upper bound (Wilson), the start, ready and stop times' percentiles, and every failing
-//! cycle with its evidence.
+//! Every cycle lands in one class: passed, failed (as a start error, a ready timeout, a hang,
+//! a stop timeout or a check violation), or inconclusive: nothing failed, but a check could
+//! not be decided, so the cycle proves nothing about it and is not counted as a pass. The
+//! report gives the flake rate with a 95% upper bound (Wilson), the start, ready and stop
+//! times' percentiles, every failing cycle with its evidence and every inconclusive one with
+//! its reasons.
 
 mod report;
 mod stats;
@@ -111,6 +113,12 @@ pub struct CycleRecord {
     pub failed_checks: Vec<CheckName>,
     /// The checks that could not be decided.
     pub inconclusive_checks: Vec<CheckName>,
+    /// Nothing failed, but a check the user did not accept as inconclusive could not be
+    /// decided: neither a pass nor a failure.
+    pub inconclusive: bool,
+    /// Why each such check could not be decided: `check: reason`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undecided: Vec<String>,
     /// What shows the failure: each failed check's summary and evidence, the hang's
     /// explanation.
     pub evidence: Vec<String>,
@@ -145,8 +153,11 @@ pub struct LoopReport {
     pub backend: String,
     /// Cycles that ran to a verdict.
     pub cycles: u64,
+    /// Cycles whose every check passed (or was accepted as inconclusive).
     pub passed: u64,
     pub failed: u64,
+    /// Cycles with no failure but an undecided check: counted apart from both.
+    pub inconclusive: u64,
     pub failures: BTreeMap<FailureClass, u64>,
     /// failed / cycles.
     pub failure_rate: f64,
@@ -171,8 +182,8 @@ pub struct LoopReport {
 }
 
 impl LoopReport {
-    /// 0 when every cycle passed, 1 when one failed, 130 when Ctrl-C ended the loop; a
-    /// harness error's own code when one ended it.
+    /// 0 when every cycle passed, 1 when one failed, 130 when Ctrl-C ended the loop, 6 when
+    /// none failed but one was inconclusive; a harness error's own code when one ended it.
     pub fn exit_code(&self) -> i32 {
         use crate::exit_codes::*;
         if let Some(code) = self.error_code {
@@ -181,8 +192,21 @@ impl LoopReport {
             VIOLATION
         } else if self.ended == Ended::Interrupted {
             INTERRUPTED
+        } else if self.inconclusive > 0 || self.cycles == 0 {
+            INCONCLUSIVE
         } else {
             OK
+        }
+    }
+
+    /// `PASS`, `FAIL` or `INCONCLUSIVE`, by the rules of [`LoopReport::exit_code`].
+    pub fn word(&self) -> &'static str {
+        if self.failed > 0 || self.error_code.is_some() {
+            "FAIL"
+        } else if self.inconclusive > 0 || self.cycles == 0 {
+            "INCONCLUSIVE"
+        } else {
+            "PASS"
         }
     }
 }
@@ -218,6 +242,14 @@ fn record(number: u64, cycle: &Cycle, out_dir: &std::path::Path) -> CycleRecord 
             Outcome::Pass { .. } => {}
         }
     }
+    let undecided: Vec<String> = cycle
+        .verdict
+        .unaccepted_inconclusive()
+        .map(|r| match &r.outcome {
+            Outcome::Inconclusive { reason } => format!("{}: {reason}", r.check),
+            _ => r.check.to_string(),
+        })
+        .collect();
     let stuck = |phase: Phase| cycle.hangs.iter().find(|h| h.phase == phase);
     let (failure, phase) = match &cycle.ready {
         ReadyState::Exited { .. } => (Some(FailureClass::StartError), None),
@@ -242,8 +274,10 @@ fn record(number: u64, cycle: &Cycle, out_dir: &std::path::Path) -> CycleRecord 
             _ => None,
         },
         stop_ms: cycle.stopped_after.map(|d| d.as_millis() as u64),
+        inconclusive: failure.is_none() && !undecided.is_empty(),
         failed_checks,
         inconclusive_checks,
+        undecided,
         evidence,
         hangs: cycle.hangs.clone(),
         out_dir: out_dir.display().to_string(),
@@ -315,7 +349,7 @@ async fn cycles(
             break Ended::Interrupted;
         }
         let record = record(number, &cycle, &out_dir);
-        if record.failure.is_none() && !options.keep_passing {
+        if record.failure.is_none() && !record.inconclusive && !options.keep_passing {
             let _ = std::fs::remove_dir_all(&out_dir);
         }
         failed += u64::from(record.failure.is_some());
@@ -349,6 +383,7 @@ fn report(
         .cloned()
         .collect();
     let failed = failing.len() as u64;
+    let inconclusive = all.iter().filter(|c| c.inconclusive).count() as u64;
     let mut failures = BTreeMap::new();
     for c in &failing {
         if let Some(class) = c.failure {
@@ -363,8 +398,9 @@ fn report(
         target: scenario.target.describe(),
         backend,
         cycles,
-        passed: cycles - failed,
+        passed: cycles - failed - inconclusive,
         failed,
+        inconclusive,
         failures,
         failure_rate: if cycles == 0 {
             0.0
@@ -382,5 +418,142 @@ fn report(
         elapsed_ms: elapsed.as_millis() as u64,
         out_dir: options.out_dir.display().to_string(),
         all,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::{CheckResult, Verdict};
+
+    fn cycle(outcomes: Vec<(CheckName, Outcome)>, allowed: Vec<CheckName>) -> Cycle {
+        Cycle {
+            verdict: Verdict {
+                scenario: "s".into(),
+                target: "t".into(),
+                backend: "local".into(),
+                results: outcomes
+                    .into_iter()
+                    .map(|(check, outcome)| CheckResult { check, outcome })
+                    .collect(),
+                timeline: Vec::new(),
+                interrupted: false,
+                target_log: None,
+                allowed_inconclusive: allowed,
+            },
+            ready: ReadyState::Ready {
+                after: Duration::from_millis(5),
+            },
+            start: Duration::from_millis(1),
+            stopped_after: Some(Duration::from_millis(3)),
+            killed_by_harness: false,
+            hangs: Vec::new(),
+            interrupted: false,
+        }
+    }
+
+    fn options() -> LoopOptions {
+        LoopOptions {
+            env: Vec::new(),
+            out_dir: PathBuf::from("/nonexistent"),
+            cycles: 3,
+            duration: None,
+            until_failure: false,
+            keep_passing: false,
+        }
+    }
+
+    /// A cycle with an undecided check was once counted as a pass: the loop printed PASS and
+    /// exited 0 for cycles that judged nothing about it.
+    #[test]
+    fn an_undecided_cycle_is_neither_a_pass_nor_a_failure() {
+        let unsure = || {
+            vec![
+                (CheckName::StopsWithin, Outcome::pass("stopped")),
+                (
+                    CheckName::LockReleased,
+                    Outcome::inconclusive("the key was never held"),
+                ),
+            ]
+        };
+        let dir = std::path::Path::new("/nonexistent");
+        let records = vec![
+            record(1, &cycle(unsure(), Vec::new()), dir),
+            record(
+                2,
+                &cycle(
+                    vec![(CheckName::StopsWithin, Outcome::pass("stopped"))],
+                    Vec::new(),
+                ),
+                dir,
+            ),
+            // Accepted by name: a pass.
+            record(3, &cycle(unsure(), vec![CheckName::LockReleased]), dir),
+        ];
+        assert!(records[0].inconclusive && records[0].failure.is_none());
+        assert_eq!(
+            records[0].undecided,
+            ["lock_released: the key was never held"]
+        );
+        assert!(!records[2].inconclusive);
+        let scenario = crate::scenario::Scenario::parse(
+            std::path::Path::new("s.toml"),
+            "name = \"s\"\n[target]\ncommand = [\"true\"]\n",
+        )
+        .expect("a minimal scenario");
+        let report = report(
+            &scenario,
+            "local".into(),
+            &options(),
+            records,
+            Ended::Count,
+            Duration::ZERO,
+        );
+        assert_eq!(
+            (report.passed, report.failed, report.inconclusive),
+            (2, 0, 1)
+        );
+        assert_eq!(
+            (report.word(), report.exit_code()),
+            ("INCONCLUSIVE", crate::exit_codes::INCONCLUSIVE)
+        );
+        let text = summary(&report);
+        assert!(text.contains("inconclusive: 1 cycle(s) (1)"), "{text}");
+        assert!(
+            text.contains("lock_released: the key was never held (1 cycle(s))"),
+            "{text}"
+        );
+        assert!(text.contains("verdict: INCONCLUSIVE"), "{text}");
+        let xml = junit_xml(&report);
+        assert!(
+            xml.contains("inconclusive: lock_released: the key was never held"),
+            "{xml}"
+        );
+        // A failure outranks it.
+        let failing = record(
+            4,
+            &cycle(
+                vec![(
+                    CheckName::StopsWithin,
+                    Outcome::violation("slow", Vec::new()),
+                )],
+                Vec::new(),
+            ),
+            dir,
+        );
+        let mut all = report.all.clone();
+        all.push(failing);
+        let report = super::report(
+            &scenario,
+            "local".into(),
+            &options(),
+            all,
+            Ended::Count,
+            Duration::ZERO,
+        );
+        assert_eq!(
+            (report.word(), report.exit_code()),
+            ("FAIL", crate::exit_codes::VIOLATION)
+        );
     }
 }

@@ -73,6 +73,25 @@ pub fn summary(report: &LoopReport) -> String {
     let _ = writeln!(out, "{}", times_line("start", &report.start));
     let _ = writeln!(out, "{}", times_line("ready", &report.ready));
     let _ = writeln!(out, "{}", times_line("stop", &report.stop));
+    let unsure: Vec<&super::CycleRecord> = report.all.iter().filter(|c| c.inconclusive).collect();
+    if !unsure.is_empty() {
+        // Counted apart: such a cycle neither passed nor failed. Each distinct reason once,
+        // with how many cycles gave it.
+        let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
+        for line in unsure.iter().flat_map(|c| &c.undecided) {
+            *reasons.entry(line.as_str()).or_default() += 1;
+        }
+        let numbers: Vec<String> = unsure.iter().map(|c| c.cycle.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "inconclusive: {} cycle(s) ({}), nothing failed but a check was not decided:",
+            unsure.len(),
+            numbers.join(", ")
+        );
+        for (reason, n) in reasons.iter().take(SHOWN) {
+            let _ = writeln!(out, "      {reason} ({n} cycle(s))");
+        }
+    }
     if report.failed > 0 {
         let classes: Vec<String> = report
             .failures
@@ -95,13 +114,13 @@ pub fn summary(report: &LoopReport) -> String {
     };
     let _ = writeln!(
         out,
-        "verdict: {} — {} in {:.1} s{ended}",
-        if report.failed == 0 && report.cycles > 0 {
-            "PASS"
-        } else {
-            "FAIL"
-        },
+        "verdict: {} — {}{} in {:.1} s{ended}",
+        report.word(),
         rate_line(report),
+        match report.inconclusive {
+            0 => String::new(),
+            n => format!("; {n} inconclusive, {} passed", report.passed),
+        },
         report.elapsed_ms as f64 / 1000.0
     );
     let _ = writeln!(
@@ -137,8 +156,22 @@ pub fn junit_xml(report: &LoopReport) -> String {
         case.set_classname(class.as_str());
         suite.add_test_case(case);
     }
-    let status = if report.failed == 0 && report.cycles > 0 {
+    for cycle in report.all.iter().filter(|c| c.inconclusive) {
+        let mut status = TestCaseStatus::skipped();
+        status.set_message(format!("inconclusive: {}", cycle.undecided.join("; ")));
+        let mut case = TestCase::new(format!("cycle {}", cycle.cycle), status);
+        case.set_classname(class.as_str());
+        suite.add_test_case(case);
+    }
+    let status = if report.word() == "PASS" {
         TestCaseStatus::success()
+    } else if report.word() == "INCONCLUSIVE" {
+        let mut status = TestCaseStatus::skipped();
+        status.set_message(format!(
+            "inconclusive: {} of {} cycle(s) left a check undecided",
+            report.inconclusive, report.cycles
+        ));
+        status
     } else {
         let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
         status.set_message(rate_line(report));

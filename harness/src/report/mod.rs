@@ -25,6 +25,7 @@ mod tests {
             scenario: "event-pipeline".into(),
             target: "./event-pipeline --workers 4".into(),
             backend: "local".into(),
+            allowed_inconclusive: Vec::new(),
             results: vec![
                 CheckResult {
                     check: CheckName::StartsWithin,
@@ -125,6 +126,16 @@ mod tests {
         let mut v = verdict();
         assert_eq!((v.word(), v.exit_code()), ("VIOLATION", 1));
         v.results.retain(|r| !r.outcome.is_violation());
+        // An undecided check is not a pass: the run proves nothing about it.
+        assert_eq!((v.word(), v.exit_code()), ("INCONCLUSIVE", 6));
+        let unsure: Vec<CheckName> = v.unaccepted_inconclusive().map(|r| r.check).collect();
+        assert!(!unsure.is_empty());
+        // Accepted by name, it is still reported, but the run passes.
+        v.allowed_inconclusive = unsure;
+        assert_eq!((v.word(), v.exit_code()), ("PASS", 0));
+        v.allowed_inconclusive.clear();
+        v.results
+            .retain(|r| !matches!(r.outcome, Outcome::Inconclusive { .. }));
         assert_eq!((v.word(), v.exit_code()), ("PASS", 0));
         v.interrupted = true;
         assert_eq!((v.word(), v.exit_code()), ("INTERRUPTED", 130));

@@ -35,7 +35,14 @@ pub fn summary(verdict: &Verdict) -> String {
                 }
             }
             Outcome::Inconclusive { reason } => {
-                let _ = writeln!(out, "  {label}  {name:<width$}  inconclusive: {reason}");
+                let accepted = match verdict.allowed_inconclusive.contains(&result.check) {
+                    true => " (accepted)",
+                    false => "",
+                };
+                let _ = writeln!(
+                    out,
+                    "  {label}  {name:<width$}  inconclusive{accepted}: {reason}"
+                );
             }
         }
     }

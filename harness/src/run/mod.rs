@@ -267,6 +267,7 @@ impl Session {
                 .collect(),
             interrupted: observed.interrupted,
             target_log: Some(out_dir.display().to_string()),
+            allowed_inconclusive: scenario.checks.allow_inconclusive.clone(),
         };
         Ok(Cycle {
             verdict,

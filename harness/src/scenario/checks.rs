@@ -158,6 +158,10 @@ pub struct ChecksConfig {
     /// On when the scenario has a `[readiness]` table, the same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_truthful: Option<Check<NoParams>>,
+    /// Checks whose inconclusive outcome does not make the run inconclusive (still reported
+    /// as such): the explicit choice of a user who knows quiesce cannot see them here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_inconclusive: Vec<CheckName>,
 }
 
 impl ChecksConfig {
@@ -228,5 +232,26 @@ impl ChecksConfig {
             }
         }
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_inconclusive_names_checks_and_rejects_unknown_ones() {
+        let config: ChecksConfig =
+            toml::from_str(r#"allow_inconclusive = ["no_leaked_threads", "exit_code"]"#)
+                .expect("known names");
+        assert_eq!(
+            config.allow_inconclusive,
+            [CheckName::NoLeakedThreads, CheckName::ExitCode]
+        );
+        let err = toml::from_str::<ChecksConfig>(r#"allow_inconclusive = ["no_such_check"]"#)
+            .expect_err("an unknown check is bad input");
+        assert!(err.to_string().contains("no_such_check"), "{err}");
+        // Not written: nothing is accepted.
+        assert!(ChecksConfig::default().allow_inconclusive.is_empty());
     }
 }

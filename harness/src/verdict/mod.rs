@@ -7,12 +7,12 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::exit_codes;
 
 /// The invariants quiesce checks, by their names in scenario files.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckName {
     StartsWithin,
@@ -210,6 +210,11 @@ pub struct Verdict {
     /// Where the target's output was kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_log: Option<String>,
+    /// Checks whose inconclusive outcome the user accepted (`--allow-inconclusive`, or
+    /// `allow_inconclusive` in the file's `[checks]`): they are still reported as
+    /// inconclusive, but do not make the run so.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_inconclusive: Vec<CheckName>,
 }
 
 impl Verdict {
@@ -227,12 +232,24 @@ impl Verdict {
             .count()
     }
 
-    /// `VIOLATION` when any check failed, else `INTERRUPTED`, else `PASS`.
+    /// The inconclusive checks the user did not accept: each makes the run inconclusive.
+    pub fn unaccepted_inconclusive(&self) -> impl Iterator<Item = &CheckResult> {
+        self.results.iter().filter(|r| {
+            matches!(r.outcome, Outcome::Inconclusive { .. })
+                && !self.allowed_inconclusive.contains(&r.check)
+        })
+    }
+
+    /// `VIOLATION` when any check failed, else `INTERRUPTED`, else `INCONCLUSIVE` when a check
+    /// could not be decided (and was not accepted as such), else `PASS`: a PASS means every
+    /// enabled check passed on evidence.
     pub fn word(&self) -> &'static str {
         if self.violations() > 0 {
             "VIOLATION"
         } else if self.interrupted {
             "INTERRUPTED"
+        } else if self.unaccepted_inconclusive().next().is_some() {
+            "INCONCLUSIVE"
         } else {
             "PASS"
         }
@@ -249,14 +266,14 @@ impl Verdict {
             .join(" ")
     }
 
-    /// The exit code: 1 for any violation, 130 when interrupted, else 0.
+    /// The exit code, by [`Verdict::word`]: 1 for any violation, 130 when interrupted, 6 when
+    /// a check could not be decided, else 0.
     pub fn exit_code(&self) -> i32 {
-        if self.violations() > 0 {
-            exit_codes::VIOLATION
-        } else if self.interrupted {
-            exit_codes::INTERRUPTED
-        } else {
-            exit_codes::OK
+        match self.word() {
+            "VIOLATION" => exit_codes::VIOLATION,
+            "INTERRUPTED" => exit_codes::INTERRUPTED,
+            "INCONCLUSIVE" => exit_codes::INCONCLUSIVE,
+            _ => exit_codes::OK,
         }
     }
 }
