@@ -284,7 +284,7 @@ fn soak_scenario(scenario: &Scenario, options: &SoakOptions) -> Result<Scenario,
             .unwrap_or(DEFAULT_RATE);
         kafka.rate = rate;
         kafka.records = (u64::from(rate) * secs) as usize;
-        kafka.stop_when_processed = true;
+        kafka.stop_when_processed = Some(true);
         kafka.stop_after_processed = None;
         // The stop comes once the last record is processed; this is only the backstop.
         soaked.stop.after_ms += 60_000;

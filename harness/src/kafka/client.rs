@@ -1,6 +1,7 @@
 //! The harness's Kafka client: topics, the sequence-numbered workload, and the read-back.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -141,6 +142,17 @@ pub async fn produce_until(
     workload: &Workload<'_>,
     stop: &CancellationToken,
 ) -> Result<Vec<AckedRecord>, KafkaError> {
+    produce_counted(bootstrap, workload, stop, &AtomicUsize::new(0)).await
+}
+
+/// [`produce_until`], counting the acknowledged records into `acked` as they come, so a
+/// watcher can tell how many inputs were in flight at a given moment (the stop).
+pub async fn produce_counted(
+    bootstrap: &str,
+    workload: &Workload<'_>,
+    stop: &CancellationToken,
+    acked_so_far: &AtomicUsize,
+) -> Result<Vec<AckedRecord>, KafkaError> {
     let mut producer = config(bootstrap);
     producer.set("enable.idempotence", "false");
     if workload.one_record_per_batch {
@@ -172,10 +184,13 @@ pub async fn produce_until(
                 let delivery = producer
                     .send(FutureRecord::to(topic).key(&key).payload(&payload), REQUEST)
                     .await;
-                delivery.ok().map(|d| AckedRecord {
-                    partition: d.partition,
-                    offset: d.offset,
-                    key,
+                delivery.ok().map(|d| {
+                    acked_so_far.fetch_add(1, Ordering::Relaxed);
+                    AckedRecord {
+                        partition: d.partition,
+                        offset: d.offset,
+                        key,
+                    }
                 })
             }
         })

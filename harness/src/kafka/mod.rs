@@ -37,7 +37,8 @@ mod judge;
 
 pub use client::{
     AckedRecord, KafkaError, OutputCount, ProcessedRecord, ReadBack, Workload, committed_offsets,
-    count_processed, create_topic, produce_sequence, produce_until, read_back, read_processed,
+    count_processed, create_topic, produce_counted, produce_sequence, produce_until, read_back,
+    read_processed,
 };
 pub use judge::{
     KafkaEvidence, StopKind, no_message_loss, no_redelivery, no_redelivery_under_faults,

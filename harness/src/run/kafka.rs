@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -11,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::kafka::{
     AckedRecord, KafkaError, KafkaEvidence, OutputCount, ProcessedRecord, StopKind, Workload,
     committed_offsets, count_processed, create_topic, no_message_loss, no_redelivery,
-    no_redelivery_under_faults, offsets_committed, produce_until, producer_flushed, read_back,
+    no_redelivery_under_faults, offsets_committed, produce_counted, producer_flushed, read_back,
 };
-use crate::scenario::KafkaWorkload;
+use crate::scenario::{KafkaWorkload, StopRule};
 use crate::target::Hooks;
 use crate::verdict::{CheckName, Outcome};
 
@@ -132,50 +133,73 @@ async fn drive(
     };
     // Counts outputs as they come, for an early stop.
     let (mut seen, counter) = count_outputs(&bootstrap, &workload.output_topic, &since);
+    let acked_so_far = AtomicUsize::new(0);
     let result = async {
         let mut stop_tx = Some(stop_tx);
-        fn ask_stop(stop_tx: &mut Option<oneshot::Sender<String>>, what: String) {
+        let mut ask_stop = |what: String| {
             if let Some(tx) = stop_tx.take() {
                 let _ = tx.send(what);
             }
-        }
-        let producing = produce_until(&bootstrap, &sequence, &stop);
-        tokio::pin!(producing);
-        let early = workload.stop_after_processed;
-        let acked = tokio::select! {
-            acked = &mut producing => acked?,
-            reached = reach(&mut seen, early.unwrap_or(usize::MAX)), if early.is_some() => {
-                let n = reached.unwrap_or_default();
-                ask_stop(&mut stop_tx, format!("{n} input(s) processed: stopping"));
-                // Keep producing: the stop lands mid-stream.
-                producing.await?
-            }
         };
-        if stop.is_cancelled() || stop_tx.is_none() {
-            return Ok(acked);
-        }
-        if let Some(want) = early {
-            tokio::select! {
-                reached = reach(&mut seen, want) => if let Some(n) = reached {
-                    ask_stop(&mut stop_tx, format!("{n} input(s) processed: stopping"));
-                },
-                () = stop.cancelled() => {}
+        let producing = produce_counted(&bootstrap, &sequence, &stop, &acked_so_far);
+        tokio::pin!(producing);
+        let rule = workload.stop_rule();
+        let acked = match rule {
+            StopRule::Midstream(want) => {
+                tokio::select! {
+                    acked = &mut producing => {
+                        // Sent whole before `want` were processed: the stop comes at `want`
+                        // all the same, with the rest of the sent records still in flight.
+                        let acked = acked?;
+                        tokio::select! {
+                            reached = reach(&mut seen, want) => if let Some(n) = reached {
+                                ask_stop(in_flight(n, acked.len(), false));
+                            },
+                            () = stop.cancelled() => {}
+                        }
+                        acked
+                    }
+                    reached = reach(&mut seen, want) => {
+                        if let Some(n) = reached {
+                            let sent = acked_so_far.load(Ordering::Relaxed);
+                            ask_stop(in_flight(n, sent, true));
+                        }
+                        // Keep producing: the stop lands mid-stream.
+                        producing.await?
+                    }
+                }
             }
-        } else if workload.stop_when_processed {
-            let want = acked.len();
-            tokio::select! {
-                done = reach(&mut seen, want) => if done.is_some() {
-                    ask_stop(&mut stop_tx, format!("all {want} {ALL_PROCESSED}"));
-                },
-                () = stop.cancelled() => {}
+            StopRule::AllProcessed => {
+                let acked = producing.await?;
+                let want = acked.len();
+                tokio::select! {
+                    done = reach(&mut seen, want) => if done.is_some() {
+                        ask_stop(format!("all {want} {ALL_PROCESSED}"));
+                    },
+                    () = stop.cancelled() => {}
+                }
+                acked
             }
-        }
+            StopRule::Timer => producing.await?,
+        };
         Ok(acked)
     }
     .await;
     // The counter's Kafka client (and its threads) is gone before this returns.
     counter.stop().await;
     result
+}
+
+/// The timeline line of a mid-stream stop: the evidence that records were in flight.
+fn in_flight(processed: usize, acknowledged: usize, still_sending: bool) -> String {
+    format!(
+        "{processed} input(s) processed, {acknowledged} acknowledged ({} in flight){}: stopping",
+        acknowledged.saturating_sub(processed),
+        match still_sending {
+            true => ", the workload still sending",
+            false => "",
+        }
+    )
 }
 
 /// Waits until the distinct count reaches `want`; `None` if the counting ended first.

@@ -34,7 +34,7 @@ pub use checks::{
     StopsWithinParams, Tables,
 };
 pub use faults::{Action, FaultStep, Instance, Point};
-pub use workload::{KafkaWorkload, Readiness, RedisLeadership};
+pub use workload::{KafkaWorkload, Readiness, RedisLeadership, StopRule};
 
 use std::collections::BTreeMap;
 use std::fmt;

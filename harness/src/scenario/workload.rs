@@ -27,12 +27,15 @@ pub struct KafkaWorkload {
     /// Records per second; 0 sends as fast as the broker acknowledges.
     #[serde(default)]
     pub rate: u32,
-    /// Stop the target as soon as every acknowledged record has been processed (else at
-    /// `[stop] after_ms`, whichever comes first). Off, the stop lands mid-stream.
-    #[serde(default = "yes")]
-    pub stop_when_processed: bool,
+    /// `true`: stop the target only once every acknowledged record has been processed (or at
+    /// `[stop] after_ms`, whichever comes first): nothing is in flight at the stop, so
+    /// in-flight loss cannot be seen. `false`: stop at `[stop] after_ms` alone. Not written
+    /// (the default): see [`KafkaWorkload::stop_rule`], the stop lands mid-stream.
+    #[serde(default)]
+    pub stop_when_processed: Option<bool>,
     /// Stop the target once this many inputs have been processed, while the workload goes
-    /// on: the stop lands mid-stream (say, a SIGKILL with work in flight).
+    /// on: the stop lands mid-stream (say, a SIGKILL with work in flight). Not written, and
+    /// no `stop_when_processed`: half of `records`.
     #[serde(default)]
     pub stop_after_processed: Option<usize>,
     /// After the stop, start the target once more, let it consume what is left, and stop it
@@ -81,7 +84,7 @@ impl Default for KafkaWorkload {
             partitions: default_partitions(),
             records: default_records(),
             rate: 0,
-            stop_when_processed: true,
+            stop_when_processed: None,
             stop_after_processed: None,
             restart: true,
             restart_timeout_ms: default_restart_timeout(),
@@ -89,7 +92,31 @@ impl Default for KafkaWorkload {
     }
 }
 
+/// When a Kafka workload asks for the target's stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopRule {
+    /// Once this many inputs have outputs, while the workload goes on: records are in
+    /// flight at the stop, which is where shutdown bugs live (an offset stored for a record
+    /// polled but not processed, a producer purged with outputs queued).
+    Midstream(usize),
+    /// Once every acknowledged input has an output: nothing is in flight.
+    AllProcessed,
+    /// At `[stop] after_ms` alone.
+    Timer,
+}
+
 impl KafkaWorkload {
+    /// When the stop comes: `stop_after_processed`, else `stop_when_processed`, else (the
+    /// default) mid-stream once half of the records have been processed.
+    pub fn stop_rule(&self) -> StopRule {
+        match (self.stop_after_processed, self.stop_when_processed) {
+            (Some(n), _) => StopRule::Midstream(n),
+            (None, Some(true)) => StopRule::AllProcessed,
+            (None, Some(false)) => StopRule::Timer,
+            (None, None) => StopRule::Midstream((self.records / 2).max(1)),
+        }
+    }
+
     /// What the target is told: the topic and group names.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
@@ -128,6 +155,22 @@ impl KafkaWorkload {
                     "[kafka] {key} = `{name}` is not a valid Kafka name (letters, digits, `.`, `_`, `-`)"
                 ));
             }
+        }
+        if let (Some(n), Some(all)) = (self.stop_after_processed, self.stop_when_processed) {
+            return Err(format!(
+                "[kafka] stop_after_processed = {n} and stop_when_processed = {all}: the stop \
+                 comes after {n} processed inputs, or when all are (or at [stop] after_ms); give one"
+            ));
+        }
+        if self
+            .stop_after_processed
+            .is_some_and(|n| n == 0 || n > self.records)
+        {
+            return Err(format!(
+                "[kafka] stop_after_processed = {} (need 1 to records = {})",
+                self.stop_after_processed.unwrap_or_default(),
+                self.records
+            ));
         }
         if self.input_topic == self.output_topic {
             return Err(format!(

@@ -58,6 +58,13 @@ quiesce::variants! {
         /// Offsets are committed once the output is queued, not delivered, and the producer is
         /// dropped without a flush (rdkafka purges its queue on drop): outputs are lost.
         ProducerNotFlushed => "producer-not-flushed",
+        /// librdkafka's automatic offset store: with `enable.auto.commit` (and the default
+        /// `enable.auto.offset.store`), every record is stored for commit as it is polled.
+        /// Polled records wait in a buffer for a worker; on the way out the worker stops with
+        /// records still buffered, and the consumer's closing commit (what librdkafka's close
+        /// does with auto-commit on) commits them: polled, never processed, lost. Invisible
+        /// when nothing is in flight at the stop.
+        AutoOffsetStore => "auto-offset-store",
         /// A raw `std::thread` lag sampler that is never told to stop or joined (seed 000).
         SamplerThread => "sampler-thread",
         /// The way out waits a fixed 7 s "for in-flight work" instead of on the work itself.
@@ -207,9 +214,13 @@ pub async fn run(
     ready: impl FnOnce(),
     outputs_sent: Arc<AtomicU64>,
 ) -> Result<(), String> {
+    let auto_commit = config.variant == Variant::AutoOffsetStore;
     let consumer: StreamConsumer = client(&config)
         .set("group.id", &config.group)
-        .set("enable.auto.commit", "false")
+        .set(
+            "enable.auto.commit",
+            if auto_commit { "true" } else { "false" },
+        )
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "6000")
         .create()
@@ -233,7 +244,9 @@ pub async fn run(
     ready();
 
     let mut progress = Progress::default();
-    let result = if config.variant == Variant::CommitBeforeProcess {
+    let result = if auto_commit {
+        consume_auto_store(&config, &consumer, &producer, &shutdown, &outputs_sent).await
+    } else if config.variant == Variant::CommitBeforeProcess {
         consume_commit_on_receipt(
             &config,
             &consumer,
@@ -268,7 +281,16 @@ pub async fn run(
     } else {
         delivered(&mut progress.pending).await?;
     }
-    if config.variant != Variant::NoFinalCommit {
+    if auto_commit {
+        // What librdkafka's close does with auto-commit on: commit the stored offsets, which
+        // are those of every record polled, processed or not.
+        consumer
+            .commit_consumer_state(CommitMode::Sync)
+            .or_else(|e| match e.rdkafka_error_code() {
+                Some(RDKafkaErrorCode::NoOffset) => Ok(()),
+                _ => Err(format!("commit: {e}")),
+            })?;
+    } else if config.variant != Variant::NoFinalCommit {
         commit(&config, &consumer, &progress.positions, CommitMode::Sync)?;
     }
     tracker.close();
@@ -415,6 +437,66 @@ async fn consume_commit_on_receipt(
         .await
         .map_err(|e| format!("the processing worker failed: {e}"))?
 }
+
+/// `auto-offset-store`: poll into a buffer, process on a worker; the offsets are librdkafka's
+/// to store (on poll) and commit (every interval, and on the way out).
+async fn consume_auto_store(
+    config: &Config,
+    consumer: &StreamConsumer,
+    producer: &FutureProducer,
+    shutdown: &CancellationToken,
+    outputs_sent: &Arc<AtomicU64>,
+) -> Result<(), String> {
+    let (buffer, mut work) = tokio::sync::mpsc::channel::<OwnedMessage>(AUTO_STORE_BUFFER);
+    let stop_worker = CancellationToken::new();
+    let worker = {
+        let config = config.clone();
+        let producer = producer.clone();
+        let outputs_sent = outputs_sent.clone();
+        let stop = stop_worker.clone();
+        tokio::spawn(async move {
+            let mut pending = Vec::new();
+            loop {
+                let message = tokio::select! {
+                    biased;
+                    // The bug's other half: the worker quits with records still buffered.
+                    () = stop.cancelled() => break,
+                    message = work.recv() => match message {
+                        Some(message) => message,
+                        None => break,
+                    },
+                };
+                do_work(config.process_cost).await;
+                pending.extend(send_outputs(&config, &producer, &message)?);
+                outputs_sent.fetch_add(1, Ordering::SeqCst);
+            }
+            delivered(&mut pending).await
+        })
+    };
+    loop {
+        let message = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            message = consumer.recv() => match message {
+                Ok(message) => message,
+                Err(e) if waits_out(config.variant, &e) => continue,
+                Err(e) => return Err(format!("consume: {e}")),
+            },
+        };
+        let message = message.detach();
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            sent = buffer.send(message) => if sent.is_err() { break },
+        }
+    }
+    stop_worker.cancel();
+    worker
+        .await
+        .map_err(|e| format!("the processing worker failed: {e}"))?
+}
+
+/// How many polled records `auto-offset-store` buffers ahead of its worker.
+const AUTO_STORE_BUFFER: usize = 500;
 
 /// The work an input takes. None at all is none: even a zero sleep waits for the next timer
 /// tick, about a millisecond.

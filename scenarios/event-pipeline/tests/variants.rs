@@ -71,11 +71,17 @@ const ROWS: &[Row] = &[
     ("event-pipeline.toml", "no-final-commit", false, &[OffsetsCommitted, NoRedelivery], &[]),
     // Commits on receipt, but a clean stop drains the queue: only SIGKILL shows it.
     ("event-pipeline.toml", "commit-before-process", false, &[], &[]),
-    // Every output was delivered before the stop came: only a stop mid-stream shows it.
-    ("event-pipeline.toml", "producer-not-flushed", false, &[], &[]),
+    // The default stop lands with polled records still buffered: the closing commit
+    // commits them unprocessed.
+    ("event-pipeline.toml", "auto-offset-store", false, &[OffsetsCommitted, NoMessageLoss], &[]),
     ("event-pipeline.toml", "sampler-thread", false, &[NoLeakedThreads], &[]),
     ("event-pipeline.toml", "slow-drain", false, &[StopsWithin], &[]),
     ("event-pipeline-midstream.toml", "correct", false, &[], &[]),
+    // A stop that waits for all the work has nothing in flight: these bugs pass it. What
+    // the default stop (event-pipeline.toml) is for.
+    ("event-pipeline-drained.toml", "correct", false, &[], &[]),
+    ("event-pipeline-drained.toml", "auto-offset-store", false, &[], &[]),
+    ("event-pipeline-drained.toml", "producer-not-flushed", false, &[], &[]),
     ("event-pipeline-kill.toml", "correct", false, &[], KILLED),
     ("event-pipeline-kill.toml", "commit-before-process", false, &[OffsetsCommitted, NoMessageLoss], KILLED),
     ("event-pipeline.toml", "correct", true, &[], GRAPH),
@@ -104,10 +110,13 @@ quiesce::row_tests!(check_row {
     clean_stop_dropped_handle => ("event-pipeline.toml", "dropped-handle", false),
     clean_stop_no_final_commit => ("event-pipeline.toml", "no-final-commit", false),
     clean_stop_commit_before_process => ("event-pipeline.toml", "commit-before-process", false),
-    clean_stop_producer_not_flushed => ("event-pipeline.toml", "producer-not-flushed", false),
+    clean_stop_auto_offset_store => ("event-pipeline.toml", "auto-offset-store", false),
     clean_stop_sampler_thread => ("event-pipeline.toml", "sampler-thread", false),
     clean_stop_slow_drain => ("event-pipeline.toml", "slow-drain", false),
     midstream_correct => ("event-pipeline-midstream.toml", "correct", false),
+    drained_correct => ("event-pipeline-drained.toml", "correct", false),
+    drained_auto_offset_store => ("event-pipeline-drained.toml", "auto-offset-store", false),
+    drained_producer_not_flushed => ("event-pipeline-drained.toml", "producer-not-flushed", false),
     sigkill_correct => ("event-pipeline-kill.toml", "correct", false),
     sigkill_commit_before_process => ("event-pipeline-kill.toml", "commit-before-process", false),
 });
@@ -128,8 +137,8 @@ const TRIES: usize = 10;
 /// Every run must get one of the two verdicts the bug allows (nothing lost: all pass; outputs
 /// lost: exactly the three Kafka checks that see it fail), and one of `TRIES` runs the second.
 /// Returns how many runs it took.
-async fn producer_not_flushed_is_caught() -> usize {
-    let s = scenario("event-pipeline-midstream.toml");
+async fn producer_not_flushed_is_caught(file: &str) -> usize {
+    let s = scenario(file);
     let env = [("QUIESCE_VARIANT", "producer-not-flushed")];
     let lost = [OffsetsCommitted, NoMessageLoss, ProducerFlushed];
     for attempt in 1..=TRIES {
@@ -151,7 +160,14 @@ async fn producer_not_flushed_is_caught() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn midstream_producer_not_flushed_loses_outputs() {
-    producer_not_flushed_is_caught().await;
+    producer_not_flushed_is_caught("event-pipeline-midstream.toml").await;
+}
+
+/// The default stop (no stop option in `[kafka]`) lands mid-stream: the unflushed producer
+/// that `event-pipeline-drained.toml` passes loses outputs here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_stop_producer_not_flushed_loses_outputs() {
+    producer_not_flushed_is_caught("event-pipeline.toml").await;
 }
 
 /// Opt-in evidence: the whole catalogue `QUIESCE_REPEAT` times (default 20), every row exact
@@ -177,7 +193,7 @@ async fn catalogue_repeated() {
             }
         }
         if quiesce::catalogue::selected("producer-not-flushed") {
-            let attempts = producer_not_flushed_is_caught().await;
+            let attempts = producer_not_flushed_is_caught("event-pipeline.toml").await;
             runs += attempts;
             tries.push(attempts);
         }
