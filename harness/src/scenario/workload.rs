@@ -351,3 +351,46 @@ impl Readiness {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka(text: &str) -> KafkaWorkload {
+        toml::from_str(text).expect("a valid [kafka] table")
+    }
+
+    /// The stop once waited for every input to be processed unless told otherwise, so it
+    /// landed with nothing in flight and in-flight loss passed.
+    #[test]
+    fn with_no_stop_option_the_stop_lands_mid_stream() {
+        assert_eq!(kafka("records = 1000").stop_rule(), StopRule::Midstream(500));
+        assert_eq!(kafka("records = 1").stop_rule(), StopRule::Midstream(1));
+        assert_eq!(
+            kafka("stop_when_processed = true").stop_rule(),
+            StopRule::AllProcessed
+        );
+        assert_eq!(
+            kafka("stop_when_processed = false").stop_rule(),
+            StopRule::Timer
+        );
+        assert_eq!(
+            kafka("stop_after_processed = 40").stop_rule(),
+            StopRule::Midstream(40)
+        );
+    }
+
+    #[test]
+    fn stop_options_that_contradict_or_cannot_be_reached_are_bad_input() {
+        let both = kafka("stop_after_processed = 40\nstop_when_processed = true");
+        let err = both.validate().unwrap_err();
+        assert!(err.contains("give one"), "{err}");
+        for n in [0, 1001] {
+            let err = kafka(&format!("records = 1000\nstop_after_processed = {n}"))
+                .validate()
+                .unwrap_err();
+            assert!(err.contains(&format!("stop_after_processed = {n}")), "{err}");
+        }
+        assert!(kafka("stop_after_processed = 1000").validate().is_ok());
+    }
+}
