@@ -9,9 +9,22 @@ pub use terminal::summary;
 
 use crate::verdict::Verdict;
 
-/// The verdict as pretty JSON.
+/// The verdict as pretty JSON, led by its word (`PASS`, `VIOLATION`, `INCONCLUSIVE`,
+/// `INTERRUPTED`) and the exit code it gives, so CI reads the conclusion without re-deriving it.
 pub fn json(verdict: &Verdict) -> String {
-    serde_json::to_string_pretty(verdict).expect("a verdict always serializes")
+    #[derive(serde::Serialize)]
+    struct Concluded<'a> {
+        verdict: &'static str,
+        exit_code: i32,
+        #[serde(flatten)]
+        whole: &'a Verdict,
+    }
+    let concluded = Concluded {
+        verdict: verdict.word(),
+        exit_code: verdict.exit_code(),
+        whole: verdict,
+    };
+    serde_json::to_string_pretty(&concluded).expect("a verdict always serializes")
 }
 
 #[cfg(test)]
