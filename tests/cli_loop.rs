@@ -8,6 +8,15 @@ use crate::util::*;
 /// A scenario whose target hangs at startup on the cycles where `$dir/hang-N` exists (N the
 /// cycle, counted by the target in `$dir/count`), and otherwise starts and stops cleanly.
 fn scenario(dir: &std::path::Path) -> std::path::PathBuf {
+    // A shell has no probe to count its tasks and threads: accepted as undecided.
+    scenario_with(
+        dir,
+        r#"allow_inconclusive = ["no_leaked_tasks", "no_leaked_threads"]"#,
+    )
+}
+
+/// [`scenario`] with `checks` added to its `[checks]` table.
+fn scenario_with(dir: &std::path::Path, checks: &str) -> std::path::PathBuf {
     let path = dir.join("loop.toml");
     let script = format!(
         "n=$(( $(cat {d}/count 2>/dev/null || echo 0) + 1 )); echo $n > {d}/count; \
@@ -28,6 +37,7 @@ after_ms = 0
 kill_after_ms = 2000
 [checks]
 starts_within = {{ deadline_ms = 1500 }}
+{checks}
 "#
     );
     std::fs::write(&path, text).unwrap();
@@ -94,6 +104,53 @@ fn a_loop_counts_classifies_and_reports_every_failing_cycle() {
         Vec::<u32>::new(),
         "nothing left running"
     );
+}
+
+/// Cycles with an undecided check were once counted as passes: a loop of them printed PASS
+/// and exited 0.
+#[test]
+fn cycles_with_an_undecided_check_are_counted_apart_and_the_loop_is_inconclusive() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario_with(dir.path(), "");
+    let (code, stdout, stderr) = quiesce(
+        dir.path(),
+        &["loop", file.to_str().unwrap(), "-n", "2", "--json"],
+        &[],
+    );
+    assert_eq!(code, exit_codes::INCONCLUSIVE, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let counts = ["passed", "failed", "inconclusive"].map(|k| report[k].as_u64());
+    assert_eq!(counts, [Some(0), Some(0), Some(2)], "{stderr}");
+    assert!(
+        stderr.contains("inconclusive: 2 cycle(s) (1, 2)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("verdict: INCONCLUSIVE"), "{stderr}");
+    // Accepted by name on the command line, the same cycles pass.
+    let undecided: Vec<String> = report["all"][0]["undecided"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| line.as_str().unwrap().split(':').next().unwrap().to_owned())
+        .collect();
+    assert!(!undecided.is_empty(), "{stdout}");
+    let accepted = undecided.join(",");
+    let (code, stdout, stderr) = quiesce(
+        dir.path(),
+        &[
+            "loop",
+            file.to_str().unwrap(),
+            "-n",
+            "2",
+            "--json",
+            "--allow-inconclusive",
+            &accepted,
+        ],
+        &[],
+    );
+    assert_eq!(code, exit_codes::OK, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["passed"], 2, "{stderr}");
 }
 
 #[test]

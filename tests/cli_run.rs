@@ -23,16 +23,57 @@ kill_after_ms = 5000
     path
 }
 
+/// The checks `verdict` (JSON) left undecided, comma-separated for `--allow-inconclusive`.
+fn undecided(json: &str) -> String {
+    let verdict: serde_json::Value = serde_json::from_str(json).unwrap();
+    let names: Vec<&str> = verdict["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "inconclusive")
+        .map(|r| r["check"].as_str().unwrap())
+        .collect();
+    names.join(",")
+}
+
+/// "verdict: PASS (0 of 9 checks failed, 4 inconclusive)" once exited 0: a run with an
+/// undecided check proved nothing about it, and must say so in its exit code.
 #[test]
-fn passing_run_exits_0_and_writes_junit() {
+fn an_undecided_check_makes_the_run_inconclusive_until_it_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let file = scenario(dir.path(), "trap 'exit 0' TERM;", "");
+    let (code, out, err) = quiesce(dir.path(), &["run", file.to_str().unwrap(), "--json"], &[]);
+    assert_eq!(code, exit_codes::INCONCLUSIVE, "{out}{err}");
+    assert!(err.contains("verdict: INCONCLUSIVE"), "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&json["verdict"], &json["exit_code"]),
+        (&"INCONCLUSIVE".into(), &exit_codes::INCONCLUSIVE.into())
+    );
+    let unsure = undecided(&out);
+    assert!(!unsure.is_empty(), "{out}");
+    // A bad name is bad input, named.
+    let (code, _, err) = quiesce(
+        dir.path(),
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--allow-inconclusive",
+            "no_such_check",
+        ],
+        &[],
+    );
+    assert_eq!(code, exit_codes::BAD_INPUT, "{err}");
+    assert!(err.contains("--allow-inconclusive"), "{err}");
+    // The same run, its undecided checks accepted by name: a pass, and they are still shown.
     let junit = dir.path().join("junit.xml");
     let (code, out, err) = quiesce(
         dir.path(),
         &[
             "run",
             file.to_str().unwrap(),
+            "--allow-inconclusive",
+            &unsure,
             "--junit",
             junit.to_str().unwrap(),
         ],
@@ -40,6 +81,7 @@ fn passing_run_exits_0_and_writes_junit() {
     );
     assert_eq!(code, exit_codes::OK, "{out}{err}");
     assert!(out.contains("PASS  stops_within"), "{out}");
+    assert!(out.contains("inconclusive (accepted):"), "{out}");
     assert!(out.contains("verdict: PASS"), "{out}");
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(
@@ -79,10 +121,11 @@ fn env_flag_reaches_the_target() {
     let file = scenario(dir.path(), "trap 'exit $CODE' TERM;", "");
     let (code, out, err) = quiesce(
         dir.path(),
-        &["run", file.to_str().unwrap(), "--env", "CODE=0"],
+        &["run", file.to_str().unwrap(), "--env", "CODE=0", "--json"],
         &[],
     );
-    assert_eq!(code, exit_codes::OK, "{out}{err}");
+    assert_eq!(code, exit_codes::INCONCLUSIVE, "{out}{err}");
+    assert!(err.contains("PASS  exit_code"), "{err}");
     let (code, _, err) = quiesce(
         dir.path(),
         &["run", file.to_str().unwrap(), "--env", "=1"],
