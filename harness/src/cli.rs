@@ -717,9 +717,11 @@ fn soak_report(args: &SoakReportArgs) -> Result<i32, CliError> {
         println!("  alone: {}", alone.explain());
     }
     println!("  plot {}", judged.plot.display());
-    Ok(match judged.verdict.is_leak() {
-        true => exit_codes::VIOLATION,
-        false => exit_codes::OK,
+    Ok(match &judged.verdict {
+        v if v.is_leak() => exit_codes::VIOLATION,
+        // Too few samples or too short to tell: no evidence that memory is flat.
+        quiesce_soak::Verdict::Inconclusive { .. } => exit_codes::INCONCLUSIVE,
+        _ => exit_codes::OK,
     })
 }
 
