@@ -364,7 +364,10 @@ mod tests {
     /// landed with nothing in flight and in-flight loss passed.
     #[test]
     fn with_no_stop_option_the_stop_lands_mid_stream() {
-        assert_eq!(kafka("records = 1000").stop_rule(), StopRule::Midstream(500));
+        assert_eq!(
+            kafka("records = 1000").stop_rule(),
+            StopRule::Midstream(500)
+        );
         assert_eq!(kafka("records = 1").stop_rule(), StopRule::Midstream(1));
         assert_eq!(
             kafka("stop_when_processed = true").stop_rule(),
@@ -389,7 +392,10 @@ mod tests {
             let err = kafka(&format!("records = 1000\nstop_after_processed = {n}"))
                 .validate()
                 .unwrap_err();
-            assert!(err.contains(&format!("stop_after_processed = {n}")), "{err}");
+            assert!(
+                err.contains(&format!("stop_after_processed = {n}")),
+                "{err}"
+            );
         }
         assert!(kafka("stop_after_processed = 1000").validate().is_ok());
     }
