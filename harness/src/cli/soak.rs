@@ -1,0 +1,159 @@
+//! `quiesce soak`: hours under load with a memory verdict in MB/day, and `soak report`, which
+//! judges a timeline again.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use crate::exit_codes;
+
+use super::CliError;
+use super::args::*;
+use super::progress::*;
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(super) struct SoakArgs {
+    #[command(subcommand)]
+    pub(super) command: Option<SoakCommand>,
+    /// The scenario file (TOML): a process target.
+    #[arg(required = true)]
+    pub(super) scenario: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) infra: BackendArgs,
+    /// How long: 90s, 30m, 2h.
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "30m")]
+    pub(super) duration: Duration,
+    /// Between two samples.
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "1s")]
+    pub(super) interval: Duration,
+    /// Samples before this are not judged (default: a tenth of the soak, at most 5m).
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub(super) warmup: Option<Duration>,
+    /// Growth above this many MB (2^20 bytes) a day is a leak (default: 25 for a soak under
+    /// 2h, 10 from 2h: in 30 minutes a correct service's warm-up drift alone reaches 10).
+    /// Given alone, it is the live heap's threshold too.
+    #[arg(long, value_name = "MB")]
+    pub(super) threshold: Option<f64>,
+    /// The live heap's threshold, where the target reports its heap (default: --threshold if
+    /// given, else 10 for any length: the heap has no allocator drift).
+    #[arg(long, value_name = "MB")]
+    pub(super) heap_threshold: Option<f64>,
+    /// Records a second of the [kafka] workload (default: the scenario's rate, else 50).
+    #[arg(long, value_name = "N")]
+    pub(super) rate: Option<u32>,
+    /// The least time after the warm-up a verdict rests on; a shorter soak's memory is
+    /// inconclusive.
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "10m")]
+    pub(super) min_span: Duration,
+    #[command(flatten)]
+    pub(super) common: ScenarioArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum SoakCommand {
+    /// Judge a soak's timeline again and redraw its plot (next to it, soak.svg).
+    #[command(after_help = exit_codes::HELP)]
+    Report(SoakReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct SoakReportArgs {
+    /// A soak's timeline.jsonl.
+    pub(super) timeline: PathBuf,
+    /// Growth above this many MB a day is a leak (default: the soak's). Given alone, it is
+    /// the live heap's threshold too.
+    #[arg(long, value_name = "MB")]
+    pub(super) threshold: Option<f64>,
+    /// The live heap's threshold (default: --threshold if given, else the soak's).
+    #[arg(long, value_name = "MB")]
+    pub(super) heap_threshold: Option<f64>,
+    /// Samples before this are not judged (default: the soak's).
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub(super) warmup: Option<Duration>,
+    /// The least time after the warm-up a verdict rests on.
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "10m")]
+    pub(super) min_span: Duration,
+}
+
+pub(super) async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
+    use crate::soak::{SoakOptions, soak};
+    let Some(path) = args.scenario.as_ref() else {
+        let Some(SoakCommand::Report(report)) = &args.command else {
+            unreachable!("clap requires a scenario or a subcommand");
+        };
+        return soak_report(report);
+    };
+    let scenario = args.common.load(path, &args.infra)?;
+    let out_dir = args
+        .common
+        .out
+        .clone()
+        .unwrap_or_else(|| fresh_out_dir("soak", &scenario.name));
+    let mut options = SoakOptions::new(args.duration, out_dir.clone());
+    options.interval = args.interval;
+    if let Some(warmup) = args.warmup {
+        options.warmup = warmup;
+    }
+    options.thresholds = options
+        .thresholds
+        .overridden(args.threshold, args.heap_threshold);
+    options.rate = args.rate;
+    options.min_span = args.min_span;
+    options.env = parse_env(&args.common.env)?;
+    eprintln!(
+        "quiesce soak: {} for {}, a sample every {} s, judged after {} s; timeline {}",
+        scenario.name,
+        humantime(args.duration),
+        options.interval.as_secs(),
+        options.warmup.as_secs(),
+        out_dir.join("timeline.jsonl").display()
+    );
+    let mut signals = signal_handler()?;
+    let bar = SoakProgress::new(args.duration);
+    let shown = bar.clone();
+    let report = soak(&scenario, &options, &mut signals, move |status| {
+        shown.update(status)
+    })
+    .await;
+    bar.finish();
+    let report = report?;
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    write_file(&out_dir.join("soak.json"), &json)?;
+    let mut summary = crate::report::summary(&report.verdict);
+    summary.push_str(&format!(
+        "soak timeline {} ({} samples), plot {}\n",
+        report.timeline.display(),
+        report.samples,
+        report.plot.display()
+    ));
+    emit(&args.common, &summary, &json, || {
+        crate::report::junit_xml(&report.verdict)
+    })?;
+    Ok(report.verdict.exit_code())
+}
+
+/// `quiesce soak report`: a timeline judged again, its plot redrawn.
+pub(super) fn soak_report(args: &SoakReportArgs) -> Result<i32, CliError> {
+    let (taken, warmup) = crate::soak::timeline_settings(&args.timeline)?;
+    let thresholds = taken.overridden(args.threshold, args.heap_threshold);
+    thresholds.check()?;
+    let judged = crate::soak::judge(
+        &args.timeline,
+        thresholds,
+        args.warmup.unwrap_or(warmup),
+        args.min_span,
+    )?;
+    println!("memory: {}", judged.verdict.explain());
+    for alone in &judged.each {
+        println!("  alone: {}", alone.explain());
+    }
+    println!("  plot {}", judged.plot.display());
+    Ok(match &judged.verdict {
+        v if v.is_leak() => exit_codes::VIOLATION,
+        // Too few samples or too short to tell: no evidence that memory is flat.
+        quiesce_soak::Verdict::Inconclusive { .. } => exit_codes::INCONCLUSIVE,
+        _ => exit_codes::OK,
+    })
+}
