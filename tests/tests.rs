@@ -26,6 +26,8 @@ mod infra_state_machine;
 mod hostile_kafka;
 mod hostile_leader;
 mod hostile_lifecycle;
+// What consumers say to their group coordinator, read off the wire through the Kafka proxy.
+mod kafka_group;
 // Kafka invariants (offsets committed, no loss, no redelivery) against a real broker.
 mod kafka_invariants;
 // `quiesce run` on purpose-built process targets: the exact verdict table.

@@ -13,7 +13,7 @@
 mod proxy;
 mod toxic;
 
-pub use proxy::{FaultProxy, ProxyStatus, ProxySwitch};
+pub use proxy::{FaultProxy, Observer, ProxyStatus, ProxySwitch};
 pub use toxic::{Stream, Toxic, ToxicKind};
 
 use std::net::SocketAddr;

@@ -57,6 +57,15 @@ pub struct ProxyStatus {
     pub open: u64,
 }
 
+/// Sees what clients send through a proxy, as it passes, without changing or delaying it:
+/// how the harness learns what a target said to its broker (see [`crate::kafka::wire`]).
+pub trait Observer: Send + Sync + 'static {
+    /// Bytes a client sent on connection `link` (links are numbered from 1 per proxy).
+    fn client_bytes(&self, link: u64, bytes: &[u8]);
+    /// Connection `link` ended.
+    fn closed(&self, link: u64);
+}
+
 struct Enablement {
     /// Cancelled by `down`: ends the accept loop and every connection it accepted.
     epoch: CancellationToken,
@@ -74,6 +83,8 @@ struct Inner {
     next_id: AtomicU64,
     accepted: AtomicU64,
     open: AtomicU64,
+    /// Sees the client side of every link accepted from when it is set.
+    observer: Mutex<Option<Arc<dyn Observer>>>,
     tracker: TaskTracker,
     closed: CancellationToken,
 }
@@ -146,6 +157,7 @@ impl FaultProxy {
                 next_id: AtomicU64::new(1),
                 accepted: AtomicU64::new(0),
                 open: AtomicU64::new(0),
+                observer: Mutex::new(None),
                 tracker: TaskTracker::new(),
                 closed: CancellationToken::new(),
             }),
@@ -157,6 +169,11 @@ impl FaultProxy {
     /// The proxy's name (the dependency it fronts).
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// From now on, `observer` sees what clients send on every new connection.
+    pub fn observe(&self, observer: Arc<dyn Observer>) {
+        *lock(&self.inner.observer) = Some(observer);
     }
 
     /// The address clients use. It never changes.
@@ -481,9 +498,10 @@ async fn serve_link(inner: &Inner, client: TcpStream, link_id: u64, link: Cancel
         cancel: link,
         reset: AtomicBool::new(false),
     };
+    let observer = lock(&inner.observer).clone();
     let (client_read, server_read, server_write, client_write) = tokio::join!(
-        read_chunks(client_read, up_tx, &ctx),
-        read_chunks(server_read, down_tx, &ctx),
+        read_chunks(client_read, up_tx, &ctx, observer.as_deref()),
+        read_chunks(server_read, down_tx, &ctx, None),
         pump(
             up_rx,
             server_write,
@@ -499,6 +517,9 @@ async fn serve_link(inner: &Inner, client: TcpStream, link_id: u64, link: Cancel
             &ctx
         ),
     );
+    if let Some(observer) = &observer {
+        observer.closed(link_id);
+    }
     if ctx.reset.load(Ordering::Relaxed) {
         // A dropped write half sends FIN first; whole sockets with SO_LINGER=0 close with RST,
         // so both peers see "connection reset".
@@ -531,6 +552,7 @@ async fn read_chunks(
     mut src: OwnedReadHalf,
     tx: mpsc::Sender<Chunk>,
     ctx: &LinkCtx,
+    observer: Option<&dyn Observer>,
 ) -> OwnedReadHalf {
     let mut buf = BytesMut::with_capacity(CHUNK);
     loop {
@@ -546,6 +568,9 @@ async fn read_chunks(
                     arrived: Instant::now(),
                     data: buf.split().freeze(),
                 };
+                if let Some(observer) = observer {
+                    observer.client_bytes(ctx.id, &chunk.data);
+                }
                 tokio::select! {
                     () = ctx.cancel.cancelled() => return src,
                     sent = tx.send(chunk) => if sent.is_err() { return src },

@@ -34,6 +34,7 @@
 
 mod client;
 mod judge;
+pub mod wire;
 
 pub use client::{
     AckedRecord, KafkaError, OutputCount, ProcessedRecord, ReadBack, Workload, committed_offsets,

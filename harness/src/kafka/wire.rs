@@ -1,0 +1,932 @@
+//! What a consumer says to its group coordinator, read off the wire.
+//!
+//! Whether a stopped consumer *left* its group is a fact about the client: it sends a
+//! LeaveGroup request on a clean close (or, in the KIP-848 protocol, a heartbeat with epoch
+//! -1), and if it does not, the broker keeps its partitions assigned until its session times
+//! out. The broker's own answer (DescribeGroups) is the usual way to ask, but not every broker
+//! tells the truth: tansu 0.6.0, the local backend's broker, lists a member that sent
+//! LeaveGroup for as long as anyone asks (measured: still listed 30 s after a clean close with
+//! a 10 s session timeout). Every client reaches Kafka through the harness's fault proxy, so
+//! the harness reads the requests themselves: [`GroupTap`] parses the client-to-broker byte
+//! stream of each proxied connection and keeps the membership requests of every group, with
+//! their time. Only request headers and the first fields of four request bodies are read; the
+//! bytes are forwarded untouched whatever the parse makes of them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Kafka API keys of the requests the tap keeps.
+const OFFSET_COMMIT: i16 = 8;
+const JOIN_GROUP: i16 = 11;
+const HEARTBEAT: i16 = 12;
+const LEAVE_GROUP: i16 = 13;
+const SYNC_GROUP: i16 = 14;
+/// KIP-848's consumer protocol: joins, heartbeats and leaves in one request.
+const CONSUMER_GROUP_HEARTBEAT: i16 = 68;
+
+/// A request frame larger than this is not a membership request worth buffering: its bytes
+/// are skipped, not kept.
+const MAX_KEPT_FRAME: usize = 1 << 20;
+
+/// What a membership request said.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum GroupRequest {
+    /// Asks to join (`member_id` empty on a first join); `session_timeout_ms` is how long the
+    /// broker waits for a silent member.
+    Join {
+        member_id: String,
+        session_timeout_ms: i32,
+        /// Static membership (KIP-345): such a member does not leave on close, by design.
+        group_instance_id: Option<String>,
+    },
+    /// `generation`: the group generation the member says it is in (Kafka's first is 1).
+    Sync {
+        member_id: String,
+        generation: i32,
+    },
+    Heartbeat {
+        member_id: String,
+        generation: i32,
+    },
+    Commit {
+        member_id: String,
+    },
+    /// The members that leave.
+    Leave {
+        member_ids: Vec<String>,
+    },
+}
+
+impl GroupRequest {
+    /// The member ids a request speaks for (none for a first join).
+    pub fn member_ids(&self) -> Vec<&str> {
+        match self {
+            GroupRequest::Join { member_id, .. }
+            | GroupRequest::Sync { member_id, .. }
+            | GroupRequest::Heartbeat { member_id, .. }
+            | GroupRequest::Commit { member_id } => Some(member_id.as_str())
+                .filter(|m| !m.is_empty())
+                .into_iter()
+                .collect(),
+            GroupRequest::Leave { member_ids } => member_ids.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// One membership request as the tap saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupEvent {
+    pub at: Instant,
+    /// The proxied connection it came on.
+    pub link: u64,
+    pub client_id: Option<String>,
+    pub group: String,
+    pub request: GroupRequest,
+}
+
+/// Parses one request frame (without its 4-byte size): the group and what it asks, for the
+/// membership requests; `None` for every other request, or a frame it cannot read.
+pub fn parse_request(frame: &[u8]) -> Option<(Option<String>, String, GroupRequest)> {
+    let mut r = Reader(frame);
+    let api_key = r.i16()?;
+    let version = r.i16()?;
+    let _correlation_id = r.i32()?;
+    let flexible = match api_key {
+        OFFSET_COMMIT => version >= 8,
+        JOIN_GROUP => version >= 6,
+        HEARTBEAT | LEAVE_GROUP | SYNC_GROUP => version >= 4,
+        CONSUMER_GROUP_HEARTBEAT => true,
+        _ => return None,
+    };
+    // The header's client id is never a compact string, even in header v2.
+    let client_id = r.nullable_string()?;
+    if flexible {
+        r.tagged_fields()?;
+    }
+    let mut s = StringReader { r, flexible };
+    let group = s.string()?;
+    let request = match api_key {
+        JOIN_GROUP => {
+            let session_timeout_ms = s.r.i32()?;
+            if version >= 1 {
+                let _rebalance_timeout_ms = s.r.i32()?;
+            }
+            let member_id = s.string()?;
+            let group_instance_id = match version >= 5 {
+                true => s.nullable_string()?,
+                false => None,
+            };
+            GroupRequest::Join {
+                member_id,
+                session_timeout_ms,
+                group_instance_id,
+            }
+        }
+        SYNC_GROUP | HEARTBEAT => {
+            let generation = s.r.i32()?;
+            let member_id = s.string()?;
+            match api_key {
+                SYNC_GROUP => GroupRequest::Sync {
+                    member_id,
+                    generation,
+                },
+                _ => GroupRequest::Heartbeat {
+                    member_id,
+                    generation,
+                },
+            }
+        }
+        OFFSET_COMMIT if version >= 1 => {
+            let _generation = s.r.i32()?;
+            GroupRequest::Commit {
+                member_id: s.string()?,
+            }
+        }
+        OFFSET_COMMIT => GroupRequest::Commit {
+            member_id: String::new(),
+        },
+        LEAVE_GROUP if version <= 2 => GroupRequest::Leave {
+            member_ids: vec![s.string()?],
+        },
+        LEAVE_GROUP => {
+            let count = s.array_len()?;
+            let mut member_ids = Vec::with_capacity(count.min(64));
+            for _ in 0..count {
+                member_ids.push(s.string()?);
+                let _instance = s.nullable_string()?;
+                if version >= 5 {
+                    let _reason = s.nullable_string()?;
+                }
+                if flexible {
+                    s.r.tagged_fields()?;
+                }
+            }
+            GroupRequest::Leave { member_ids }
+        }
+        CONSUMER_GROUP_HEARTBEAT => {
+            let member_id = s.string()?;
+            let epoch = s.r.i32()?;
+            let instance = s.nullable_string()?;
+            match epoch {
+                // -1: the member leaves; -2: a static member leaves for now (KIP-848).
+                -1 | -2 => GroupRequest::Leave {
+                    member_ids: vec![member_id],
+                },
+                0 => GroupRequest::Join {
+                    member_id,
+                    session_timeout_ms: -1,
+                    group_instance_id: instance,
+                },
+                generation => GroupRequest::Heartbeat {
+                    member_id,
+                    generation,
+                },
+            }
+        }
+        _ => return None,
+    };
+    Some((client_id, group, request))
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn i16(&mut self) -> Option<i16> {
+        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.take(1)?.first()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    fn utf8(&mut self, len: usize) -> Option<String> {
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+
+    /// A classic nullable string: an i16 length, -1 for null.
+    fn nullable_string(&mut self) -> Option<Option<String>> {
+        match self.i16()? {
+            -1 => Some(None),
+            len if len >= 0 => self.utf8(len as usize).map(Some),
+            _ => None,
+        }
+    }
+
+    fn tagged_fields(&mut self) -> Option<()> {
+        for _ in 0..self.varint()? {
+            let _tag = self.varint()?;
+            let len = usize::try_from(self.varint()?).ok()?;
+            self.take(len)?;
+        }
+        Some(())
+    }
+}
+
+/// Reads strings and arrays in the encoding of the request's version.
+struct StringReader<'a> {
+    r: Reader<'a>,
+    flexible: bool,
+}
+
+impl StringReader<'_> {
+    fn nullable_string(&mut self) -> Option<Option<String>> {
+        if !self.flexible {
+            return self.r.nullable_string();
+        }
+        // A compact string's length is stored plus one; 0 is null.
+        match usize::try_from(self.r.varint()?).ok()? {
+            0 => Some(None),
+            len => self.r.utf8(len - 1).map(Some),
+        }
+    }
+
+    fn string(&mut self) -> Option<String> {
+        self.nullable_string()?
+    }
+
+    fn array_len(&mut self) -> Option<usize> {
+        if self.flexible {
+            return usize::try_from(self.r.varint()?).ok()?.checked_sub(1);
+        }
+        usize::try_from(self.r.i32()?).ok()
+    }
+}
+
+/// Cuts one connection's client-to-broker bytes into request frames.
+#[derive(Debug, Default)]
+struct Framer {
+    buf: Vec<u8>,
+    /// Bytes of an oversized frame still to skip.
+    skip: usize,
+}
+
+impl Framer {
+    /// Feeds `bytes`; returns the whole frames they complete.
+    fn feed(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut input = bytes;
+        let mut frames = Vec::new();
+        loop {
+            if self.skip > 0 {
+                let n = self.skip.min(input.len());
+                self.skip -= n;
+                input = &input[n..];
+                if self.skip > 0 {
+                    return frames;
+                }
+            }
+            if self.buf.len() < 4 {
+                let n = (4 - self.buf.len()).min(input.len());
+                self.buf.extend_from_slice(&input[..n]);
+                input = &input[n..];
+                if self.buf.len() < 4 {
+                    return frames;
+                }
+            }
+            let size = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+            let Ok(size) = usize::try_from(size) else {
+                // Not Kafka framing: nothing more is read from this connection.
+                self.buf.clear();
+                self.skip = usize::MAX;
+                return frames;
+            };
+            if size > MAX_KEPT_FRAME {
+                // A large produce request, say: skipped, not kept.
+                self.buf.clear();
+                self.skip = size;
+                continue;
+            }
+            let n = (4 + size - self.buf.len()).min(input.len());
+            self.buf.extend_from_slice(&input[..n]);
+            input = &input[n..];
+            if self.buf.len() < 4 + size {
+                return frames;
+            }
+            frames.push(self.buf[4..].to_vec());
+            self.buf.clear();
+        }
+    }
+}
+
+/// The membership requests seen on the proxied connections of one Kafka proxy, with their
+/// times. Cheap to clone: clones share the log.
+#[derive(Clone, Debug, Default)]
+pub struct GroupTap {
+    inner: Arc<Mutex<TapState>>,
+}
+
+#[derive(Debug, Default)]
+struct TapState {
+    framers: BTreeMap<u64, Framer>,
+    events: Vec<GroupEvent>,
+}
+
+/// How many events the tap keeps at most: a long soak's heartbeats would otherwise grow
+/// without bound. Past it, heartbeats and commits of members already seen are not kept.
+const MAX_EVENTS: usize = 100_000;
+
+impl GroupTap {
+    /// Bytes a client sent on connection `link`.
+    pub fn client_bytes(&self, link: u64, bytes: &[u8]) {
+        let now = Instant::now();
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let frames = state.framers.entry(link).or_default().feed(bytes);
+        for frame in frames {
+            let Some((client_id, group, request)) = parse_request(&frame) else {
+                continue;
+            };
+            let routine = matches!(
+                request,
+                GroupRequest::Heartbeat { .. } | GroupRequest::Commit { .. }
+            );
+            if routine && state.events.len() >= MAX_EVENTS {
+                continue;
+            }
+            state.events.push(GroupEvent {
+                at: now,
+                link,
+                client_id,
+                group,
+                request,
+            });
+        }
+    }
+
+    /// Connection `link` ended: its partial frame is dropped.
+    pub fn closed(&self, link: u64) {
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        state.framers.remove(&link);
+    }
+
+    /// Every event about `group` so far, in the order seen.
+    pub fn events(&self, group: &str) -> Vec<GroupEvent> {
+        let state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .events
+            .iter()
+            .filter(|e| e.group == group)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The run of one target, for [`group_left`]: when it started, was asked to stop, and exited.
+#[derive(Clone, Copy, Debug)]
+pub struct StopWindow {
+    pub started: Instant,
+    /// `None`: it was never asked to stop (it ended by itself, or never got ready).
+    pub stop_sent: Option<Instant>,
+    pub exited: Instant,
+    /// SIGKILL, by the scenario or by the harness past the stop deadline.
+    pub killed: bool,
+}
+
+/// One member of the target's group, as the tap saw it.
+#[derive(Debug, Default)]
+struct Member {
+    client_id: Option<String>,
+    session_timeout_ms: Option<i32>,
+    static_id: Option<String>,
+    /// The highest generation it said it was in.
+    generation: Option<i32>,
+    /// When it sent LeaveGroup, if it did.
+    left: Option<Instant>,
+}
+
+/// `group_left`: after a clean stop, every member the target had in `group` sent LeaveGroup,
+/// within `within` of the stop, so its partitions went to the others at once rather than
+/// after its session timeout. Judged from what the target sent (`events`, from a
+/// [`GroupTap`]), which no broker can misreport.
+pub fn group_left(
+    events: &[GroupEvent],
+    group: &str,
+    window: StopWindow,
+    within: std::time::Duration,
+) -> crate::verdict::Outcome {
+    use crate::verdict::Outcome;
+    let ms = |d: std::time::Duration| d.as_millis();
+    let Some(stop_sent) = window.stop_sent else {
+        return Outcome::inconclusive(
+            "the target was never asked to stop, so it had no leave to make",
+        );
+    };
+    // Which link each member spoke on, for the session timeout of its first JoinGroup.
+    let mut session_of_link: BTreeMap<u64, (i32, Option<String>)> = BTreeMap::new();
+    let mut members: BTreeMap<String, Member> = BTreeMap::new();
+    for event in events
+        .iter()
+        .filter(|e| e.group == group && e.at >= window.started && e.at <= window.exited)
+    {
+        if let GroupRequest::Join {
+            session_timeout_ms,
+            group_instance_id,
+            ..
+        } = &event.request
+        {
+            session_of_link.insert(event.link, (*session_timeout_ms, group_instance_id.clone()));
+        }
+        for id in event.request.member_ids() {
+            let member = members.entry(id.to_owned()).or_default();
+            member.client_id = member.client_id.take().or_else(|| event.client_id.clone());
+            if let Some((timeout, static_id)) = session_of_link.get(&event.link) {
+                member.session_timeout_ms.get_or_insert(*timeout);
+                if member.static_id.is_none() {
+                    member.static_id = static_id.clone();
+                }
+            }
+            match &event.request {
+                GroupRequest::Sync { generation, .. }
+                | GroupRequest::Heartbeat { generation, .. } => {
+                    member.generation = Some(
+                        member
+                            .generation
+                            .map_or(*generation, |g| g.max(*generation)),
+                    );
+                }
+                GroupRequest::Leave { .. } => {
+                    member.left.get_or_insert(event.at);
+                }
+                _ => {}
+            }
+        }
+    }
+    // Members that left before the stop (a rebalance, a rejoin under a new id) are not the
+    // ones the stop must see leave.
+    members.retain(|_, m| m.left.is_none_or(|at| at >= stop_sent));
+    if members.is_empty() {
+        return Outcome::inconclusive(format!(
+            "the target never joined group `{group}` through the harness's Kafka proxy (no \
+             JoinGroup, SyncGroup, Heartbeat or OffsetCommit from it while it ran)"
+        ));
+    }
+    let describe = |id: &str, m: &Member| {
+        let client = m.client_id.as_deref().unwrap_or("no client id");
+        let timeout = m
+            .session_timeout_ms
+            .map_or("an unseen session timeout".to_owned(), |t| {
+                format!("session timeout {t} ms")
+            });
+        format!("member `{id}` ({client}, {timeout})")
+    };
+    if window.killed {
+        let held: Vec<String> = members.iter().map(|(id, m)| describe(id, m)).collect();
+        return Outcome::inconclusive(format!(
+            "the target was killed: a killed consumer cannot leave, so the broker keeps its \
+             partitions until its session times out; not failed, reported: {}",
+            held.join("; ")
+        ));
+    }
+    let mut failed = Vec::new();
+    let mut unsure = Vec::new();
+    let mut passed = Vec::new();
+    for (id, member) in &members {
+        let who = describe(id, member);
+        match member.left {
+            Some(at) => {
+                let after = at.saturating_duration_since(stop_sent);
+                if after <= within {
+                    passed.push(format!(
+                        "{who} sent LeaveGroup {} ms after the stop",
+                        ms(after)
+                    ));
+                } else {
+                    failed.push(format!(
+                        "{who} sent LeaveGroup {} ms after the stop ({} ms allowed): its partitions \
+                         waited that long for it",
+                        ms(after),
+                        ms(within)
+                    ));
+                }
+            }
+            None if member.static_id.is_some() => unsure.push(format!(
+                "{who} is a static member (group.instance.id `{}`): it does not leave on close, by \
+                 design, and a replacement with the same id takes its partitions over",
+                member.static_id.as_deref().unwrap_or_default()
+            )),
+            None if member.generation.is_some_and(|g| g <= 0) => unsure.push(format!(
+                "{who} sent no LeaveGroup, but the broker had put it in generation {} (Kafka's \
+                 first generation is 1; tansu 0.6.0 starts at 0) and clients such as aiokafka \
+                 leave only from generation 1: the broker, not the target, may be why",
+                member.generation.unwrap_or_default()
+            )),
+            None => failed.push(format!(
+                "{who} never sent LeaveGroup before the target exited: the broker keeps its \
+                 partitions assigned until the session timeout, and the group waits that long"
+            )),
+        }
+    }
+    if !failed.is_empty() {
+        let summary = format!(
+            "{} of {} member(s) of group `{group}` did not leave at the stop",
+            failed.len(),
+            members.len()
+        );
+        failed.extend(passed);
+        failed.extend(unsure);
+        return Outcome::violation(summary, failed);
+    }
+    if !unsure.is_empty() {
+        return Outcome::inconclusive(unsure.join("; "));
+    }
+    Outcome::pass(passed.join("; "))
+}
+
+impl crate::fault::Observer for GroupTap {
+    fn client_bytes(&self, link: u64, bytes: &[u8]) {
+        GroupTap::client_bytes(self, link, bytes);
+    }
+
+    fn closed(&self, link: u64) {
+        GroupTap::closed(self, link);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes requests the way clients do, for the tests.
+    struct Enc {
+        pub bytes: Vec<u8>,
+        flexible: bool,
+    }
+
+    impl Enc {
+        pub fn request(api_key: i16, version: i16, flexible: bool) -> Enc {
+            let mut e = Enc {
+                bytes: Vec::new(),
+                flexible,
+            };
+            e.bytes.extend(api_key.to_be_bytes());
+            e.bytes.extend(version.to_be_bytes());
+            e.bytes.extend(7i32.to_be_bytes());
+            // client id: a classic nullable string
+            e.bytes.extend(6i16.to_be_bytes());
+            e.bytes.extend(b"rdkafka");
+            e.bytes.truncate(e.bytes.len() - 1); // "rdkafk": 6 bytes
+            if flexible {
+                e.bytes.push(0); // no tagged fields
+            }
+            e
+        }
+
+        pub fn string(mut self, s: Option<&str>) -> Enc {
+            match (s, self.flexible) {
+                (None, true) => self.bytes.push(0),
+                (None, false) => self.bytes.extend((-1i16).to_be_bytes()),
+                (Some(s), true) => {
+                    self.bytes.push(s.len() as u8 + 1);
+                    self.bytes.extend(s.as_bytes());
+                }
+                (Some(s), false) => {
+                    self.bytes.extend((s.len() as i16).to_be_bytes());
+                    self.bytes.extend(s.as_bytes());
+                }
+            }
+            self
+        }
+
+        pub fn i32(mut self, v: i32) -> Enc {
+            self.bytes.extend(v.to_be_bytes());
+            self
+        }
+
+        pub fn array(mut self, n: usize) -> Enc {
+            match self.flexible {
+                true => self.bytes.push(n as u8 + 1),
+                false => self.bytes.extend((n as i32).to_be_bytes()),
+            }
+            self
+        }
+
+        pub fn tags(mut self) -> Enc {
+            self.bytes.push(0);
+            self
+        }
+
+        /// The frame with its size in front.
+        pub fn framed(&self) -> Vec<u8> {
+            let mut f = (self.bytes.len() as i32).to_be_bytes().to_vec();
+            f.extend(&self.bytes);
+            f
+        }
+    }
+
+    use std::time::Duration;
+
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    fn event(t0: Instant, ms: u64, link: u64, request: GroupRequest) -> GroupEvent {
+        GroupEvent {
+            at: at(t0, ms),
+            link,
+            client_id: Some("svc".into()),
+            group: "g".into(),
+            request,
+        }
+    }
+
+    fn join(id: &str, instance: Option<&str>) -> GroupRequest {
+        GroupRequest::Join {
+            member_id: id.into(),
+            session_timeout_ms: 45_000,
+            group_instance_id: instance.map(Into::into),
+        }
+    }
+
+    fn beat(id: &str, generation: i32) -> GroupRequest {
+        GroupRequest::Heartbeat {
+            member_id: id.into(),
+            generation,
+        }
+    }
+
+    fn leave(id: &str) -> GroupRequest {
+        GroupRequest::Leave {
+            member_ids: vec![id.into()],
+        }
+    }
+
+    /// Joined at 10 ms, in generation 1, stopped at 1000 ms, exited at 1500 ms.
+    fn member(t0: Instant, then: Vec<GroupEvent>) -> Vec<GroupEvent> {
+        let mut events = vec![
+            event(t0, 10, 1, join("", None)),
+            event(t0, 20, 1, join("m-1", None)),
+            event(t0, 30, 1, beat("m-1", 1)),
+        ];
+        events.extend(then);
+        events
+    }
+
+    fn window(t0: Instant) -> StopWindow {
+        StopWindow {
+            started: t0,
+            stop_sent: Some(at(t0, 1000)),
+            exited: at(t0, 1500),
+            killed: false,
+        }
+    }
+
+    fn judged(events: &[GroupEvent], window: StopWindow) -> crate::verdict::Outcome {
+        group_left(events, "g", window, Duration::from_secs(2))
+    }
+
+    #[test]
+    fn a_member_that_leaves_at_the_stop_passes_and_says_when() {
+        let t0 = Instant::now();
+        let events = member(t0, vec![event(t0, 1012, 1, leave("m-1"))]);
+        let crate::verdict::Outcome::Pass { detail, .. } = judged(&events, window(t0)) else {
+            panic!("left at the stop")
+        };
+        assert_eq!(
+            detail,
+            "member `m-1` (svc, session timeout 45000 ms) sent LeaveGroup 12 ms after the stop"
+        );
+    }
+
+    /// A consumer that exits without close() keeps its partitions until its session timeout;
+    /// nothing judged this before.
+    #[test]
+    fn a_member_that_never_leaves_fails_with_its_session_timeout() {
+        let t0 = Instant::now();
+        let events = member(t0, Vec::new());
+        let crate::verdict::Outcome::Violation { summary, evidence } = judged(&events, window(t0))
+        else {
+            panic!("no leave after a clean stop")
+        };
+        assert_eq!(
+            summary,
+            "1 of 1 member(s) of group `g` did not leave at the stop"
+        );
+        assert!(
+            evidence[0].contains("session timeout 45000 ms"),
+            "{evidence:?}"
+        );
+        assert!(
+            evidence[0].contains("never sent LeaveGroup"),
+            "{evidence:?}"
+        );
+    }
+
+    #[test]
+    fn a_leave_long_after_the_stop_fails() {
+        let t0 = Instant::now();
+        let events = member(t0, vec![event(t0, 3500, 1, leave("m-1"))]);
+        let mut late = window(t0);
+        late.exited = at(t0, 4000);
+        assert!(judged(&events, late).is_violation());
+    }
+
+    #[test]
+    fn kill_static_membership_and_generation_0_are_reported_not_failed() {
+        let t0 = Instant::now();
+        let events = member(t0, Vec::new());
+        let mut killed = window(t0);
+        killed.killed = true;
+        let unsure = |o: crate::verdict::Outcome| match o {
+            crate::verdict::Outcome::Inconclusive { reason } => reason,
+            other => panic!("{other:?}"),
+        };
+        assert!(unsure(judged(&events, killed)).contains("killed"));
+        let statics = vec![
+            event(t0, 10, 1, join("", Some("pod-0"))),
+            event(t0, 30, 1, beat("m-1", 1)),
+        ];
+        assert!(unsure(judged(&statics, window(t0))).contains("static member"));
+        let zero = vec![
+            event(t0, 10, 1, join("", None)),
+            event(t0, 30, 1, beat("m-1", 0)),
+        ];
+        assert!(unsure(judged(&zero, window(t0))).contains("generation 0"));
+    }
+
+    #[test]
+    fn only_the_targets_own_members_in_its_run_count() {
+        let t0 = Instant::now();
+        // Another group, and the restart's member after the exit: not this stop's business.
+        let mut events = member(t0, vec![event(t0, 1010, 1, leave("m-1"))]);
+        let mut other = event(t0, 50, 2, beat("x-1", 1));
+        other.group = "other".into();
+        events.push(other);
+        events.push(event(t0, 2000, 3, beat("m-2", 2)));
+        // A member that left in a rebalance before the stop, then rejoined as m-1.
+        events.insert(0, event(t0, 5, 1, beat("m-0", 1)));
+        events.insert(1, event(t0, 8, 1, leave("m-0")));
+        assert!(matches!(
+            judged(&events, window(t0)),
+            crate::verdict::Outcome::Pass { .. }
+        ));
+        // Nothing from the target at all.
+        let nothing = judged(&[], window(t0));
+        assert!(
+            matches!(&nothing, crate::verdict::Outcome::Inconclusive { reason } if reason.contains("never joined")),
+            "{nothing:?}"
+        );
+    }
+
+    #[test]
+    fn reads_leave_group_in_every_encoding() {
+        let v1 = Enc::request(LEAVE_GROUP, 1, false)
+            .string(Some("g"))
+            .string(Some("m-1"));
+        let v3 = Enc::request(LEAVE_GROUP, 3, false)
+            .string(Some("g"))
+            .array(2)
+            .string(Some("m-1"))
+            .string(None)
+            .string(Some("m-2"))
+            .string(Some("instance-2"));
+        let v5 = Enc::request(LEAVE_GROUP, 5, true)
+            .string(Some("g"))
+            .array(1)
+            .string(Some("m-1"))
+            .string(None)
+            .string(Some("the consumer is being closed"))
+            .tags()
+            .tags();
+        for (enc, members) in [
+            (v1, vec!["m-1"]),
+            (v3, vec!["m-1", "m-2"]),
+            (v5, vec!["m-1"]),
+        ] {
+            let (client, group, request) = parse_request(&enc.bytes).expect("a LeaveGroup");
+            assert_eq!((client.as_deref(), group.as_str()), (Some("rdkafk"), "g"));
+            assert_eq!(request.member_ids(), members);
+            assert!(matches!(request, GroupRequest::Leave { .. }));
+        }
+    }
+
+    #[test]
+    fn reads_join_heartbeat_sync_and_commit() {
+        let join = Enc::request(JOIN_GROUP, 5, false)
+            .string(Some("g"))
+            .i32(45_000)
+            .i32(300_000)
+            .string(Some(""))
+            .string(Some("static-1"));
+        let (_, _, request) = parse_request(&join.bytes).unwrap();
+        assert_eq!(
+            request,
+            GroupRequest::Join {
+                member_id: String::new(),
+                session_timeout_ms: 45_000,
+                group_instance_id: Some("static-1".into()),
+            }
+        );
+        assert!(
+            request.member_ids().is_empty(),
+            "a first join has no id yet"
+        );
+        let join_flexible = Enc::request(JOIN_GROUP, 7, true)
+            .string(Some("g"))
+            .i32(10_000)
+            .i32(300_000)
+            .string(Some("m-9"))
+            .string(None);
+        let (_, _, request) = parse_request(&join_flexible.bytes).unwrap();
+        assert_eq!(request.member_ids(), ["m-9"]);
+        for (key, version, flexible) in [(HEARTBEAT, 4, true), (SYNC_GROUP, 2, false)] {
+            let enc = Enc::request(key, version, flexible)
+                .string(Some("g"))
+                .i32(3)
+                .string(Some("m-9"));
+            let (_, group, request) = parse_request(&enc.bytes).unwrap();
+            assert_eq!((group.as_str(), request.member_ids()), ("g", vec!["m-9"]));
+        }
+        let commit = Enc::request(OFFSET_COMMIT, 8, true)
+            .string(Some("g"))
+            .i32(3)
+            .string(Some("m-9"));
+        let (_, _, request) = parse_request(&commit.bytes).unwrap();
+        assert_eq!(
+            request,
+            GroupRequest::Commit {
+                member_id: "m-9".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_kip_848_heartbeat_says_join_beat_and_leave_by_epoch() {
+        let beat = |epoch| {
+            Enc::request(CONSUMER_GROUP_HEARTBEAT, 0, true)
+                .string(Some("g"))
+                .string(Some("m-1"))
+                .i32(epoch)
+                .string(None)
+        };
+        let kind = |epoch| parse_request(&beat(epoch).bytes).unwrap().2;
+        assert!(matches!(kind(0), GroupRequest::Join { .. }));
+        assert!(matches!(kind(5), GroupRequest::Heartbeat { .. }));
+        assert_eq!(kind(-1).member_ids(), ["m-1"]);
+        assert!(matches!(kind(-1), GroupRequest::Leave { .. }));
+    }
+
+    #[test]
+    fn other_requests_and_garbage_are_ignored() {
+        // A Fetch (api key 1) and truncated frames.
+        assert_eq!(parse_request(&Enc::request(1, 11, false).bytes), None);
+        let leave = Enc::request(LEAVE_GROUP, 1, false)
+            .string(Some("g"))
+            .string(Some("m-1"));
+        for cut in 0..leave.bytes.len() {
+            assert_eq!(parse_request(&leave.bytes[..cut]), None, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn frames_split_across_reads_and_big_frames_are_skipped() {
+        let tap = GroupTap::default();
+        let leave = Enc::request(LEAVE_GROUP, 1, false)
+            .string(Some("g"))
+            .string(Some("m-1"))
+            .framed();
+        // A 2 MiB frame (a produce, say) before it, then the leave a byte at a time.
+        let mut big = ((2 << 20) as i32).to_be_bytes().to_vec();
+        big.extend(vec![0u8; 2 << 20]);
+        for piece in big.chunks(32 * 1024) {
+            tap.client_bytes(1, piece);
+        }
+        for byte in &leave {
+            tap.client_bytes(1, std::slice::from_ref(byte));
+        }
+        // Another connection's bytes do not mix in.
+        tap.client_bytes(2, &leave[..5]);
+        let events = tap.events("g");
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].link, 1);
+        assert_eq!(events[0].request.member_ids(), ["m-1"]);
+        tap.closed(2);
+        tap.client_bytes(2, &leave[5..]);
+        assert_eq!(
+            tap.events("g").len(),
+            1,
+            "a closed link's half frame is gone"
+        );
+        assert!(tap.events("other").is_empty());
+    }
+}
