@@ -24,6 +24,14 @@ const LEAVE_GROUP: i16 = 13;
 const SYNC_GROUP: i16 = 14;
 /// KIP-848's consumer protocol: joins, heartbeats and leaves in one request.
 const CONSUMER_GROUP_HEARTBEAT: i16 = 68;
+/// From v3 (KIP-511) a client names its library and version in it.
+const API_VERSIONS: i16 = 18;
+
+/// Client libraries known to send LeaveGroup whatever generation the broker put them in
+/// (librdkafka and the Java client check only that they have a member id). aiokafka leaves
+/// only from generation 1, so on a broker that starts groups at generation 0 (tansu 0.6.0) its
+/// silence says nothing about the service.
+const LEAVES_IN_ANY_GENERATION: [&str; 2] = ["librdkafka", "apache-kafka-java"];
 
 /// A request frame larger than this is not a membership request worth buffering: its bytes
 /// are skipped, not kept.
@@ -82,8 +90,25 @@ pub struct GroupEvent {
     /// The proxied connection it came on.
     pub link: u64,
     pub client_id: Option<String>,
+    /// The client library its connection named (ApiVersions v3+), e.g. `librdkafka`.
+    pub software: Option<String>,
     pub group: String,
     pub request: GroupRequest,
+}
+
+/// The library name and version a client gives in its ApiVersions request (v3 and later),
+/// from one request frame; `None` for any other frame.
+pub fn parse_client_software(frame: &[u8]) -> Option<(String, String)> {
+    let mut r = Reader(frame);
+    let (api_key, version) = (r.i16()?, r.i16()?);
+    if api_key != API_VERSIONS || version < 3 {
+        return None;
+    }
+    let _correlation_id = r.i32()?;
+    let _client_id = r.nullable_string()?;
+    r.tagged_fields()?;
+    let mut s = StringReader { r, flexible: true };
+    Some((s.string()?, s.string()?))
 }
 
 /// Parses one request frame (without its 4-byte size): the group and what it asks, for the
@@ -341,6 +366,8 @@ pub struct GroupTap {
 struct TapState {
     framers: BTreeMap<u64, Framer>,
     events: Vec<GroupEvent>,
+    /// Per link, the client library and version it named (ApiVersions v3+).
+    software: BTreeMap<u64, (String, String)>,
 }
 
 /// How many events the tap keeps at most: a long soak's heartbeats would otherwise grow
@@ -354,6 +381,10 @@ impl GroupTap {
         let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let frames = state.framers.entry(link).or_default().feed(bytes);
         for frame in frames {
+            if let Some(software) = parse_client_software(&frame) {
+                state.software.insert(link, software);
+                continue;
+            }
             let Some((client_id, group, request)) = parse_request(&frame) else {
                 continue;
             };
@@ -364,10 +395,12 @@ impl GroupTap {
             if routine && state.events.len() >= MAX_EVENTS {
                 continue;
             }
+            let software = state.software.get(&link).map(|(name, _)| name.clone());
             state.events.push(GroupEvent {
                 at: now,
                 link,
                 client_id,
+                software,
                 group,
                 request,
             });
@@ -407,6 +440,7 @@ pub struct StopWindow {
 #[derive(Debug, Default)]
 struct Member {
     client_id: Option<String>,
+    software: Option<String>,
     session_timeout_ms: Option<i32>,
     static_id: Option<String>,
     /// The highest generation it said it was in.
@@ -450,6 +484,7 @@ pub fn group_left(
         for id in event.request.member_ids() {
             let member = members.entry(id.to_owned()).or_default();
             member.client_id = member.client_id.take().or_else(|| event.client_id.clone());
+            member.software = member.software.take().or_else(|| event.software.clone());
             if let Some((timeout, static_id)) = session_of_link.get(&event.link) {
                 member.session_timeout_ms.get_or_insert(*timeout);
                 if member.static_id.is_none() {
@@ -525,12 +560,20 @@ pub fn group_left(
                  design, and a replacement with the same id takes its partitions over",
                 member.static_id.as_deref().unwrap_or_default()
             )),
-            None if member.generation.is_some_and(|g| g <= 0) => unsure.push(format!(
-                "{who} sent no LeaveGroup, but the broker had put it in generation {} (Kafka's \
-                 first generation is 1; tansu 0.6.0 starts at 0) and clients such as aiokafka \
-                 leave only from generation 1: the broker, not the target, may be why",
-                member.generation.unwrap_or_default()
-            )),
+            None if member.generation.is_some_and(|g| g <= 0)
+                && !member
+                    .software
+                    .as_deref()
+                    .is_some_and(|s| LEAVES_IN_ANY_GENERATION.contains(&s)) =>
+            {
+                unsure.push(format!(
+                    "{who} sent no LeaveGroup, but the broker had put it in generation {} \
+                     (Kafka's first generation is 1; tansu 0.6.0 starts at 0) and clients such \
+                     as aiokafka leave only from generation 1: the broker, not the target, may \
+                     be why",
+                    member.generation.unwrap_or_default()
+                ))
+            }
             None => failed.push(format!(
                 "{who} never sent LeaveGroup before the target exited: the broker keeps its \
                  partitions assigned until the session timeout, and the group waits that long"
@@ -645,6 +688,7 @@ mod tests {
             at: at(t0, ms),
             link,
             client_id: Some("svc".into()),
+            software: None,
             group: "g".into(),
             request,
         }
@@ -757,11 +801,16 @@ mod tests {
             event(t0, 30, 1, beat("m-1", 1)),
         ];
         assert!(unsure(judged(&statics, window(t0))).contains("static member"));
-        let zero = vec![
+        let mut zero = vec![
             event(t0, 10, 1, join("", None)),
             event(t0, 30, 1, beat("m-1", 0)),
         ];
         assert!(unsure(judged(&zero, window(t0))).contains("generation 0"));
+        // librdkafka leaves in generation 0 too: its silence there is the target's.
+        for e in &mut zero {
+            e.software = Some("librdkafka".into());
+        }
+        assert!(judged(&zero, window(t0)).is_violation());
     }
 
     #[test]
@@ -884,6 +933,29 @@ mod tests {
         assert!(matches!(kind(5), GroupRequest::Heartbeat { .. }));
         assert_eq!(kind(-1).member_ids(), ["m-1"]);
         assert!(matches!(kind(-1), GroupRequest::Leave { .. }));
+    }
+
+    #[test]
+    fn reads_the_client_library_from_api_versions() {
+        let v3 = Enc::request(API_VERSIONS, 3, true)
+            .string(Some("librdkafka"))
+            .string(Some("2.10.0"))
+            .tags();
+        assert_eq!(
+            parse_client_software(&v3.bytes),
+            Some(("librdkafka".into(), "2.10.0".into()))
+        );
+        let v0 = Enc::request(API_VERSIONS, 0, false);
+        assert_eq!(parse_client_software(&v0.bytes), None);
+        let tap = GroupTap::default();
+        tap.client_bytes(4, &v3.framed());
+        let heartbeat = Enc::request(HEARTBEAT, 4, true)
+            .string(Some("g"))
+            .i32(0)
+            .string(Some("m-1"))
+            .tags();
+        tap.client_bytes(4, &heartbeat.framed());
+        assert_eq!(tap.events("g")[0].software.as_deref(), Some("librdkafka"));
     }
 
     #[test]

@@ -76,9 +76,8 @@ fn decide(check: CheckName, scenario: &Scenario, run: &TargetRun, findings: &Fin
         CheckName::OffsetsCommitted
         | CheckName::NoMessageLoss
         | CheckName::NoRedelivery
-        | CheckName::ProducerFlushed => {
-            decided_outcome(check, run, findings.kafka.as_ref(), "kafka")
-        }
+        | CheckName::ProducerFlushed
+        | CheckName::GroupLeft => decided_outcome(check, run, findings.kafka.as_ref(), "kafka"),
         CheckName::LockReleased | CheckName::SingleLeader | CheckName::JobsOncePerInterval => {
             decided_outcome(check, run, findings.redis.as_ref(), "redis")
         }

@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use crate::fault::ProxySwitch;
 use crate::infra::{BackendKind, DependencyKind, Endpoints, Infra, InfraError, KafkaFlavor};
+use crate::kafka::wire::{GroupTap, StopWindow};
 use crate::kafka::{AckedRecord, KafkaError, StopKind};
-use crate::scenario::{KafkaWorkload, Scenario, StopPlan, StopSignal, Target};
+use crate::scenario::{GroupLeftParams, KafkaWorkload, Scenario, StopPlan, StopSignal, Target};
 use crate::signal::SignalHandler;
 use crate::target::{Hang, Hooks, PidReporter, ReadyState, TargetRun, run_graph, run_process};
 use crate::verdict::{CheckName, Outcome, TimelineEvent, Verdict};
@@ -137,6 +138,8 @@ pub struct Session {
     kafka: kafka::Baseline,
     /// Told each process target's pid (see [`Session::report_pid_to`]).
     pid: Option<PidReporter>,
+    /// What every client said to its group coordinator through the Kafka proxy.
+    groups: GroupTap,
 }
 
 /// One cycle of a session: its verdict and what the harness saw of the target.
@@ -170,6 +173,10 @@ impl Session {
             .into_iter()
             .map(|d| (d, infra.proxy(d).switch()))
             .collect();
+        let groups = GroupTap::default();
+        infra
+            .proxy(DependencyKind::Kafka)
+            .observe(std::sync::Arc::new(groups.clone()));
         // Only a known Apache Kafka serves a fetch that starts inside a batch correctly.
         let one_record_per_batch = match infra.backend() {
             BackendKind::Containers => scenario.infra.kafka_flavor() != KafkaFlavor::Apache,
@@ -183,6 +190,7 @@ impl Session {
             one_record_per_batch,
             kafka: kafka::Baseline::default(),
             pid: None,
+            groups,
         })
     }
 
@@ -244,6 +252,7 @@ impl Session {
                 port,
                 kafka: self.kafka.clone(),
                 pid: self.pid.clone(),
+                groups: self.groups.clone(),
             },
             signals,
         )
@@ -317,6 +326,7 @@ struct Reach {
     kafka: kafka::Baseline,
     /// Told the target's pid.
     pid: Option<PidReporter>,
+    groups: GroupTap,
 }
 
 /// What [`drive`] saw and decided.
@@ -361,6 +371,7 @@ async fn drive(
         port,
         kafka: baseline,
         pid,
+        groups,
     } = reach;
     let bootstrap = endpoints.kafka_bootstrap.clone();
     let mut settings: Vec<(String, String)> = endpoints
@@ -473,6 +484,11 @@ async fn drive(
     };
     endpoints.redis_url = shared_redis;
     let mut observed = observed?;
+    // Judged now, before a restart joins the group again.
+    let group_left = scenario
+        .kafka
+        .as_ref()
+        .map(|workload| group_left(scenario, workload, &observed, &groups));
     for note in before.into_iter().rev() {
         observed.timeline.insert(0, (0, note));
     }
@@ -516,7 +532,10 @@ async fn drive(
             endpoints: &endpoints,
             settings: &settings,
         };
-        let (decided, after) = kafka_phase(ctx, acked, &mut observed, signals).await?;
+        let (mut decided, after) = kafka_phase(ctx, acked, &mut observed, signals).await?;
+        if let (Ok(outcomes), Some(outcome)) = (&mut decided, group_left) {
+            outcomes.insert(CheckName::GroupLeft, outcome);
+        }
         findings.kafka = Some(decided);
         next = after;
     }
@@ -525,6 +544,34 @@ async fn drive(
         findings,
         kafka: next,
     })
+}
+
+/// `group_left` for the target's run that just ended, from what its consumers sent.
+fn group_left(
+    scenario: &Scenario,
+    workload: &KafkaWorkload,
+    observed: &TargetRun,
+    groups: &GroupTap,
+) -> Outcome {
+    let within = scenario
+        .checks
+        .group_left
+        .as_ref()
+        .map(|c| c.params.within_ms)
+        .unwrap_or_else(|| GroupLeftParams::default().within_ms);
+    let window = StopWindow {
+        started: observed.started_at,
+        stop_sent: observed.stop_sent_at.map(|d| observed.started_at + d),
+        // The run returns once the target is gone and its leftovers are looked at.
+        exited: std::time::Instant::now(),
+        killed: stop_kind(observed) == StopKind::Kill,
+    };
+    crate::kafka::wire::group_left(
+        &groups.events(&workload.group),
+        &workload.group,
+        window,
+        Duration::from_millis(within),
+    )
 }
 
 /// What the Kafka phase works with.

@@ -114,6 +114,27 @@ pub struct LeakedTasksParams {
     pub signatures: Vec<String>,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupLeftParams {
+    /// How soon after the stop every member of the target must have sent LeaveGroup
+    /// (default 2 s): until then its partitions wait for it.
+    #[serde(default = "default_leave_within")]
+    pub within_ms: u64,
+}
+
+fn default_leave_within() -> u64 {
+    2_000
+}
+
+impl Default for GroupLeftParams {
+    fn default() -> Self {
+        GroupLeftParams {
+            within_ms: default_leave_within(),
+        }
+    }
+}
+
 /// Which of the optional tables a scenario has: each brings its checks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tables {
@@ -148,6 +169,8 @@ pub struct ChecksConfig {
     pub no_redelivery: Option<Check<NoParams>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub producer_flushed: Option<Check<NoParams>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_left: Option<Check<GroupLeftParams>>,
     // The Redis checks: on when the scenario has a `[redis]` table, the same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_released: Option<Check<NoParams>>,
@@ -173,7 +196,17 @@ impl ChecksConfig {
             CheckName::NoLeakedTasks => self.no_leaked_tasks.enabled,
             CheckName::NoLeakedThreads => self.no_leaked_threads.enabled,
             CheckName::NoOrphanProcesses => self.no_orphan_processes.enabled,
+            CheckName::GroupLeft => self.group_left.as_ref().is_none_or(|c| c.enabled),
             _ => self.optional_check(check).is_none_or(|c| c.enabled),
+        }
+    }
+
+    /// Whether the file turns `check` on in so many words (`true` or a table of parameters):
+    /// a table-bound check turned on without its table is an error.
+    pub fn turned_on(&self, check: CheckName) -> bool {
+        match check {
+            CheckName::GroupLeft => self.group_left.as_ref().is_some_and(|c| c.enabled),
+            _ => self.optional_check(check).is_some_and(|c| c.enabled),
         }
     }
 
@@ -223,6 +256,12 @@ impl ChecksConfig {
                 CheckName::NoMessageLoss => config.no_message_loss = Some(toggle(on)),
                 CheckName::NoRedelivery => config.no_redelivery = Some(toggle(on)),
                 CheckName::ProducerFlushed => config.producer_flushed = Some(toggle(on)),
+                CheckName::GroupLeft => {
+                    config.group_left = Some(Check {
+                        enabled: on,
+                        params: GroupLeftParams::default(),
+                    })
+                }
                 CheckName::LockReleased => config.lock_released = Some(toggle(on)),
                 CheckName::SingleLeader => config.single_leader = Some(toggle(on)),
                 CheckName::JobsOncePerInterval => config.jobs_once_per_interval = Some(toggle(on)),

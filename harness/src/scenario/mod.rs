@@ -30,8 +30,8 @@ mod faults;
 mod workload;
 
 pub use checks::{
-    Check, ChecksConfig, ExitCodeParams, LeakedTasksParams, NoParams, StartsWithinParams,
-    StopsWithinParams, Tables,
+    Check, ChecksConfig, ExitCodeParams, GroupLeftParams, LeakedTasksParams, NoParams,
+    StartsWithinParams, StopsWithinParams, Tables,
 };
 pub use faults::{Action, FaultStep, Instance, Point};
 pub use workload::{KafkaWorkload, Readiness, RedisLeadership, StopRule};
@@ -294,9 +294,7 @@ impl Scenario {
             ),
         ];
         for (table, present, checks) in tables {
-            let wanted = checks
-                .iter()
-                .find(|c| self.checks.optional_check(**c).is_some_and(|c| c.enabled));
+            let wanted = checks.iter().find(|c| self.checks.turned_on(**c));
             if let (false, Some(check)) = (present, wanted) {
                 return Err(bad(format!(
                     "[checks] {check} needs a [{table}] table: what it judges (hint: add `[{table}]` to use the defaults)"

@@ -25,6 +25,7 @@ pub enum CheckName {
     NoMessageLoss,
     NoRedelivery,
     ProducerFlushed,
+    GroupLeft,
     LockReleased,
     SingleLeader,
     JobsOncePerInterval,
@@ -45,11 +46,12 @@ impl CheckName {
     ];
 
     /// The checks of a scenario with a Kafka workload (`[kafka]`), in report order.
-    pub const KAFKA: [CheckName; 4] = [
+    pub const KAFKA: [CheckName; 5] = [
         CheckName::OffsetsCommitted,
         CheckName::NoMessageLoss,
         CheckName::NoRedelivery,
         CheckName::ProducerFlushed,
+        CheckName::GroupLeft,
     ];
 
     /// The checks of a scenario with leader election on Redis (`[redis]`), in report order.
@@ -61,8 +63,8 @@ impl CheckName {
 
     /// Every check, in report order: the lifecycle ones, the Kafka ones, the Redis ones, then
     /// `readiness_truthful` (which needs a `[readiness]` table).
-    pub const ALL: [CheckName; 14] = {
-        let mut all = [CheckName::ReadinessTruthful; 14];
+    pub const ALL: [CheckName; 15] = {
+        let mut all = [CheckName::ReadinessTruthful; 15];
         let (lifecycle, kafka, redis) =
             (Self::LIFECYCLE.len(), Self::KAFKA.len(), Self::REDIS.len());
         let mut i = 0;
@@ -102,6 +104,7 @@ impl CheckName {
             CheckName::NoMessageLoss => "no_message_loss",
             CheckName::NoRedelivery => "no_redelivery",
             CheckName::ProducerFlushed => "producer_flushed",
+            CheckName::GroupLeft => "group_left",
             CheckName::LockReleased => "lock_released",
             CheckName::SingleLeader => "single_leader",
             CheckName::JobsOncePerInterval => "jobs_once_per_interval",

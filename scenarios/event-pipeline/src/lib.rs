@@ -65,6 +65,11 @@ quiesce::variants! {
         /// does with auto-commit on) commits them: polled, never processed, lost. Invisible
         /// when nothing is in flight at the stop.
         AutoOffsetStore => "auto-offset-store",
+        /// Everything right on the way out but the last step: the process exits without
+        /// closing its consumer (the client is leaked, as a `process.exit()` or an
+        /// `os._exit()` in a signal handler does), so no LeaveGroup is sent and the group
+        /// keeps its partitions until the session timeout.
+        ExitWithoutClose => "exit-without-close",
         /// A raw `std::thread` lag sampler that is never told to stop or joined (seed 000).
         SamplerThread => "sampler-thread",
         /// The way out waits a fixed 7 s "for in-flight work" instead of on the work itself.
@@ -296,6 +301,11 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     registry.cancel_all();
+    if config.variant == Variant::ExitWithoutClose {
+        // The bug: the consumer is never closed; the process exits with it still a member.
+        std::mem::forget(consumer);
+        return result;
+    }
     consumer.unsubscribe();
     drop(consumer);
     result
