@@ -210,3 +210,63 @@ fn ctrl_c_stops_everything_and_still_reports() {
         "nothing left running"
     );
 }
+
+/// A service reads its own variables: `{placeholders}` in `[target]` fill them, so it runs
+/// without a wrapper script.
+#[test]
+fn placeholders_fill_the_targets_own_command_and_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("own.toml");
+    std::fs::write(
+        &path,
+        r#"name = "own"
+[infra]
+backend = "local"
+[target]
+command = ["sh", "-c", "echo \"args $0 $1\"; echo \"env $BROKERS $CACHE_HOST:$CACHE_PORT $HTTP\"; echo listening; trap 'exit 0' TERM; while :; do sleep 0.05; done", "{run_id}", "{{literal}}"]
+env = { BROKERS = "{kafka}", CACHE_HOST = "{redis_host}", CACHE_PORT = "{redis_port}", HTTP = "{port}" }
+ready = { log = "^listening$" }
+[stop]
+after_ms = 100
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let (code, stdout, err) = quiesce(
+        dir.path(),
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert!(
+        code == exit_codes::OK || code == exit_codes::INCONCLUSIVE,
+        "{stdout}{err}"
+    );
+    let log = std::fs::read_to_string(out.join("stdout.log")).unwrap();
+    let args = log.lines().find(|l| l.starts_with("args ")).unwrap();
+    assert!(
+        args.starts_with("args own-") && args.ends_with(" {literal}"),
+        "{log}"
+    );
+    let env = log.lines().find(|l| l.starts_with("env ")).unwrap();
+    let parts: Vec<&str> = env.split(' ').collect();
+    assert!(parts[1].starts_with("127.0.0.1:"), "{env}");
+    assert!(
+        parts[2].starts_with("127.0.0.1:") && parts[2].len() > "127.0.0.1:".len(),
+        "{env}"
+    );
+    assert!(parts[3].parse::<u16>().is_ok(), "{env}");
+    // Bad input: an unknown placeholder, named with its file and line, before anything starts.
+    std::fs::write(&path, "[target]\ncommand = [\"sh\", \"{kafak}\"]\n").unwrap();
+    let (code, _, err) = quiesce(dir.path(), &["run", path.to_str().unwrap()], &[]);
+    assert_eq!(code, exit_codes::BAD_INPUT, "{err}");
+    assert!(
+        err.contains("own.toml:2:19: [target] command[1]: unknown placeholder `{kafak}`"),
+        "{err}"
+    );
+}

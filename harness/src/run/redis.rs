@@ -125,25 +125,29 @@ impl Standby {
             Some(dir) => spec.base_dir.join(dir),
             None => std::env::current_dir().unwrap_or_else(|_| ".".into()),
         };
-        let program = crate::target::resolve_program(&spec.target.command[0], spec.base_dir);
+        let mut run_env = spec.env.clone();
+        run_env.extend([
+            ("QUIESCE_INSTANCE".to_owned(), STANDBY.to_owned()),
+            ("QUIESCE_RUN_ID".to_owned(), spec.run_id.clone()),
+            (
+                "QUIESCE_PROBE_FILE".to_owned(),
+                spec.out_dir
+                    .join("standby-probe.json")
+                    .display()
+                    .to_string(),
+            ),
+        ]);
+        // The standby's own values: `{instance}` is `standby` here.
+        let (command, env) = crate::scenario::template::command_and_env(spec.target, &run_env);
+        let program = crate::target::resolve_program(&command[0], spec.base_dir);
         let mut process = ProcessSpec::new(program, cwd, spec.out_dir.join("standby-stdout.log"))
             .stderr_to(spec.out_dir.join("standby-stderr.log"));
-        for arg in &spec.target.command[1..] {
+        for arg in &command[1..] {
             process = process.arg(arg);
         }
-        for (k, v) in &spec.target.env {
+        for (k, v) in &env {
             process = process.env(k, v);
         }
-        for (k, v) in &spec.env {
-            process = process.env(k, v);
-        }
-        process = process
-            .env("QUIESCE_INSTANCE", STANDBY)
-            .env("QUIESCE_RUN_ID", &spec.run_id)
-            .env(
-                "QUIESCE_PROBE_FILE",
-                spec.out_dir.join("standby-probe.json"),
-            );
         let run_id = spec.run_id.clone();
         let grace = spec.grace;
         let task = tokio::spawn({

@@ -27,6 +27,7 @@
 
 mod checks;
 mod faults;
+pub mod template;
 mod workload;
 
 pub use checks::{
@@ -266,6 +267,23 @@ impl Scenario {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        if let Err((place, value, e)) = template::check_target(&scenario) {
+            // The placeholder's own line where it can be found, else the value's.
+            let name = match &e {
+                template::TemplateError::Unknown(name)
+                | template::TemplateError::NeedsTable { name, .. } => format!("{{{name}}}"),
+                template::TemplateError::Unbalanced => value.clone(),
+            };
+            let (line, column) = template::line_of(text, &name)
+                .or_else(|| template::line_of(text, &value))
+                .unwrap_or((1, 1));
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: format!("{place}: {e}"),
+            });
+        }
         scenario.validate(&path.display().to_string())?;
         Ok(scenario)
     }
@@ -300,6 +318,9 @@ impl Scenario {
                     "[checks] {check} needs a [{table}] table: what it judges (hint: add `[{table}]` to use the defaults)"
                 )));
             }
+        }
+        if let Err((place, _, e)) = template::check_target(self) {
+            return Err(bad(format!("{place}: {e}")));
         }
         if let Some(kafka) = &self.kafka {
             kafka.validate().map_err(bad)?;
@@ -360,10 +381,19 @@ impl Scenario {
     /// `QUIESCE_HTTP_PORT`.
     pub fn needs_port(&self) -> bool {
         let in_probe = match &self.target {
-            Target::Process(target) => match &target.ready {
-                ReadyProbe::Http(url) | ReadyProbe::Tcp(url) => url.contains("{port}"),
-                ReadyProbe::Log(_) | ReadyProbe::Started(_) => false,
-            },
+            Target::Process(target) => {
+                let in_ready = match &target.ready {
+                    ReadyProbe::Http(url) | ReadyProbe::Tcp(url) => url.contains("{port}"),
+                    ReadyProbe::Log(_) | ReadyProbe::Started(_) => false,
+                };
+                // `{port}` in the command or env (see `template`).
+                in_ready
+                    || target
+                        .command
+                        .iter()
+                        .chain(target.env.values())
+                        .any(|s| s.contains("{port}"))
+            }
             // A graph may serve HTTP too; a port costs nothing.
             Target::Graph(_) => true,
         };

@@ -87,21 +87,22 @@ async fn drive_process(
             _ => {}
         }
     }
-    let program = resolve_program(&target.command[0], ctx.base_dir);
+    let mut run_env = ctx.env.clone();
+    run_env.push(("QUIESCE_RUN_ID".to_owned(), ctx.run_id.to_owned()));
+    run_env.push((
+        "QUIESCE_PROBE_FILE".to_owned(),
+        ctx.probe_file.display().to_string(),
+    ));
+    // `{kafka}`, `{port}`, ... in the command and env become this start's values.
+    let (command, env) = crate::scenario::template::command_and_env(target, &run_env);
+    let program = resolve_program(&command[0], ctx.base_dir);
     let mut spec = ProcessSpec::new(program, cwd, &stdout).stderr_to(&stderr);
-    for arg in &target.command[1..] {
+    for arg in &command[1..] {
         spec = spec.arg(arg);
     }
-    for (k, v) in target
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .chain(ctx.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-    {
+    for (k, v) in &env {
         spec = spec.env(k, v);
     }
-    spec = spec.env("QUIESCE_RUN_ID", ctx.run_id);
-    spec = spec.env("QUIESCE_PROBE_FILE", ctx.probe_file);
 
     let started = Instant::now();
     let mut timeline = Vec::new();
