@@ -22,6 +22,8 @@ mod infra_external;
 mod infra_local;
 // Any sequence of lifecycle and proxy faults, checked against a model, ends usable.
 mod infra_state_machine;
+// Every relative link in README.md and docs/ resolves.
+mod docs_links;
 // Hostile targets built to fool the judges, each with the verdict it must get (none may PASS).
 mod hostile_kafka;
 mod hostile_leader;
