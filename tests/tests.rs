@@ -6,6 +6,8 @@ mod util;
 
 // The `quiesce` binary: exit codes, `infra up` output and Ctrl-C, image builds.
 mod cli_infra;
+// `quiesce check`: scenario files validated without starting anything.
+mod cli_check;
 // `quiesce explore` from the command line: find, shrink, replay, keep; bad input.
 mod cli_explore;
 // `quiesce loop` from the command line: classes, reports, exit codes, bad input, Ctrl-C.

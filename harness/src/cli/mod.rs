@@ -3,6 +3,7 @@
 //! code from [`crate::exit_codes`].
 
 mod args;
+mod check;
 mod explore;
 mod images;
 mod infra;
@@ -19,6 +20,7 @@ use clap::{Parser, Subcommand};
 use crate::exit_codes;
 use crate::infra::{ConfigError, InfraError};
 
+use check::{CheckArgs, check_scenarios};
 use explore::{ExploreArgs, explore_scenario};
 use images::{ImagesCommand, images_build};
 use infra::{InfraCommand, infra_up};
@@ -56,6 +58,11 @@ enum Command {
     /// fds; then stop it, check every invariant, and judge the memory trend in MB/day.
     #[command(after_help = exit_codes::HELP)]
     Soak(SoakArgs),
+    /// Validate scenario files without starting anything: every error with its file, line
+    /// and column; for valid files the stop, each check with the evidence it needs, and the
+    /// placeholders filled.
+    #[command(after_help = exit_codes::HELP)]
+    Check(CheckArgs),
     /// Real Kafka and Redis behind fault proxies.
     #[command(subcommand)]
     Infra(InfraCommand),
@@ -116,6 +123,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Loop(args) => loop_scenario(args).await,
         Command::Explore(args) => explore_scenario(args).await,
         Command::Soak(args) => soak_scenario(args).await,
+        Command::Check(args) => check_scenarios(args),
         Command::Infra(InfraCommand::Up(args)) => infra_up(args).await.map_err(CliError::from),
         Command::Images(ImagesCommand::Build) => images_build().await.map_err(CliError::from),
     };

@@ -417,3 +417,15 @@ mod file_tests {
         );
     }
 }
+
+/// The placeholder names `text` uses, in order (none where it does not parse).
+pub fn names(text: &str) -> Vec<String> {
+    pieces(text)
+        .map(|pieces| {
+            pieces
+                .into_iter()
+                .filter_map(|(is_name, name)| is_name.then_some(name))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -91,6 +91,49 @@ impl CheckName {
         CheckName::KAFKA.contains(&self)
     }
 
+    /// What the harness must observe for this check to pass, in one line (`quiesce check`
+    /// prints it; docs/checks.md says the rest).
+    pub fn evidence(self) -> &'static str {
+        match self {
+            CheckName::StartsWithin => "the ready probe answering within the deadline",
+            CheckName::StopsWithin => "the process gone within the deadline after the stop signal",
+            CheckName::ExitCode => "the expected exit code after a clean signal",
+            CheckName::NoLeakedTasks => {
+                "the probe's count of tasks alive at the end of shutdown, or the output's leak signatures"
+            }
+            CheckName::NoLeakedThreads => {
+                "the probe's count of threads alive at the end of shutdown"
+            }
+            CheckName::NoOrphanProcesses => {
+                "every process of the run (its QUIESCE_RUN_ID, its process group) gone with the target"
+            }
+            CheckName::OffsetsCommitted => {
+                "the group's commits, moved in the run, equal to the end of what was processed"
+            }
+            CheckName::NoMessageLoss => {
+                "every acknowledged input with an output, or left to a restart that consumed it"
+            }
+            CheckName::NoRedelivery => {
+                "inputs processed, none twice after a clean stop and restart"
+            }
+            CheckName::ProducerFlushed => {
+                "every output the target reported sending found in the output topic"
+            }
+            CheckName::GroupLeft => {
+                "a LeaveGroup on the wire from every member the target had, at the stop"
+            }
+            CheckName::LockReleased => {
+                "the target holding the lock, then deleting or handing it over (not letting it expire)"
+            }
+            CheckName::SingleLeader => "leader-only job runs logged, no two instances' overlapping",
+            CheckName::JobsOncePerInterval => "job runs logged, one per job per interval",
+            CheckName::ReadinessTruthful => {
+                "/ready polled inside every outage and the drain, 503 throughout each; /health 200"
+            }
+            CheckName::MemoryFlat => "enough samples of a soak, the trend below the threshold",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CheckName::StartsWithin => "starts_within",

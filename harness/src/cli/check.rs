@@ -1,0 +1,236 @@
+//! `quiesce check`: scenario files validated without starting anything. Every error names its
+//! file, line and column; a valid file shows what a run of it would do: the stop, every check
+//! with the evidence it needs, the inconclusive checks it accepts, and where each placeholder
+//! is filled. CI can run it on every commit in well under a second.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::exit_codes;
+use crate::scenario::{Scenario, StopRule, Target, template};
+use crate::verdict::CheckName;
+
+use super::CliError;
+
+#[derive(Debug, Args)]
+pub(super) struct CheckArgs {
+    /// Scenario files, or folders: every `*.toml` under them (but `Cargo.toml`), in path order.
+    #[arg(required = true, value_name = "FILE|DIR")]
+    pub(super) paths: Vec<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+/// One file's result.
+#[derive(Debug, Serialize)]
+struct Checked {
+    file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scenario: Option<Resolved>,
+}
+
+/// What a run of a valid file would do.
+#[derive(Debug, Serialize)]
+struct Resolved {
+    name: String,
+    target: String,
+    stop: String,
+    checks: Vec<Needs>,
+    allow_inconclusive: Vec<CheckName>,
+    placeholders: Vec<Filled>,
+}
+
+#[derive(Debug, Serialize)]
+struct Needs {
+    check: CheckName,
+    evidence: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct Filled {
+    placeholder: String,
+    at: String,
+    variable: &'static str,
+}
+
+/// The files `paths` name: files as given, folders walked for `*.toml` (hidden folders and
+/// `target/` skipped), sorted within each folder.
+fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
+    let mut out = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            out.push(path.clone());
+            continue;
+        }
+        let mut found = Vec::new();
+        let mut stack = vec![path.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = std::fs::read_dir(&dir).map_err(|source| {
+                CliError::Config(crate::infra::ConfigError::Read {
+                    path: dir.clone(),
+                    source,
+                })
+            })?;
+            for entry in entries.flatten() {
+                let p = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if p.is_dir() {
+                    if !name.starts_with('.') && name != "target" {
+                        stack.push(p);
+                    }
+                } else if name.ends_with(".toml") && name != "Cargo.toml" {
+                    found.push(p);
+                }
+            }
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+fn stop_of(scenario: &Scenario) -> String {
+    let plan = &scenario.stop;
+    let latest = format!(
+        "at the latest {} ms after ready; killed {} ms after the signal",
+        plan.after_ms, plan.kill_after_ms
+    );
+    let when = match scenario.kafka.as_ref().map(|k| (k.stop_rule(), k.records)) {
+        Some((StopRule::Midstream(n), records)) => {
+            format!("mid-stream, once {n} of {records} inputs have outputs, {latest}")
+        }
+        Some((StopRule::AllProcessed, records)) => {
+            format!("once all {records} inputs have outputs (nothing in flight), {latest}")
+        }
+        Some((StopRule::Timer, _)) | None => format!("{} ms after ready", plan.after_ms),
+    };
+    format!("{} {when}", plan.signal)
+}
+
+fn placeholders(scenario: &Scenario) -> Vec<Filled> {
+    let Target::Process(target) = &scenario.target else {
+        return Vec::new();
+    };
+    let places = target
+        .command
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("command[{i}]"), a))
+        .chain(target.env.iter().map(|(k, v)| (format!("env.{k}"), v)));
+    let mut out = Vec::new();
+    for (at, text) in places {
+        for name in template::names(text) {
+            let variable = template::PLACEHOLDERS
+                .iter()
+                .find(|p| p.name == name)
+                .map_or("", |p| p.variable);
+            out.push(Filled {
+                placeholder: format!("{{{name}}}"),
+                at: at.clone(),
+                variable,
+            });
+        }
+    }
+    out
+}
+
+fn check_file(path: &Path) -> Checked {
+    let file = path.display().to_string();
+    match Scenario::load(path) {
+        Err(e) => Checked {
+            file,
+            error: Some(e.to_string()),
+            scenario: None,
+        },
+        Ok(scenario) => Checked {
+            file,
+            error: None,
+            scenario: Some(Resolved {
+                name: scenario.name.clone(),
+                target: scenario.target.describe(),
+                stop: stop_of(&scenario),
+                checks: scenario
+                    .enabled_checks()
+                    .map(|check| Needs {
+                        check,
+                        evidence: check.evidence(),
+                    })
+                    .collect(),
+                allow_inconclusive: scenario.checks.allow_inconclusive.clone(),
+                placeholders: placeholders(&scenario),
+            }),
+        },
+    }
+}
+
+fn print(checked: &Checked) {
+    let Some(resolved) = &checked.scenario else {
+        println!("{}", checked.error.as_deref().unwrap_or("unknown error"));
+        return;
+    };
+    println!(
+        "{}: ok: `{}`, {}",
+        checked.file, resolved.name, resolved.target
+    );
+    println!("  stop: {}", resolved.stop);
+    println!("  checks ({}), each passes only on:", resolved.checks.len());
+    let width = resolved
+        .checks
+        .iter()
+        .map(|c| c.check.as_str().len())
+        .max()
+        .unwrap_or(0);
+    for needs in &resolved.checks {
+        let accepted = match resolved.allow_inconclusive.contains(&needs.check) {
+            true => "  (may be inconclusive: accepted)",
+            false => "",
+        };
+        println!(
+            "    {:<width$}  {}{accepted}",
+            needs.check.as_str(),
+            needs.evidence
+        );
+    }
+    for filled in &resolved.placeholders {
+        println!(
+            "  {} in {}: {} at run time",
+            filled.placeholder, filled.at, filled.variable
+        );
+    }
+}
+
+pub(super) fn check_scenarios(args: CheckArgs) -> Result<i32, CliError> {
+    let files = files(&args.paths)?;
+    if files.is_empty() {
+        return Err(CliError::Config(crate::infra::ConfigError::Value {
+            origin: "quiesce check".to_owned(),
+            message: "no *.toml file under the paths given".to_owned(),
+        }));
+    }
+    let results: Vec<Checked> = files.iter().map(|f| check_file(f)).collect();
+    let bad = results.iter().filter(|c| c.error.is_some()).count();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&results).unwrap_or_default()
+        );
+    } else {
+        for checked in &results {
+            print(checked);
+        }
+        println!(
+            "checked {} file(s): {} valid, {bad} with errors",
+            results.len(),
+            results.len() - bad
+        );
+    }
+    Ok(match bad {
+        0 => exit_codes::OK,
+        _ => exit_codes::BAD_INPUT,
+    })
+}
