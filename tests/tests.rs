@@ -12,6 +12,8 @@ mod cli_check;
 mod cli_explore;
 // `quiesce loop` from the command line: classes, reports, exit codes, bad input, Ctrl-C.
 mod cli_loop;
+// `quiesce run` on a suite of files: one report, one exit code, partitions.
+mod cli_suite;
 // `quiesce soak` from the command line: Ctrl-C, SIGKILL, `soak report`, bad input.
 mod cli_soak;
 // `quiesce run` from the command line: reports, exit codes, bad input, Ctrl-C.

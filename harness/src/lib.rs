@@ -57,5 +57,6 @@ pub mod run;
 pub mod scenario;
 pub mod signal;
 pub mod soak;
+pub mod suite;
 pub mod target;
 pub mod verdict;

@@ -249,3 +249,39 @@ pub(super) fn by_name<T: Copy>(
         })
         .collect()
 }
+
+/// The files `paths` name: files as given, folders walked for `*.toml` (hidden folders and
+/// `target/` skipped), sorted within each folder.
+pub(super) fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
+    let mut out = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            out.push(path.clone());
+            continue;
+        }
+        let mut found = Vec::new();
+        let mut stack = vec![path.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = std::fs::read_dir(&dir).map_err(|source| {
+                CliError::Config(crate::infra::ConfigError::Read {
+                    path: dir.clone(),
+                    source,
+                })
+            })?;
+            for entry in entries.flatten() {
+                let p = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if p.is_dir() {
+                    if !name.starts_with('.') && name != "target" {
+                        stack.push(p);
+                    }
+                } else if name.ends_with(".toml") && name != "Cargo.toml" {
+                    found.push(p);
+                }
+            }
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}

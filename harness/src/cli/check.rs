@@ -13,6 +13,7 @@ use crate::scenario::{Scenario, StopRule, Target, template};
 use crate::verdict::CheckName;
 
 use super::CliError;
+use super::args::scenario_files;
 
 #[derive(Debug, Args)]
 pub(super) struct CheckArgs {
@@ -56,42 +57,6 @@ struct Filled {
     placeholder: String,
     at: String,
     variable: &'static str,
-}
-
-/// The files `paths` name: files as given, folders walked for `*.toml` (hidden folders and
-/// `target/` skipped), sorted within each folder.
-fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
-    let mut out = Vec::new();
-    for path in paths {
-        if !path.is_dir() {
-            out.push(path.clone());
-            continue;
-        }
-        let mut found = Vec::new();
-        let mut stack = vec![path.clone()];
-        while let Some(dir) = stack.pop() {
-            let entries = std::fs::read_dir(&dir).map_err(|source| {
-                CliError::Config(crate::infra::ConfigError::Read {
-                    path: dir.clone(),
-                    source,
-                })
-            })?;
-            for entry in entries.flatten() {
-                let p = entry.path();
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if p.is_dir() {
-                    if !name.starts_with('.') && name != "target" {
-                        stack.push(p);
-                    }
-                } else if name.ends_with(".toml") && name != "Cargo.toml" {
-                    found.push(p);
-                }
-            }
-        }
-        found.sort();
-        out.extend(found);
-    }
-    Ok(out)
 }
 
 fn stop_of(scenario: &Scenario) -> String {
@@ -205,7 +170,7 @@ fn print(checked: &Checked) {
 }
 
 pub(super) fn check_scenarios(args: CheckArgs) -> Result<i32, CliError> {
-    let files = files(&args.paths)?;
+    let files = scenario_files(&args.paths)?;
     if files.is_empty() {
         return Err(CliError::Config(crate::infra::ConfigError::Value {
             origin: "quiesce check".to_owned(),

@@ -8,6 +8,12 @@ use crate::verdict::{Outcome, Verdict};
 /// The verdict as JUnit XML.
 pub fn junit_xml(verdict: &Verdict) -> String {
     let mut report = Report::new("quiesce");
+    report.add_test_suite(junit_suite(verdict));
+    report.to_string().expect("a report always serializes")
+}
+
+/// The verdict as one JUnit test suite: a test case per check.
+pub fn junit_suite(verdict: &Verdict) -> TestSuite {
     let mut suite = TestSuite::new(verdict.scenario.as_str());
     for result in &verdict.results {
         let status = match &result.outcome {
@@ -32,6 +38,5 @@ pub fn junit_xml(verdict: &Verdict) -> String {
         }
         suite.add_test_case(case);
     }
-    report.add_test_suite(suite);
-    report.to_string().expect("a report always serializes")
+    suite
 }

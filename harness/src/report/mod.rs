@@ -4,7 +4,7 @@
 mod junit;
 mod terminal;
 
-pub use junit::junit_xml;
+pub use junit::{junit_suite, junit_xml};
 pub use terminal::summary;
 
 use crate::verdict::Verdict;
