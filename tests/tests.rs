@@ -26,6 +26,8 @@ mod infra_external;
 mod infra_local;
 // Any sequence of lifecycle and proxy faults, checked against a model, ends usable.
 mod infra_state_machine;
+// The CI recipes in docs/ci/ validate against their schemas and run commands quiesce accepts.
+mod docs_ci;
 // Every relative link in README.md and docs/ resolves.
 mod docs_links;
 // Hostile targets built to fool the judges, each with the verdict it must get (none may PASS).

@@ -71,6 +71,20 @@ enum Command {
     Images(ImagesCommand),
 }
 
+/// Whether `args` (without the program name) is a command line `quiesce` accepts: what a CI
+/// recipe runs is checked against the real argument parser, not a copy of it.
+pub fn parses<I, T>(args: I) -> Result<(), String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args = std::iter::once(std::ffi::OsString::from("quiesce"))
+        .chain(args.into_iter().map(Into::into));
+    Cli::try_parse_from(args)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
