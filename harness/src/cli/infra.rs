@@ -50,27 +50,7 @@ pub(super) async fn infra_up(args: UpArgs) -> Result<i32, InfraError> {
             return Ok(exit_codes::INTERRUPTED);
         }
     };
-    eprintln!(
-        "quiesce: backend {} ({})",
-        infra.backend(),
-        infra.backend_reason()
-    );
-    let status = infra.status();
-    for dep in &status {
-        eprintln!(
-            "quiesce: {:<5} {} -> {} ({}, RSS {})",
-            dep.dependency.as_str(),
-            dep.endpoint,
-            dep.upstream,
-            dep.runner,
-            mib(dep.rss_bytes),
-        );
-    }
-    eprintln!(
-        "quiesce: ready in {:.3} s; logs in {}",
-        infra.started_in().as_secs_f64(),
-        infra.workdir().display()
-    );
+    let status = announce(&mut infra);
     let api_listen = match &args.api {
         Some(addr) => infra::parse_listen(addr).map_err(|message| {
             InfraError::Config(infra::ConfigError::Value {
@@ -120,26 +100,7 @@ pub(super) async fn infra_up(args: UpArgs) -> Result<i32, InfraError> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    let held = match args.hold {
-        Some(secs) => {
-            eprintln!("quiesce: holding for {secs} s (Ctrl-C stops earlier)");
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(secs)) => None,
-                event = signals.recv() => Some(event),
-            }
-        }
-        None => {
-            eprintln!("quiesce: holding until Ctrl-C");
-            Some(signals.recv().await)
-        }
-    };
-    if let Some(event) = held {
-        let name = match event {
-            SignalEvent::Interrupt => "Ctrl-C",
-            SignalEvent::Terminate => "SIGTERM",
-        };
-        eprintln!("quiesce: {name}: stopping (press Ctrl-C again to kill at once)");
-    }
+    hold(args.hold, &mut signals).await;
     api_stop.cancel();
     let api_task = api.map(|(_, task)| task);
     let abort = api_task.as_ref().map(|t| t.abort_handle());
@@ -165,6 +126,57 @@ pub(super) async fn infra_up(args: UpArgs) -> Result<i32, InfraError> {
     }
     eprintln!("quiesce: stopped");
     Ok(exit_codes::OK)
+}
+
+/// Says what started: the backend and why, each dependency's endpoint, upstream, runner and
+/// memory, the time to ready and where the logs are.
+fn announce(infra: &mut Infra) -> Vec<infra::DependencyStatus> {
+    eprintln!(
+        "quiesce: backend {} ({})",
+        infra.backend(),
+        infra.backend_reason()
+    );
+    let status = infra.status();
+    for dep in &status {
+        eprintln!(
+            "quiesce: {:<5} {} -> {} ({}, RSS {})",
+            dep.dependency.as_str(),
+            dep.endpoint,
+            dep.upstream,
+            dep.runner,
+            mib(dep.rss_bytes),
+        );
+    }
+    eprintln!(
+        "quiesce: ready in {:.3} s; logs in {}",
+        infra.started_in().as_secs_f64(),
+        infra.workdir().display()
+    );
+    status
+}
+
+/// Holds the infrastructure up for `secs`, or until Ctrl-C or SIGTERM.
+async fn hold(secs: Option<u64>, signals: &mut SignalHandler) {
+    let held = match secs {
+        Some(secs) => {
+            eprintln!("quiesce: holding for {secs} s (Ctrl-C stops earlier)");
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(secs)) => None,
+                event = signals.recv() => Some(event),
+            }
+        }
+        None => {
+            eprintln!("quiesce: holding until Ctrl-C");
+            Some(signals.recv().await)
+        }
+    };
+    if let Some(event) = held {
+        let name = match event {
+            SignalEvent::Interrupt => "Ctrl-C",
+            SignalEvent::Terminate => "SIGTERM",
+        };
+        eprintln!("quiesce: {name}: stopping (press Ctrl-C again to kill at once)");
+    }
 }
 
 pub(super) fn mib(bytes: Option<u64>) -> String {

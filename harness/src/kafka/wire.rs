@@ -449,23 +449,15 @@ struct Member {
     left: Option<Instant>,
 }
 
-/// `group_left`: after a clean stop, every member the target had in `group` sent LeaveGroup,
-/// within `within` of the stop, so its partitions went to the others at once rather than
-/// after its session timeout. Judged from what the target sent (`events`, from a
-/// [`GroupTap`]), which no broker can misreport.
-pub fn group_left(
+/// The members the target had in `group` while it ran, as its requests name them, less those
+/// that left before the stop (a rebalance, a rejoin under a new id): the ones the stop must
+/// see leave.
+fn members_at_stop(
     events: &[GroupEvent],
     group: &str,
-    window: StopWindow,
-    within: std::time::Duration,
-) -> crate::verdict::Outcome {
-    use crate::verdict::Outcome;
-    let ms = |d: std::time::Duration| d.as_millis();
-    let Some(stop_sent) = window.stop_sent else {
-        return Outcome::inconclusive(
-            "the target was never asked to stop, so it had no leave to make",
-        );
-    };
+    window: &StopWindow,
+    stop_sent: Instant,
+) -> BTreeMap<String, Member> {
     // Which link each member spoke on, for the session timeout of its first JoinGroup.
     let mut session_of_link: BTreeMap<u64, (i32, Option<String>)> = BTreeMap::new();
     let mut members: BTreeMap<String, Member> = BTreeMap::new();
@@ -507,9 +499,28 @@ pub fn group_left(
             }
         }
     }
-    // Members that left before the stop (a rebalance, a rejoin under a new id) are not the
-    // ones the stop must see leave.
     members.retain(|_, m| m.left.is_none_or(|at| at >= stop_sent));
+    members
+}
+
+/// `group_left`: after a clean stop, every member the target had in `group` sent LeaveGroup,
+/// within `within` of the stop, so its partitions went to the others at once rather than
+/// after its session timeout. Judged from what the target sent (`events`, from a
+/// [`GroupTap`]), which no broker can misreport.
+pub fn group_left(
+    events: &[GroupEvent],
+    group: &str,
+    window: StopWindow,
+    within: std::time::Duration,
+) -> crate::verdict::Outcome {
+    use crate::verdict::Outcome;
+    let ms = |d: std::time::Duration| d.as_millis();
+    let Some(stop_sent) = window.stop_sent else {
+        return Outcome::inconclusive(
+            "the target was never asked to stop, so it had no leave to make",
+        );
+    };
+    let members = members_at_stop(events, group, &window, stop_sent);
     if members.is_empty() {
         return Outcome::inconclusive(format!(
             "the target never joined group `{group}` through the harness's Kafka proxy (no \
