@@ -447,7 +447,13 @@ struct Member {
     generation: Option<i32>,
     /// When it sent LeaveGroup, if it did.
     left: Option<Instant>,
+    /// Its last request of any kind.
+    last_seen: Option<Instant>,
 }
+
+/// Kafka's default `session.timeout.ms` (45 s since Kafka 3.0), for a member whose JoinGroup
+/// the tap did not see.
+const DEFAULT_SESSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// The members the target had in `group` while it ran, as its requests name them, less those
 /// that left before the stop (a rebalance, a rejoin under a new id): the ones the stop must
@@ -475,6 +481,7 @@ fn members_at_stop(
         }
         for id in event.request.member_ids() {
             let member = members.entry(id.to_owned()).or_default();
+            member.last_seen = Some(event.at);
             member.client_id = member.client_id.take().or_else(|| event.client_id.clone());
             member.software = member.software.take().or_else(|| event.software.clone());
             if let Some((timeout, static_id)) = session_of_link.get(&event.link) {
@@ -500,6 +507,16 @@ fn members_at_stop(
         }
     }
     members.retain(|_, m| m.left.is_none_or(|at| at >= stop_sent));
+    // A member silent for longer than its session timeout before the stop was no longer one:
+    // the broker had dropped it (an outage, a rejoin under a new id).
+    members.retain(|_, m| {
+        let timeout = m
+            .session_timeout_ms
+            .and_then(|t| u64::try_from(t).ok())
+            .map_or(DEFAULT_SESSION_TIMEOUT, std::time::Duration::from_millis);
+        m.last_seen
+            .is_some_and(|seen| stop_sent.saturating_duration_since(seen) <= timeout)
+    });
     members
 }
 
@@ -846,6 +863,40 @@ mod tests {
             matches!(&nothing, crate::verdict::Outcome::Inconclusive { reason } if reason.contains("never joined")),
             "{nothing:?}"
         );
+    }
+
+    /// A Kafka outage longer than the session timeout: the broker drops the member, the
+    /// consumer rejoins under a new id, and only that one is asked to leave at the stop.
+    #[test]
+    fn a_member_the_broker_dropped_before_the_stop_is_not_asked_to_leave() {
+        let t0 = Instant::now();
+        let mut events = vec![
+            event(t0, 10, 1, join("", None)),
+            event(t0, 20, 1, join("m-old", None)),
+            event(t0, 30, 1, beat("m-old", 1)),
+            // The outage: silence, then a new id on a new connection.
+            event(t0, 60_000, 2, join("", None)),
+            event(t0, 60_010, 2, join("m-new", None)),
+            event(t0, 60_020, 2, beat("m-new", 2)),
+            event(t0, 99_990, 2, beat("m-new", 2)),
+            event(t0, 100_010, 2, leave("m-new")),
+        ];
+        let window = StopWindow {
+            started: t0,
+            stop_sent: Some(at(t0, 100_000)),
+            exited: at(t0, 100_500),
+            killed: false,
+        };
+        let crate::verdict::Outcome::Pass { detail, .. } = judged(&events, window) else {
+            panic!("{:?}", judged(&events, window))
+        };
+        assert!(
+            detail.contains("m-new") && !detail.contains("m-old"),
+            "{detail}"
+        );
+        // Within its session timeout of the stop, a silent member still counts.
+        events.insert(3, event(t0, 99_000, 1, beat("m-old", 1)));
+        assert!(judged(&events, window).is_violation());
     }
 
     #[test]

@@ -353,8 +353,9 @@ fn stop_kind(observed: &TargetRun) -> StopKind {
     }
 }
 
-/// Everything between the infrastructure's start and its close: topics, the target's run
-/// with its workload and its standby, the leader key's fate, the restart, and the read-backs.
+/// Everything between the infrastructure's start and its close: the dependencies prepared,
+/// the watchers started (fault schedule, readiness, workload, leader), the target's run, then
+/// each phase's judgement (readiness, leader key, Kafka with its restart).
 async fn drive(
     scenario: &Scenario,
     options: &RunOptions,
@@ -363,103 +364,36 @@ async fn drive(
     reach: Reach,
     signals: &mut SignalHandler,
 ) -> Result<Driven, RunError> {
+    let (mut settings, before) = prepare(scenario, options, &reach, signals).await?;
     let Reach {
-        endpoints,
+        mut endpoints,
         infra,
         switches,
         one_record_per_batch,
-        port,
+        port: _,
         kafka: baseline,
         pid,
         groups,
     } = reach;
-    let bootstrap = endpoints.kafka_bootstrap.clone();
-    let mut settings: Vec<(String, String)> = endpoints
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    if let Some(workload) = &scenario.kafka {
-        tokio::select! {
-            created = kafka::create_topics(&bootstrap, workload) => created.map_err(RunError::Kafka)?,
-            _ = signals.recv() => return Err(RunError::Interrupted),
-        }
-        settings.extend(workload.env());
-    }
-    let mut before = Vec::new();
-    if let Some(leadership) = &scenario.redis {
-        let prepared = tokio::select! {
-            prepared = redis::prepare(&endpoints.redis_url, leadership) => prepared,
-            _ = signals.recv() => return Err(RunError::Interrupted),
-        };
-        before.extend(prepared.map_err(RunError::Redis)?);
-        settings.extend(leadership.env());
-        settings.push(("QUIESCE_INSTANCE".to_owned(), redis::PRIMARY.to_owned()));
-    }
-    if let Some(port) = port {
-        settings.push(("QUIESCE_HTTP_PORT".to_owned(), port.to_string()));
-    }
-    settings.extend(options.env.iter().cloned());
-
-    let mut hooks = Hooks {
-        pid,
-        ..Hooks::default()
+    let start = WatchStart {
+        scenario,
+        run_id,
+        out_dir,
+        endpoints: &endpoints,
+        settings: &settings,
+        baseline: &baseline,
+        one_record_per_batch,
     };
-    let schedule = match faults::Schedule::start(&scenario.faults, &switches, Some(infra)).await {
-        Ok(Some((schedule, more))) => {
-            hooks = hooks.merge(more);
-            Some(schedule)
-        }
-        Ok(None) => None,
-        Err(source) => {
-            return Err(RunError::Infra(InfraError::Proxy {
-                dependency: DependencyKind::Redis,
-                source,
-            }));
-        }
-    };
-    let player = scenario.readiness.as_ref().map(|config| {
-        let (player, more) = readiness::Player::start(config, switches);
-        hooks = std::mem::take(&mut hooks).merge(more);
-        player
-    });
-    let producer = scenario.kafka.as_ref().map(|workload| {
-        let (producer, more) = kafka::Producer::start(
-            &bootstrap,
-            workload,
-            run_id,
-            &baseline,
-            one_record_per_batch,
-            matches!(scenario.target, Target::Graph(_)),
-        );
-        hooks = std::mem::take(&mut hooks).merge(more);
-        producer
-    });
-    let mut leader = None;
-    if let Some(leadership) = &scenario.redis {
-        let standby = match &scenario.target {
-            Target::Process(target) if leadership.standby => Ok(redis::StandbySpec {
-                target,
-                base_dir: &scenario.base_dir,
-                out_dir,
-                env: settings.clone(),
-                run_id: format!("{run_id}-standby"),
-                grace: scenario.stop.kill_after(),
-            }),
-            Target::Process(_) => Err("turned off ([redis] standby = false)"),
-            Target::Graph(_) => Err("a graph target has no standby"),
-        };
-        let (started, more) = redis::Leader::start(leadership, &endpoints.redis_url, standby)
-            .map_err(RunError::Redis)?;
-        hooks = hooks.merge(more);
-        leader = Some(started);
-    }
+    let (watchers, hooks) = Watchers::start(start, infra, switches, pid).await?;
 
     // The target reaches Redis through its own proxy when the schedule partitions it alone;
     // its standby and the harness keep the shared one.
-    let mut endpoints = endpoints;
     let shared_redis = endpoints.redis_url.clone();
-    if let Some(own) = schedule.as_ref().and_then(faults::Schedule::own_redis_url) {
+    if let Some(own) = watchers
+        .schedule
+        .as_ref()
+        .and_then(faults::Schedule::own_redis_url)
+    {
         endpoints.redis_url = own;
         for (key, value) in &mut settings {
             if key == "QUIESCE_REDIS_URL" {
@@ -478,7 +412,7 @@ async fn drive(
         signals,
     )
     .await;
-    let noted = match schedule {
+    let noted = match watchers.schedule {
         Some(schedule) => schedule.finish().await,
         None => Vec::new(),
     };
@@ -489,19 +423,10 @@ async fn drive(
         .kafka
         .as_ref()
         .map(|workload| group_left(scenario, workload, &observed, &groups));
-    for note in before.into_iter().rev() {
-        observed.timeline.insert(0, (0, note));
-    }
-    // Each fault where it took effect, on the target's clock.
-    for (at, note) in noted {
-        let ms = at
-            .saturating_duration_since(observed.started_at)
-            .as_millis() as u64;
-        observed.timeline.push((ms, note));
-    }
-    observed.timeline.sort_by_key(|(at, _)| *at);
+    merge_timeline(&mut observed, before, noted);
+
     let mut findings = Findings::default();
-    if let (Some(config), Some(player)) = (&scenario.readiness, player) {
+    if let (Some(config), Some(player)) = (&scenario.readiness, watchers.player) {
         let log = player.finish().await;
         for note in &log.notes {
             let at = observed.timeline.last().map_or(0, |(at, _)| *at);
@@ -512,7 +437,7 @@ async fn drive(
             readiness::judge(config, &log),
         )])));
     }
-    if let Some(leader) = leader {
+    if let Some(leader) = watchers.leader {
         let stop = stop_kind(&observed);
         findings.redis = Some(
             leader
@@ -521,7 +446,7 @@ async fn drive(
         );
     }
     let mut next = None;
-    if let (Some(workload), Some(producer)) = (&scenario.kafka, producer) {
+    if let (Some(workload), Some(producer)) = (&scenario.kafka, watchers.producer) {
         let acked = producer.finish().await.map_err(RunError::Kafka)?;
         let ctx = KafkaPhase {
             scenario,
@@ -544,6 +469,166 @@ async fn drive(
         findings,
         kafka: next,
     })
+}
+
+/// The dependencies made ready for the target (the topics created, a leader key left by an
+/// earlier cycle waited out) and the variables it gets. Also returns what that preparation
+/// noted, for the top of the timeline.
+async fn prepare(
+    scenario: &Scenario,
+    options: &RunOptions,
+    reach: &Reach,
+    signals: &mut SignalHandler,
+) -> Result<(Vec<(String, String)>, Vec<String>), RunError> {
+    let endpoints = &reach.endpoints;
+    let mut settings: Vec<(String, String)> = endpoints
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    if let Some(workload) = &scenario.kafka {
+        tokio::select! {
+            created = kafka::create_topics(&endpoints.kafka_bootstrap, workload) => created.map_err(RunError::Kafka)?,
+            _ = signals.recv() => return Err(RunError::Interrupted),
+        }
+        settings.extend(workload.env());
+    }
+    let mut before = Vec::new();
+    if let Some(leadership) = &scenario.redis {
+        let prepared = tokio::select! {
+            prepared = redis::prepare(&endpoints.redis_url, leadership) => prepared,
+            _ = signals.recv() => return Err(RunError::Interrupted),
+        };
+        before.extend(prepared.map_err(RunError::Redis)?);
+        settings.extend(leadership.env());
+        settings.push(("QUIESCE_INSTANCE".to_owned(), redis::PRIMARY.to_owned()));
+    }
+    if let Some(port) = reach.port {
+        settings.push(("QUIESCE_HTTP_PORT".to_owned(), port.to_string()));
+    }
+    settings.extend(options.env.iter().cloned());
+    Ok((settings, before))
+}
+
+/// What [`Watchers::start`] needs of the run: `'a` for what the leader watch keeps for the
+/// whole run, `'b` for what is read at the start.
+struct WatchStart<'a, 'b> {
+    scenario: &'a Scenario,
+    run_id: &'b str,
+    out_dir: &'a Path,
+    endpoints: &'b Endpoints,
+    settings: &'b [(String, String)],
+    baseline: &'b kafka::Baseline,
+    one_record_per_batch: bool,
+}
+
+/// What runs beside the target and takes part through its hooks.
+struct Watchers<'a> {
+    schedule: Option<faults::Schedule>,
+    player: Option<readiness::Player>,
+    producer: Option<kafka::Producer>,
+    leader: Option<redis::Leader<'a>>,
+}
+
+impl<'a> Watchers<'a> {
+    /// Starts the fault schedule, the readiness player, the workload and the leader watch,
+    /// each as the scenario asks; their hooks, merged, go to the target's runner.
+    async fn start(
+        start: WatchStart<'a, '_>,
+        infra: faults::SharedInfra,
+        switches: BTreeMap<DependencyKind, ProxySwitch>,
+        pid: Option<PidReporter>,
+    ) -> Result<(Watchers<'a>, Hooks), RunError> {
+        let WatchStart {
+            scenario,
+            run_id,
+            out_dir,
+            endpoints,
+            settings,
+            baseline,
+            one_record_per_batch,
+        } = start;
+        let mut hooks = Hooks {
+            pid,
+            ..Hooks::default()
+        };
+        let schedule = match faults::Schedule::start(&scenario.faults, &switches, Some(infra)).await
+        {
+            Ok(Some((schedule, more))) => {
+                hooks = hooks.merge(more);
+                Some(schedule)
+            }
+            Ok(None) => None,
+            Err(source) => {
+                return Err(RunError::Infra(InfraError::Proxy {
+                    dependency: DependencyKind::Redis,
+                    source,
+                }));
+            }
+        };
+        let player = scenario.readiness.as_ref().map(|config| {
+            let (player, more) = readiness::Player::start(config, switches);
+            hooks = std::mem::take(&mut hooks).merge(more);
+            player
+        });
+        let producer = scenario.kafka.as_ref().map(|workload| {
+            let (producer, more) = kafka::Producer::start(
+                &endpoints.kafka_bootstrap,
+                workload,
+                run_id,
+                baseline,
+                one_record_per_batch,
+                matches!(scenario.target, Target::Graph(_)),
+            );
+            hooks = std::mem::take(&mut hooks).merge(more);
+            producer
+        });
+        let mut leader = None;
+        if let Some(leadership) = &scenario.redis {
+            let standby = match &scenario.target {
+                Target::Process(target) if leadership.standby => Ok(redis::StandbySpec {
+                    target,
+                    base_dir: &scenario.base_dir,
+                    out_dir,
+                    env: settings.to_vec(),
+                    run_id: format!("{run_id}-standby"),
+                    grace: scenario.stop.kill_after(),
+                }),
+                Target::Process(_) => Err("turned off ([redis] standby = false)"),
+                Target::Graph(_) => Err("a graph target has no standby"),
+            };
+            let (started, more) = redis::Leader::start(leadership, &endpoints.redis_url, standby)
+                .map_err(RunError::Redis)?;
+            hooks = hooks.merge(more);
+            leader = Some(started);
+        }
+        let watchers = Watchers {
+            schedule,
+            player,
+            producer,
+            leader,
+        };
+        Ok((watchers, hooks))
+    }
+}
+
+/// Puts what the preparation noted at the top of the target's timeline and each fault where
+/// it took effect, on the target's clock.
+fn merge_timeline(
+    observed: &mut TargetRun,
+    before: Vec<String>,
+    noted: Vec<(std::time::Instant, String)>,
+) {
+    for note in before.into_iter().rev() {
+        observed.timeline.insert(0, (0, note));
+    }
+    for (at, note) in noted {
+        let ms = at
+            .saturating_duration_since(observed.started_at)
+            .as_millis() as u64;
+        observed.timeline.push((ms, note));
+    }
+    observed.timeline.sort_by_key(|(at, _)| *at);
 }
 
 /// `group_left` for the target's run that just ended, from what its consumers sent.
