@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use quiesce::infra::{BackendKind, Infra, InfraConfig, LABEL_RUN, images};
+use quiesce::infra::{BackendKind, Infra, InfraConfig, LABEL_OWNER, LABEL_RUN, images};
 use testcontainers::bollard::Docker;
 use testcontainers::bollard::query_parameters::ListContainersOptionsBuilder;
 
@@ -103,4 +103,53 @@ async fn missing_image_is_a_missing_prerequisite() {
         err.to_string().contains("quiesce-local/no-such-redis:0"),
         "{err}"
     );
+}
+
+/// A container that exited at once was noticed only when the whole ready timeout had passed,
+/// and reported as not answering. Here the Redis container runs the local tansu image, whose
+/// entrypoint is tansu: it takes `redis-server --port ...` for its own arguments, refuses
+/// them and exits. The start must fail as an early exit, with the container's own words, and
+/// leave no container behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_exits_at_once_is_reported_as_exited() {
+    let mut config = containers_config().await;
+    config.redis.image = config.kafka.image.clone();
+    // Far longer than a loaded machine needs to notice an exit.
+    config.ready_timeout_secs = Some(600);
+    let err = Infra::start(&config)
+        .await
+        .expect_err("the container exits");
+    let text = err.to_string();
+    assert!(
+        matches!(err, quiesce::infra::InfraError::ExitedEarly { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("redis exited during startup (exit code 2)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unrecognized subcommand 'redis-server'"),
+        "the container's own words: {text}"
+    );
+    let docker = Docker::connect_with_local_defaults().unwrap();
+    let filters = HashMap::from([("label", vec![LABEL_OWNER])]);
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let mine = std::process::id().to_string();
+    let left: Vec<_> = docker
+        .list_containers(Some(options))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_OWNER))
+                .is_some_and(|owner| owner.starts_with(&format!("{mine}:")))
+        })
+        .collect();
+    assert!(left.is_empty(), "containers left: {left:?}");
 }

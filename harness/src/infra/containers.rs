@@ -26,7 +26,7 @@ use testcontainers::core::WaitFor;
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
-use crate::infra::local::{redis_args, tansu_args};
+use crate::infra::local::{PORT_ATTEMPTS, redis_args, says_port_taken, tansu_args};
 use crate::infra::{
     DependencyKind, InfraConfig, InfraError, KafkaFlavor, LifecycleAction, NodeState, free_port,
     run_id, wait_ready,
@@ -40,6 +40,8 @@ pub const LABEL_RUN: &str = "quiesce.run";
 const PULL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Seconds `docker stop` waits before it kills.
 const STOP_TIMEOUT_SECS: i32 = 10;
+/// How often a starting container is asked whether it is still running.
+const EXIT_POLL: Duration = Duration::from_millis(250);
 
 fn docker() -> Result<Docker, String> {
     Docker::connect_with_local_defaults().map_err(|e| e.to_string())
@@ -192,6 +194,7 @@ pub(super) async fn nodes(
         flavor,
         port: 0,
         controller_port: 0,
+        broker_port: 0,
         advertised: None,
         labels: labels.clone(),
         ready_timeout: config.ready_timeout(),
@@ -212,6 +215,50 @@ pub(super) async fn nodes(
     ))
 }
 
+/// The `apache/kafka` image's settings (`KAFKA_*` variables, each a `server.properties` key
+/// with `.` as `_`) for one KRaft node that is broker and controller: clients on `port`,
+/// told to use `advertised` (the fault proxy); the broker's own traffic on `broker_port`,
+/// advertised as itself, so it never crosses the proxy; the controller on `controller_port`.
+fn apache_env(
+    port: u16,
+    broker_port: u16,
+    controller_port: u16,
+    advertised: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("KAFKA_NODE_ID", "1".to_owned()),
+        ("KAFKA_PROCESS_ROLES", "broker,controller".to_owned()),
+        (
+            "KAFKA_LISTENERS",
+            format!(
+                "PLAINTEXT://127.0.0.1:{port},BROKER://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}"
+            ),
+        ),
+        (
+            "KAFKA_ADVERTISED_LISTENERS",
+            format!("PLAINTEXT://{advertised},BROKER://127.0.0.1:{broker_port}"),
+        ),
+        (
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+            "CONTROLLER:PLAINTEXT,BROKER:PLAINTEXT,PLAINTEXT:PLAINTEXT".to_owned(),
+        ),
+        ("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER".to_owned()),
+        ("KAFKA_INTER_BROKER_LISTENER_NAME", "BROKER".to_owned()),
+        (
+            "KAFKA_CONTROLLER_QUORUM_VOTERS",
+            format!("1@127.0.0.1:{controller_port}"),
+        ),
+        ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1".to_owned()),
+        ("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1".to_owned()),
+        (
+            "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+            "1".to_owned(),
+        ),
+        ("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0".to_owned()),
+        ("CLUSTER_ID", "NDQzODg3NjI0NTA1MjM3Mz".to_owned()),
+    ]
+}
+
 /// A dependency run as a container.
 pub(super) struct ContainerNode {
     kind: DependencyKind,
@@ -221,6 +268,9 @@ pub(super) struct ContainerNode {
     port: u16,
     /// Apache Kafka's KRaft controller port.
     controller_port: u16,
+    /// Apache Kafka's listener for its own traffic (inter-broker, transaction markers): never
+    /// behind the fault proxy, so a Kafka fault cuts the clients off, not the broker itself.
+    broker_port: u16,
     advertised: Option<SocketAddr>,
     labels: Vec<(String, String)>,
     ready_timeout: Duration,
@@ -262,39 +312,9 @@ impl ContainerNode {
                 self.advertised.unwrap_or(self.addr()),
             )),
             // Apache Kafka in KRaft mode, one node that is broker and controller, as the
-            // testcontainers Kafka modules configure it, advertising the proxy.
+            // testcontainers Kafka modules configure it, advertising the proxy to clients.
             (DependencyKind::Kafka, _) => {
-                let controller = self.controller_port;
-                let env = [
-                    ("KAFKA_NODE_ID", "1".to_owned()),
-                    ("KAFKA_PROCESS_ROLES", "broker,controller".to_owned()),
-                    (
-                        "KAFKA_LISTENERS",
-                        format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}"),
-                    ),
-                    (
-                        "KAFKA_ADVERTISED_LISTENERS",
-                        format!("PLAINTEXT://{advertised}"),
-                    ),
-                    (
-                        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
-                        "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT".to_owned(),
-                    ),
-                    ("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER".to_owned()),
-                    ("KAFKA_INTER_BROKER_LISTENER_NAME", "PLAINTEXT".to_owned()),
-                    (
-                        "KAFKA_CONTROLLER_QUORUM_VOTERS",
-                        format!("1@127.0.0.1:{controller}"),
-                    ),
-                    ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1".to_owned()),
-                    ("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1".to_owned()),
-                    (
-                        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
-                        "1".to_owned(),
-                    ),
-                    ("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0".to_owned()),
-                    ("CLUSTER_ID", "NDQzODg3NjI0NTA1MjM3Mz".to_owned()),
-                ];
+                let env = apache_env(port, self.broker_port, self.controller_port, &advertised);
                 let mut request: testcontainers::ContainerRequest<GenericImage> = image.into();
                 for (key, value) in env {
                     request = request.with_env_var(key, value);
@@ -318,40 +338,96 @@ impl ContainerNode {
                 reason: "it is already running".to_owned(),
             });
         }
-        match &self.container {
-            Some(container) => container.start().await.map_err(|e| self.docker_error(e))?,
-            None => {
-                self.port = free_port().map_err(InfraError::Workdir)?;
-                self.controller_port = free_port().map_err(InfraError::Workdir)?;
-                let container = self
-                    .request()
-                    .start()
-                    .await
-                    .map_err(|e| self.docker_error(e))?;
-                self.container = Some(container);
+        if let Some(container) = &self.container {
+            // A restart: the same ports (host networking), the proxy's upstream unchanged.
+            container.start().await.map_err(|e| self.docker_error(e))?;
+            return self.until_ready().await;
+        }
+        let mut lost = Vec::new();
+        for _ in 0..PORT_ATTEMPTS {
+            self.port = free_port().map_err(InfraError::Workdir)?;
+            self.controller_port = free_port().map_err(InfraError::Workdir)?;
+            self.broker_port = free_port().map_err(InfraError::Workdir)?;
+            let container = self
+                .request()
+                .start()
+                .await
+                .map_err(|e| self.docker_error(e))?;
+            self.container = Some(container);
+            match self.until_ready().await {
+                Err(InfraError::ExitedEarly { tail, .. }) if says_port_taken(&tail) => {
+                    // Another program took a port between the pick and the bind: dropping
+                    // the container removes it; try fresh ports.
+                    lost.push(self.port);
+                    self.container = None;
+                    self.running = false;
+                }
+                done => return done,
             }
         }
+        Err(InfraError::Docker(format!(
+            "{} ({}): lost the race for free ports {PORT_ATTEMPTS} times (ports {lost:?} were taken before the container bound them)",
+            self.kind, self.image
+        )))
+    }
+
+    /// Waits until the started container answers its protocol, or has exited (noticed within
+    /// a quarter of a second, not at the end of the ready timeout), with its output saved.
+    async fn until_ready(&mut self) -> Result<SocketAddr, InfraError> {
         self.running = true;
         self.paused = false;
         self.host_pid = self.read_host_pid().await;
         let addr = self.addr();
-        let waited = wait_ready(self.kind, addr, self.ready_timeout, || None).await;
-        if let Err(InfraError::NotReady {
-            dependency,
-            timeout,
-            last,
-            ..
-        }) = waited
-        {
-            let tail = self.save_logs().await;
-            return Err(InfraError::NotReady {
+        let waited = tokio::select! {
+            waited = wait_ready(self.kind, addr, self.ready_timeout, || None) => waited.map(|_| addr),
+            exited = self.exited() => Err(exited),
+        };
+        match waited {
+            Err(InfraError::NotReady {
                 dependency,
                 timeout,
                 last,
-                tail: format!("; last lines of the container's output:\n{tail}"),
-            });
+                ..
+            }) => {
+                let tail = self.save_logs().await;
+                Err(InfraError::NotReady {
+                    dependency,
+                    timeout,
+                    last,
+                    tail: format!("; last lines of the container's output:\n{tail}"),
+                })
+            }
+            Err(e) => {
+                self.running = false;
+                Err(e)
+            }
+            ok => ok,
         }
-        waited.map(|_| addr)
+    }
+
+    /// Yields once the container is no longer running: how it ended and its last output.
+    async fn exited(&self) -> InfraError {
+        loop {
+            tokio::time::sleep(EXIT_POLL).await;
+            let Some(container) = &self.container else {
+                continue;
+            };
+            let Ok(inspect) = self.docker.inspect_container(container.id(), None).await else {
+                continue;
+            };
+            let Some(state) = inspect.state else { continue };
+            if state.running == Some(false) && state.restarting != Some(true) {
+                return InfraError::ExitedEarly {
+                    dependency: self.kind,
+                    status: match state.exit_code {
+                        Some(code) => format!("exit code {code}"),
+                        None => "exited".to_owned(),
+                    },
+                    log: self.log.clone(),
+                    tail: self.save_logs().await,
+                };
+            }
+        }
     }
 
     fn docker_error(&self, e: impl std::fmt::Display) -> InfraError {
@@ -477,6 +553,97 @@ impl ContainerNode {
 
 #[cfg(test)]
 mod tests {
+    use super::apache_env;
+    use crate::infra::ready::AdvertisedBroker;
+
+    /// The image's settings as the `server.properties` keys it writes them to.
+    fn properties(env: &[(&str, String)]) -> std::collections::BTreeMap<String, String> {
+        env.iter()
+            .filter_map(|(k, v)| {
+                let key = k
+                    .strip_prefix("KAFKA_")?
+                    .to_ascii_lowercase()
+                    .replace('_', ".");
+                Some((key, v.clone()))
+            })
+            .collect()
+    }
+
+    /// name -> host:port of a `listeners`-style list.
+    fn listeners(list: &str) -> std::collections::BTreeMap<String, String> {
+        list.split(',')
+            .map(|l| {
+                let (name, addr) = l.split_once("://").expect("NAME://host:port");
+                (name.to_owned(), addr.to_owned())
+            })
+            .collect()
+    }
+
+    /// The broker's own traffic once went through its advertised address, the fault proxy: a
+    /// Kafka fault then cut the broker off from itself (transaction markers among it).
+    #[test]
+    fn the_apache_broker_talks_to_itself_past_the_proxy() {
+        let props = properties(&apache_env(9092, 9093, 9094, "127.0.0.1:7000"));
+        let bound = listeners(&props["listeners"]);
+        let advertised = listeners(&props["advertised.listeners"]);
+        let protocols: Vec<&str> = props["listener.security.protocol.map"]
+            .split(',')
+            .map(|p| p.split(':').next().unwrap())
+            .collect();
+        // Every listener has a protocol; the controller is bound but never advertised.
+        for name in bound.keys() {
+            assert!(protocols.contains(&name.as_str()), "{name} has no protocol");
+        }
+        assert!(!advertised.contains_key("CONTROLLER"));
+        assert_eq!(
+            advertised["PLAINTEXT"], "127.0.0.1:7000",
+            "clients use the proxy"
+        );
+        let inter = &props["inter.broker.listener.name"];
+        assert_eq!(
+            advertised[inter], bound[inter],
+            "the broker's own listener is itself"
+        );
+        assert_ne!(advertised[inter], advertised["PLAINTEXT"]);
+        // The controller named in the quorum is the one bound.
+        let voters = &props["controller.quorum.voters"];
+        assert_eq!(voters, &format!("1@{}", bound["CONTROLLER"]));
+        assert_eq!(props["controller.listener.names"], "CONTROLLER");
+        assert_eq!(props["process.roles"], "broker,controller");
+    }
+
+    /// A proxy on [::1] never matched the `::1:p` the broker's metadata was printed as.
+    #[test]
+    fn an_ipv6_advertised_address_compares_as_a_socket_address_prints() {
+        let broker = AdvertisedBroker {
+            node_id: 1,
+            host: "::1".to_owned(),
+            port: 9092,
+        };
+        let proxy: std::net::SocketAddr = "[::1]:9092".parse().unwrap();
+        assert_eq!(broker.address(), proxy.to_string());
+        let v4 = AdvertisedBroker {
+            node_id: 1,
+            host: "127.0.0.1".to_owned(),
+            port: 9092,
+        };
+        assert_eq!(v4.address(), "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn a_lost_port_race_is_told_from_other_early_exits() {
+        use crate::infra::local::says_port_taken;
+        assert!(says_port_taken(
+            "ERROR Socket server failed to bind to 127.0.0.1:9092: Address already in use."
+        ));
+        assert!(says_port_taken(
+            "Warning: Could not create server TCP listening socket 127.0.0.1:6379: bind: Address already in use"
+        ));
+        assert!(!says_port_taken(
+            "ERROR Exiting Kafka due to fatal exception"
+        ));
+    }
+
     use super::*;
 
     #[test]

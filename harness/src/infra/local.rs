@@ -19,7 +19,7 @@ use crate::process::{ChildProcess, ProcessSpec, is_executable, which};
 pub const TANSU_VERSION: &str = "0.6.0";
 
 /// How many times a start is retried when another program took the chosen port first.
-const PORT_ATTEMPTS: usize = 3;
+pub(super) const PORT_ATTEMPTS: usize = 3;
 
 /// The tansu binary the set-up script installs: `<cache>/tansu-<version>/bin/tansu`.
 pub fn cached_tansu() -> PathBuf {
@@ -357,9 +357,16 @@ impl LocalNode {
 fn lost_port_race(log: &Path, from: u64) -> bool {
     std::fs::read(log)
         .map(|bytes| {
-            let new = &bytes[(from as usize).min(bytes.len())..];
-            let text = String::from_utf8_lossy(new).to_ascii_lowercase();
-            text.contains("address already in use") || text.contains("addrinuse")
+            says_port_taken(&String::from_utf8_lossy(
+                &bytes[(from as usize).min(bytes.len())..],
+            ))
         })
         .unwrap_or(false)
+}
+
+/// Whether a dependency's output says the port it was given was taken by the time it bound:
+/// the race between picking a free port and binding it, lost to another program.
+pub(super) fn says_port_taken(output: &str) -> bool {
+    let text = output.to_ascii_lowercase();
+    text.contains("address already in use") || text.contains("addrinuse")
 }

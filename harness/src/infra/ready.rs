@@ -42,8 +42,13 @@ pub struct AdvertisedBroker {
 }
 
 impl AdvertisedBroker {
+    /// `host:port`, an IPv6 host in brackets (`[::1]:9092`), as a socket address prints, so
+    /// it compares equal to the proxy's address.
     pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        match self.host.contains(':') && !self.host.starts_with('[') {
+            true => format!("[{}]:{}", self.host, self.port),
+            false => format!("{}:{}", self.host, self.port),
+        }
     }
 }
 
