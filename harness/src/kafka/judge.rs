@@ -241,11 +241,15 @@ pub fn no_redelivery_under_faults(
 }
 
 /// Every output the target handed to its producer reached the output topic: `sent` is what
-/// the target reported (its probe's `outputs_sent`), `processed` what the topic holds.
+/// the target reported (its probe's `outputs_sent`), `processed` what the topic holds. Distinct
+/// inputs with an output are counted, so duplicates cannot make up for lost outputs; only
+/// where `resends` (the schedule faulted Kafka before the stop, and a consumer resuming at its
+/// last commit sends some outputs again) does each record count as a send.
 pub fn producer_flushed(
     sent: Option<u64>,
     processed: &[ProcessedRecord],
     stop: StopKind,
+    resends: bool,
 ) -> Outcome {
     if stop == StopKind::Kill {
         return Outcome::inconclusive(
@@ -255,13 +259,31 @@ pub fn producer_flushed(
     let Some(sent) = sent else {
         return Outcome::inconclusive(
             "the target did not report how many outputs it sent (the probe's `outputs_sent`; \
-             see the Kafka contract in the README)",
+             see the Kafka contract in docs/kafka.md)",
         );
     };
-    let found = processed.len() as u64;
+    if sent == 0 {
+        return Outcome::inconclusive(
+            "the target reported no output handed to its producer: there was no flush to check",
+        );
+    }
+    let distinct: BTreeSet<(i32, i64)> =
+        processed.iter().map(|r| (r.partition, r.offset)).collect();
+    let duplicates = processed.len() - distinct.len();
+    let (found, dup_note) = match (duplicates, resends) {
+        (0, _) => (distinct.len() as u64, String::new()),
+        (n, true) => (
+            processed.len() as u64,
+            format!(", and {n} duplicate(s) counted as resends under the schedule's Kafka faults"),
+        ),
+        (n, false) => (
+            distinct.len() as u64,
+            format!(", and {n} duplicate(s) that count for nothing"),
+        ),
+    };
     if found >= sent {
         return Outcome::pass(format!(
-            "all {sent} output(s) the target sent are in the output topic ({found} found)"
+            "all {sent} output(s) the target sent are in the output topic ({found} distinct input(s) with an output{dup_note})"
         ));
     }
     Outcome::violation(
@@ -270,7 +292,7 @@ pub fn producer_flushed(
             sent - found
         ),
         vec![format!(
-            "the target reported {sent} output(s) handed to its producer; the output topic holds {found}"
+            "the target reported {sent} output(s) handed to its producer; the output topic holds outputs for {found} distinct input(s){dup_note}"
         )],
     )
 }
@@ -450,22 +472,47 @@ mod tests {
         ));
     }
 
+    /// Counts once compared: outputs written twice for some inputs hid outputs lost for
+    /// others, and a target reporting 0 sent passed.
+    #[test]
+    fn duplicates_cannot_hide_lost_outputs_and_nothing_sent_is_not_a_pass() {
+        let mut outputs = processed(0, 0..7);
+        outputs.extend(processed(0, [0, 1, 2]));
+        let Outcome::Violation { summary, evidence } =
+            producer_flushed(Some(10), &outputs, StopKind::Clean, false)
+        else {
+            panic!("three outputs lost behind three duplicates")
+        };
+        assert!(summary.starts_with("3 of 10 output(s)"), "{summary}");
+        assert!(evidence[0].contains("3 duplicate(s)"), "{evidence:?}");
+        assert!(matches!(
+            producer_flushed(Some(0), &[], StopKind::Clean, false),
+            Outcome::Inconclusive { .. }
+        ));
+        // Under Kafka faults a consumer resumes at its last commit and sends again: each
+        // record is a send.
+        assert!(matches!(
+            producer_flushed(Some(10), &outputs, StopKind::Clean, true),
+            Outcome::Pass { .. }
+        ));
+    }
+
     #[test]
     fn unflushed_outputs_are_counted() {
         let outputs = processed(0, 0..7);
         let Outcome::Violation { summary, .. } =
-            producer_flushed(Some(10), &outputs, StopKind::Clean)
+            producer_flushed(Some(10), &outputs, StopKind::Clean, false)
         else {
             panic!("three outputs short")
         };
         assert!(summary.starts_with("3 of 10 output(s)"), "{summary}");
         assert!(matches!(
-            producer_flushed(Some(7), &outputs, StopKind::Clean),
+            producer_flushed(Some(7), &outputs, StopKind::Clean, false),
             Outcome::Pass { .. }
         ));
         for (sent, stop) in [(None, StopKind::Clean), (Some(10), StopKind::Kill)] {
             assert!(matches!(
-                producer_flushed(sent, &outputs, stop),
+                producer_flushed(sent, &outputs, stop, false),
                 Outcome::Inconclusive { .. }
             ));
         }

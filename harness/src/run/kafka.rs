@@ -403,22 +403,53 @@ pub struct KafkaRun {
     pub first: AfterStop,
     /// What the target said it sent before the first stop ended.
     pub outputs_sent: Option<u64>,
-    /// After the restart, if there was one; else why not.
-    pub restart: Result<AfterStop, String>,
-    /// Faults the schedule played on Kafka while the target ran (see
+    /// What the restart consumed, or why there is none.
+    pub restart: Restart,
+    /// Faults the schedule played on Kafka while the target ran, before the stop (see
     /// [`no_redelivery_under_faults`]).
     pub kafka_faults: usize,
+    /// Whether the harness waited for the target to process (a mid-stream or all-processed
+    /// stop) rather than stopping it on a timer: then nothing processed by the stop means the
+    /// target consumed nothing while inputs waited.
+    pub waited_for_processing: bool,
+}
+
+/// What became of the restart that shows what a restart consumes.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "restart")]
+pub enum Restart {
+    /// It ran, became ready, consumed, and was stopped cleanly; this is what Kafka held then.
+    Consumed(AfterStop),
+    /// Not run: turned off, or nothing was acknowledged, or the run was interrupted.
+    NotRun { why: String },
+    /// It was started but never became ready (it exited, or timed out): the target cannot
+    /// restart, which is a failure of the checks that need one.
+    Failed { how: String, evidence: Vec<String> },
+}
+
+impl Restart {
+    fn consumed(&self) -> Option<&AfterStop> {
+        match self {
+            Restart::Consumed(after) => Some(after),
+            _ => None,
+        }
+    }
 }
 
 /// The end of the timeline line that says a `stop_when_processed` workload was processed
 /// whole (`all N acknowledged input(s) processed: stopping`).
 const ALL_PROCESSED: &str = "acknowledged input(s) processed: stopping";
 
-/// Decides the Kafka checks.
-pub fn judge(run: &KafkaRun, records: usize) -> BTreeMap<CheckName, Outcome> {
+/// Decides the Kafka checks. A check passes only on evidence that what it judges happened:
+/// the target processed inputs in the run (and, for loss and redelivery, a restart consumed
+/// what was left); the read-back was complete.
+pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Outcome> {
     let mut outcomes = BTreeMap::new();
     if run.acked.is_empty() {
-        let reason = format!("the broker acknowledged none of the {records} input record(s)");
+        let reason = format!(
+            "the broker acknowledged none of the {} input record(s)",
+            workload.records
+        );
         for check in CheckName::KAFKA {
             outcomes.insert(check, Outcome::inconclusive(reason.clone()));
         }
@@ -430,49 +461,172 @@ pub fn judge(run: &KafkaRun, records: usize) -> BTreeMap<CheckName, Outcome> {
         committed: run.first.committed.clone(),
         floor: run.baseline.committed.clone(),
     };
+    let idle = first.processed.is_empty();
+    // Nothing processed while inputs waited: the absence is the bug when the harness waited
+    // for processing; with a timed stop it may have come too early to say.
+    let consumed_nothing = || {
+        let summary = format!(
+            "the target processed none of the {} acknowledged input(s) while it ran",
+            run.acked.len()
+        );
+        let evidence = vec![format!(
+            "no output record for any input in `{}`, and no commit moved in group `{}`: \
+             does it consume `{}` in that group, and write its outputs?",
+            workload.output_topic, workload.group, workload.input_topic
+        )];
+        match run.waited_for_processing {
+            true => Outcome::violation(summary, evidence),
+            false => Outcome::inconclusive(format!(
+                "{summary}, but the stop came on a timer ([kafka] stop_when_processed = false): \
+                 too early to tell"
+            )),
+        }
+    };
     outcomes.insert(
         CheckName::OffsetsCommitted,
-        offsets_committed(&first, run.stop),
+        match idle {
+            true => consumed_nothing(),
+            false => offsets_committed(&first, run.stop),
+        },
     );
     outcomes.insert(
         CheckName::ProducerFlushed,
-        producer_flushed(run.outputs_sent, &first.processed, run.stop),
+        producer_flushed(
+            run.outputs_sent,
+            &first.processed,
+            run.stop,
+            run.kafka_faults > 0,
+        ),
     );
-    let (last, limits) = match &run.restart {
-        Ok(after) => (
-            KafkaEvidence {
+    let (loss, redelivery) = match &run.restart {
+        Restart::Failed { how, evidence } => {
+            let mut lines = vec![format!(
+                "the restart, started to consume what the stop left, {how}"
+            )];
+            lines.extend(evidence.iter().cloned());
+            (
+                Outcome::violation(
+                    format!(
+                        "the target could not be restarted ({how}): what it left was never consumed"
+                    ),
+                    lines.clone(),
+                ),
+                Outcome::violation(
+                    format!(
+                        "the target could not be restarted ({how}): what a restart redelivers was never seen"
+                    ),
+                    lines,
+                ),
+            )
+        }
+        Restart::Consumed(after) => {
+            let last = KafkaEvidence {
                 acked: run.acked.clone(),
                 processed: after.processed.clone(),
                 committed: after.committed.clone(),
                 floor: run.baseline.committed.clone(),
-            },
-            None,
-        ),
-        Err(why) => (first, Some(format!("what a restart consumes ({why})"))),
+            };
+            let redelivery = match (last.processed.is_empty(), run.kafka_faults) {
+                (true, _) => Outcome::inconclusive(
+                    "nothing was processed, by the run or the restart: nothing could be redelivered",
+                ),
+                (false, 0) => no_redelivery(&last, run.stop),
+                (false, _) => no_redelivery_under_faults(&last, &run.first.processed, run.stop),
+            };
+            (loss_after_restart(&last, workload), redelivery)
+        }
+        Restart::NotRun { why } => {
+            let note = format!(
+                "inputs after the group's commits were left to a later consumer: no restart was \
+                 run to see them consumed ({why})"
+            );
+            let loss = match idle {
+                true => consumed_nothing(),
+                false => with_note(no_message_loss(&first), Some(&note)),
+            };
+            let redelivery = match no_redelivery(&first, run.stop) {
+                violation @ Outcome::Violation { .. } => violation,
+                _ => Outcome::inconclusive(format!(
+                    "what a restart redelivers after the stop was not seen: no restart was run ({why})"
+                )),
+            };
+            (loss, redelivery)
+        }
     };
-    let redelivery = match run.kafka_faults {
-        0 => no_redelivery(&last, run.stop),
-        _ => no_redelivery_under_faults(&last, &run.first.processed, run.stop),
-    };
-    for (check, outcome) in [
-        (CheckName::NoMessageLoss, no_message_loss(&last)),
-        (CheckName::NoRedelivery, redelivery),
-    ] {
-        outcomes.insert(check, with_note(outcome, limits.as_deref()));
-    }
-    // A broker that served less than it reported is said on every check it touched.
+    outcomes.insert(CheckName::NoMessageLoss, loss);
+    outcomes.insert(CheckName::NoRedelivery, redelivery);
+    // A broker that served less than it reported: no PASS stands on a partial read-back.
     let stalled = [run.first.stalled.as_deref()]
         .into_iter()
-        .chain([run.restart.as_ref().ok().and_then(|r| r.stalled.as_deref())])
+        .chain([run.restart.consumed().and_then(|r| r.stalled.as_deref())])
         .flatten()
         .collect::<Vec<_>>()
         .join("; ");
     if !stalled.is_empty() {
         for outcome in outcomes.values_mut() {
-            *outcome = with_note(outcome.clone(), Some(&stalled));
+            *outcome = match std::mem::replace(outcome, Outcome::inconclusive("")) {
+                Outcome::Pass { detail, .. } => Outcome::inconclusive(format!(
+                    "the read-back of the output topic was incomplete ({stalled}); on what it \
+                     read: {detail}"
+                )),
+                other => with_note(other, Some(&stalled)),
+            };
         }
     }
     outcomes
+}
+
+/// `no_message_loss` once a restart has consumed what the stop left: every acknowledged input
+/// was processed, by the run or the restart. One committed but never processed is lost; one
+/// neither processed nor committed is one the restart did not consume.
+fn loss_after_restart(last: &KafkaEvidence, workload: &KafkaWorkload) -> Outcome {
+    let verdict = no_message_loss(last);
+    if verdict.is_violation() {
+        return verdict;
+    }
+    let processed: std::collections::BTreeSet<(i32, i64)> = last
+        .processed
+        .iter()
+        .map(|r| (r.partition, r.offset))
+        .collect();
+    let waiting: Vec<&AckedRecord> = last
+        .acked
+        .iter()
+        .filter(|a| !processed.contains(&(a.partition, a.offset)))
+        .collect();
+    if waiting.is_empty() {
+        return Outcome::pass(format!(
+            "all {} acknowledged input(s) processed, by the run or the restart",
+            last.acked.len()
+        ));
+    }
+    let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for a in &waiting {
+        by_partition.entry(a.partition).or_default().push(a.offset);
+    }
+    let mut evidence: Vec<String> = by_partition
+        .iter()
+        .take(10)
+        .map(|(p, offsets)| {
+            let (lo, hi) = (offsets[0], offsets[offsets.len() - 1]);
+            format!(
+                "partition {p}: {} input(s) between offsets {lo} and {hi}",
+                offsets.len()
+            )
+        })
+        .collect();
+    evidence.push(format!(
+        "the restart was stopped once its output went quiet, or after [kafka] restart_timeout_ms \
+         = {} ms, with these still unconsumed",
+        workload.restart_timeout_ms
+    ));
+    Outcome::violation(
+        format!(
+            "{} acknowledged input(s) never processed: neither the run nor the restart consumed them",
+            waiting.len()
+        ),
+        evidence,
+    )
 }
 
 /// Adds `note` to a pass's limits or a violation's evidence.
@@ -496,5 +650,175 @@ fn with_note(outcome: Outcome, note: Option<&str>) -> Outcome {
             Outcome::Violation { summary, evidence }
         }
         inconclusive => inconclusive,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acked(n: i64) -> Vec<AckedRecord> {
+        (0..n)
+            .map(|o| AckedRecord {
+                partition: 0,
+                offset: o,
+                key: format!("k{o}"),
+            })
+            .collect()
+    }
+
+    fn processed(offsets: impl IntoIterator<Item = i64>) -> Vec<ProcessedRecord> {
+        offsets
+            .into_iter()
+            .map(|o| ProcessedRecord {
+                partition: 0,
+                offset: o,
+                key: format!("k{o}"),
+                output: (0, o),
+            })
+            .collect()
+    }
+
+    fn after(done: impl IntoIterator<Item = i64>, committed: Option<i64>) -> AfterStop {
+        AfterStop {
+            processed: processed(done),
+            stalled: None,
+            committed: BTreeMap::from([(0, committed)]),
+        }
+    }
+
+    fn run(first: AfterStop, restart: Restart) -> KafkaRun {
+        KafkaRun {
+            baseline: Baseline::default(),
+            acked: acked(10),
+            stop: StopKind::Clean,
+            first,
+            outputs_sent: Some(5),
+            restart,
+            kafka_faults: 0,
+            waited_for_processing: true,
+        }
+    }
+
+    fn marks(judged: &BTreeMap<CheckName, Outcome>) -> String {
+        judged
+            .iter()
+            .map(|(c, o)| format!("{c}={}", o.mark()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// A process that never touched Kafka passed every Kafka check: "all 500 acknowledged
+    /// input(s) processed or still to be consumed", "0 input(s) processed once each".
+    #[test]
+    fn a_target_that_consumed_nothing_fails_and_judges_no_redelivery_on_nothing() {
+        let mut idle = run(after([], None), Restart::Consumed(after([], None)));
+        idle.outputs_sent = Some(0);
+        let judged = judge(&idle, &KafkaWorkload::default());
+        assert_eq!(
+            marks(&judged),
+            "offsets_committed=F no_message_loss=F no_redelivery=? producer_flushed=?"
+        );
+        let Outcome::Violation { summary, .. } = &judged[&CheckName::OffsetsCommitted] else {
+            unreachable!()
+        };
+        assert_eq!(
+            summary,
+            "the target processed none of the 10 acknowledged input(s) while it ran"
+        );
+        // Without a restart either.
+        let alone = run(
+            after([], None),
+            Restart::NotRun {
+                why: "turned off".into(),
+            },
+        );
+        let judged = judge(&alone, &KafkaWorkload::default());
+        assert!(judged[&CheckName::NoMessageLoss].is_violation());
+        assert!(matches!(
+            judged[&CheckName::NoRedelivery],
+            Outcome::Inconclusive { .. }
+        ));
+    }
+
+    /// A restart that died before it was ready failed nothing: the crash was a note under a
+    /// PASS.
+    #[test]
+    fn a_restart_that_never_became_ready_fails_loss_and_redelivery() {
+        let crashed = run(
+            after(0..5, Some(5)),
+            Restart::Failed {
+                how: "exited before it was ready (exit code 1, after 812 ms)".into(),
+                evidence: vec!["  ValueError: ...".into()],
+            },
+        );
+        let judged = judge(&crashed, &KafkaWorkload::default());
+        assert_eq!(
+            marks(&judged),
+            "offsets_committed=P no_message_loss=F no_redelivery=F producer_flushed=P"
+        );
+        let Outcome::Violation { evidence, .. } = &judged[&CheckName::NoMessageLoss] else {
+            unreachable!()
+        };
+        assert!(evidence[0].contains("exit code 1"), "{evidence:?}");
+        assert_eq!(evidence[1], "  ValueError: ...");
+    }
+
+    #[test]
+    fn inputs_the_restart_never_consumed_are_not_still_to_be_consumed() {
+        // The run processed 0..5 and committed 5; the restart consumed nothing more.
+        let stalled = run(
+            after(0..5, Some(5)),
+            Restart::Consumed(after(0..5, Some(5))),
+        );
+        let Outcome::Violation { summary, .. } =
+            &judge(&stalled, &KafkaWorkload::default())[&CheckName::NoMessageLoss]
+        else {
+            panic!("five inputs left unconsumed")
+        };
+        assert!(
+            summary.starts_with("5 acknowledged input(s) never processed"),
+            "{summary}"
+        );
+        let done = run(
+            after(0..5, Some(5)),
+            Restart::Consumed(after(0..10, Some(10))),
+        );
+        assert_eq!(
+            marks(&judge(&done, &KafkaWorkload::default())),
+            "offsets_committed=P no_message_loss=P no_redelivery=P producer_flushed=P"
+        );
+    }
+
+    /// "an incomplete read-back of the output topic is a note under a PASS".
+    #[test]
+    fn no_pass_stands_on_an_incomplete_read_back() {
+        let mut first = after(0..5, Some(5));
+        first.stalled = Some("partition 0 read to 5 of 10".into());
+        let judged = judge(
+            &run(first, Restart::Consumed(after(0..10, Some(10)))),
+            &KafkaWorkload::default(),
+        );
+        for check in [CheckName::OffsetsCommitted, CheckName::NoMessageLoss] {
+            let Outcome::Inconclusive { reason } = &judged[&check] else {
+                panic!("{check}: {:?}", judged[&check])
+            };
+            assert!(reason.contains("read to 5 of 10"), "{reason}");
+        }
+    }
+
+    /// One Kafka fault line anywhere in the timeline (even after the stop) forgave every
+    /// duplicate made before the stop.
+    #[test]
+    fn only_kafka_faults_before_the_stop_count() {
+        let timeline = vec![
+            (100, "fault: redis down".to_owned()),
+            (200, "fault: kafka down".to_owned()),
+            (900, "fault: kafka latency 500 ms".to_owned()),
+            (950, "restart: fault: kafka down".to_owned()),
+        ];
+        assert_eq!(crate::run::kafka_faults_played(&timeline, Some(500)), 1);
+        assert_eq!(crate::run::kafka_faults_played(&timeline, Some(100)), 0);
+        assert_eq!(crate::run::kafka_faults_played(&timeline, None), 0);
     }
 }

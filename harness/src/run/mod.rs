@@ -670,12 +670,14 @@ struct KafkaPhase<'a> {
     settings: &'a [(String, String)],
 }
 
-/// How many of the schedule's faults on Kafka were played while the target ran, from the
-/// timeline's `fault: … kafka …` lines (see `FaultStep::describe`).
-fn kafka_faults_played(timeline: &[(u64, String)]) -> usize {
+/// How many of the schedule's faults on Kafka were played while the target ran and before
+/// it was told to stop (`stop_ms` on its clock), from the timeline's `fault: … kafka …` lines
+/// (see `FaultStep::describe`). A fault after the stop forgives no duplicate made before it.
+fn kafka_faults_played(timeline: &[(u64, String)], stop_ms: Option<u64>) -> usize {
     let kafka = crate::infra::DependencyKind::Kafka.as_str();
     timeline
         .iter()
+        .filter(|(at, _)| stop_ms.is_some_and(|stop| *at <= stop))
         .filter(|(_, event)| {
             event.strip_prefix("fault: ").is_some_and(|what| {
                 what.split(|c: char| !c.is_alphanumeric())
@@ -721,7 +723,12 @@ async fn kafka_phase(
         Some(Ok(report)) => report.outputs_sent,
         _ => None,
     };
-    let mut restart = Err("turned off: [kafka] restart = false".to_owned());
+    let mut restart = kafka::Restart::NotRun {
+        why: match acked.is_empty() {
+            true => "nothing was acknowledged".to_owned(),
+            false => "turned off: [kafka] restart = false".to_owned(),
+        },
+    };
     if workload.restart && !acked.is_empty() {
         let again = StopPlan {
             signal: StopSignal::Term,
@@ -754,16 +761,27 @@ async fn kafka_phase(
                 .map(|(at, what)| (offset + at, format!("restart: {what}"))),
         );
         observed.interrupted |= second.interrupted;
-        restart = match second.ready {
-            ReadyState::Ready { .. } if !second.interrupted => tokio::select! {
-                after = kafka::read_after_stop(bootstrap, workload, baseline) => Ok(after.map_err(RunError::Kafka)?),
+        let not_run = |why: &str| kafka::Restart::NotRun {
+            why: why.to_owned(),
+        };
+        restart = match (&second.ready, &second.exited_early) {
+            (_, _) if second.interrupted => not_run("the restart was interrupted"),
+            (ReadyState::Ready { .. }, None) => tokio::select! {
+                after = kafka::read_after_stop(bootstrap, workload, baseline) => kafka::Restart::Consumed(after.map_err(RunError::Kafka)?),
                 _ = signals.recv() => {
                     observed.interrupted = true;
-                    Err("interrupted while reading Kafka back after the restart".to_owned())
+                    not_run("interrupted while reading Kafka back after the restart")
                 }
             },
-            ReadyState::Ready { .. } => Err("the restart was interrupted".to_owned()),
-            _ => Err(format!("the restart {}", second.ready.describe())),
+            (ReadyState::Ready { .. }, Some(exit)) => kafka::Restart::Failed {
+                how: format!("ended by itself after it was ready ({})", exit.describe()),
+                evidence: restart_logs(&second),
+            },
+            (ReadyState::Interrupted, _) => not_run("the restart was interrupted"),
+            (not_ready, _) => kafka::Restart::Failed {
+                how: not_ready.describe(),
+                evidence: restart_logs(&second),
+            },
         };
     }
     let evidence = kafka::KafkaRun {
@@ -773,9 +791,13 @@ async fn kafka_phase(
         first,
         outputs_sent,
         restart,
-        kafka_faults: kafka_faults_played(&observed.timeline),
+        kafka_faults: kafka_faults_played(
+            &observed.timeline,
+            observed.stop_sent_at.map(|d| d.as_millis() as u64),
+        ),
+        waited_for_processing: workload.stop_rule() != crate::scenario::StopRule::Timer,
     };
-    let judged = kafka::judge(&evidence, workload.records);
+    let judged = kafka::judge(&evidence, workload);
     // The records behind the verdict, for a person to check; a failure to write them is noted,
     // not fatal.
     let dump = out_dir.join("kafka.json");
@@ -789,8 +811,28 @@ async fn kafka_phase(
             .timeline
             .push((0, format!("cannot serialize the Kafka evidence: {e}"))),
     }
-    let last = evidence.restart.as_ref().unwrap_or(&evidence.first);
+    let last = match &evidence.restart {
+        kafka::Restart::Consumed(after) => after,
+        _ => &evidence.first,
+    };
     Ok((Ok(judged), Some(baseline.after(last))))
+}
+
+/// The last lines of what a restart printed, for the evidence of its failure.
+fn restart_logs(second: &TargetRun) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (name, path) in [("stdout", &second.stdout), ("stderr", &second.stderr)] {
+        let Some(path) = path else { continue };
+        let tail = crate::process::log_tail(path, 8);
+        if !tail.trim().is_empty() {
+            lines.push(format!(
+                "last lines of the restart's {name} ({}):",
+                path.display()
+            ));
+            lines.extend(tail.lines().map(|l| format!("  {l}")));
+        }
+    }
+    lines
 }
 
 /// One run of the target, process or graph.
