@@ -85,8 +85,10 @@ fn cases() -> Vec<Case> {
             &[(StartsWithin, Pass), (StopsWithin, Pass), (ExitCode, Pass), (NoLeakedTasks, Pass), (NoLeakedThreads, Unsure), (NoOrphanProcesses, Pass)]),
         case("slow-stop", sh("trap 'sleep 2; exit 0' TERM;", LOOP),
             &[(StartsWithin, Pass), (StopsWithin, Fail), (ExitCode, Pass), (NoLeakedTasks, Pass), (NoLeakedThreads, Unsure), (NoOrphanProcesses, Pass)]),
+        // Killed by the harness with its `sleep` child alive: whether it would have stopped
+        // it is unknown (its group was once killed before anyone looked, and this passed).
         case("ignores-term", sh("trap '' TERM;", LOOP),
-            &[(StartsWithin, Pass), (StopsWithin, Fail), (ExitCode, Fail), (NoLeakedTasks, Unsure), (NoLeakedThreads, Unsure), (NoOrphanProcesses, Pass)]),
+            &[(StartsWithin, Pass), (StopsWithin, Fail), (ExitCode, Fail), (NoLeakedTasks, Unsure), (NoLeakedThreads, Unsure), (NoOrphanProcesses, Unsure)]),
         case("bad-exit-code", sh("trap 'exit 3' TERM;", LOOP),
             &[(StartsWithin, Pass), (StopsWithin, Pass), (ExitCode, Fail), (NoLeakedTasks, Pass), (NoLeakedThreads, Unsure), (NoOrphanProcesses, Pass)]),
         case("no-term-handler", sh("", LOOP),
@@ -107,10 +109,13 @@ fn cases() -> Vec<Case> {
         // The Python asyncio service with quiesce's probe: tasks and threads counted exactly.
         Case { env: py_clean, ..case("asyncio-clean", py.clone(),
             &[(StartsWithin, Pass), (StopsWithin, Pass), (ExitCode, Pass), (NoLeakedTasks, Pass), (NoLeakedThreads, Pass), (NoOrphanProcesses, Pass)]) },
+        // Its probe waits 1.4 s for the leaked task to end, inside its shutdown: the stop took
+        // that long, over the 1 s deadline (the wait was once subtracted, and this passed).
         Case { env: py_leak, ..case("asyncio-untracked-task", py.clone(),
-            &[(StartsWithin, Pass), (StopsWithin, Pass), (ExitCode, Pass), (NoLeakedTasks, Fail), (NoLeakedThreads, Pass), (NoOrphanProcesses, Pass)]) },
+            &[(StartsWithin, Pass), (StopsWithin, Fail), (ExitCode, Pass), (NoLeakedTasks, Fail), (NoLeakedThreads, Pass), (NoOrphanProcesses, Pass)]) },
+        // The same for the thread its probe waits on.
         Case { env: py_thread, ..case("asyncio-sampler-thread", py.clone(),
-            &[(StartsWithin, Pass), (StopsWithin, Pass), (ExitCode, Pass), (NoLeakedTasks, Pass), (NoLeakedThreads, Fail), (NoOrphanProcesses, Pass)]) },
+            &[(StartsWithin, Pass), (StopsWithin, Fail), (ExitCode, Pass), (NoLeakedTasks, Pass), (NoLeakedThreads, Fail), (NoOrphanProcesses, Pass)]) },
         // The same leak without the probe: seen only through what asyncio prints.
         Case { env: py_leak_no_probe, ..case("asyncio-untracked-task-no-probe", py,
             &[(StartsWithin, Pass), (StopsWithin, Pass), (ExitCode, Pass), (NoLeakedTasks, Fail), (NoLeakedThreads, Unsure), (NoOrphanProcesses, Pass)]) },
@@ -232,9 +237,12 @@ async fn evidence_names_what_went_wrong() {
         "the stack is evidence: {}",
         text(&probed)
     );
+    // The probe's 1.4 s wait for a task that never ends was once subtracted from the stop:
+    // it is the target's own task not finishing, so the whole stop counts.
     assert!(
-        text(&probed).contains("less"),
-        "the probe's wait is discounted: {}",
+        text(&probed).contains("waiting for its tasks to finish")
+            && !text(&probed).contains("less"),
+        "the probe's wait is counted, not discounted: {}",
         text(&probed)
     );
 

@@ -115,6 +115,17 @@ fn log_tail_evidence(run: &TargetRun) -> Vec<String> {
 
 fn starts_within(scenario: &Scenario, run: &TargetRun) -> Outcome {
     let deadline = scenario.checks.starts_within.params.deadline_ms;
+    // Without a ready probe, "ready" is only "started": no evidence of readiness at all.
+    if let (crate::scenario::Target::Process(target), ReadyState::Ready { .. }) =
+        (&scenario.target, &run.ready)
+        && matches!(target.ready, crate::scenario::ReadyProbe::Started(_))
+    {
+        return Outcome::inconclusive(
+            "the target has no ready probe, so it counted as ready once started: nothing \
+             showed it ready (give [target] ready = { http = ... } or { log = ... } or \
+             { tcp = ... }, or turn starts_within off)",
+        );
+    }
     match &run.ready {
         ReadyState::Ready { after } => Outcome::pass(format!(
             "ready in {} ms (deadline {deadline} ms)",
@@ -173,34 +184,28 @@ fn stops_within(scenario: &Scenario, run: &TargetRun) -> Outcome {
     let Some(measured) = run.stopped_after else {
         return Outcome::inconclusive("the stop was not timed");
     };
-    // The probe's settle wait happened inside the shutdown but is not the target's doing.
+    // The whole stop counts: a probe's settle wait is the target's own tasks still finishing,
+    // and a probe's word for how long it waited is not evidence the harness can check.
     let settle = match &run.probe {
-        Some(Ok(report)) => Duration::from_millis(report.settle_ms).min(measured),
-        _ => Duration::ZERO,
+        Some(Ok(report)) if report.settle_ms > 0 => format!(
+            " (of which its probe reports {} ms waiting for its tasks to finish)",
+            report.settle_ms
+        ),
+        _ => String::new(),
     };
-    let took = measured - settle;
-    let note = if settle.is_zero() {
-        String::new()
-    } else {
-        format!(
-            " ({} ms measured, less {} ms the probe waited)",
-            ms(measured),
-            ms(settle)
-        )
-    };
-    if ms(took) <= u128::from(deadline) {
+    if ms(measured) <= u128::from(deadline) {
         Outcome::pass(format!(
-            "stopped {} ms after {}{note} (deadline {deadline} ms)",
-            ms(took),
+            "stopped {} ms after {}{settle} (deadline {deadline} ms)",
+            ms(measured),
             run.trigger
         ))
     } else {
         Outcome::violation(
             format!(
-                "stopped {} ms after {}{note}, {} ms over the {deadline} ms deadline",
-                ms(took),
+                "stopped {} ms after {}{settle}, {} ms over the {deadline} ms deadline",
+                ms(measured),
                 run.trigger,
-                ms(took) - u128::from(deadline)
+                ms(measured) - u128::from(deadline)
             ),
             Vec::new(),
         )
@@ -411,17 +416,37 @@ fn no_orphan_processes(run: &TargetRun) -> Outcome {
             "child processes of an in-process graph are not tracked (they share the harness's environment)",
         );
     };
+    let list = |procs: &[crate::target::OrphanProcess]| -> Vec<String> {
+        procs
+            .iter()
+            .map(|o| format!("pid {} (parent {}): {}", o.pid, o.ppid, o.command))
+            .collect()
+    };
+    if let Some(alive) = &run.alive_at_kill {
+        // The target never got to stop its children: whether it would have is unknown.
+        return match alive.is_empty() {
+            true => Outcome::pass(
+                "nothing else of the run was alive when the harness had to kill the stuck target",
+            ),
+            false => Outcome::inconclusive(format!(
+                "the harness had to kill the stuck target while {} other process(es) of its run \
+                 were alive, so whether it would have stopped them is unknown: {}",
+                alive.len(),
+                list(alive).join("; ")
+            )),
+        };
+    }
     if orphans.is_empty() {
-        return Outcome::pass("nothing the target started outlived it");
+        return Outcome::pass(
+            "nothing the target started outlived it: no process with its QUIESCE_RUN_ID, none \
+             left in its process group",
+        );
     }
     Outcome::violation(
         format!(
             "{} process(es) outlived the target (killed by the harness)",
             orphans.len()
         ),
-        orphans
-            .iter()
-            .map(|o| format!("pid {} (parent {}): {}", o.pid, o.ppid, o.command))
-            .collect(),
+        list(orphans),
     )
 }

@@ -450,6 +450,7 @@ pub async fn run_graph(
         killed_by_harness: false,
         exit: None,
         orphans: None,
+        alive_at_kill: None,
         probe: None,
         stdout: None,
         stderr: None,

@@ -83,6 +83,10 @@ pub struct TargetRun {
     pub exit: Option<TargetExit>,
     /// Processes that outlived the target; `None` where they are not tracked.
     pub orphans: Option<Vec<OrphanProcess>>,
+    /// When the harness had to kill a stuck target: what else of the run was alive just
+    /// before it killed the target's process group (looked at first, so that a hung target's
+    /// children are seen, not silently killed with it).
+    pub alive_at_kill: Option<Vec<OrphanProcess>>,
     /// What was alive when shutdown completed: the probe file of a process, or the harness's
     /// own count for an in-process graph. An unreadable probe file is an error text.
     pub probe: Option<Result<ProbeReport, String>>,

@@ -70,15 +70,12 @@ fn marked(run_id: &str) -> Vec<OrphanProcess> {
     found
 }
 
-/// Kills (and reaps, where they are ours) the processes still in process group `pgid` once its
-/// leader is gone. A process whose pid *is* `pgid` is not a member but a newcomer that got the
-/// recycled pid, and is left alone.
-pub async fn kill_group_members(pgid: u32) {
+/// The processes in process group `pgid` other than its leader.
+fn group_members(pgid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
+        return Vec::new();
     };
-    let members: Vec<u32> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| *pid != pgid)
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
@@ -87,8 +84,37 @@ pub async fn kill_group_members(pgid: u32) {
                 rest.split_whitespace().nth(2) == Some(pgid.to_string().as_str())
             })
         })
-        .collect();
+        .collect()
+}
+
+/// Kills (and reaps, where they are ours) the processes still in process group `pgid` once its
+/// leader is gone, and returns them: each outlived the target, whether or not it kept the
+/// run's mark (a child that cleared its environment did not). A process whose pid *is* `pgid`
+/// is not a member but a newcomer that got the recycled pid, and is left alone.
+pub async fn kill_group_members(pgid: u32) -> Vec<OrphanProcess> {
+    let members = group_members(pgid);
+    let described: Vec<OrphanProcess> = members.iter().filter_map(|pid| describe(*pid)).collect();
     kill_and_reap(&members).await;
+    described
+}
+
+/// Every process of the run but the target itself, alive now: those carrying the run's mark
+/// and those in the target's process group. What a stuck target still had running when the
+/// harness had to kill it.
+pub fn descendants(run_id: &str, pgid: u32) -> Vec<OrphanProcess> {
+    let mut found: Vec<OrphanProcess> = marked(run_id)
+        .into_iter()
+        .filter(|o| o.pid != pgid)
+        .collect();
+    for pid in group_members(pgid) {
+        if !found.iter().any(|o| o.pid == pid)
+            && let Some(o) = describe(pid)
+        {
+            found.push(o);
+        }
+    }
+    found.sort_by_key(|o| o.pid);
+    found
 }
 
 async fn kill_and_reap(pids: &[u32]) {

@@ -126,6 +126,7 @@ async fn drive_process(
         killed_by_harness: false,
         exit: None,
         orphans: Some(Vec::new()),
+        alive_at_kill: None,
         probe: None,
         stdout: Some(stdout.clone()),
         stderr: Some(stderr.clone()),
@@ -247,6 +248,9 @@ async fn drive_process(
                     note(Instant::now(), hang.headline());
                     run.hangs.push(hang);
                 }
+                // Seen before the group goes: a stuck target's children die with it.
+                run.alive_at_kill =
+                    Some(crate::target::orphans::descendants(ctx.run_id, child.pid()));
                 note(Instant::now(), "SIGKILL to the process group".to_owned());
                 child.kill().await?
             }
@@ -263,9 +267,14 @@ async fn drive_process(
         run.exit = child.try_exited()?.map(TargetExit::Process);
     }
     // 4. Anything still alive that it started (found, then killed).
-    let orphans = find_orphans(ctx.run_id).await;
-    // Anything left in its group without the run's mark (it cleared its environment).
-    crate::target::orphans::kill_group_members(child.pid()).await;
+    let mut orphans = find_orphans(ctx.run_id).await;
+    // Anything left in its group without the run's mark (it cleared its environment): an
+    // orphan all the same.
+    for member in crate::target::orphans::kill_group_members(child.pid()).await {
+        if !orphans.iter().any(|o| o.pid == member.pid) {
+            orphans.push(member);
+        }
+    }
     for orphan in &orphans {
         note(
             Instant::now(),
