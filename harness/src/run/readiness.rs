@@ -20,6 +20,9 @@ const POLL: Duration = Duration::from_millis(50);
 const BASELINE: Duration = Duration::from_millis(500);
 /// How many items evidence lists before it summarises.
 const LISTED: usize = 10;
+/// How many polls inside an outage, and after it, make it judged: fewer, and what /ready
+/// said there is not evidence enough either way.
+const MIN_POLLS: usize = 3;
 
 /// One poll of both endpoints: their HTTP status, or `None` when they did not answer.
 #[derive(Clone, Copy, Debug)]
@@ -218,6 +221,8 @@ pub fn judge(config: &Readiness, log: &ReadinessLog) -> Outcome {
     let running = |s: &&Sample| log.stop_at.is_none_or(|stop| s.at < stop);
     let mut violations = Vec::new();
     let mut findings = Vec::new();
+    // What was not seen well enough to judge.
+    let mut unseen = Vec::new();
 
     // /health: 200 whenever asked before the stop.
     let unhealthy: Vec<&Sample> = log
@@ -258,6 +263,13 @@ pub fn judge(config: &Readiness, log: &ReadinessLog) -> Outcome {
             .iter()
             .filter(|s| s.at >= outage.down_at && s.at < up_at)
             .collect();
+        if during.len() < MIN_POLLS {
+            unseen.push(format!(
+                "{dep} was down {} ms, polled {} time(s) inside it (at least {MIN_POLLS} judge it)",
+                up_at.duration_since(outage.down_at).as_millis(),
+                during.len()
+            ));
+        }
         if outage.required {
             match during.iter().find(|s| s.ready != Some(200)) {
                 Some(s) if s.at.duration_since(outage.down_at) <= within => {
@@ -266,6 +278,23 @@ pub fn judge(config: &Readiness, log: &ReadinessLog) -> Outcome {
                         status(s.ready),
                         s.at.duration_since(outage.down_at).as_millis()
                     ));
+                    // Not ready must last as long as the dependency is gone: one 503, then
+                    // 200 again while it is still down, is a lie.
+                    let flapped: Vec<&&Sample> = during
+                        .iter()
+                        .filter(|later| later.at > s.at && later.ready == Some(200))
+                        .collect();
+                    if let Some(back) = flapped.first() {
+                        violations.push(format!(
+                            "{dep} (required) still down: /ready answered 200 again at +{} ms, {} ms \
+                             after it went {} ({} of the {} later polls inside the outage said 200)",
+                            ms(back.at),
+                            back.at.duration_since(s.at).as_millis(),
+                            status(s.ready),
+                            flapped.len(),
+                            during.iter().filter(|later| later.at > s.at).count()
+                        ));
+                    }
                 }
                 Some(s) => violations.push(format!(
                     "{dep} (required) down at +{} ms: /ready still 200 until {} ms later (limit {} ms)",
@@ -297,7 +326,11 @@ pub fn judge(config: &Readiness, log: &ReadinessLog) -> Outcome {
                     "back to 200 {} ms after {dep} returned",
                     s.at.duration_since(up_at).as_millis()
                 )),
-                None if after.is_empty() => {}
+                None if after.len() < MIN_POLLS => unseen.push(format!(
+                    "/ready polled {} time(s) after {dep} came back, before the next outage or \
+                     the stop: whether it became ready again was not seen",
+                    after.len()
+                )),
                 None => violations.push(format!(
                     "/ready did not answer 200 again after {dep} came back ({} polls over {} ms)",
                     after.len(),
@@ -353,11 +386,12 @@ pub fn judge(config: &Readiness, log: &ReadinessLog) -> Outcome {
             },
             log.samples.len()
         );
+        // Every listed outage must have played, and been polled: "0 of 2 played" is no pass.
         if log.outages.len() < wanted {
-            return Outcome::Pass {
-                detail,
-                limits: Some(format!(
-                    "only {} of {wanted} outages were played ({}){}",
+            unseen.insert(
+                0,
+                format!(
+                    "only {} of the {wanted} listed outage(s) played ({}){}",
                     log.outages.len(),
                     if played.is_empty() {
                         "none".to_owned()
@@ -368,8 +402,14 @@ pub fn judge(config: &Readiness, log: &ReadinessLog) -> Outcome {
                         .first()
                         .map(|n| format!(": {n}"))
                         .unwrap_or_default()
-                )),
-            };
+                ),
+            );
+        }
+        if !unseen.is_empty() {
+            return Outcome::inconclusive(format!(
+                "{}; what was seen: {detail}",
+                unseen.join("; ")
+            ));
         }
         return Outcome::pass(detail);
     }
@@ -422,6 +462,47 @@ mod tests {
             notes: Vec::new(),
         };
         (config, log)
+    }
+
+    /// One 503 in an outage counted as truthful though /ready said 200 for the rest of it.
+    #[test]
+    fn a_ready_that_flaps_back_to_200_inside_an_outage_fails() {
+        let (config, log) = log(|ms| match ms {
+            1_200..1_300 => Some(503),
+            9_000.. => None,
+            _ => Some(200),
+        });
+        let Outcome::Violation { evidence, .. } = judge(&config, &log) else {
+            panic!("a flap is a lie")
+        };
+        assert!(
+            evidence.iter().any(|e| e
+                .contains("kafka (required) still down: /ready answered 200 again at +1300 ms")),
+            "{evidence:?}"
+        );
+    }
+
+    /// When the stop won the race with the outages, "0 of 2 played" was a PASS.
+    #[test]
+    fn outages_that_did_not_play_leave_it_undecided() {
+        let (config, mut log) = log(|ms| match ms {
+            1_200..3_100 => Some(503),
+            9_000.. => None,
+            _ => Some(200),
+        });
+        log.outages.truncate(1);
+        log.notes.push("the stop came first".into());
+        let Outcome::Inconclusive { reason } = judge(&config, &log) else {
+            panic!("{:?}", judge(&config, &log))
+        };
+        assert!(
+            reason.starts_with(
+                "only 1 of the 2 listed outage(s) played (kafka): the stop came first"
+            ),
+            "{reason}"
+        );
+        log.outages.clear();
+        assert!(matches!(judge(&config, &log), Outcome::Inconclusive { .. }));
     }
 
     #[test]

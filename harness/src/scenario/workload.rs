@@ -348,6 +348,15 @@ impl Readiness {
         if let Some(both) = self.required.iter().find(|d| self.optional.contains(d)) {
             return Err(format!("[readiness] {both} is both required and optional"));
         }
+        // No outage to play: readiness_truthful would judge /ready through nothing at all.
+        if self.required.is_empty() && self.optional.is_empty() {
+            return Err(
+                "[readiness] required and optional are both empty: readiness_truthful needs at \
+                 least one dependency to take down (hint: required = [\"kafka\"], or turn \
+                 readiness_truthful off)"
+                    .to_owned(),
+            );
+        }
         Ok(())
     }
 }
@@ -381,6 +390,17 @@ mod tests {
             kafka("stop_after_processed = 40").stop_rule(),
             StopRule::Midstream(40)
         );
+    }
+
+    /// Empty lists were accepted, and readiness_truthful then passed on no outage at all.
+    #[test]
+    fn a_readiness_table_with_nothing_to_take_down_is_bad_input() {
+        let empty: Readiness =
+            toml::from_str("required = []\noptional = []").expect("a [readiness] table");
+        let err = empty.validate().unwrap_err();
+        assert!(err.contains("both empty"), "{err}");
+        let one: Readiness = toml::from_str("required = []\noptional = [\"redis\"]").unwrap();
+        assert!(one.validate().is_ok());
     }
 
     #[test]
