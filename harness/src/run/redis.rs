@@ -29,9 +29,14 @@ const LISTED: usize = 10;
 /// Who held the leader key, from when (only changes are kept).
 pub type Owners = Vec<(Instant, Option<String>)>;
 
+/// For each change of [`Owners`] (same index), the last time-to-live read of the key before
+/// it (when, and PTTL in ms: -1 for no expiry): how the harness tells a key deleted or handed
+/// over from one that expired.
+pub type Ttls = Vec<Option<(Instant, i64)>>;
+
 /// Watches the leader key until stopped.
 pub struct Watcher {
-    task: tokio::task::JoinHandle<Owners>,
+    task: tokio::task::JoinHandle<(Owners, Ttls)>,
     owner: watch::Receiver<Option<String>>,
     stop: CancellationToken,
 }
@@ -46,20 +51,31 @@ impl Watcher {
             let stop = stop.clone();
             async move {
                 let mut owners: Owners = Vec::new();
+                let mut ttls: Ttls = Vec::new();
+                let mut last_ttl = None;
                 let mut connection = None;
                 while !stop.is_cancelled() {
                     if connection.is_none() {
                         connection = client.get_multiplexed_async_connection().await.ok();
                     }
                     if let Some(c) = connection.as_mut() {
-                        let read: redis::RedisResult<Option<String>> =
-                            redis::cmd("GET").arg(&key).query_async(c).await;
+                        // The value and its time to live in one round trip.
+                        let read: redis::RedisResult<(Option<String>, i64)> = redis::pipe()
+                            .cmd("GET")
+                            .arg(&key)
+                            .cmd("PTTL")
+                            .arg(&key)
+                            .query_async(c)
+                            .await;
                         match read {
-                            Ok(value) => {
+                            Ok((value, ttl)) => {
+                                let now = Instant::now();
                                 if owners.last().is_none_or(|(_, last)| *last != value) {
-                                    owners.push((Instant::now(), value.clone()));
-                                    owner_tx.send_replace(value);
+                                    owners.push((now, value.clone()));
+                                    ttls.push(last_ttl);
+                                    owner_tx.send_replace(value.clone());
                                 }
+                                last_ttl = value.is_some().then_some((now, ttl));
                             }
                             Err(_) => connection = None,
                         }
@@ -69,7 +85,7 @@ impl Watcher {
                         () = stop.cancelled() => {}
                     }
                 }
-                owners
+                (owners, ttls)
             }
         });
         Ok(Watcher { task, owner, stop })
@@ -80,7 +96,7 @@ impl Watcher {
         self.owner.clone()
     }
 
-    pub async fn finish(self) -> Owners {
+    pub async fn finish(self) -> (Owners, Ttls) {
         self.stop.cancel();
         self.task.await.unwrap_or_default()
     }
@@ -328,9 +344,11 @@ impl<'a> Leader<'a> {
             let at = observed.timeline.last().map_or(0, |(at, _)| *at);
             observed.timeline.push((at, note.clone()));
         }
+        let (owners, ttls) = watcher.finish().await;
         let evidence = RedisRun {
             config,
-            owners: watcher.finish().await,
+            owners,
+            ttls,
             stop_at,
             stop,
             standby,
@@ -426,6 +444,7 @@ pub async fn read_jobs(url: &str, key: &str) -> Result<Vec<JobRun>, String> {
 pub struct RedisRun<'a> {
     pub config: &'a RedisLeadership,
     pub owners: Owners,
+    pub ttls: Ttls,
     pub stop_at: Option<Instant>,
     pub stop: StopKind,
     pub standby: StandbyRun,
@@ -486,11 +505,14 @@ fn lock_released(run: &RedisRun<'_>) -> Outcome {
             at_stop.map_or("nobody".to_owned(), |o| format!("`{o}`"))
         ));
     }
-    let released = run
+    let released_at = run
         .owners
         .iter()
-        .find(|(t, o)| *t > stop_at && o.as_deref() != Some(PRIMARY))
-        .map(|(t, o)| (t.duration_since(stop_at), o.clone()));
+        .position(|(t, o)| *t > stop_at && o.as_deref() != Some(PRIMARY));
+    let released = released_at.map(|i| {
+        let (t, o) = &run.owners[i];
+        (t.duration_since(stop_at), o.clone())
+    });
     let failover = run
         .owners
         .iter()
@@ -516,6 +538,44 @@ fn lock_released(run: &RedisRun<'_>) -> Outcome {
         return Outcome::inconclusive(format!(
             "the target was killed, so only the key's expiry can release it: it {went}; {failover_text}"
         ));
+    }
+    // Expired, not released: the key went when its last time to live said it would.
+    if let Some(i) = released_at
+        && let Some((read_at, ttl)) = run.ttls.get(i).copied().flatten()
+        && ttl >= 0
+    {
+        let went = run.owners[i].0;
+        let expires = read_at + Duration::from_millis(ttl as u64);
+        let slack = POLL * 3;
+        if went + slack >= expires {
+            return Outcome::violation(
+                format!("leader key `{key}` expired instead of being released"),
+                vec![
+                    format!(
+                        "{} ms before it went, its time to live was {ttl} ms: it went {} ms after \
+                         the stop, when that ran out, not when the target deleted it",
+                        ms(went.saturating_duration_since(read_at)),
+                        ms(went.duration_since(stop_at))
+                    ),
+                    failover_text,
+                ],
+            );
+        }
+    }
+    // Taken back: the target's value returned after it let go.
+    if let Some(i) = released_at
+        && let Some((back, _)) = run.owners[i..]
+            .iter()
+            .find(|(_, o)| o.as_deref() == Some(PRIMARY))
+    {
+        return Outcome::violation(
+            format!("`{PRIMARY}` took leader key `{key}` back after the stop"),
+            vec![format!(
+                "it let go {} ms after the stop and held the key again {} ms after the stop",
+                ms(run.owners[i].0.duration_since(stop_at)),
+                ms(back.duration_since(stop_at))
+            )],
+        );
     }
     match released {
         Some((after, by)) if after <= deadline => {
@@ -759,6 +819,7 @@ mod tests {
         let at = |ms| t0 + Duration::from_millis(ms);
         let run = |owners: Owners| RedisRun {
             config: &config,
+            ttls: vec![None; owners.len()],
             owners,
             stop_at: Some(at(1_000)),
             stop: StopKind::Clean,
@@ -797,5 +858,40 @@ mod tests {
             lock_released(&never),
             Outcome::Inconclusive { .. }
         ));
+
+        // A key left to expire within release_within_ms passed as released: its last time to
+        // live, read 10 ms before it went, said 10 ms.
+        let mut lapsed = run(vec![
+            (at(0), Some(PRIMARY.into())),
+            (at(1_300), None),
+            (at(1_310), Some(STANDBY.into())),
+        ]);
+        lapsed.ttls[1] = Some((at(1_290), 10));
+        let Outcome::Violation { summary, evidence } = lock_released(&lapsed) else {
+            panic!("expired, not released")
+        };
+        assert!(
+            summary.contains("expired instead of being released"),
+            "{summary}"
+        );
+        assert!(
+            evidence[0].contains("its time to live was 10 ms"),
+            "{evidence:?}"
+        );
+        // Deleted with 25 s of its lease left: released.
+        let mut deleted = lapsed;
+        deleted.ttls[1] = Some((at(1_290), 25_000));
+        assert!(matches!(lock_released(&deleted), Outcome::Pass { .. }));
+
+        // A primary that takes the key back after letting go passed.
+        let retaken = run(vec![
+            (at(0), Some(PRIMARY.into())),
+            (at(1_050), None),
+            (at(1_400), Some(PRIMARY.into())),
+        ]);
+        let Outcome::Violation { summary, .. } = lock_released(&retaken) else {
+            panic!("taken back")
+        };
+        assert!(summary.contains("took leader key"), "{summary}");
     }
 }
