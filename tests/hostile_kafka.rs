@@ -1,5 +1,80 @@
-//! Hostile targets (kafka): programs built to fool a judge, run for real, each with the verdict it
-//! must get (scenarios/hostile/HOSTILE.md lists them all). None of them may PASS.
+//! Hostile targets (Kafka): programs built to fool the Kafka judges, run for real, each with
+//! the verdict it must get (scenarios/hostile/HOSTILE.md lists them all). None may PASS.
 
-#[allow(unused_imports)]
+use quiesce::exit_codes;
+
 use crate::util::*;
+
+/// The event pipeline's binary, beside the quiesce binary the tests run.
+fn event_pipeline() -> String {
+    let quiesce = std::path::Path::new(env!("CARGO_BIN_EXE_quiesce"));
+    let bin = quiesce.with_file_name("event-pipeline");
+    assert!(
+        bin.is_file(),
+        "{} is not built (hint: cargo build -p event-pipeline; scripts/test builds the workspace)",
+        bin.display()
+    );
+    bin.display().to_string()
+}
+
+fn judge(file: &str) -> Judged {
+    let bin = event_pipeline();
+    judge_hostile(
+        file,
+        &["--backend", "local"],
+        &[("EVENT_PIPELINE_BIN", bin.as_str())],
+    )
+}
+
+#[test]
+fn an_idle_process_under_kafka_fails_the_kafka_checks() {
+    let judged = judge("kafka-idle.toml");
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    assert_eq!(
+        judged.outcome("offsets_committed"),
+        "violation",
+        "{}",
+        judged.output
+    );
+    assert_eq!(
+        judged.outcome("no_message_loss"),
+        "violation",
+        "{}",
+        judged.output
+    );
+    assert_ne!(judged.outcome("no_redelivery"), "pass", "{}", judged.output);
+}
+
+#[test]
+fn a_consumer_in_another_group_fails_offsets_committed() {
+    let judged = judge("kafka-wrong-group.toml");
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    assert_eq!(
+        judged.outcome("offsets_committed"),
+        "violation",
+        "{}",
+        judged.output
+    );
+    assert_ne!(judged.outcome("group_left"), "pass", "{}", judged.output);
+}
+
+#[test]
+fn a_restart_that_crashes_fails_loss_and_redelivery() {
+    let judged = judge("kafka-restart-crash.toml");
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    for check in ["no_message_loss", "no_redelivery"] {
+        assert_eq!(
+            judged.outcome(check),
+            "violation",
+            "{check}: {}",
+            judged.output
+        );
+    }
+    assert!(
+        judged
+            .output
+            .contains("cannot decode the SyncGroup assignment"),
+        "the restart's own words are evidence: {}",
+        judged.output
+    );
+}

@@ -1,5 +1,66 @@
-//! Hostile targets (lifecycle): programs built to fool a judge, run for real, each with the verdict it
-//! must get (scenarios/hostile/HOSTILE.md lists them all). None of them may PASS.
+//! Hostile targets (lifecycle): programs built to fool the start, stop and orphan judges, run
+//! for real, each with the verdict it must get (scenarios/hostile/HOSTILE.md). None may PASS.
 
-#[allow(unused_imports)]
+use quiesce::exit_codes;
+
 use crate::util::*;
+
+fn judge(file: &str) -> Judged {
+    judge_hostile(file, &["--backend", "local"], &[])
+}
+
+#[test]
+fn a_child_left_in_the_process_group_without_the_run_mark_is_an_orphan() {
+    let judged = judge("lifecycle-group-child.toml");
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    assert_eq!(
+        judged.outcome("no_orphan_processes"),
+        "violation",
+        "{}",
+        judged.output
+    );
+    assert!(judged.output.contains("sleep 300"), "{}", judged.output);
+}
+
+#[test]
+fn a_hung_targets_children_are_seen_before_its_group_is_killed() {
+    let judged = judge("lifecycle-hung-with-child.toml");
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    assert_eq!(
+        judged.outcome("stops_within"),
+        "violation",
+        "{}",
+        judged.output
+    );
+    assert_eq!(
+        judged.outcome("no_orphan_processes"),
+        "inconclusive",
+        "{}",
+        judged.output
+    );
+    assert!(judged.output.contains("sleep 300"), "{}", judged.output);
+}
+
+#[test]
+fn a_probe_that_claims_a_settle_it_did_not_spend_hides_no_slow_stop() {
+    let judged = judge("lifecycle-fake-settle.toml");
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    assert_eq!(
+        judged.outcome("stops_within"),
+        "violation",
+        "{}",
+        judged.output
+    );
+}
+
+#[test]
+fn a_target_without_a_ready_probe_is_never_called_ready() {
+    let judged = judge("lifecycle-no-ready.toml");
+    assert_eq!(judged.code, exit_codes::INCONCLUSIVE, "{}", judged.output);
+    assert_eq!(
+        judged.outcome("starts_within"),
+        "inconclusive",
+        "{}",
+        judged.output
+    );
+}

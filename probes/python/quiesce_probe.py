@@ -70,7 +70,7 @@ async def report(retries=20, max_pause=0.1, outputs_sent=None):
     record = {
         "schema": SCHEMA,
         "runtime": "python-asyncio",
-        # The harness discounts this wait from the stop time: it is the probe's, not yours.
+        # Part of the stop: the harness counts the whole stop and reports this wait beside it.
         "settle_ms": round((time.monotonic() - started) * 1000),
         "tasks": {"alive": len(tasks), "items": tasks},
         "threads": {"alive": len(threads), "items": threads},
