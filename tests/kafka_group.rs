@@ -63,7 +63,12 @@ async fn a_clean_close_is_seen_leaving_and_the_broker_is_asked_too() {
     // rdkafka closes the consumer on drop: LeaveGroup.
     drop(consumer);
     let (_, left) = seen(&tap, "tapped");
-    assert_eq!(left, [member.clone()], "{:?}", tap.events("tapped"));
+    assert_eq!(
+        left,
+        std::slice::from_ref(&member),
+        "{:?}",
+        tap.events("tapped")
+    );
     assert!(seen(&tap, "other").0.is_empty());
 
     // What the local broker answers once the member left (not judged: the tap is the evidence).

@@ -199,6 +199,9 @@ fn own_names(scenario: &mut Scenario, taken: &mut BTreeSet<String>) {
     }
 }
 
+/// Scenarios that share one `[infra]`: it, and each scenario with its place in the suite.
+type InfraGroup = (crate::infra::InfraConfig, Vec<(usize, PathBuf, Scenario)>);
+
 /// Runs `scenarios` (file, scenario), grouping those with the same `[infra]` on one start of
 /// the infrastructure; each scenario's output goes to `out_dir/<n>-<name>`.
 pub async fn run_suite(
@@ -211,7 +214,7 @@ pub async fn run_suite(
     let begun = Instant::now();
     let total = scenarios.len();
     // Groups keep the suite's order by their first scenario.
-    let mut groups: Vec<(crate::infra::InfraConfig, Vec<(usize, PathBuf, Scenario)>)> = Vec::new();
+    let mut groups: Vec<InfraGroup> = Vec::new();
     for (i, (file, scenario)) in scenarios.into_iter().enumerate() {
         match groups
             .iter_mut()

@@ -1040,7 +1040,7 @@ mod tests {
             .string(Some("m-1"))
             .framed();
         // A 2 MiB frame (a produce, say) before it, then the leave a byte at a time.
-        let mut big = ((2 << 20) as i32).to_be_bytes().to_vec();
+        let mut big = (2i32 << 20).to_be_bytes().to_vec();
         big.extend(vec![0u8; 2 << 20]);
         for piece in big.chunks(32 * 1024) {
             tap.client_bytes(1, piece);
