@@ -108,6 +108,19 @@ pub struct SuiteEntry {
     pub elapsed_ms: u64,
 }
 
+impl SuiteEntry {
+    /// A scenario the harness or the infrastructure failed: no verdict on its target.
+    fn failed(file: &std::path::Path, e: &crate::run::RunError, took: Duration) -> SuiteEntry {
+        SuiteEntry {
+            file: file.display().to_string(),
+            verdict: None,
+            error: Some(e.to_string()),
+            error_code: Some(e.exit_code()),
+            elapsed_ms: took.as_millis() as u64,
+        }
+    }
+}
+
 /// A whole suite's outcome.
 #[derive(Debug, Serialize)]
 pub struct SuiteReport {
@@ -225,6 +238,19 @@ pub async fn run_suite(
         }
     }
     let mut entries: BTreeMap<usize, SuiteEntry> = BTreeMap::new();
+    // Keeps a finished scenario's entry and tells the watcher.
+    let record = |entries: &mut BTreeMap<usize, SuiteEntry>,
+                  i: usize,
+                  entry: SuiteEntry,
+                  progress: &mut dyn FnMut(SuiteProgress<'_>)| {
+        progress(SuiteProgress {
+            done: entries.len() + 1,
+            total,
+            entry: &entry,
+            elapsed: begun.elapsed(),
+        });
+        entries.insert(i, entry);
+    };
     let mut starts = 0;
     let mut interrupted = false;
     for (_, members) in groups {
@@ -239,20 +265,8 @@ pub async fn run_suite(
             Err(e) => {
                 interrupted |= e.exit_code() == exit_codes::INTERRUPTED;
                 for (i, file, _) in members {
-                    let entry = SuiteEntry {
-                        file: file.display().to_string(),
-                        verdict: None,
-                        error: Some(e.to_string()),
-                        error_code: Some(e.exit_code()),
-                        elapsed_ms: 0,
-                    };
-                    progress(SuiteProgress {
-                        done: entries.len() + 1,
-                        total,
-                        entry: &entry,
-                        elapsed: begun.elapsed(),
-                    });
-                    entries.insert(i, entry);
+                    let entry = SuiteEntry::failed(&file, &e, Duration::ZERO);
+                    record(&mut entries, i, entry, &mut progress);
                 }
                 continue;
             }
@@ -281,22 +295,10 @@ pub async fn run_suite(
                 }
                 Err(e) => {
                     interrupted |= e.exit_code() == exit_codes::INTERRUPTED;
-                    SuiteEntry {
-                        file: file.display().to_string(),
-                        verdict: None,
-                        error: Some(e.to_string()),
-                        error_code: Some(e.exit_code()),
-                        elapsed_ms: started.elapsed().as_millis() as u64,
-                    }
+                    SuiteEntry::failed(&file, &e, started.elapsed())
                 }
             };
-            progress(SuiteProgress {
-                done: entries.len() + 1,
-                total,
-                entry: &entry,
-                elapsed: begun.elapsed(),
-            });
-            entries.insert(i, entry);
+            record(&mut entries, i, entry, &mut progress);
         }
         if let Err(e) = session.close(signals).await {
             tracing::warn!(error = %e, "closing a suite's infrastructure");
