@@ -82,8 +82,9 @@ fn a_killed_soak_leaves_a_timeline_soak_report_reads() {
     });
     let timeline_arg = timeline.to_str().unwrap();
     let (code, stdout, stderr) = quiesce(dir.path(), &["soak", "report", timeline_arg], &[]);
-    // A few seconds of samples: not enough to judge, and said so.
-    assert_eq!(code, exit_codes::OK, "{stdout}{stderr}");
+    // A few seconds of samples: not enough to judge, and said so, with its own exit code (it
+    // once exited 0: no evidence that memory is flat).
+    assert_eq!(code, exit_codes::INCONCLUSIVE, "{stdout}{stderr}");
     assert!(
         stdout.contains("inconclusive") || stdout.contains("samples after"),
         "{stdout}"

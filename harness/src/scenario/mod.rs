@@ -620,7 +620,12 @@ mod tests {
         let checks: Vec<_> = s.enabled_checks().map(|c| c.as_str()).collect();
         assert_eq!(
             checks[6..],
-            ["offsets_committed", "no_message_loss", "producer_flushed"]
+            [
+                "offsets_committed",
+                "no_message_loss",
+                "producer_flushed",
+                "group_left"
+            ]
         );
         let err =
             parse("[target]\ncommand = [\"x\"]\n[checks]\noffsets_committed = true\n").unwrap_err();
