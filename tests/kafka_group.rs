@@ -1,8 +1,6 @@
 //! What consumers say to their group coordinator, read off the wire by the Kafka proxy's
 //! [`GroupTap`], with real clients on a real broker: a clean close sends LeaveGroup, a SIGKILL
-//! sends nothing. Also pins what the local broker (tansu 0.6.0) answers to DescribeGroups after
-//! a clean leave: the member is still listed, which is why the tap, not the broker, is the
-//! local backend's evidence.
+//! sends nothing, and a group's first generation is 1 on the local broker, as in Kafka.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,8 +161,8 @@ asyncio.run(main())
             })
             .collect();
     assert!(
-        !generations.is_empty() && generations.iter().all(|g| *g == 0),
-        "tansu 0.6.0's first generation is 0: {generations:?}"
+        !generations.is_empty() && generations.iter().all(|g| *g == 1),
+        "a group's first generation is 1, as in Kafka: {generations:?}"
     );
     let listed = group_members(&bootstrap, group);
     runtime.block_on(infra.close()).unwrap();
@@ -178,18 +176,13 @@ fn a_killed_consumer_is_seen_joining_and_never_leaving() {
     assert!(left.is_empty(), "SIGKILL sends nothing: {left:?}");
 }
 
-/// tansu 0.6.0 puts a group's first members in generation 0 (Kafka starts at 1), and aiokafka
-/// sends LeaveGroup only from generation 1: on the local backend an aiokafka consumer closed
-/// cleanly never leaves, and its member stays listed. `group_left` must not blame the target
-/// for that; this pins both halves, so a broker fixed to start at 1 shows here.
+/// A group's first generation is 1, as in Kafka (unpatched tansu 0.6.0 started at 0, and
+/// aiokafka sends LeaveGroup only from generation 1: its clean close never left). An aiokafka
+/// consumer closed cleanly leaves its group, seen on the wire.
 #[test]
-fn aiokafka_sends_no_leave_group_in_tansus_generation_0() {
-    let (member, left, listed) = python_consumer("closed", End::Close);
-    assert!(left.is_empty(), "aiokafka left in generation 0: {left:?}");
-    assert!(
-        listed.contains(&member),
-        "the member that never left is listed: {listed:?}"
-    );
+fn aiokafka_leaves_its_group_on_a_clean_close() {
+    let (member, left, _) = python_consumer("closed", End::Close);
+    assert_eq!(left, vec![member], "the member that closed left");
 }
 
 /// The members DescribeGroups lists for `group`.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use quiesce::kafka::{
-    KafkaEvidence, StopKind, Workload, committed_offsets, create_topic, no_message_loss,
+    Batching, KafkaEvidence, StopKind, Workload, committed_offsets, create_topic, no_message_loss,
     no_redelivery, offsets_committed, produce_sequence, produce_until, read_processed,
 };
 use quiesce::verdict::Outcome;
@@ -267,7 +267,9 @@ async fn tansu_skips_the_rest_of_a_batch_when_a_fetch_starts_inside_it() {
     infra.close().await.unwrap();
 }
 
-/// With one record per batch, every offset is a batch start: a consumer can resume anywhere.
+/// A consumer can resume anywhere, inside a batch too: the broker returns the batch holding
+/// the offset and the client skips the records before it (unpatched tansu 0.6.0 skipped to the
+/// next batch).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workload_can_be_resumed_at_any_offset() {
     let mut infra = start_local().await;
@@ -278,7 +280,10 @@ async fn the_workload_can_be_resumed_at_any_offset() {
         prefix: "k",
         count: 50,
         rate: 0,
-        one_record_per_batch: true,
+        batching: Batching {
+            linger_ms: 50,
+            max_records: 20,
+        },
     };
     let acked = produce_until(&bootstrap, &workload, &CancellationToken::new())
         .await

@@ -18,6 +18,8 @@ mod cli_suite;
 mod cli_soak;
 // `quiesce run` from the command line: reports, exit codes, bad input, Ctrl-C.
 mod cli_run;
+// `quiesce conformance`: the broker behaves like Kafka for every client library.
+mod conformance;
 // The containers backend: local images, fixed addresses across container restarts, sweeps.
 mod infra_containers;
 // The external backend: clusters the harness does not own, reached through the proxies.

@@ -45,6 +45,7 @@
 
 pub mod catalogue;
 pub mod cli;
+pub mod conformance;
 pub mod exit_codes;
 pub mod explore;
 pub mod fault;

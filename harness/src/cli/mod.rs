@@ -4,6 +4,7 @@
 
 mod args;
 mod check;
+mod conformance;
 mod explore;
 mod images;
 mod infra;
@@ -21,6 +22,7 @@ use crate::exit_codes;
 use crate::infra::{ConfigError, InfraError};
 
 use check::{CheckArgs, check_scenarios};
+use conformance::{ConformanceArgs, conformance};
 use explore::{ExploreArgs, explore_scenario};
 use images::{ImagesCommand, images_build};
 use infra::{InfraCommand, infra_up};
@@ -63,6 +65,10 @@ enum Command {
     /// placeholders filled.
     #[command(after_help = exit_codes::HELP)]
     Check(CheckArgs),
+    /// Check that the broker behaves like Kafka for the client libraries services use: a
+    /// table of cases (batched produce, resume, rejoin, mid-batch seek, end offsets) per client.
+    #[command(after_help = exit_codes::HELP)]
+    Conformance(ConformanceArgs),
     /// Real Kafka and Redis behind fault proxies.
     #[command(subcommand)]
     Infra(InfraCommand),
@@ -138,6 +144,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Explore(args) => explore_scenario(args).await,
         Command::Soak(args) => soak_scenario(args).await,
         Command::Check(args) => check_scenarios(args),
+        Command::Conformance(args) => conformance(args).await,
         Command::Infra(InfraCommand::Up(args)) => infra_up(args).await.map_err(CliError::from),
         Command::Images(ImagesCommand::Build) => images_build().await.map_err(CliError::from),
     };

@@ -65,8 +65,8 @@ pub fn redis_args(port: u16, dir: &str) -> Vec<String> {
 /// Finds the tansu binary: configured path, the set-up cache, then PATH.
 pub fn find_tansu(config: &InfraConfig) -> Result<PathBuf, InfraError> {
     let hint = format!(
-        "run ./scripts/setup, or `cargo install tansu@{TANSU_VERSION} --locked --features dynostore`, \
-         or set QUIESCE_TANSU to the binary"
+        "run ./scripts/setup (it builds tansu {TANSU_VERSION} with quiesce's patches, \
+         patches/tansu-{TANSU_VERSION}/), or set QUIESCE_TANSU to the binary"
     );
     find_program(
         DependencyKind::Kafka,

@@ -110,7 +110,7 @@ pub async fn produce_sequence(
         prefix,
         count,
         rate: 0,
-        one_record_per_batch: false,
+        batching: Batching::default(),
     };
     produce_until(bootstrap, &workload, &CancellationToken::new()).await
 }
@@ -124,11 +124,27 @@ pub struct Workload<'a> {
     pub count: usize,
     /// Records per second; 0: as fast as the broker acknowledges.
     pub rate: u32,
-    /// Send every record in a batch of its own. tansu 0.6.0 answers a fetch that starts
-    /// inside a batch with the *next* batch, silently skipping the rest of that one; a consumer
-    /// that resumes from a committed offset (a restart) would skip inputs. Single-record
-    /// batches make every offset a batch start.
-    pub one_record_per_batch: bool,
+    /// How the producer batches, as a service's producer would.
+    pub batching: Batching,
+}
+
+/// A batching producer's settings: librdkafka's `linger.ms` and `batch.num.messages`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batching {
+    /// How long a record waits for others to share its batch.
+    pub linger_ms: u32,
+    /// The most records a batch holds.
+    pub max_records: u32,
+}
+
+impl Default for Batching {
+    /// 50 ms, up to 100 records: batches of many records at any rate above a few a second.
+    fn default() -> Self {
+        Batching {
+            linger_ms: 50,
+            max_records: 100,
+        }
+    }
 }
 
 /// How many sends may wait for their acknowledgement at once.
@@ -154,14 +170,13 @@ pub async fn produce_counted(
     acked_so_far: &AtomicUsize,
 ) -> Result<Vec<AckedRecord>, KafkaError> {
     let mut producer = config(bootstrap);
-    producer.set("enable.idempotence", "false");
-    if workload.one_record_per_batch {
-        producer
-            .set("batch.num.messages", "1")
-            .set("linger.ms", "0");
-    } else {
-        producer.set("linger.ms", "5");
-    }
+    producer
+        .set("enable.idempotence", "false")
+        .set("linger.ms", workload.batching.linger_ms.to_string())
+        .set(
+            "batch.num.messages",
+            workload.batching.max_records.to_string(),
+        );
     let producer: FutureProducer = producer.create().map_err(|e| failed("producer", e))?;
     let started = Instant::now();
     let topic = workload.topic;

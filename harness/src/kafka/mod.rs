@@ -37,9 +37,9 @@ mod judge;
 pub mod wire;
 
 pub use client::{
-    AckedRecord, KafkaError, OutputCount, ProcessedRecord, ReadBack, Workload, committed_offsets,
-    count_processed, create_topic, produce_counted, produce_sequence, produce_until, read_back,
-    read_processed,
+    AckedRecord, Batching, KafkaError, OutputCount, ProcessedRecord, ReadBack, Workload,
+    committed_offsets, count_processed, create_topic, produce_counted, produce_sequence,
+    produce_until, read_back, read_processed,
 };
 pub use judge::{
     KafkaEvidence, StopKind, no_message_loss, no_redelivery, no_redelivery_under_faults,

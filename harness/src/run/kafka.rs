@@ -33,8 +33,7 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Starts it; the returned hooks go to the target's runner. `one_record_per_batch`: see
-    /// [`crate::kafka::Workload`].
+    /// Starts it; the returned hooks go to the target's runner.
     ///
     /// `in_process`: the target shares this process (a graph), so the workload ends when the
     /// target is told to stop, and its Kafka clients are gone before the graph's threads are
@@ -44,7 +43,6 @@ impl Producer {
         workload: &KafkaWorkload,
         run_id: &str,
         baseline: &Baseline,
-        one_record_per_batch: bool,
         in_process: bool,
     ) -> (Producer, Hooks) {
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -57,7 +55,6 @@ impl Producer {
                 workload: workload.clone(),
                 run_id: run_id.to_owned(),
                 since: baseline.outputs.clone(),
-                one_record_per_batch,
             };
             let drive = drive(sending, ready_rx, stop_tx, stop.clone());
             async move {
@@ -104,7 +101,6 @@ struct Sending {
     run_id: String,
     /// Where this run's outputs begin ([`Baseline::outputs`]).
     since: BTreeMap<i32, i64>,
-    one_record_per_batch: bool,
 }
 
 async fn drive(
@@ -118,7 +114,6 @@ async fn drive(
         workload,
         run_id,
         since,
-        one_record_per_batch,
     } = sending;
     tokio::select! {
         ready = ready => if ready.is_err() { return Ok(Vec::new()) },
@@ -129,7 +124,7 @@ async fn drive(
         prefix: &run_id,
         count: workload.records,
         rate: workload.rate,
-        one_record_per_batch,
+        batching: workload.batching(),
     };
     // Counts outputs as they come, for an early stop.
     let (mut seen, counter) = count_outputs(&bootstrap, &workload.output_topic, &since);

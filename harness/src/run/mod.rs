@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::fault::ProxySwitch;
-use crate::infra::{BackendKind, DependencyKind, Endpoints, Infra, InfraError, KafkaFlavor};
+use crate::infra::{BackendKind, DependencyKind, Endpoints, Infra, InfraError};
 use crate::kafka::wire::{GroupTap, StopWindow};
 use crate::kafka::{AckedRecord, KafkaError, StopKind};
 use crate::scenario::{GroupLeftParams, KafkaWorkload, Scenario, StopPlan, StopSignal, Target};
@@ -132,8 +132,6 @@ pub struct Session {
     backend: BackendKind,
     endpoints: Endpoints,
     switches: BTreeMap<DependencyKind, ProxySwitch>,
-    /// See [`crate::kafka::Workload`].
-    one_record_per_batch: bool,
     /// Where the next cycle's Kafka evidence begins.
     kafka: kafka::Baseline,
     /// Told each process target's pid (see [`Session::report_pid_to`]).
@@ -177,17 +175,11 @@ impl Session {
         infra
             .proxy(DependencyKind::Kafka)
             .observe(std::sync::Arc::new(groups.clone()));
-        // Only a known Apache Kafka serves a fetch that starts inside a batch correctly.
-        let one_record_per_batch = match infra.backend() {
-            BackendKind::Containers => scenario.infra.kafka_flavor() != KafkaFlavor::Apache,
-            BackendKind::Local | BackendKind::External | BackendKind::Auto => true,
-        };
         Ok(Session {
             backend: infra.backend(),
             endpoints: infra.endpoints().clone(),
             infra: std::sync::Arc::new(tokio::sync::Mutex::new(infra)),
             switches,
-            one_record_per_batch,
             kafka: kafka::Baseline::default(),
             pid: None,
             groups,
@@ -248,7 +240,6 @@ impl Session {
                 endpoints: self.endpoints.clone(),
                 infra: self.infra.clone(),
                 switches: self.switches.clone(),
-                one_record_per_batch: self.one_record_per_batch,
                 port,
                 kafka: self.kafka.clone(),
                 pid: self.pid.clone(),
@@ -318,8 +309,6 @@ struct Reach {
     infra: faults::SharedInfra,
     /// Each dependency's proxy, to take down and up.
     switches: BTreeMap<DependencyKind, ProxySwitch>,
-    /// See [`crate::kafka::Workload`].
-    one_record_per_batch: bool,
     /// The target's HTTP port (`QUIESCE_HTTP_PORT`), when the scenario polls its endpoints.
     port: Option<u16>,
     /// What earlier cycles left in the Kafka topics and group.
@@ -369,7 +358,6 @@ async fn drive(
         mut endpoints,
         infra,
         switches,
-        one_record_per_batch,
         port: _,
         kafka: baseline,
         pid,
@@ -382,7 +370,6 @@ async fn drive(
         endpoints: &endpoints,
         settings: &settings,
         baseline: &baseline,
-        one_record_per_batch,
     };
     let (watchers, hooks) = Watchers::start(start, infra, switches, pid).await?;
 
@@ -519,7 +506,6 @@ struct WatchStart<'a, 'b> {
     endpoints: &'b Endpoints,
     settings: &'b [(String, String)],
     baseline: &'b kafka::Baseline,
-    one_record_per_batch: bool,
 }
 
 /// What runs beside the target and takes part through its hooks.
@@ -546,7 +532,6 @@ impl<'a> Watchers<'a> {
             endpoints,
             settings,
             baseline,
-            one_record_per_batch,
         } = start;
         let mut hooks = Hooks {
             pid,
@@ -577,7 +562,6 @@ impl<'a> Watchers<'a> {
                 workload,
                 run_id,
                 baseline,
-                one_record_per_batch,
                 matches!(scenario.target, Target::Graph(_)),
             );
             hooks = std::mem::take(&mut hooks).merge(more);

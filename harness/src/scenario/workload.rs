@@ -38,6 +38,15 @@ pub struct KafkaWorkload {
     /// no `stop_when_processed`: half of `records`.
     #[serde(default)]
     pub stop_after_processed: Option<usize>,
+    /// How long the workload's producer lets a record wait for others to share its batch
+    /// (librdkafka's `linger.ms`), as a service's producer does.
+    #[serde(default = "default_linger")]
+    pub linger_ms: u32,
+    /// The most records in one of the workload's batches (`batch.num.messages`). 1 sends each
+    /// record alone, which hides a broker that mishandles a fetch inside a batch (see
+    /// `quiesce conformance`).
+    #[serde(default = "default_batch_records")]
+    pub batch_records: u32,
     /// After the stop, start the target once more, let it consume what is left, and stop it
     /// with SIGTERM: how `no_message_loss` and `no_redelivery` see what a restart consumes.
     #[serde(default = "yes")]
@@ -67,6 +76,14 @@ fn default_records() -> usize {
     1_000
 }
 
+fn default_linger() -> u32 {
+    crate::kafka::Batching::default().linger_ms
+}
+
+fn default_batch_records() -> u32 {
+    crate::kafka::Batching::default().max_records
+}
+
 fn yes() -> bool {
     true
 }
@@ -86,6 +103,8 @@ impl Default for KafkaWorkload {
             rate: 0,
             stop_when_processed: None,
             stop_after_processed: None,
+            linger_ms: default_linger(),
+            batch_records: default_batch_records(),
             restart: true,
             restart_timeout_ms: default_restart_timeout(),
         }
@@ -114,6 +133,14 @@ impl KafkaWorkload {
             (None, Some(true)) => StopRule::AllProcessed,
             (None, Some(false)) => StopRule::Timer,
             (None, None) => StopRule::Midstream((self.records / 2).max(1)),
+        }
+    }
+
+    /// How the workload's producer batches.
+    pub fn batching(&self) -> crate::kafka::Batching {
+        crate::kafka::Batching {
+            linger_ms: self.linger_ms,
+            max_records: self.batch_records,
         }
     }
 
@@ -155,6 +182,19 @@ impl KafkaWorkload {
                     "[kafka] {key} = `{name}` is not a valid Kafka name (letters, digits, `.`, `_`, `-`)"
                 ));
             }
+        }
+        // librdkafka's ranges for linger.ms and batch.num.messages
+        if !(1..=1_000_000).contains(&self.batch_records) {
+            return Err(format!(
+                "[kafka] batch_records = {} (need 1 to 1000000)",
+                self.batch_records
+            ));
+        }
+        if self.linger_ms > 900_000 {
+            return Err(format!(
+                "[kafka] linger_ms = {} (need at most 900000)",
+                self.linger_ms
+            ));
         }
         if let (Some(n), Some(all)) = (self.stop_after_processed, self.stop_when_processed) {
             return Err(format!(

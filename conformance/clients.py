@@ -1,0 +1,405 @@
+"""One conformance case with one Kafka client library, against a running broker.
+
+    python3 clients.py CLIENT CASE --bootstrap HOST:PORT --topic T --group G [--records N]
+
+CLIENT is confluent-kafka, kafka-python or aiokafka. The script does what a service would do
+with that client and prints one JSON object of what it observed; it judges nothing. quiesce
+(`quiesce conformance`) judges the observations against what Kafka guarantees.
+
+Cases (every one starts with a batching producer: linger 50 ms, up to 100 records a batch):
+  resume-record  consume LIMIT records in a group committing each one synchronously, close;
+                 a new consumer in the group reads the rest
+  resume-batch   the same, committing once after each poll's records
+  rejoin         four consumers in turn, each started the moment the last closed, each
+                 consuming a share and committing each record; a last one reads the rest
+  seek           commit, on each partition, an offset in the middle of what was produced,
+                 then a consumer in the group reads from there
+  end            read everything, then ask for the end offsets (ListOffsets) and the high
+                 watermark the last fetch reported
+
+Output: {"produced": [[partition, offset, value], ...], "phases": [[[p, o, v], ...], ...],
+         "limits": [records each phase was to consume], "committed": {partition: offset},
+         "ends": {partition: [fetch_high, list_end]}}
+Every wait is bounded: a phase ends IDLE seconds after its last record, FIRST seconds without
+any, or DEADLINE seconds in all.
+"""
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+LINGER_MS = 50
+BATCH_RECORDS = 100
+IDLE = 6.0
+FIRST = 30.0
+DEADLINE = 90.0
+# the first phase's share of the records (resume cases) and each rejoin consumer's share
+LIMIT_SHARE = 250 / 600
+REJOIN_CONSUMERS = 4
+
+
+def value_of(raw):
+    return raw.decode() if isinstance(raw, (bytes, bytearray)) else str(raw)
+
+
+# --- confluent-kafka (librdkafka) ----------------------------------------------------------------
+
+
+class Confluent:
+    def __init__(self, bootstrap):
+        import confluent_kafka
+
+        self.ck = confluent_kafka
+        self.bootstrap = bootstrap
+
+    def produce(self, topic, n):
+        producer = self.ck.Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "linger.ms": LINGER_MS,
+                "batch.num.messages": BATCH_RECORDS,
+                "enable.idempotence": False,
+            }
+        )
+        acked = []
+        errors = []
+
+        def report(err, msg):
+            if err is not None:
+                errors.append(str(err))
+            else:
+                acked.append([msg.partition(), msg.offset(), value_of(msg.value())])
+
+        for i in range(n):
+            producer.produce(topic, str(i).encode(), on_delivery=report)
+            producer.poll(0)
+        left = producer.flush(30)
+        if left or errors:
+            raise RuntimeError(f"produce: {left} unflushed, errors {errors[:3]}")
+        return acked
+
+    def consumer(self, group):
+        return self.ck.Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": group,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "session.timeout.ms": 10000,
+            }
+        )
+
+    def consume(self, topic, group, limit, per_record):
+        c = self.consumer(group)
+        c.subscribe([topic])
+        try:
+            return consume_into(
+                ([m for m in batch if m.error() is None] for batch in polls(lambda: c.consume(num_messages=50, timeout=0.5))),
+                lambda m: [m.partition(), m.offset(), value_of(m.value())],
+                lambda m: c.commit(message=m, asynchronous=False),
+                lambda: c.commit(asynchronous=False),
+                limit,
+                per_record,
+            )
+        finally:
+            c.close()
+
+    def commit_at(self, topic, group, offsets):
+        c = self.consumer(group)
+        tps = [self.ck.TopicPartition(topic, p, o) for p, o in offsets.items()]
+        c.commit(offsets=tps, asynchronous=False)
+        c.close()
+
+    def ends(self, topic, partitions):
+        c = self.consumer("conformance-ends")
+        c.assign([self.ck.TopicPartition(topic, p, 0) for p in partitions])
+        for _ in polls(lambda: c.consume(num_messages=100, timeout=0.5)):
+            pass
+        ends = {}
+        for p in partitions:
+            tp = self.ck.TopicPartition(topic, p)
+            _, fetch_high = c.get_watermark_offsets(tp, cached=True)
+            _, list_end = c.get_watermark_offsets(tp, timeout=10, cached=False)
+            ends[p] = [fetch_high, list_end]
+        c.close()
+        return ends
+
+
+# --- kafka-python ---------------------------------------------------------------------------------
+
+
+class KafkaPython:
+    def __init__(self, bootstrap):
+        import kafka
+
+        self.kafka = kafka
+        self.bootstrap = bootstrap
+
+    def produce(self, topic, n):
+        producer = self.kafka.KafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            linger_ms=LINGER_MS,
+            batch_size=16384,
+            enable_idempotence=False,
+        )
+        futures = [producer.send(topic, str(i).encode()) for i in range(n)]
+        producer.flush(30)
+        acked = []
+        for i, f in enumerate(futures):
+            md = f.get(timeout=30)
+            acked.append([md.partition, md.offset, str(i)])
+        producer.close()
+        return acked
+
+    def consumer(self, group, topic=None):
+        args = [topic] if topic else []
+        return self.kafka.KafkaConsumer(
+            *args,
+            bootstrap_servers=self.bootstrap,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=10000,
+        )
+
+    def consume(self, topic, group, limit, per_record):
+        from kafka.structs import OffsetAndMetadata, TopicPartition
+
+        c = self.consumer(group, topic)
+        try:
+            return consume_into(
+                ([r for rs in batch.values() for r in rs] for batch in polls(lambda: c.poll(timeout_ms=500, max_records=50))),
+                lambda r: [r.partition, r.offset, value_of(r.value)],
+                lambda r: c.commit({TopicPartition(r.topic, r.partition): OffsetAndMetadata(r.offset + 1, None, -1)}),
+                c.commit,
+                limit,
+                per_record,
+            )
+        finally:
+            c.close()
+
+    def commit_at(self, topic, group, offsets):
+        from kafka.structs import OffsetAndMetadata, TopicPartition
+
+        c = self.consumer(group)
+        c.commit({TopicPartition(topic, p): OffsetAndMetadata(o, None, -1) for p, o in offsets.items()})
+        c.close()
+
+    def ends(self, topic, partitions):
+        from kafka.structs import TopicPartition
+
+        c = self.consumer(None)
+        tps = [TopicPartition(topic, p) for p in partitions]
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        for _ in polls(lambda: c.poll(timeout_ms=500, max_records=100)):
+            pass
+        listed = c.end_offsets(tps)
+        ends = {tp.partition: [c.highwater(tp), listed[tp]] for tp in tps}
+        c.close()
+        return ends
+
+
+# --- aiokafka -------------------------------------------------------------------------------------
+
+
+class AioKafka:
+    def __init__(self, bootstrap):
+        import aiokafka
+
+        self.aiokafka = aiokafka
+        self.bootstrap = bootstrap
+
+    def produce(self, topic, n):
+        async def run():
+            p = self.aiokafka.AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, linger_ms=LINGER_MS, max_batch_size=16384
+            )
+            await p.start()
+            try:
+                futures = [await p.send(topic, str(i).encode()) for i in range(n)]
+                mds = await asyncio.gather(*futures)
+                return [[md.partition, md.offset, str(i)] for i, md in enumerate(mds)]
+            finally:
+                await p.stop()
+
+        return asyncio.run(run())
+
+    def consumer(self, group, *topics):
+        return self.aiokafka.AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=self.bootstrap,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=10000,
+        )
+
+    def consume(self, topic, group, limit, per_record):
+        from aiokafka.structs import TopicPartition
+
+        async def run():
+            c = self.consumer(group, topic)
+            await c.start()
+            seen = []
+            try:
+                async for batch in apolls(lambda: c.getmany(timeout_ms=500, max_records=50)):
+                    records = [r for rs in batch.values() for r in rs]
+                    for r in records:
+                        seen.append([r.partition, r.offset, value_of(r.value)])
+                        if per_record:
+                            await c.commit({TopicPartition(r.topic, r.partition): r.offset + 1})
+                        if per_record and len(seen) >= limit:
+                            return seen
+                    if records and not per_record:
+                        await c.commit()
+                    if len(seen) >= limit:
+                        return seen
+                return seen
+            finally:
+                await c.stop()
+
+        return asyncio.run(run())
+
+    def commit_at(self, topic, group, offsets):
+        from aiokafka.structs import TopicPartition
+
+        async def run():
+            c = self.consumer(group)
+            await c.start()
+            try:
+                # aiokafka commits only for assigned partitions
+                c.assign([TopicPartition(topic, p) for p in offsets])
+                await c.commit({TopicPartition(topic, p): o for p, o in offsets.items()})
+            finally:
+                await c.stop()
+
+        asyncio.run(run())
+
+    def ends(self, topic, partitions):
+        from aiokafka.structs import TopicPartition
+
+        async def run():
+            c = self.consumer(None)
+            await c.start()
+            try:
+                tps = [TopicPartition(topic, p) for p in partitions]
+                c.assign(tps)
+                await c.seek_to_beginning(*tps)
+                async for _ in apolls(lambda: c.getmany(timeout_ms=500, max_records=100)):
+                    pass
+                listed = await c.end_offsets(tps)
+                return {tp.partition: [c.highwater(tp), listed[tp]] for tp in tps}
+            finally:
+                await c.stop()
+
+        return asyncio.run(run())
+
+
+# --- consuming ------------------------------------------------------------------------------------
+
+
+def consume_into(batches, fields, commit_one, commit_all, limit, per_record):
+    """Reads `batches` (lists of records) until `limit` records: each record's fields into the
+    result, committing each record (per_record) or each batch once its records are read."""
+    seen = []
+    for batch in batches:
+        for record in batch:
+            seen.append(fields(record))
+            if per_record:
+                commit_one(record)
+                if len(seen) >= limit:
+                    return seen
+        if batch and not per_record:
+            commit_all()
+        if len(seen) >= limit:
+            return seen
+    return seen
+
+
+# --- bounded polling ------------------------------------------------------------------------------
+
+
+def waited_enough(start, last):
+    """Whether a consumer has waited long enough: IDLE seconds without a record after its
+    first one, FIRST seconds for the first one (a group join on a loaded machine), DEADLINE
+    in all."""
+    now = time.monotonic()
+    quiet = now - (last if last is not None else start)
+    return quiet > (IDLE if last is not None else FIRST) or now - start > DEADLINE
+
+
+def polls(poll):
+    """Yields each non-empty poll until the consumer has waited long enough."""
+    start, last = time.monotonic(), None
+    while not waited_enough(start, last):
+        got = poll()
+        if got:
+            last = time.monotonic()
+            yield got
+
+
+async def apolls(poll):
+    start, last = time.monotonic(), None
+    while not waited_enough(start, last):
+        got = await poll()
+        if got:
+            last = time.monotonic()
+            yield got
+
+
+# --- cases ----------------------------------------------------------------------------------------
+
+CLIENTS = {"confluent-kafka": Confluent, "kafka-python": KafkaPython, "aiokafka": AioKafka}
+CASES = ("resume-record", "resume-batch", "rejoin", "seek", "end")
+
+
+def run(client, case, topic, group, n):
+    produced = client.produce(topic, n)
+    out = {"produced": produced, "phases": [], "limits": []}
+
+    def phase(limit, per_record):
+        out["limits"].append(limit)
+        out["phases"].append(client.consume(topic, group, limit, per_record))
+
+    if case in ("resume-record", "resume-batch"):
+        per_record = case == "resume-record"
+        phase(int(n * LIMIT_SHARE), per_record)
+        phase(n, per_record)
+    elif case == "rejoin":
+        for _ in range(REJOIN_CONSUMERS):
+            phase(n // (REJOIN_CONSUMERS + 2), True)
+        phase(n, True)
+    elif case == "seek":
+        by_partition = {}
+        for p, o, _ in produced:
+            by_partition.setdefault(p, []).append(o)
+        committed = {p: sorted(os)[len(os) // 2] for p, os in by_partition.items()}
+        client.commit_at(topic, group, committed)
+        out["committed"] = committed
+        phase(n, True)
+    elif case == "end":
+        partitions = sorted({p for p, _, _ in produced})
+        out["ends"] = client.ends(topic, partitions)
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("client", choices=sorted(CLIENTS))
+    parser.add_argument("case", choices=CASES)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--records", type=int, default=600)
+    args = parser.parse_args()
+    client = CLIENTS[args.client](args.bootstrap)
+    out = run(client, args.case, args.topic, args.group, args.records)
+    json.dump(out, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

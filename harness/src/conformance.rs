@@ -1,0 +1,673 @@
+//! Kafka conformance: what a real Kafka guarantees to every client, checked against the broker
+//! quiesce starts, with the client libraries services really use.
+//!
+//! quiesce may blame a service only for what a real Kafka would do. A broker that drops the
+//! records of a batch a consumer resumes inside, or hands a rejoining member an empty
+//! assignment, makes correct services fail. Each case runs one client library the way a
+//! service would (a batching producer, a consumer group, synchronous commits, a close and a
+//! resume) and reports what it saw; [`judge`] decides, from those observations alone, whether
+//! the broker behaved as Kafka does, and says why.
+//!
+//! The Python clients (confluent-kafka, kafka-python, aiokafka) run `conformance/clients.py`,
+//! embedded here; kcat (librdkafka 2.0.2 in Debian 12) runs as a command. A case a client
+//! cannot express (kcat has no commit of its own) is not applicable, never a pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The client script, written to the run's folder.
+const CLIENTS_PY: &str = include_str!("../../conformance/clients.py");
+
+/// The partitions of each case's topic.
+pub const PARTITIONS: i32 = 3;
+
+/// How long one case may take before it is stopped and failed.
+const CASE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A client library.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Client {
+    /// confluent-kafka (librdkafka), from PyPI.
+    ConfluentKafka,
+    /// kafka-python, from PyPI.
+    KafkaPython,
+    /// aiokafka, from PyPI.
+    Aiokafka,
+    /// kcat, from Debian (librdkafka 2.0.2).
+    Kcat,
+}
+
+impl Client {
+    pub const ALL: [Client; 4] = [
+        Client::ConfluentKafka,
+        Client::KafkaPython,
+        Client::Aiokafka,
+        Client::Kcat,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Client::ConfluentKafka => "confluent-kafka",
+            Client::KafkaPython => "kafka-python",
+            Client::Aiokafka => "aiokafka",
+            Client::Kcat => "kcat",
+        }
+    }
+
+    /// Whether the client can run the case; kcat has no group commits.
+    pub fn runs(self, case: Case) -> bool {
+        self != Client::Kcat || matches!(case, Case::Seek | Case::End)
+    }
+}
+
+/// One thing Kafka guarantees, exercised as a service would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Case {
+    /// Consume part of a batched topic committing each record, close; a new consumer in the
+    /// group reads exactly the rest.
+    ResumeRecord,
+    /// The same, committing once after each poll.
+    ResumeBatch,
+    /// Consumers that join the moment the last one left, in turn: each gets partitions, and
+    /// together they read every record once.
+    Rejoin,
+    /// A consumer starts at an offset inside a producer's batch and reads exactly from there.
+    Seek,
+    /// The end offset ListOffsets answers equals the high watermark a fetch reports, and the
+    /// number of records produced.
+    End,
+}
+
+impl Case {
+    pub const ALL: [Case; 5] = [
+        Case::ResumeRecord,
+        Case::ResumeBatch,
+        Case::Rejoin,
+        Case::Seek,
+        Case::End,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Case::ResumeRecord => "resume-record",
+            Case::ResumeBatch => "resume-batch",
+            Case::Rejoin => "rejoin",
+            Case::Seek => "seek",
+            Case::End => "end",
+        }
+    }
+}
+
+/// A record as a client saw it: partition, offset, value.
+pub type Seen = (i32, i64, String);
+
+/// What one case's client observed; nothing in it is a judgement.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct Observations {
+    /// Every record the producer had acknowledged.
+    pub produced: Vec<Seen>,
+    /// What each consumer read, in the order they ran.
+    #[serde(default)]
+    pub phases: Vec<Vec<Seen>>,
+    /// How many records each consumer was to read before it closed.
+    #[serde(default)]
+    pub limits: Vec<usize>,
+    /// The offset committed (or started from) on each partition before the last consumer.
+    #[serde(default)]
+    pub committed: BTreeMap<String, i64>,
+    /// Each partition's high watermark from a fetch, and its end from ListOffsets.
+    #[serde(default)]
+    pub ends: BTreeMap<String, (i64, i64)>,
+}
+
+/// A case's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Pass,
+    Fail,
+    /// The client cannot express the case.
+    NotApplicable,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Pass => "PASS",
+            Outcome::Fail => "FAIL",
+            Outcome::NotApplicable => "n/a",
+        })
+    }
+}
+
+/// One row of the table: a client, a case, the outcome and the evidence for it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub client: Client,
+    pub case: Case,
+    pub outcome: Outcome,
+    pub evidence: String,
+}
+
+/// Judges a case from its observations: PASS only when the records seen are exactly those
+/// Kafka would have delivered.
+pub fn judge(case: Case, obs: &Observations) -> (Outcome, String) {
+    if obs.produced.is_empty() {
+        return (
+            Outcome::Fail,
+            "the producer had nothing acknowledged".into(),
+        );
+    }
+    let produced: BTreeMap<(i32, i64), &str> = obs
+        .produced
+        .iter()
+        .map(|(p, o, v)| ((*p, *o), v.as_str()))
+        .collect();
+    if produced.len() != obs.produced.len() {
+        return (
+            Outcome::Fail,
+            format!(
+                "{} records acknowledged at {} distinct offsets",
+                obs.produced.len(),
+                produced.len()
+            ),
+        );
+    }
+    let partitions: BTreeSet<i32> = produced.keys().map(|(p, _)| *p).collect();
+    let ends: BTreeMap<i32, i64> = partitions
+        .iter()
+        .map(|p| {
+            let last = produced.range((*p, 0)..=(*p, i64::MAX)).next_back();
+            (*p, last.map_or(0, |((_, o), _)| o + 1))
+        })
+        .collect();
+    match case {
+        Case::ResumeRecord | Case::ResumeBatch | Case::Rejoin => {
+            judge_exactly_once(&produced, obs, produced.keys().copied().collect())
+        }
+        Case::Seek => {
+            let mut expected = BTreeSet::new();
+            for (p, from) in &obs.committed {
+                let Ok(p) = p.parse::<i32>() else {
+                    return (Outcome::Fail, format!("committed on partition {p:?}"));
+                };
+                let end = ends.get(&p).copied().unwrap_or(0);
+                expected.extend((*from..end).map(|o| (p, o)));
+            }
+            if obs.committed.is_empty() {
+                return (Outcome::Fail, "no offset was committed".into());
+            }
+            let (outcome, evidence) = judge_exactly_once(&produced, obs, expected);
+            let at: Vec<String> = obs
+                .committed
+                .iter()
+                .map(|(p, o)| format!("{p}@{o}"))
+                .collect();
+            (outcome, format!("from {}: {evidence}", at.join(" ")))
+        }
+        Case::End => {
+            if obs.ends.len() != partitions.len() {
+                return (
+                    Outcome::Fail,
+                    format!(
+                        "ends of {} partition(s) reported, {} produced to",
+                        obs.ends.len(),
+                        partitions.len()
+                    ),
+                );
+            }
+            let mut wrong = Vec::new();
+            let mut right = Vec::new();
+            for (p, (fetch_high, list_end)) in &obs.ends {
+                let want = p.parse::<i32>().ok().and_then(|p| ends.get(&p)).copied();
+                let line = format!("p{p} fetch {fetch_high} list {list_end}");
+                if want == Some(*fetch_high) && want == Some(*list_end) {
+                    right.push(line);
+                } else {
+                    wrong.push(format!("{line} (produced {})", want.unwrap_or(-1)));
+                }
+            }
+            if wrong.is_empty() {
+                (
+                    Outcome::Pass,
+                    format!("end = high watermark = produced: {}", right.join(", ")),
+                )
+            } else {
+                (Outcome::Fail, wrong.join(", "))
+            }
+        }
+    }
+}
+
+/// Every `expected` record read exactly once, with its produced value, and each consumer but
+/// the last read its share before it closed.
+fn judge_exactly_once(
+    produced: &BTreeMap<(i32, i64), &str>,
+    obs: &Observations,
+    expected: BTreeSet<(i32, i64)>,
+) -> (Outcome, String) {
+    let mut times: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    let mut wrong_value = 0usize;
+    let mut unexpected = 0usize;
+    for (p, o, v) in obs.phases.iter().flatten() {
+        *times.entry((*p, *o)).or_default() += 1;
+        match produced.get(&(*p, *o)) {
+            Some(want) if want == v => {}
+            Some(_) => wrong_value += 1,
+            None => {}
+        }
+        if !expected.contains(&(*p, *o)) {
+            unexpected += 1;
+        }
+    }
+    let missed = expected.iter().filter(|k| !times.contains_key(k)).count();
+    let twice = times.values().filter(|n| **n > 1).count();
+    let counts: Vec<String> = obs.phases.iter().map(|p| p.len().to_string()).collect();
+    let short: Vec<String> = obs
+        .phases
+        .iter()
+        .zip(&obs.limits)
+        .take(obs.phases.len().saturating_sub(1))
+        .enumerate()
+        .filter(|(_, (seen, limit))| seen.len() < **limit)
+        .map(|(i, (seen, limit))| format!("consumer {} read {} of {limit}", i + 1, seen.len()))
+        .collect();
+    let read = format!(
+        "{} produced to {} partitions, {} expected; consumers read {}",
+        produced.len(),
+        expected
+            .iter()
+            .map(|(p, _)| p)
+            .collect::<BTreeSet<_>>()
+            .len(),
+        expected.len(),
+        counts.join(" + ")
+    );
+    if obs.phases.is_empty() {
+        return (Outcome::Fail, "no consumer ran".into());
+    }
+    let mut faults = Vec::new();
+    if missed > 0 {
+        faults.push(format!("{missed} never delivered"));
+    }
+    if twice > 0 {
+        faults.push(format!("{twice} delivered twice"));
+    }
+    if unexpected > 0 {
+        faults.push(format!("{unexpected} read that were not to be"));
+    }
+    if wrong_value > 0 {
+        faults.push(format!("{wrong_value} with another value than produced"));
+    }
+    faults.extend(short);
+    if faults.is_empty() {
+        (Outcome::Pass, format!("{read}: each once"))
+    } else {
+        (Outcome::Fail, format!("{read}: {}", faults.join(", ")))
+    }
+}
+
+/// Where the clients come from.
+#[derive(Clone, Debug)]
+pub struct Tools {
+    pub python: PathBuf,
+    /// The folders holding the Python clients.
+    pub python_path: Vec<PathBuf>,
+    pub kcat: Option<PathBuf>,
+    /// A folder of the run's own for the client script.
+    pub workdir: PathBuf,
+}
+
+/// Runs one case with one client against `bootstrap` on a new topic, and judges it.
+pub async fn run_case(
+    tools: &Tools,
+    bootstrap: &str,
+    client: Client,
+    case: Case,
+    records: usize,
+    run_id: &str,
+) -> Row {
+    let row = |outcome, evidence| Row {
+        client,
+        case,
+        outcome,
+        evidence,
+    };
+    if !client.runs(case) {
+        return row(
+            Outcome::NotApplicable,
+            format!("{} has no group commits", client.as_str()),
+        );
+    }
+    let topic = format!("conformance-{run_id}-{}-{}", client.as_str(), case.as_str());
+    if let Err(e) = crate::kafka::create_topic(bootstrap, &topic, PARTITIONS).await {
+        return row(Outcome::Fail, format!("topic not created: {e}"));
+    }
+    let observed = match client {
+        Client::Kcat => kcat_case(tools, bootstrap, &topic, case, records).await,
+        _ => python_case(tools, bootstrap, &topic, client, case, records).await,
+    };
+    match observed {
+        Ok(obs) => {
+            let (outcome, evidence) = judge(case, &obs);
+            row(outcome, evidence)
+        }
+        Err(e) => row(Outcome::Fail, e),
+    }
+}
+
+async fn python_case(
+    tools: &Tools,
+    bootstrap: &str,
+    topic: &str,
+    client: Client,
+    case: Case,
+    records: usize,
+) -> Result<Observations, String> {
+    let script = tools.workdir.join("clients.py");
+    if !script.exists() {
+        std::fs::write(&script, CLIENTS_PY)
+            .map_err(|e| format!("cannot write {}: {e}", script.display()))?;
+    }
+    let path = std::env::join_paths(&tools.python_path).map_err(|e| e.to_string())?;
+    let mut cmd = tokio::process::Command::new(&tools.python);
+    cmd.arg(&script)
+        .args([client.as_str(), case.as_str(), "--bootstrap", bootstrap])
+        .args(["--topic", topic, "--group", &format!("{topic}-group")])
+        .args(["--records", &records.to_string()])
+        .env("PYTHONPATH", path);
+    let out = output(cmd).await?;
+    serde_json::from_str(out.lines().last().unwrap_or_default())
+        .map_err(|e| format!("the client's report is not JSON ({e}): {out:.200}"))
+}
+
+async fn kcat_case(
+    tools: &Tools,
+    bootstrap: &str,
+    topic: &str,
+    case: Case,
+    records: usize,
+) -> Result<Observations, String> {
+    let Some(kcat) = &tools.kcat else {
+        return Err("kcat is not installed (run ./scripts/setup)".into());
+    };
+    let kcat = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(kcat);
+        cmd.args(["-b", bootstrap, "-t", topic]).args(args);
+        cmd
+    };
+    // A batching producer: every value on stdin, lingering 50 ms, up to 100 a batch.
+    let values: String = (0..records).map(|i| format!("{i}\n")).collect();
+    let mut produce = kcat(&["-P", "-X", "linger.ms=50", "-X", "batch.num.messages=100"]);
+    produce.stdin(Stdio::piped());
+    input_output(produce, values).await?;
+    // What was stored, read from the start of each partition (a batch boundary).
+    let mut obs = Observations::default();
+    for p in 0..PARTITIONS {
+        let part = p.to_string();
+        let read = output(kcat(&[
+            "-C",
+            "-p",
+            &part,
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%p %o %s\\n",
+        ]))
+        .await?;
+        obs.produced.extend(parse_kcat(&read)?);
+    }
+    match case {
+        Case::Seek => {
+            let mut phase = Vec::new();
+            for p in 0..PARTITIONS {
+                let offsets: Vec<i64> = obs
+                    .produced
+                    .iter()
+                    .filter(|(q, _, _)| *q == p)
+                    .map(|(_, o, _)| *o)
+                    .collect();
+                let Some(mid) = offsets.get(offsets.len() / 2).copied() else {
+                    continue;
+                };
+                let (part, from) = (p.to_string(), mid.to_string());
+                let read = output(kcat(&[
+                    "-C",
+                    "-p",
+                    &part,
+                    "-o",
+                    &from,
+                    "-e",
+                    "-f",
+                    "%p %o %s\\n",
+                ]))
+                .await?;
+                phase.extend(parse_kcat(&read)?);
+                obs.committed.insert(part, mid);
+            }
+            obs.limits.push(records);
+            obs.phases.push(phase);
+        }
+        Case::End => {
+            for p in 0..PARTITIONS {
+                let read_end = obs
+                    .produced
+                    .iter()
+                    .filter(|(q, _, _)| *q == p)
+                    .map(|(_, o, _)| o + 1)
+                    .max()
+                    .unwrap_or(0);
+                // ListOffsets LATEST: kcat -Q with timestamp -1.
+                let query = format!("{topic}:{p}:-1");
+                let listed = output(kcat(&["-Q", "-t", &query])).await?;
+                let end = listed
+                    .split_whitespace()
+                    .last()
+                    .and_then(|w| w.parse::<i64>().ok())
+                    .ok_or_else(|| format!("kcat -Q answered {listed:?}"))?;
+                obs.ends.insert(p.to_string(), (read_end, end));
+            }
+        }
+        _ => unreachable!("kcat runs only seek and end"),
+    }
+    Ok(obs)
+}
+
+fn parse_kcat(text: &str) -> Result<Vec<Seen>, String> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut w = l.splitn(3, ' ');
+            let p = w.next().and_then(|w| w.parse().ok());
+            let o = w.next().and_then(|w| w.parse().ok());
+            match (p, o, w.next()) {
+                (Some(p), Some(o), Some(v)) => Ok((p, o, v.to_owned())),
+                _ => Err(format!("kcat printed {l:?}")),
+            }
+        })
+        .collect()
+}
+
+/// Runs a command to its end within [`CASE_TIMEOUT`]: its stdout, or why it failed.
+async fn output(cmd: tokio::process::Command) -> Result<String, String> {
+    input_output(cmd, String::new()).await
+}
+
+async fn input_output(mut cmd: tokio::process::Command, input: String) -> Result<String, String> {
+    use tokio::io::AsyncWriteExt;
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let program = Path::new(cmd.as_std().get_program())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .await
+            .map_err(|e| format!("{program}: stdin: {e}"))?;
+    }
+    let out = tokio::time::timeout(CASE_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| format!("{program} did not finish in {}s", CASE_TIMEOUT.as_secs()))?
+        .map_err(|e| format!("{program}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Err(format!(
+            "{program} exited with {}: {}",
+            out.status,
+            tail.join(" | ")
+        ))
+    }
+}
+
+/// The table: a row per client and case, with the evidence.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        out.push_str(&format!(
+            "{:<16} {:<14} {:<5} {}\n",
+            row.client.as_str(),
+            row.case.as_str(),
+            row.outcome.to_string(),
+            row.evidence
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn produced(n: i64) -> Vec<Seen> {
+        (0..n)
+            .map(|i| ((i % 3) as i32, i / 3, i.to_string()))
+            .collect()
+    }
+
+    fn split(obs: &mut Observations, at: usize) {
+        let all = obs.produced.clone();
+        obs.phases = vec![all[..at].to_vec(), all[at..].to_vec()];
+        obs.limits = vec![at, all.len()];
+    }
+
+    #[test]
+    fn exact_resume_passes() {
+        let mut obs = Observations {
+            produced: produced(30),
+            ..Default::default()
+        };
+        split(&mut obs, 10);
+        let (outcome, evidence) = judge(Case::ResumeRecord, &obs);
+        assert_eq!(outcome, Outcome::Pass, "{evidence}");
+        assert!(evidence.contains("read 10 + 20"), "{evidence}");
+    }
+
+    #[test]
+    fn a_record_read_twice_and_one_never_fail() {
+        let mut obs = Observations {
+            produced: produced(30),
+            ..Default::default()
+        };
+        split(&mut obs, 10);
+        let again = obs.phases[0][9].clone();
+        obs.phases[1][0] = again;
+        let (outcome, evidence) = judge(Case::ResumeRecord, &obs);
+        assert_eq!(outcome, Outcome::Fail);
+        assert!(evidence.contains("1 never delivered"), "{evidence}");
+        assert!(evidence.contains("1 delivered twice"), "{evidence}");
+    }
+
+    #[test]
+    fn a_consumer_that_read_nothing_fails_though_the_next_read_all() {
+        // an empty assignment: the first consumer sat idle, the last read everything once
+        let all = produced(30);
+        let obs = Observations {
+            produced: all.clone(),
+            phases: vec![vec![], all],
+            limits: vec![10, 30],
+            ..Default::default()
+        };
+        let (outcome, evidence) = judge(Case::Rejoin, &obs);
+        assert_eq!(outcome, Outcome::Fail);
+        assert!(evidence.contains("consumer 1 read 0 of 10"), "{evidence}");
+    }
+
+    #[test]
+    fn a_value_other_than_produced_fails() {
+        let mut obs = Observations {
+            produced: produced(6),
+            ..Default::default()
+        };
+        split(&mut obs, 3);
+        obs.phases[1][0].2 = "other".into();
+        assert_eq!(judge(Case::ResumeBatch, &obs).0, Outcome::Fail);
+    }
+
+    #[test]
+    fn seek_must_start_at_the_committed_offset() {
+        let all = produced(30); // 10 records a partition, offsets 0..10
+        let from_five: Vec<Seen> = all.iter().filter(|(_, o, _)| *o >= 5).cloned().collect();
+        let committed: BTreeMap<String, i64> = (0..3).map(|p| (p.to_string(), 5)).collect();
+        let mut obs = Observations {
+            produced: all,
+            phases: vec![from_five.clone()],
+            limits: vec![30],
+            committed,
+            ..Default::default()
+        };
+        assert_eq!(judge(Case::Seek, &obs).0, Outcome::Pass);
+        // the broker started at the next batch boundary: offsets 5..8 never came
+        obs.phases = vec![from_five.into_iter().filter(|(_, o, _)| *o >= 8).collect()];
+        let (outcome, evidence) = judge(Case::Seek, &obs);
+        assert_eq!(outcome, Outcome::Fail);
+        assert!(evidence.contains("9 never delivered"), "{evidence}");
+    }
+
+    #[test]
+    fn end_must_equal_the_high_watermark_and_what_was_produced() {
+        let mut obs = Observations {
+            produced: produced(30),
+            ends: (0..3).map(|p| (p.to_string(), (10, 10))).collect(),
+            ..Default::default()
+        };
+        assert_eq!(judge(Case::End, &obs).0, Outcome::Pass);
+        obs.ends.insert("1".into(), (10, 7));
+        let (outcome, evidence) = judge(Case::End, &obs);
+        assert_eq!(outcome, Outcome::Fail);
+        assert!(evidence.contains("p1 fetch 10 list 7"), "{evidence}");
+    }
+
+    #[test]
+    fn nothing_produced_or_no_consumer_fails() {
+        assert_eq!(
+            judge(Case::ResumeRecord, &Observations::default()).0,
+            Outcome::Fail
+        );
+        let obs = Observations {
+            produced: produced(3),
+            ..Default::default()
+        };
+        assert_eq!(judge(Case::ResumeRecord, &obs).0, Outcome::Fail);
+        assert_eq!(judge(Case::Seek, &obs).0, Outcome::Fail);
+        assert_eq!(judge(Case::End, &obs).0, Outcome::Fail);
+    }
+}

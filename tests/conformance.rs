@@ -1,0 +1,86 @@
+//! `quiesce conformance` as CI runs it: every client library against the local broker (the
+//! full table), and the containers backend's broker on the cases that fail on a broker that
+//! mishandles batches. A row that fails prints its evidence.
+
+use quiesce::exit_codes;
+use quiesce::infra::{InfraConfig, images};
+
+use crate::util::*;
+
+/// The rows of a `--json` run: (client, case, outcome, evidence).
+fn rows(stdout: &str) -> Vec<(String, String, String, String)> {
+    stdout
+        .lines()
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).expect("a JSON row");
+            let field = |name: &str| row[name].as_str().unwrap_or_default().to_owned();
+            (
+                field("client"),
+                field("case"),
+                field("outcome"),
+                field("evidence"),
+            )
+        })
+        .collect()
+}
+
+fn assert_conforms(code: i32, stdout: &str, stderr: &str, expected_rows: usize) {
+    let rows = rows(stdout);
+    let failed: Vec<_> = rows
+        .iter()
+        .filter(|r| r.2 != "pass" && r.2 != "not-applicable")
+        .collect();
+    assert!(failed.is_empty(), "rows that failed: {failed:#?}\n{stderr}");
+    assert_eq!(rows.len(), expected_rows, "{stdout}\n{stderr}");
+    assert_eq!(code, exit_codes::OK, "{stderr}");
+    // every pass names what was read, and kcat is not applicable only to group cases
+    for (client, case, outcome, evidence) in &rows {
+        match outcome.as_str() {
+            "pass" => assert!(
+                evidence.contains("each once") || evidence.contains("end = high watermark"),
+                "{client} {case}: {evidence}"
+            ),
+            _ => assert!(client == "kcat" && !["seek", "end"].contains(&case.as_str())),
+        }
+    }
+}
+
+#[test]
+fn every_client_conforms_on_the_local_broker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = quiesce(
+        tmp.path(),
+        &["conformance", "--backend", "local", "--json"],
+        &[],
+    );
+    assert_conforms(code, &stdout, &stderr, 20);
+    assert!(
+        stderr.contains("17 passed, 0 failed, 3 not applicable"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_containers_broker_serves_a_resume_inside_a_batch() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let built = runtime
+        .block_on(images::build_local_images(&InfraConfig::default()))
+        .expect("local images build");
+    let env: Vec<(&str, &str)> = built
+        .iter()
+        .map(|image| (image.env_var, image.name.as_str()))
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "conformance",
+        "--backend",
+        "containers",
+        "--client",
+        "confluent-kafka,kcat",
+        "--case",
+        "resume-record,seek,end",
+        "--json",
+    ];
+    let (code, stdout, stderr) = quiesce(tmp.path(), &args, &env);
+    assert_conforms(code, &stdout, &stderr, 6);
+}
