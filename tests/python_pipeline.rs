@@ -15,7 +15,7 @@ use CheckName::*;
 const ROWS: &[(&str, &[CheckName])] = &[
     ("correct", &[]),
     ("untracked-task", &[NoLeakedTasks]),
-    ("no-final-commit", &[OffsetsCommitted]),
+    ("no-final-commit", &[OffsetsCommitted, NoRedelivery]),
 ];
 
 /// Nothing may be undecided: the restart rejoins the group and consumes the rest (so

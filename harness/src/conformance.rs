@@ -213,20 +213,28 @@ pub fn judge(case: Case, obs: &Observations) -> (Outcome, String) {
             (outcome, format!("from {}: {evidence}", at.join(" ")))
         }
         Case::End => {
-            if obs.ends.len() != partitions.len() {
+            let unreported: Vec<String> = partitions
+                .iter()
+                .map(|p| p.to_string())
+                .filter(|p| !obs.ends.contains_key(p))
+                .collect();
+            if !unreported.is_empty() {
                 return (
                     Outcome::Fail,
                     format!(
-                        "ends of {} partition(s) reported, {} produced to",
-                        obs.ends.len(),
-                        partitions.len()
+                        "no end reported for partition(s) {} produced to",
+                        unreported.join(", ")
                     ),
                 );
             }
             let mut wrong = Vec::new();
             let mut right = Vec::new();
             for (p, (fetch_high, list_end)) in &obs.ends {
-                let want = p.parse::<i32>().ok().and_then(|p| ends.get(&p)).copied();
+                // a partition nothing was produced to ends at 0
+                let want = p
+                    .parse::<i32>()
+                    .ok()
+                    .map(|p| ends.get(&p).copied().unwrap_or(0));
                 let line = format!("p{p} fetch {fetch_high} list {list_end}");
                 if want == Some(*fetch_high) && want == Some(*list_end) {
                     right.push(line);
@@ -403,9 +411,18 @@ async fn kcat_case(
         cmd.args(["-b", bootstrap, "-t", topic]).args(args);
         cmd
     };
-    // A batching producer: every value on stdin, lingering 50 ms, up to 100 a batch.
-    let values: String = (0..records).map(|i| format!("{i}\n")).collect();
-    let mut produce = kcat(&["-P", "-X", "linger.ms=50", "-X", "batch.num.messages=100"]);
+    // A batching producer: every value on stdin, keyed by itself (spread over the partitions
+    // by the key's hash), lingering 50 ms, up to 100 a batch.
+    let values: String = (0..records).map(|i| format!("{i}:{i}\n")).collect();
+    let mut produce = kcat(&[
+        "-P",
+        "-K",
+        ":",
+        "-X",
+        "linger.ms=50",
+        "-X",
+        "batch.num.messages=100",
+    ]);
     produce.stdin(Stdio::piped());
     input_output(produce, values).await?;
     // What was stored, read from the start of each partition (a batch boundary).
@@ -650,10 +667,23 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(judge(Case::End, &obs).0, Outcome::Pass);
+        // an empty partition ends at 0
+        obs.ends.insert("3".into(), (0, 0));
+        assert_eq!(judge(Case::End, &obs).0, Outcome::Pass);
+        obs.ends.insert("3".into(), (0, 4));
+        assert_eq!(judge(Case::End, &obs).0, Outcome::Fail);
+        obs.ends.insert("3".into(), (0, 0));
         obs.ends.insert("1".into(), (10, 7));
         let (outcome, evidence) = judge(Case::End, &obs);
         assert_eq!(outcome, Outcome::Fail);
         assert!(evidence.contains("p1 fetch 10 list 7"), "{evidence}");
+        obs.ends.remove("1");
+        let (outcome, evidence) = judge(Case::End, &obs);
+        assert_eq!(outcome, Outcome::Fail);
+        assert!(
+            evidence.contains("no end reported for partition(s) 1"),
+            "{evidence}"
+        );
     }
 
     #[test]
