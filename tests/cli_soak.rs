@@ -173,3 +173,64 @@ fn soak_report_judges_the_heap_against_its_own_threshold() {
     let (code, stdout, stderr) = report(&["--threshold", "25", "--heap-threshold", "10"]);
     assert_eq!(code, exit_codes::VIOLATION, "{stdout}{stderr}");
 }
+
+/// Resident memory that grows over a flat live heap is the allocator's retention only when
+/// the allocator's holdings from the system grew with it, in a one-process target. A target
+/// whose resident growth is outside the malloc heap (mmap, thread stacks, another allocator,
+/// a child) must not pass as "retained": the growth stands as a leak.
+#[test]
+fn resident_growth_over_a_flat_heap_is_retention_only_if_the_allocator_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // 30 minutes at 1 Hz: RSS grows 60 MB/day; the live heap holds at 4 MB.
+    let timeline = |name: &str, held_mb_per_day: Option<u64>, processes: u64| {
+        let path = dir.path().join(format!("{name}.jsonl"));
+        let mut text = String::from(
+            "{\"quiesce_soak\":1,\"scenario\":\"s\",\"pid\":1,\"interval_ms\":1000,\
+             \"started_unix_ms\":0,\"threshold_mb_per_day\":25.0,\"warmup_ms\":0}\n",
+        );
+        for s in 0..1800u64 {
+            let grown = 60 * (1 << 20) * s / 86_400;
+            let rss = (8 << 20) + (s % 5) * 4096 + grown;
+            let heap = (4 << 20) + (s % 7) * 6144;
+            let held = held_mb_per_day.map_or(String::new(), |mb| {
+                format!(
+                    ",\"heap_held_bytes\":{}",
+                    (6 << 20) + (s % 3) * 8192 + mb * (1 << 20) * s / 86_400
+                )
+            });
+            text.push_str(&format!(
+                "{{\"t_ms\":{},\"rss_bytes\":{rss},\"anon_bytes\":{rss},\"threads\":4,\
+                 \"heap_bytes\":{heap}{held},\"processes\":{processes}}}\n",
+                s * 1000
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let report = |path: &std::path::Path| {
+        quiesce(dir.path(), &["soak", "report", path.to_str().unwrap()], &[])
+    };
+    // The allocator's holdings grew with RSS: memory it keeps.
+    let (code, stdout, stderr) = report(&timeline("kept", Some(60), 1));
+    assert_eq!(code, exit_codes::OK, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("retained by the allocator") && stdout.contains("memory it keeps"),
+        "{stdout}"
+    );
+    // Hostile: the heap and the allocator's holdings flat, RSS growing (thread stacks, mmap).
+    let (code, stdout, stderr) = report(&timeline("outside", Some(0), 1));
+    assert_eq!(code, exit_codes::VIOLATION, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("not the allocator's retention")
+            && stdout.contains("outside the malloc heap"),
+        "{stdout}"
+    );
+    // Hostile: a child process grows; the heap is the root's alone.
+    let (code, stdout, stderr) = report(&timeline("child", Some(60), 2));
+    assert_eq!(code, exit_codes::VIOLATION, "{stdout}{stderr}");
+    assert!(stdout.contains("up to 2 processes"), "{stdout}");
+    // A probe that reports no holdings cannot excuse the growth.
+    let (code, stdout, stderr) = report(&timeline("unsaid", None, 1));
+    assert_eq!(code, exit_codes::VIOLATION, "{stdout}{stderr}");
+    assert!(stdout.contains("no allocator holdings"), "{stdout}");
+}

@@ -215,6 +215,7 @@ pub async fn soak(
         verdict: memory,
         plot,
         each: series,
+        allocator,
     } = judge(
         &timeline,
         options.thresholds,
@@ -233,6 +234,7 @@ pub async fn soak(
                 .iter()
                 .any(|alone| alone.series() == quiesce_soak::Series::Heap),
             stalled.as_deref(),
+            allocator.as_deref(),
             cycle.interrupted,
         ),
     });
@@ -344,9 +346,11 @@ async fn sample(
         };
         let t_ms = begun.elapsed().as_millis() as u64;
         let mut sample = quiesce_soak::Sample::from_process(t_ms, &taken);
-        sample.heap_bytes = std::fs::read_to_string(&heap_file)
-            .ok()
-            .and_then(|text| text.trim().parse().ok());
+        // `IN_USE [HELD]`: the live heap, and what the allocator holds from the system.
+        let heap = std::fs::read_to_string(&heap_file).unwrap_or_default();
+        let mut numbers = heap.split_whitespace().map(|n| n.parse::<u64>().ok());
+        sample.heap_bytes = numbers.next().flatten();
+        sample.heap_held_bytes = numbers.next().flatten();
         writer.append(&sample).map_err(|e| e.to_string())?;
         count += 1;
         points.push(quiesce_soak::Point {
@@ -381,6 +385,60 @@ fn running_slope(points: &[quiesce_soak::Point], warmup: Duration) -> Option<f64
     let (thinned, _) = quiesce_soak::trend::thin(&after);
     quiesce_soak::trend::theil_sen(&thinned)
         .map(|fit| fit.slope * 86_400.0 / quiesce_soak::trend::BYTES_PER_MB)
+}
+
+/// The least share of the resident growth the allocator's holdings must show for the growth
+/// to be its retention.
+const EXPLAINED: f64 = 0.75;
+
+/// Whether resident growth over a flat live heap is memory the allocator keeps: the target is
+/// one process (the heap is the root's alone), the probe reported the allocator's holdings,
+/// and they grew by at least [`EXPLAINED`] of the resident slope. `Err` says which failed.
+fn retention_explained(
+    samples: &[quiesce_soak::Sample],
+    rss: &[quiesce_soak::Point],
+    warmup: Duration,
+) -> Result<String, String> {
+    match samples.iter().filter_map(|s| s.processes).max() {
+        None => return Err("the timeline does not say how many processes were sampled".into()),
+        Some(n) if n > 1 => {
+            return Err(format!(
+                "the target's tree had up to {n} processes, and the live heap is the root's alone"
+            ));
+        }
+        Some(_) => {}
+    }
+    let held: Vec<quiesce_soak::Point> = samples
+        .iter()
+        .filter_map(|s| {
+            s.heap_held_bytes.map(|b| quiesce_soak::Point {
+                t_secs: s.t_ms as f64 / 1000.0,
+                value: b as f64,
+            })
+        })
+        .collect();
+    if held.is_empty() {
+        return Err(
+            "the probe reported no allocator holdings, so growth outside the heap (mmap, \
+             thread stacks, another allocator) cannot be told from retention"
+                .into(),
+        );
+    }
+    let (Some(resident), Some(holdings)) =
+        (running_slope(rss, warmup), running_slope(&held, warmup))
+    else {
+        return Err("too few samples after the warm-up to compare the two slopes".into());
+    };
+    let what = format!(
+        "the allocator's holdings from the system grew {holdings:.1} MB/day of the resident \
+         {resident:.1} MB/day"
+    );
+    match holdings >= EXPLAINED * resident {
+        true => Ok(format!("{what}: memory it keeps")),
+        false => Err(format!(
+            "{what}; the rest grew outside the malloc heap (mmap, thread stacks, another allocator)"
+        )),
+    }
 }
 
 /// The thresholds a soak is judged against, in MB a day.
@@ -472,6 +530,25 @@ pub fn judge(
         ..quiesce_soak::LeakRule::default()
     };
     let verdict = rule.assess_with_heap(&rss, anon.as_deref(), heap.as_deref());
+    // Resident growth over a flat heap is the allocator's retention only if the allocator's
+    // own holdings grew with it, in a target that is one process; else the growth stands.
+    let (verdict, allocator) = match verdict {
+        quiesce_soak::Verdict::Retained { resident, heap } => {
+            match retention_explained(&samples, &rss, warmup) {
+                Ok(why) => (
+                    quiesce_soak::Verdict::Retained { resident, heap },
+                    Some(why),
+                ),
+                Err(why) => (
+                    quiesce_soak::Verdict::Leak(resident),
+                    Some(format!(
+                        "not the allocator's retention, though the live heap stayed flat: {why}"
+                    )),
+                ),
+            }
+        }
+        verdict => (verdict, None),
+    };
     let each: Vec<quiesce_soak::Verdict> = [
         Some((quiesce_soak::Series::Rss, rss.as_slice())),
         anon.as_deref().map(|a| (quiesce_soak::Series::Anon, a)),
@@ -545,6 +622,7 @@ pub fn judge(
         verdict,
         plot,
         each,
+        allocator,
     })
 }
 
@@ -558,6 +636,9 @@ pub struct Judged {
     /// Each series judged alone (RSS, then anonymous memory and the live heap where sampled):
     /// what the verdict was decided from.
     pub each: Vec<quiesce_soak::Verdict>,
+    /// Where resident memory grew over a flat live heap: whether the allocator's own holdings
+    /// account for it (then it is retention) or not (then the growth stands as a leak).
+    pub allocator: Option<String>,
 }
 
 /// The least share of the acknowledged inputs a soak's target must have processed by the
@@ -589,12 +670,14 @@ fn memory_outcome(
     memory: &quiesce_soak::Verdict,
     heap: bool,
     stalled: Option<&str>,
+    allocator: Option<&str>,
     interrupted: bool,
 ) -> Outcome {
     let cut = match interrupted {
         true => " (the soak was cut short by Ctrl-C; judged on what was sampled)",
         false => "",
     };
+    let allocator = allocator.map_or(String::new(), |why| format!("; {why}"));
     // Memory that grew under less load still grew; anything else is no evidence of flat.
     if let Some(why) = stalled {
         return match memory {
@@ -612,13 +695,14 @@ fn memory_outcome(
         }
     };
     match memory {
-        quiesce_soak::Verdict::Leak(_) => {
-            Outcome::violation(format!("{}{heap}{cut}", memory.explain()), Vec::new())
-        }
+        quiesce_soak::Verdict::Leak(_) => Outcome::violation(
+            format!("{}{allocator}{heap}{cut}", memory.explain()),
+            Vec::new(),
+        ),
         quiesce_soak::Verdict::Flat(_)
         | quiesce_soak::Verdict::Plateau(_)
         | quiesce_soak::Verdict::Retained { .. } => {
-            Outcome::pass(format!("{}{heap}{cut}", memory.explain()))
+            Outcome::pass(format!("{}{allocator}{heap}{cut}", memory.explain()))
         }
         quiesce_soak::Verdict::Inconclusive { .. } => {
             Outcome::inconclusive(format!("{}{cut}", memory.explain()))
@@ -662,16 +746,17 @@ mod tests {
         let flat = rule.assess(&flat, None);
         let leak = rule.assess(&leaking, None);
         assert!(matches!(
-            memory_outcome(&flat, true, None, false),
+            memory_outcome(&flat, true, None, None, false),
             Outcome::Pass { .. }
         ));
-        let Outcome::Inconclusive { reason } = memory_outcome(&flat, true, Some(why), false) else {
+        let Outcome::Inconclusive { reason } = memory_outcome(&flat, true, Some(why), None, false)
+        else {
             panic!("a stalled soak is no evidence of flat memory")
         };
         assert!(
             reason.contains("processed 230") && reason.contains("flat"),
             "{reason}"
         );
-        assert!(memory_outcome(&leak, true, Some(why), false).is_violation());
+        assert!(memory_outcome(&leak, true, Some(why), None, false).is_violation());
     }
 }

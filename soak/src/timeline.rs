@@ -92,6 +92,13 @@ pub struct Sample {
     /// (`QUIESCE_HEAP_FILE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heap_bytes: Option<u64>,
+    /// The bytes the allocator holds from the system (in use or kept free), where the probe
+    /// reports them: what tells allocator retention from growth outside the heap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_held_bytes: Option<u64>,
+    /// Processes in the sampled tree (1: the target alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u64>,
 }
 
 impl Sample {
@@ -108,6 +115,8 @@ impl Sample {
             threads: sample.threads,
             fds: sample.open_fds,
             heap_bytes: None,
+            heap_held_bytes: None,
+            processes: Some(sample.processes),
         }
     }
 }
@@ -238,7 +247,8 @@ struct HeaderLine<'a> {
 /// };
 /// let mut timeline = TimelineWriter::create(&path, &header)?;
 /// let sample = Sample { t_ms: 1000, rss_bytes: 50 << 20, anon_bytes: Some(30 << 20),
-///                       pss_bytes: None, threads: 9, fds: Some(23), heap_bytes: None };
+///                       pss_bytes: None, threads: 9, fds: Some(23), heap_bytes: None,
+///                       heap_held_bytes: None, processes: Some(1) };
 /// timeline.append(&sample)?;
 /// timeline.append_event(&Event { t_ms: 1500, event: "stop".into() })?;
 /// timeline.close()?;
@@ -495,6 +505,8 @@ mod tests {
             threads: 9,
             fds: Some(23),
             heap_bytes: t_ms.is_multiple_of(3000).then_some(20 << 20),
+            heap_held_bytes: t_ms.is_multiple_of(3000).then_some(24 << 20),
+            processes: Some(1),
         }
     }
 

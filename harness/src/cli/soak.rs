@@ -146,6 +146,9 @@ pub(super) fn soak_report(args: &SoakReportArgs) -> Result<i32, CliError> {
         args.min_span,
     )?;
     println!("memory: {}", judged.verdict.explain());
+    if let Some(allocator) = &judged.allocator {
+        println!("  allocator: {allocator}");
+    }
     for alone in &judged.each {
         println!("  alone: {}", alone.explain());
     }

@@ -9,8 +9,12 @@
 //! lock, so it is asked once an interval, on a thread of the probe's own that the report
 //! stops and joins before it counts threads.
 //!
-//! The file holds one decimal number and a newline, replaced whole (written beside it, then
-//! renamed) so the harness never reads half a number.
+//! The allocator also says how much it holds from the system, in use or kept free
+//! (`arena + hblkhd`): resident memory that grew while the heap did not is retention only if
+//! that grew with it; growth outside it (mmap, thread stacks, another allocator) is not.
+//!
+//! The file holds the two decimal numbers, in use then held, and a newline, replaced whole
+//! (written beside it, then renamed) so the harness never reads half a number.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -22,12 +26,25 @@ pub(crate) const THREAD_NAME: &str = "quiesce-heap";
 
 /// Bytes the allocator has handed out and not had back, where the platform can say.
 pub fn heap_in_use_bytes() -> Option<u64> {
+    allocator().map(|(in_use, _)| in_use)
+}
+
+/// Bytes the allocator holds from the system, in use or kept free, where the platform can say.
+pub fn heap_held_bytes() -> Option<u64> {
+    allocator().map(|(_, held)| held)
+}
+
+/// glibc's figures: in use (`uordblks + hblkhd`) and held (`arena + hblkhd`).
+fn allocator() -> Option<(u64, u64)> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallinfo2 takes no arguments, returns a plain struct by value, and is safe
         // to call from any thread at any time (it takes each arena's lock).
         let info = unsafe { libc::mallinfo2() };
-        Some((info.uordblks + info.hblkhd) as u64)
+        Some((
+            (info.uordblks + info.hblkhd) as u64,
+            (info.arena + info.hblkhd) as u64,
+        ))
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
@@ -35,7 +52,7 @@ pub fn heap_in_use_bytes() -> Option<u64> {
     }
 }
 
-/// Writes [`heap_in_use_bytes`] to `QUIESCE_HEAP_FILE` every `QUIESCE_HEAP_INTERVAL_MS`
+/// Writes [`heap_in_use_bytes`] and [`heap_held_bytes`] to `QUIESCE_HEAP_FILE` every `QUIESCE_HEAP_INTERVAL_MS`
 /// (default 1000, at least 10) until stopped.
 #[derive(Debug)]
 pub(crate) struct HeapReporter {
@@ -89,8 +106,8 @@ fn report_until_stopped(path: &std::path::Path, interval: Duration, stop: &(Mute
     let (flag, wake) = stop;
     let Ok(mut stopped) = flag.lock() else { return };
     while !*stopped {
-        if let Some(bytes) = heap_in_use_bytes() {
-            let written = std::fs::write(&tmp, format!("{bytes}\n"))
+        if let Some((bytes, held)) = allocator() {
+            let written = std::fs::write(&tmp, format!("{bytes} {held}\n"))
                 .and_then(|()| std::fs::rename(&tmp, path));
             if written.is_err() {
                 eprintln!("quiesce-probe: cannot write {}", path.display());
@@ -121,6 +138,8 @@ mod tests {
             holding >= before + 4 * 1024 * 1024 - 64 * 1024,
             "{before} -> {holding}"
         );
+        // what the allocator holds from the system covers what it handed out
+        assert!(heap_held_bytes().unwrap() >= holding);
         drop(held);
         let after = heap_in_use_bytes().unwrap();
         assert!(after < holding - 3 * 1024 * 1024, "{holding} -> {after}");

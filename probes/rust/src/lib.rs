@@ -25,7 +25,7 @@
 mod heap;
 mod spawns;
 
-pub use heap::heap_in_use_bytes;
+pub use heap::{heap_held_bytes, heap_in_use_bytes};
 pub use spawns::SpawnRegistry;
 
 use std::collections::HashSet;
