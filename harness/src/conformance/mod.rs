@@ -8,8 +8,8 @@
 //! resume) and reports what it saw; [`judge`] decides, from those observations alone, whether
 //! the broker behaved as Kafka does, and says why.
 //!
-//! The Python clients (confluent-kafka, kafka-python, aiokafka) run `conformance/clients.py`,
-//! embedded here; kcat (librdkafka 2.0.2 in Debian 12) runs as a command. A case a client
+//! rdkafka (the Rust crate) runs in this process ([`rdkafka`]); the Python clients
+//! (confluent-kafka, kafka-python, aiokafka) run `conformance/clients.py`, embedded here; kcat (librdkafka 2.0.2 in Debian 12) runs as a command. A case a client
 //! cannot express (kcat has no commit of its own) is not applicable, never a pass.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,8 +20,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod rdkafka;
+
 /// The client script, written to the run's folder.
-const CLIENTS_PY: &str = include_str!("../../conformance/clients.py");
+const CLIENTS_PY: &str = include_str!("../../../conformance/clients.py");
 
 /// The partitions of each case's topic.
 pub const PARTITIONS: i32 = 3;
@@ -33,6 +35,8 @@ const CASE_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Client {
+    /// rdkafka, the Rust crate (librdkafka built in).
+    Rdkafka,
     /// confluent-kafka (librdkafka), from PyPI.
     ConfluentKafka,
     /// kafka-python, from PyPI.
@@ -44,7 +48,8 @@ pub enum Client {
 }
 
 impl Client {
-    pub const ALL: [Client; 4] = [
+    pub const ALL: [Client; 5] = [
+        Client::Rdkafka,
         Client::ConfluentKafka,
         Client::KafkaPython,
         Client::Aiokafka,
@@ -53,6 +58,7 @@ impl Client {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Client::Rdkafka => "rdkafka",
             Client::ConfluentKafka => "confluent-kafka",
             Client::KafkaPython => "kafka-python",
             Client::Aiokafka => "aiokafka",
@@ -359,6 +365,7 @@ pub async fn run_case(
         return row(Outcome::Fail, format!("topic not created: {e}"));
     }
     let observed = match client {
+        Client::Rdkafka => rdkafka::run(bootstrap, &topic, case, records).await,
         Client::Kcat => kcat_case(tools, bootstrap, &topic, case, records).await,
         _ => python_case(tools, bootstrap, &topic, client, case, records).await,
     };

@@ -1,0 +1,255 @@
+//! The rdkafka (Rust) client's cases: what `conformance/clients.py` does with the Python
+//! clients, done with the crate a Rust service uses, on blocking consumers as a service's poll
+//! loop would. Reports observations only; [`super::judge`] decides.
+
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{Case, Observations, Seen};
+
+/// The same bounds as the Python clients: see `conformance/clients.py`.
+const IDLE: Duration = Duration::from_secs(6);
+const FIRST: Duration = Duration::from_secs(30);
+const DEADLINE: Duration = Duration::from_secs(90);
+/// Records a per-batch consumer reads between commits (the Python clients' poll size).
+const POLL_BATCH: usize = 50;
+const REJOIN_CONSUMERS: usize = 4;
+
+fn config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    config
+}
+
+fn failed(what: &str) -> impl Fn(rdkafka::error::KafkaError) -> String + '_ {
+    move |e| format!("rdkafka: {what}: {e}")
+}
+
+/// Runs `case` on `topic` and reports what rdkafka saw.
+pub(super) async fn run(
+    bootstrap: &str,
+    topic: &str,
+    case: Case,
+    records: usize,
+) -> Result<Observations, String> {
+    let mut obs = Observations {
+        produced: produce(bootstrap, topic, records).await?,
+        ..Observations::default()
+    };
+    let group = format!("{topic}-group");
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    // The consumers block on their polls, as a service's loop does: off the runtime.
+    tokio::task::spawn_blocking(move || {
+        let mut phase = |limit: usize, per_record: bool| -> Result<(), String> {
+            obs.limits.push(limit);
+            let seen = consume(&bootstrap, &topic, &group, limit, per_record)?;
+            obs.phases.push(seen);
+            Ok(())
+        };
+        match case {
+            Case::ResumeRecord | Case::ResumeBatch => {
+                let per_record = case == Case::ResumeRecord;
+                phase(records * 250 / 600, per_record)?;
+                phase(records, per_record)?;
+            }
+            Case::Rejoin => {
+                for _ in 0..REJOIN_CONSUMERS {
+                    phase(records / (REJOIN_CONSUMERS + 2), true)?;
+                }
+                phase(records, true)?;
+            }
+            Case::Seek => {
+                let mut committed = std::collections::BTreeMap::<i32, Vec<i64>>::new();
+                for (p, o, _) in &obs.produced {
+                    committed.entry(*p).or_default().push(*o);
+                }
+                let at: Vec<(i32, i64)> = committed
+                    .into_iter()
+                    .map(|(p, mut offsets)| {
+                        offsets.sort_unstable();
+                        (p, offsets[offsets.len() / 2])
+                    })
+                    .collect();
+                commit_at(&bootstrap, &topic, &group, &at)?;
+                obs.committed = at.iter().map(|(p, o)| (p.to_string(), *o)).collect();
+                obs.limits.push(records);
+                obs.phases
+                    .push(consume(&bootstrap, &topic, &group, records, true)?);
+            }
+            Case::End => {
+                let partitions: std::collections::BTreeSet<i32> =
+                    obs.produced.iter().map(|(p, _, _)| *p).collect();
+                obs.ends = ends(&bootstrap, &topic, &partitions)?;
+            }
+        }
+        Ok(obs)
+    })
+    .await
+    .map_err(|e| format!("rdkafka: the consumers' thread: {e}"))?
+}
+
+/// A batching producer: linger 50 ms, up to 100 records a batch, every send in flight at once.
+async fn produce(bootstrap: &str, topic: &str, records: usize) -> Result<Vec<Seen>, String> {
+    let producer: FutureProducer = config(bootstrap)
+        .set("linger.ms", "50")
+        .set("batch.num.messages", "100")
+        .set("enable.idempotence", "false")
+        .create()
+        .map_err(failed("producer"))?;
+    let values: Vec<String> = (0..records).map(|i| i.to_string()).collect();
+    let sends = values.iter().map(|value| {
+        producer.send(
+            FutureRecord::<(), _>::to(topic).payload(value),
+            Duration::from_secs(30),
+        )
+    });
+    let mut acked = Vec::with_capacity(records);
+    for (value, sent) in values.iter().zip(join_all(sends).await) {
+        let delivery = sent.map_err(|(e, _)| format!("rdkafka: produce: {e}"))?;
+        acked.push((delivery.partition, delivery.offset, value.clone()));
+    }
+    Ok(acked)
+}
+
+fn consumer(bootstrap: &str, group: &str) -> Result<BaseConsumer, String> {
+    config(bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "10000")
+        .create()
+        .map_err(failed("consumer"))
+}
+
+/// Reads up to `limit` records in `group`, committing each (per_record) or every
+/// [`POLL_BATCH`] records and at the end; the consumer leaves the group when dropped.
+fn consume(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    limit: usize,
+    per_record: bool,
+) -> Result<Vec<Seen>, String> {
+    let consumer = consumer(bootstrap, group)?;
+    consumer.subscribe(&[topic]).map_err(failed("subscribe"))?;
+    let start = Instant::now();
+    let mut last: Option<Instant> = None;
+    let mut seen = Vec::new();
+    let mut uncommitted = 0;
+    while seen.len() < limit {
+        let quiet = last.unwrap_or(start).elapsed();
+        if quiet > last.map_or(FIRST, |_| IDLE) || start.elapsed() > DEADLINE {
+            break;
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.map_err(failed("poll"))?;
+        last = Some(Instant::now());
+        let value = message
+            .payload()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        seen.push((message.partition(), message.offset(), value));
+        if per_record {
+            let mut next = TopicPartitionList::new();
+            next.add_partition_offset(
+                topic,
+                message.partition(),
+                Offset::Offset(message.offset() + 1),
+            )
+            .map_err(failed("commit"))?;
+            consumer
+                .commit(&next, CommitMode::Sync)
+                .map_err(failed("commit"))?;
+        } else {
+            uncommitted += 1;
+            if uncommitted == POLL_BATCH {
+                consumer
+                    .commit_consumer_state(CommitMode::Sync)
+                    .map_err(failed("commit"))?;
+                uncommitted = 0;
+            }
+        }
+    }
+    if uncommitted > 0 {
+        consumer
+            .commit_consumer_state(CommitMode::Sync)
+            .map_err(failed("commit"))?;
+    }
+    Ok(seen)
+}
+
+fn commit_at(bootstrap: &str, topic: &str, group: &str, at: &[(i32, i64)]) -> Result<(), String> {
+    let consumer = consumer(bootstrap, group)?;
+    let mut offsets = TopicPartitionList::new();
+    for (p, o) in at {
+        offsets
+            .add_partition_offset(topic, *p, Offset::Offset(*o))
+            .map_err(failed("commit"))?;
+    }
+    consumer.assign(&offsets).map_err(failed("assign"))?;
+    consumer
+        .commit(&offsets, CommitMode::Sync)
+        .map_err(failed("commit"))
+}
+
+/// Reads every partition from the start, then each partition's high watermark as the last
+/// fetch reported it and its end as ListOffsets answers.
+fn ends(
+    bootstrap: &str,
+    topic: &str,
+    partitions: &std::collections::BTreeSet<i32>,
+) -> Result<std::collections::BTreeMap<String, (i64, i64)>, String> {
+    let consumer = consumer(bootstrap, &format!("{topic}-ends"))?;
+    let mut from_start = TopicPartitionList::new();
+    for p in partitions {
+        from_start
+            .add_partition_offset(topic, *p, Offset::Beginning)
+            .map_err(failed("assign"))?;
+    }
+    consumer.assign(&from_start).map_err(failed("assign"))?;
+    let start = Instant::now();
+    let mut last: Option<Instant> = None;
+    while last.unwrap_or(start).elapsed() < last.map_or(FIRST, |_| IDLE)
+        && start.elapsed() < DEADLINE
+    {
+        if let Some(message) = consumer.poll(Duration::from_millis(500)) {
+            message.map_err(failed("poll"))?;
+            last = Some(Instant::now());
+        }
+    }
+    let name = CString::new(topic).map_err(|e| e.to_string())?;
+    let mut ends = std::collections::BTreeMap::new();
+    for p in partitions {
+        let (mut low, mut fetched_high) = (-1i64, -1i64);
+        // SAFETY: the client pointer is live for as long as `consumer`, the topic name is a
+        // NUL-terminated string that outlives the call, and both outputs are valid i64s.
+        let error = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                consumer.client().native_ptr(),
+                name.as_ptr(),
+                *p,
+                &mut low,
+                &mut fetched_high,
+            )
+        };
+        if error != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Err(format!(
+                "rdkafka: cached watermarks of partition {p}: {error:?}"
+            ));
+        }
+        let (_, listed) = consumer
+            .fetch_watermarks(topic, *p, Duration::from_secs(10))
+            .map_err(failed("ListOffsets"))?;
+        ends.insert(p.to_string(), (fetched_high, listed));
+    }
+    Ok(ends)
+}
