@@ -16,10 +16,13 @@ Cases (every one starts with a batching producer: linger 50 ms, up to 100 record
                  then a consumer in the group reads from there
   end            read everything, then ask for the end offsets (ListOffsets) and the high
                  watermark the last fetch reported
+  describe       two consumers share the group, the first closes, the second reads the rest;
+                 then DescribeGroups, with the second still in the group
 
 Output: {"produced": [[partition, offset, value], ...], "phases": [[[p, o, v], ...], ...],
          "limits": [records each phase was to consume], "committed": {partition: offset},
-         "ends": {partition: [fetch_high, list_end]}}
+         "ends": {partition: [fetch_high, list_end]},
+         "described": {"state": S, "members": [member id, ...], "survivor": member id}}
 Every wait is bounded: a phase ends IDLE seconds after its last record, FIRST seconds without
 any, or DEADLINE seconds in all.
 """
@@ -112,6 +115,26 @@ class Confluent:
         c.commit(offsets=tps, asynchronous=False)
         c.close()
 
+    def describe(self, topic, group, n):
+        def poll_commit(c):
+            m = c.poll(0.2)
+            if m is None or m.error() is not None:
+                return []
+            c.commit(message=m, asynchronous=False)
+            return [[m.partition(), m.offset(), value_of(m.value())]]
+
+        first, second = self.consumer(group), self.consumer(group)
+        first.subscribe([topic])
+        phases = two_consumers(first, second, lambda c: c.subscribe([topic]), poll_commit, n)
+        survivor = second.memberid()
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        d = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        second.close()
+        state = getattr(d.state, "name", str(d.state))
+        return phases, described(state, [m.member_id for m in d.members], survivor)
+
     def ends(self, topic, partitions):
         c = self.consumer("conformance-ends")
         c.assign([self.ck.TopicPartition(topic, p, 0) for p in partitions])
@@ -186,6 +209,29 @@ class KafkaPython:
         c = self.consumer(group)
         c.commit({TopicPartition(topic, p): OffsetAndMetadata(o, None, -1) for p, o in offsets.items()})
         c.close()
+
+    def describe(self, topic, group, n):
+        from kafka.structs import OffsetAndMetadata, TopicPartition
+
+        def poll_commit(c):
+            got = c.poll(timeout_ms=200, max_records=1)
+            seen = []
+            for r in (r for rs in got.values() for r in rs):
+                c.commit({TopicPartition(r.topic, r.partition): OffsetAndMetadata(r.offset + 1, None, -1)})
+                seen.append([r.partition, r.offset, value_of(r.value)])
+            return seen
+
+        first, second = self.consumer(group, topic), self.consumer(group)
+        phases = two_consumers(first, second, lambda c: c.subscribe([topic]), poll_commit, n)
+        generation = getattr(getattr(second, "_coordinator", None), "_generation", None)
+        survivor = getattr(generation, "member_id", None)
+        admin = self.kafka.KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        answer = admin.describe_groups([group])
+        info = answer[group] if isinstance(answer, dict) else answer[0]
+        admin.close()
+        second.close()
+        members = [field(m, "member_id") for m in field(info, "members")]
+        return phases, described(field(info, "state", "group_state"), members, survivor)
 
     def ends(self, topic, partitions):
         from kafka.structs import TopicPartition
@@ -278,6 +324,54 @@ class AioKafka:
 
         asyncio.run(run())
 
+    def describe(self, topic, group, n):
+        from aiokafka.structs import TopicPartition
+
+        async def poll_commit(c):
+            got = await c.getmany(timeout_ms=200, max_records=1)
+            seen = []
+            for r in (r for rs in got.values() for r in rs):
+                await c.commit({TopicPartition(r.topic, r.partition): r.offset + 1})
+                seen.append([r.partition, r.offset, value_of(r.value)])
+            return seen
+
+        async def run():
+            first, second = self.consumer(group, topic), self.consumer(group, topic)
+            await first.start()
+            phases = [[], []]
+            start = time.monotonic()
+            while len(phases[0]) < n // 6 and time.monotonic() - start < FIRST:
+                phases[0] += await poll_commit(first)
+            await second.start()
+            joined = time.monotonic()
+            while time.monotonic() - joined < FIRST:
+                phases[0] += await poll_commit(first)
+                phases[1] += await poll_commit(second)
+                if second.assignment() and phases[1]:
+                    break
+            await first.stop()
+            last = time.monotonic()
+            while time.monotonic() - last < IDLE and time.monotonic() - joined < DEADLINE:
+                got = await poll_commit(second)
+                if got:
+                    phases[1] += got
+                    last = time.monotonic()
+            survivor = getattr(getattr(second, "_coordinator", None), "member_id", None)
+            from aiokafka.admin import AIOKafkaAdminClient
+
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                response = (await admin.describe_consumer_groups([group]))[0]
+            finally:
+                await admin.close()
+                await second.stop()
+            group_info = field(response, "groups")[0]
+            members = [m[0] for m in group_info[5]]
+            return phases, described(group_info[2], members, survivor)
+
+        return asyncio.run(run())
+
     def ends(self, topic, partitions):
         from aiokafka.structs import TopicPartition
 
@@ -319,6 +413,47 @@ def consume_into(batches, fields, commit_one, commit_all, limit, per_record):
     return seen
 
 
+def two_consumers(first, second, subscribe, poll_commit, n):
+    """The describe case's consumers, polled in turn on one thread: the first reads a sixth of
+    the records; the second joins, and both read until the second has partitions and a record
+    (or FIRST seconds); the first closes (leaves); the second reads the rest. Returns what
+    each read; the second stays open for the describe."""
+    phases = [[], []]
+    start = time.monotonic()
+    while len(phases[0]) < n // 6 and time.monotonic() - start < FIRST:
+        phases[0] += poll_commit(first)
+    subscribe(second)
+    joined = time.monotonic()
+    while time.monotonic() - joined < FIRST:
+        phases[0] += poll_commit(first)
+        phases[1] += poll_commit(second)
+        if second.assignment() and phases[1]:
+            break
+    first.close()
+    last = time.monotonic()
+    while time.monotonic() - last < IDLE and time.monotonic() - joined < DEADLINE:
+        got = poll_commit(second)
+        if got:
+            phases[1] += got
+            last = time.monotonic()
+    return phases
+
+
+def field(obj, *names):
+    """A field of an admin client's answer, whether an object, a dict or a named tuple, under
+    the first of `names` it has (the clients' versions name some fields differently)."""
+    for name in names:
+        if isinstance(obj, dict) and name in obj:
+            return obj[name]
+        if not isinstance(obj, dict) and hasattr(obj, name):
+            return getattr(obj, name)
+    raise KeyError(f"none of {names} in {obj!r}")
+
+
+def described(state, members, survivor):
+    return {"state": str(state), "members": [str(m) for m in members], "survivor": survivor}
+
+
 # --- bounded polling ------------------------------------------------------------------------------
 
 
@@ -353,7 +488,7 @@ async def apolls(poll):
 # --- cases ----------------------------------------------------------------------------------------
 
 CLIENTS = {"confluent-kafka": Confluent, "kafka-python": KafkaPython, "aiokafka": AioKafka}
-CASES = ("resume-record", "resume-batch", "rejoin", "seek", "end")
+CASES = ("resume-record", "resume-batch", "rejoin", "seek", "end", "describe")
 
 
 def run(client, case, topic, group, n):
@@ -383,6 +518,9 @@ def run(client, case, topic, group, n):
     elif case == "end":
         partitions = sorted({p for p, _, _ in produced})
         out["ends"] = client.ends(topic, partitions)
+    elif case == "describe":
+        out["phases"], out["described"] = client.describe(topic, group, n)
+        out["limits"] = [n // 6, 0]
     return out
 
 

@@ -53,9 +53,9 @@ fn every_client_conforms_on_the_local_broker() {
         &["conformance", "--backend", "local", "--json"],
         &[],
     );
-    assert_conforms(code, &stdout, &stderr, 25);
+    assert_conforms(code, &stdout, &stderr, 30);
     assert!(
-        stderr.contains("22 passed, 0 failed, 3 not applicable"),
+        stderr.contains("26 passed, 0 failed, 4 not applicable"),
         "{stderr}"
     );
 }

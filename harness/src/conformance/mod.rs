@@ -89,15 +89,19 @@ pub enum Case {
     /// The end offset ListOffsets answers equals the high watermark a fetch reports, and the
     /// number of records produced.
     End,
+    /// Two consumers share the group; the first closes (leaves), the second reads the rest;
+    /// DescribeGroups then lists the second alone, in state Stable.
+    Describe,
 }
 
 impl Case {
-    pub const ALL: [Case; 5] = [
+    pub const ALL: [Case; 6] = [
         Case::ResumeRecord,
         Case::ResumeBatch,
         Case::Rejoin,
         Case::Seek,
         Case::End,
+        Case::Describe,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,6 +111,7 @@ impl Case {
             Case::Rejoin => "rejoin",
             Case::Seek => "seek",
             Case::End => "end",
+            Case::Describe => "describe",
         }
     }
 }
@@ -131,6 +136,18 @@ pub struct Observations {
     /// Each partition's high watermark from a fetch, and its end from ListOffsets.
     #[serde(default)]
     pub ends: BTreeMap<String, (i64, i64)>,
+    /// What DescribeGroups answered for the group once the first consumer had left.
+    #[serde(default)]
+    pub described: Option<Described>,
+}
+
+/// A group as DescribeGroups lists it, and the member that was to be in it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct Described {
+    pub state: String,
+    pub members: Vec<String>,
+    /// The member id of the consumer still in the group, where the client tells it.
+    pub survivor: Option<String>,
 }
 
 /// A case's outcome.
@@ -197,6 +214,45 @@ pub fn judge(case: Case, obs: &Observations) -> (Outcome, String) {
     match case {
         Case::ResumeRecord | Case::ResumeBatch | Case::Rejoin => {
             judge_exactly_once(&produced, obs, produced.keys().copied().collect())
+        }
+        Case::Describe => {
+            let (outcome, read) =
+                judge_exactly_once(&produced, obs, produced.keys().copied().collect());
+            let Some(d) = &obs.described else {
+                return (
+                    Outcome::Fail,
+                    format!("the group was not described; {read}"),
+                );
+            };
+            let listed = format!(
+                "DescribeGroups: state {}, members [{}]",
+                d.state,
+                d.members.join(", ")
+            );
+            let right_member = match &d.survivor {
+                Some(id) => d.members == [id.clone()],
+                None => d.members.len() == 1,
+            };
+            let mut wrong = Vec::new();
+            if !d.state.eq_ignore_ascii_case("stable") {
+                wrong.push("not Stable".to_owned());
+            }
+            if !right_member {
+                wrong.push(match &d.survivor {
+                    Some(id) => format!("the one member left is {id}"),
+                    None => "one member is left".to_owned(),
+                });
+            }
+            match (outcome, wrong.is_empty()) {
+                (Outcome::Pass, true) => {
+                    (Outcome::Pass, format!("{listed} after the leave; {read}"))
+                }
+                _ if wrong.is_empty() => (Outcome::Fail, format!("{listed}; {read}")),
+                _ => (
+                    Outcome::Fail,
+                    format!("{listed} ({}); {read}", wrong.join(", ")),
+                ),
+            }
         }
         Case::Seek => {
             let mut expected = BTreeSet::new();
@@ -691,6 +747,39 @@ mod tests {
             evidence.contains("no end reported for partition(s) 1"),
             "{evidence}"
         );
+    }
+
+    #[test]
+    fn describe_lists_the_one_member_left_in_a_stable_group() {
+        let mut obs = Observations {
+            produced: produced(30),
+            ..Default::default()
+        };
+        split(&mut obs, 5);
+        let listed = |state: &str, members: &[&str]| Described {
+            state: state.into(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+            survivor: Some("b".into()),
+        };
+        assert_eq!(
+            judge(Case::Describe, &obs).0,
+            Outcome::Fail,
+            "not described"
+        );
+        obs.described = Some(listed("Stable", &["b"]));
+        assert_eq!(judge(Case::Describe, &obs).0, Outcome::Pass);
+        // the member that left is still listed
+        obs.described = Some(listed("Stable", &["a", "b"]));
+        let (outcome, evidence) = judge(Case::Describe, &obs);
+        assert_eq!(outcome, Outcome::Fail);
+        assert!(evidence.contains("the one member left is b"), "{evidence}");
+        // an empty answer (ConsumerGroupDescribe of a classic group)
+        obs.described = Some(listed("STABLE", &[]));
+        assert_eq!(judge(Case::Describe, &obs).0, Outcome::Fail);
+        obs.described = Some(listed("PreparingRebalance", &["b"]));
+        let (outcome, evidence) = judge(Case::Describe, &obs);
+        assert_eq!(outcome, Outcome::Fail);
+        assert!(evidence.contains("not Stable"), "{evidence}");
     }
 
     #[test]

@@ -88,6 +88,7 @@ pub(super) async fn run(
                     obs.produced.iter().map(|(p, _, _)| *p).collect();
                 obs.ends = ends(&bootstrap, &topic, &partitions)?;
             }
+            Case::Describe => describe(&bootstrap, &topic, &group, records, &mut obs)?,
         }
         Ok(obs)
     })
@@ -153,22 +154,9 @@ fn consume(
         };
         let message = message.map_err(failed("poll"))?;
         last = Some(Instant::now());
-        let value = message
-            .payload()
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default();
-        seen.push((message.partition(), message.offset(), value));
+        seen.push(seen_of(&message));
         if per_record {
-            let mut next = TopicPartitionList::new();
-            next.add_partition_offset(
-                topic,
-                message.partition(),
-                Offset::Offset(message.offset() + 1),
-            )
-            .map_err(failed("commit"))?;
-            consumer
-                .commit(&next, CommitMode::Sync)
-                .map_err(failed("commit"))?;
+            commit_after(&consumer, topic, &message)?;
         } else {
             uncommitted += 1;
             if uncommitted == POLL_BATCH {
@@ -185,6 +173,104 @@ fn consume(
             .map_err(failed("commit"))?;
     }
     Ok(seen)
+}
+
+/// Polls once and commits what came: `None` when nothing did.
+fn poll_commit(consumer: &BaseConsumer, topic: &str) -> Result<Option<Seen>, String> {
+    let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+        return Ok(None);
+    };
+    let message = message.map_err(failed("poll"))?;
+    commit_after(consumer, topic, &message)?;
+    Ok(Some(seen_of(&message)))
+}
+
+/// Commits the offset after `message`, synchronously.
+fn commit_after(
+    consumer: &BaseConsumer,
+    topic: &str,
+    message: &rdkafka::message::BorrowedMessage<'_>,
+) -> Result<(), String> {
+    let mut next = TopicPartitionList::new();
+    next.add_partition_offset(
+        topic,
+        message.partition(),
+        Offset::Offset(message.offset() + 1),
+    )
+    .map_err(failed("commit"))?;
+    consumer
+        .commit(&next, CommitMode::Sync)
+        .map_err(failed("commit"))
+}
+
+fn seen_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Seen {
+    let value = message
+        .payload()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    (message.partition(), message.offset(), value)
+}
+
+/// The first consumer reads a sixth; the second joins and both read until the second has
+/// partitions (or 30 s); the first closes; the second reads the rest; then the group is
+/// described while the second is still in it.
+fn describe(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    records: usize,
+    obs: &mut Observations,
+) -> Result<(), String> {
+    let first = consumer(bootstrap, group)?;
+    first.subscribe(&[topic]).map_err(failed("subscribe"))?;
+    let (mut read_first, mut read_second) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    while read_first.len() < records / 6 && start.elapsed() < FIRST {
+        read_first.extend(poll_commit(&first, topic)?);
+    }
+    let second = consumer(bootstrap, group)?;
+    second.subscribe(&[topic]).map_err(failed("subscribe"))?;
+    let joined = Instant::now();
+    while joined.elapsed() < FIRST {
+        read_first.extend(poll_commit(&first, topic)?);
+        read_second.extend(poll_commit(&second, topic)?);
+        let assigned = second.assignment().map_err(failed("assignment"))?.count();
+        if assigned > 0 && !read_second.is_empty() {
+            break;
+        }
+    }
+    drop(first);
+    let mut last = Instant::now();
+    while last.elapsed() < IDLE && joined.elapsed() < DEADLINE {
+        if let Some(seen) = poll_commit(&second, topic)? {
+            read_second.push(seen);
+            last = Instant::now();
+        }
+    }
+    let list = second
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .map_err(failed("DescribeGroups"))?;
+    let group_info = list.groups().iter().find(|g| g.name() == group);
+    // SAFETY: the client pointer is live for as long as `second`; the returned string is
+    // librdkafka's, copied here and freed with its own allocator.
+    let survivor = unsafe {
+        let ptr = rdkafka::bindings::rd_kafka_memberid(second.client().native_ptr());
+        (!ptr.is_null()).then(|| {
+            let id = std::ffi::CStr::from_ptr(ptr).to_string_lossy().into_owned();
+            rdkafka::bindings::rd_kafka_mem_free(second.client().native_ptr(), ptr.cast());
+            id
+        })
+    };
+    obs.described = Some(super::Described {
+        state: group_info.map(|g| g.state().to_owned()).unwrap_or_default(),
+        members: group_info
+            .map(|g| g.members().iter().map(|m| m.id().to_owned()).collect())
+            .unwrap_or_default(),
+        survivor,
+    });
+    obs.limits = vec![records / 6, 0];
+    obs.phases = vec![read_first, read_second];
+    Ok(())
 }
 
 fn commit_at(bootstrap: &str, topic: &str, group: &str, at: &[(i32, i64)]) -> Result<(), String> {
