@@ -377,6 +377,14 @@ fn judge_exactly_once(
         faults.push(format!("{wrong_value} with another value than produced"));
     }
     faults.extend(short);
+    // The last consumer resumes from what the others committed: one that read nothing did not
+    // exercise the resume (its predecessors read everything), so the case proved nothing.
+    if obs.phases.len() > 1 && obs.phases.last().is_some_and(|last| last.is_empty()) {
+        faults.push(format!(
+            "consumer {} read nothing: the resume was not exercised",
+            obs.phases.len()
+        ));
+    }
     if faults.is_empty() {
         (Outcome::Pass, format!("{read}: each once"))
     } else {
@@ -689,6 +697,21 @@ mod tests {
         let (outcome, evidence) = judge(Case::Rejoin, &obs);
         assert_eq!(outcome, Outcome::Fail);
         assert!(evidence.contains("consumer 1 read 0 of 10"), "{evidence}");
+    }
+
+    #[test]
+    fn a_first_consumer_that_reads_everything_proves_no_resume() {
+        // hostile: the first consumer ignores its limit, the second has nothing left
+        let all = produced(30);
+        let obs = Observations {
+            produced: all.clone(),
+            phases: vec![all, vec![]],
+            limits: vec![10, 30],
+            ..Default::default()
+        };
+        let (outcome, evidence) = judge(Case::ResumeRecord, &obs);
+        assert_eq!(outcome, Outcome::Fail);
+        assert!(evidence.contains("consumer 2 read nothing"), "{evidence}");
     }
 
     #[test]

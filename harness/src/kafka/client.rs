@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 const REQUEST: Duration = Duration::from_secs(30);
 /// Once the ListOffsets end of a topic is reached, and no fetch response has told the exact end,
 /// how long the topic must stay quiet before the read-back ends. The ListOffsets end cannot be
-/// trusted alone: unpatched tansu 0.6.0 answers it with a high watermark that lags (at times stuck near
-/// 10,001) while it serves, and has acknowledged, records beyond it.
+/// trusted alone: unpatched tansu 0.6.0 answers it with a high watermark that lags (at times
+/// stuck near 10,001) while it serves, and has acknowledged, records beyond it.
 const QUIET: Duration = Duration::from_secs(1);
 /// Past the reported end, how long one wait for a record lasts before the end is looked at again.
 const LOOK: Duration = Duration::from_millis(20);

@@ -26,9 +26,10 @@
 //!   the stop, inputs processed twice before it are counted, not failed (at-least-once under
 //!   faults); an input processed again after the clean stop still fails.
 //!
-//! The read-back does not trust the broker's ListOffsets answer alone: unpatched tansu 0.6.0 (the local
-//! backend's broker) answers it with a high watermark that lags, at times stuck near 10,001,
-//! while it serves, and has acknowledged, records far beyond it. The high watermark in its
+//! The read-back does not trust the broker's ListOffsets answer alone: unpatched tansu 0.6.0
+//! (the local backend's broker before `patches/tansu-0.6.0/0004`) answers it with a high
+//! watermark that lags, at times stuck near 10,001, while it serves, and has acknowledged,
+//! records far beyond it. The high watermark in its
 //! fetch responses is exact, so the read-back ends when every partition is read to that; where
 //! no fetch response has said (yet), past the ListOffsets end it waits for a second of quiet.
 
