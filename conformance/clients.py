@@ -335,42 +335,55 @@ class AioKafka:
                 seen.append([r.partition, r.offset, value_of(r.value)])
             return seen
 
-        async def run():
-            first, second = self.consumer(group, topic), self.consumer(group, topic)
-            await first.start()
-            phases = [[], []]
-            start = time.monotonic()
-            while len(phases[0]) < n // 6 and time.monotonic() - start < FIRST:
-                phases[0] += await poll_commit(first)
-            await second.start()
-            joined = time.monotonic()
-            while time.monotonic() - joined < FIRST:
-                phases[0] += await poll_commit(first)
-                phases[1] += await poll_commit(second)
-                if second.assignment() and phases[1]:
-                    break
-            await first.stop()
-            last = time.monotonic()
-            while time.monotonic() - last < IDLE and time.monotonic() - joined < DEADLINE:
-                got = await poll_commit(second)
-                if got:
-                    phases[1] += got
-                    last = time.monotonic()
-            survivor = getattr(getattr(second, "_coordinator", None), "member_id", None)
-            from aiokafka.admin import AIOKafkaAdminClient
+        # The synchronous helper drives both consumers on one event loop, run whenever it
+        # waits on a consumer (so heartbeats go on while it polls).
+        loop = asyncio.new_event_loop()
+        run = loop.run_until_complete
 
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-            await admin.start()
+        class Blocking:
+            def __init__(self, consumer):
+                self.consumer = consumer
+
+            def assignment(self):
+                return self.consumer.assignment()
+
+            def close(self):
+                run(self.consumer.stop())
+
+        async def make():
+            return self.consumer(group, topic), self.consumer(group, topic)
+
+        try:
+            first, second = (Blocking(c) for c in run(make()))
+            run(first.consumer.start())
+            phases = two_consumers(
+                first,
+                second,
+                lambda c: run(c.consumer.start()),
+                lambda c: run(poll_commit(c.consumer)),
+                n,
+            )
+            survivor = getattr(getattr(second.consumer, "_coordinator", None), "member_id", None)
+
+            async def describe_group():
+                from aiokafka.admin import AIOKafkaAdminClient
+
+                admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+                await admin.start()
+                try:
+                    return (await admin.describe_consumer_groups([group]))[0]
+                finally:
+                    await admin.close()
+
             try:
-                response = (await admin.describe_consumer_groups([group]))[0]
+                response = run(describe_group())
             finally:
-                await admin.close()
-                await second.stop()
-            group_info = field(response, "groups")[0]
-            members = [m[0] for m in group_info[5]]
-            return phases, described(group_info[2], members, survivor)
-
-        return asyncio.run(run())
+                second.close()
+        finally:
+            loop.close()
+        group_info = field(response, "groups")[0]
+        members = [m[0] for m in group_info[5]]
+        return phases, described(group_info[2], members, survivor)
 
     def ends(self, topic, partitions):
         from aiokafka.structs import TopicPartition

@@ -392,14 +392,16 @@ fn running_slope(points: &[quiesce_soak::Point], warmup: Duration) -> Option<f64
 const EXPLAINED: f64 = 0.75;
 
 /// Whether resident growth over a flat live heap is memory the allocator keeps: the target is
-/// one process (the heap is the root's alone), the probe reported the allocator's holdings,
-/// and they grew by at least [`EXPLAINED`] of the resident slope. `Err` says which failed.
+/// one process (the most `processes` sampled; the heap is the root's alone), the probe
+/// reported the allocator's holdings (`held`), and they grew by at least [`EXPLAINED`] of the
+/// resident slope. `Err` says which failed.
 fn retention_explained(
-    samples: &[quiesce_soak::Sample],
+    processes: Option<u64>,
     rss: &[quiesce_soak::Point],
+    held: &[quiesce_soak::Point],
     warmup: Duration,
 ) -> Result<String, String> {
-    match samples.iter().filter_map(|s| s.processes).max() {
+    match processes {
         None => return Err("the timeline does not say how many processes were sampled".into()),
         Some(n) if n > 1 => {
             return Err(format!(
@@ -408,15 +410,6 @@ fn retention_explained(
         }
         Some(_) => {}
     }
-    let held: Vec<quiesce_soak::Point> = samples
-        .iter()
-        .filter_map(|s| {
-            s.heap_held_bytes.map(|b| quiesce_soak::Point {
-                t_secs: s.t_ms as f64 / 1000.0,
-                value: b as f64,
-            })
-        })
-        .collect();
     if held.is_empty() {
         return Err(
             "the probe reported no allocator holdings, so growth outside the heap (mmap, \
@@ -425,7 +418,7 @@ fn retention_explained(
         );
     }
     let (Some(resident), Some(holdings)) =
-        (running_slope(rss, warmup), running_slope(&held, warmup))
+        (running_slope(rss, warmup), running_slope(held, warmup))
     else {
         return Err("too few samples after the warm-up to compare the two slopes".into());
     };
@@ -534,7 +527,12 @@ pub fn judge(
     // own holdings grew with it, in a target that is one process; else the growth stands.
     let (verdict, allocator) = match verdict {
         quiesce_soak::Verdict::Retained { resident, heap } => {
-            match retention_explained(&samples, &rss, warmup) {
+            let held: Vec<_> = samples
+                .iter()
+                .filter_map(|s| s.heap_held_bytes.map(|h| point(s.t_ms, h)))
+                .collect();
+            let processes = samples.iter().filter_map(|s| s.processes).max();
+            match retention_explained(processes, &rss, &held, warmup) {
                 Ok(why) => (
                     quiesce_soak::Verdict::Retained { resident, heap },
                     Some(why),

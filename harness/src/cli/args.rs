@@ -285,3 +285,21 @@ pub(super) fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError
     }
     Ok(out)
 }
+
+/// Starts the infrastructure `config` asks for, unless Ctrl-C comes first: `None` then, with
+/// everything started stopped (dropping the start future stops it).
+pub(super) async fn start_infra(
+    config: &InfraConfig,
+    signals: &mut crate::signal::SignalHandler,
+) -> Result<Option<crate::infra::Infra>, InfraError> {
+    if config.backend == crate::infra::BackendKind::Auto {
+        eprintln!("quiesce: choosing a backend (QUIESCE_BACKEND or --backend to choose)");
+    }
+    tokio::select! {
+        started = crate::infra::Infra::start(config) => started.map(Some),
+        _ = signals.recv() => {
+            eprintln!("quiesce: interrupted during start; everything started was stopped");
+            Ok(None)
+        }
+    }
+}

@@ -6,7 +6,7 @@ use clap::Args;
 
 use crate::conformance::{self, Case, Client, Outcome, Row, Tools};
 use crate::exit_codes;
-use crate::infra::{BackendKind, Infra, InfraError, cache_dir};
+use crate::infra::{InfraError, cache_dir};
 use crate::process::which;
 use crate::signal::SignalHandler;
 
@@ -34,9 +34,6 @@ pub(super) struct ConformanceArgs {
 pub(super) async fn conformance(args: ConformanceArgs) -> Result<i32, CliError> {
     let config = resolve_config(&args.infra)?;
     let mut signals = SignalHandler::new().map_err(InfraError::Workdir)?;
-    if config.backend == BackendKind::Auto {
-        eprintln!("quiesce: choosing a backend (QUIESCE_BACKEND or --backend to choose)");
-    }
     let clients = if args.client.is_empty() {
         Client::ALL.to_vec()
     } else {
@@ -47,12 +44,8 @@ pub(super) async fn conformance(args: ConformanceArgs) -> Result<i32, CliError> 
     } else {
         args.case.clone()
     };
-    let mut infra = tokio::select! {
-        started = Infra::start(&config) => started?,
-        _ = signals.recv() => {
-            eprintln!("quiesce: interrupted during start; everything started was stopped");
-            return Ok(exit_codes::INTERRUPTED);
-        }
+    let Some(mut infra) = start_infra(&config, &mut signals).await? else {
+        return Ok(exit_codes::INTERRUPTED);
     };
     eprintln!(
         "quiesce: Kafka on the {} backend at {}",

@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use crate::exit_codes;
-use crate::infra::{self, BackendKind, Infra, InfraError};
+use crate::infra::{self, Infra, InfraError};
 use crate::signal::{SignalEvent, SignalHandler};
 
 use super::args::*;
@@ -39,16 +39,8 @@ pub(super) struct UpArgs {
 pub(super) async fn infra_up(args: UpArgs) -> Result<i32, InfraError> {
     let config = resolve_config(&args.infra)?;
     let mut signals = SignalHandler::new().map_err(InfraError::Workdir)?;
-    if config.backend == BackendKind::Auto {
-        eprintln!("quiesce: choosing a backend (QUIESCE_BACKEND or --backend to choose)");
-    }
-    let mut infra = tokio::select! {
-        started = Infra::start(&config) => started?,
-        _ = signals.recv() => {
-            // Dropping the start future stopped whatever it had started.
-            eprintln!("quiesce: interrupted during start; everything started was stopped");
-            return Ok(exit_codes::INTERRUPTED);
-        }
+    let Some(mut infra) = start_infra(&config, &mut signals).await? else {
+        return Ok(exit_codes::INTERRUPTED);
     };
     let status = announce(&mut infra);
     let api_listen = match &args.api {

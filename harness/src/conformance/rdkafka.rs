@@ -6,13 +6,13 @@ use std::ffi::CString;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Case, Observations, Seen};
+use crate::kafka::client_config as config;
 
 /// The same bounds as the Python clients: see `conformance/clients.py`.
 const IDLE: Duration = Duration::from_secs(6);
@@ -21,12 +21,6 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// Records a per-batch consumer reads between commits (the Python clients' poll size).
 const POLL_BATCH: usize = 50;
 const REJOIN_CONSUMERS: usize = 4;
-
-fn config(bootstrap: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
-    config
-}
 
 fn failed(what: &str) -> impl Fn(rdkafka::error::KafkaError) -> String + '_ {
     move |e| format!("rdkafka: {what}: {e}")

@@ -44,7 +44,8 @@ fn failed(what: impl Into<String>, reason: impl ToString) -> KafkaError {
     }
 }
 
-fn config(bootstrap: &str) -> ClientConfig {
+/// The settings every Kafka client of the harness starts from.
+pub(crate) fn config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)

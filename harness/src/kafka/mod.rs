@@ -37,6 +37,7 @@ mod client;
 mod judge;
 pub mod wire;
 
+pub(crate) use client::config as client_config;
 pub use client::{
     AckedRecord, Batching, KafkaError, OutputCount, ProcessedRecord, ReadBack, Workload,
     committed_offsets, count_processed, create_topic, produce_counted, produce_sequence,
