@@ -33,6 +33,10 @@ fn check_lists_what_a_run_would_judge_and_names_every_error() {
         "{out}"
     );
     assert!(
+        out.contains("processed: output records in `quiesce-output` naming their input's partition and offset"),
+        "{out}"
+    );
+    assert!(
         out.contains("group_left           a LeaveGroup on the wire from every member the target had, at the stop  (may be inconclusive: accepted)"),
         "{out}"
     );

@@ -279,6 +279,7 @@ async fn the_workload_can_be_resumed_at_any_offset() {
     let workload = Workload {
         topic: "single",
         prefix: "k",
+        value: "seq-{seq}",
         count: 50,
         rate: 0,
         batching: Batching {

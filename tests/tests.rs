@@ -48,3 +48,5 @@ mod run_faults;
 mod run_graph;
 // The Python (asyncio + aiokafka) pipeline: the Kafka contract in another language.
 mod python_pipeline;
+// A service written the ordinary way (scenarios/examples/orders), judged as it is.
+mod examples;

@@ -41,6 +41,9 @@ struct Resolved {
     name: String,
     target: String,
     stop: String,
+    /// Where the Kafka checks learn what was processed (with `[kafka]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    processed: Option<String>,
     checks: Vec<Needs>,
     allow_inconclusive: Vec<CheckName>,
     placeholders: Vec<Filled>,
@@ -119,6 +122,10 @@ fn check_file(path: &Path) -> Checked {
                 name: scenario.name.clone(),
                 target: scenario.target.describe(),
                 stop: stop_of(&scenario),
+                processed: scenario
+                    .kafka
+                    .as_ref()
+                    .map(|k| k.processed.describe(&k.output_topic)),
                 checks: scenario
                     .enabled_checks()
                     .map(|check| Needs {
@@ -143,6 +150,9 @@ fn print(checked: &Checked) {
         checked.file, resolved.name, resolved.target
     );
     println!("  stop: {}", resolved.stop);
+    if let Some(processed) = &resolved.processed {
+        println!("  processed: {processed}");
+    }
     println!("  checks ({}), each passes only on:", resolved.checks.len());
     let width = resolved
         .checks

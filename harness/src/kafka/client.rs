@@ -64,7 +64,8 @@ pub struct AckedRecord {
     pub key: String,
 }
 
-/// One output record: the service processed the input at (`partition`, `offset`).
+/// One piece of evidence that the service processed the input at (`partition`, `offset`):
+/// an output record, or a line of its log.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ProcessedRecord {
     pub partition: i32,
@@ -72,9 +73,143 @@ pub struct ProcessedRecord {
     /// The output record's key (the input's key, by the contract).
     #[serde(skip_deserializing)]
     pub key: String,
-    /// Where the output record itself is: (partition, offset) in the output topic.
+    /// Where the output record itself is: (partition, offset) in the output topic (`None`
+    /// for a log line).
     #[serde(skip_deserializing)]
-    pub output: (i32, i64),
+    pub output: Option<(i32, i64)>,
+}
+
+/// How an output record names the input it is for (see `scenario::ProcessedBy`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum OutputMatch {
+    /// Its value is `{"partition": P, "offset": O}`.
+    #[default]
+    Contract,
+    /// Its key is the input's.
+    Key,
+    /// Its JSON value holds the input's key at this pointer.
+    JsonPointer(String),
+    /// A header of this name holds the input's key.
+    Header(String),
+}
+
+/// The input an output names: where it was, or its key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum InputRef {
+    At(i32, i64),
+    Key(String),
+}
+
+impl OutputMatch {
+    /// The input `message` names, or why it names none.
+    fn input_of(&self, message: &impl Message) -> Result<InputRef, String> {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        match self {
+            OutputMatch::Contract => {
+                let value = message.payload().unwrap_or_default();
+                serde_json::from_slice::<ProcessedRecord>(value)
+                    .map(|r| InputRef::At(r.partition, r.offset))
+                    .map_err(|e| {
+                        format!(
+                            "not an output record ({e}); expected JSON {{\"partition\": P, \"offset\": O}}"
+                        )
+                    })
+            }
+            OutputMatch::Key => message
+                .key()
+                .map(|k| InputRef::Key(text(k)))
+                .ok_or_else(|| "it has no key".to_owned()),
+            OutputMatch::JsonPointer(pointer) => {
+                let value: serde_json::Value =
+                    serde_json::from_slice(message.payload().unwrap_or_default())
+                        .map_err(|e| format!("its value is not JSON ({e})"))?;
+                match value.pointer(pointer) {
+                    Some(serde_json::Value::String(key)) => Ok(InputRef::Key(key.clone())),
+                    Some(serde_json::Value::Number(n)) => Ok(InputRef::Key(n.to_string())),
+                    Some(other) => Err(format!("`{pointer}` holds {other}, not a key")),
+                    None => Err(format!("its value has nothing at `{pointer}`")),
+                }
+            }
+            OutputMatch::Header(name) => {
+                use rdkafka::message::Headers;
+                message
+                    .headers()
+                    .and_then(|headers| {
+                        headers
+                            .iter()
+                            .find(|h| h.key == name)
+                            .and_then(|h| h.value.map(|v| InputRef::Key(text(v))))
+                    })
+                    .ok_or_else(|| format!("it has no header `{name}`"))
+            }
+        }
+    }
+}
+
+/// Output records that name no input of the run: how many, and a few of them with why.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Unmatched {
+    pub count: usize,
+    pub examples: Vec<String>,
+}
+
+impl Unmatched {
+    const EXAMPLES: usize = 3;
+
+    pub fn add(&mut self, example: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.examples.len() < Self::EXAMPLES {
+            self.examples.push(example());
+        }
+    }
+
+    /// Both sets, `other`'s examples after these.
+    pub fn merge(mut self, other: Unmatched) -> Unmatched {
+        self.count += other.count;
+        self.examples.extend(other.examples);
+        self.examples.truncate(Self::EXAMPLES);
+        self
+    }
+}
+
+/// One output record as read back: the input it names, its own key, where it is.
+#[derive(Clone, Debug)]
+pub struct Output {
+    pub input: InputRef,
+    pub key: String,
+    pub at: Option<(i32, i64)>,
+}
+
+/// The processed records `outputs` stand for: each one's input found among `acked` by key
+/// (an output naming its input's place is taken as it is); the rest are unmatched.
+pub fn resolve(outputs: Vec<Output>, acked: &[AckedRecord]) -> (Vec<ProcessedRecord>, Unmatched) {
+    let by_key: BTreeMap<&str, &AckedRecord> = acked.iter().map(|a| (a.key.as_str(), a)).collect();
+    let mut unmatched = Unmatched::default();
+    let mut processed = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        let (partition, offset) = match &output.input {
+            InputRef::At(p, o) => (*p, *o),
+            InputRef::Key(key) => match by_key.get(key.as_str()) {
+                Some(a) => (a.partition, a.offset),
+                None => {
+                    unmatched.add(|| match output.at {
+                        Some((p, o)) => {
+                            format!("partition {p} offset {o}: `{key}` is no input of this run")
+                        }
+                        None => format!("`{key}` is no input of this run"),
+                    });
+                    continue;
+                }
+            },
+        };
+        processed.push(ProcessedRecord {
+            partition,
+            offset,
+            key: output.key,
+            output: output.at,
+        });
+    }
+    (processed, unmatched)
 }
 
 /// Creates `topic` with `partitions` partitions; an existing topic is fine.
@@ -98,7 +233,7 @@ pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Resu
     Ok(())
 }
 
-/// Produces `count` records keyed `{prefix}-{n}` with payload `seq-{n}` and returns the ones
+/// Produces `count` records keyed `{prefix}-{n}` with value `seq-{n}` and returns the ones
 /// the broker acknowledged, sorted by partition and offset.
 pub async fn produce_sequence(
     bootstrap: &str,
@@ -109,6 +244,7 @@ pub async fn produce_sequence(
     let workload = Workload {
         topic,
         prefix,
+        value: "seq-{seq}",
         count,
         rate: 0,
         batching: Batching::default(),
@@ -122,6 +258,8 @@ pub struct Workload<'a> {
     pub topic: &'a str,
     /// Keys are `{prefix}-{n}`.
     pub prefix: &'a str,
+    /// Each value: `{key}`, `{seq}` and `{run_id}` (the prefix) filled in.
+    pub value: &'a str,
     pub count: usize,
     /// Records per second; 0: as fast as the broker acknowledges.
     pub rate: u32,
@@ -182,6 +320,7 @@ pub async fn produce_counted(
     let started = Instant::now();
     let topic = workload.topic;
     let rate = workload.rate;
+    let (prefix, template) = (workload.prefix, workload.value);
     let producer = &producer;
     // Paced before the stop is looked at, so a stop ends the sending at once.
     let mut acked: Vec<AckedRecord> = futures::stream::iter(0..workload.count)
@@ -194,9 +333,13 @@ pub async fn produce_counted(
         })
         .take_until(stop.cancelled())
         .map(|n| {
-            let key = format!("{}-{n}", workload.prefix);
+            let key = format!("{prefix}-{n}");
             async move {
-                let payload = format!("seq-{n}");
+                let seq = n.to_string();
+                let payload = crate::scenario::template::fill_with(
+                    template,
+                    &[("key", &key), ("seq", &seq), ("run_id", prefix)],
+                );
                 let delivery = producer
                     .send(FutureRecord::to(topic).key(&key).payload(&payload), REQUEST)
                     .await;
@@ -227,19 +370,21 @@ pub struct OutputCount {
     pub total: usize,
 }
 
-/// Counts the output topic's records into `seen`, until dropped. Records that are not the
-/// contract's JSON are skipped here: the read-back after the stop reports them.
-/// `since`: where in each partition this run's outputs begin (see [`read_back`]).
+/// Counts the output topic's records into `seen`, until dropped. Records that name no input
+/// (as `matcher` reads them) are skipped here: the read-back after the stop reports them.
+/// A key names an input of this run only if it begins `{prefix}-`. `since`: where in each
+/// partition this run's outputs begin (see [`read_back`]).
 pub async fn count_processed(
     bootstrap: &str,
     output_topic: &str,
     since: &BTreeMap<i32, i64>,
+    matcher: &OutputMatch,
+    prefix: &str,
     seen: tokio::sync::watch::Sender<OutputCount>,
 ) -> Result<(), KafkaError> {
     let consumer = verifier(bootstrap)?;
     assign_from(&consumer, output_topic, since)?;
-    let mut distinct = BTreeSet::new();
-    let mut total = 0;
+    let mut counter = Counter::new(prefix);
     loop {
         let message = match consumer.recv().await {
             Ok(message) => message,
@@ -247,16 +392,44 @@ pub async fn count_processed(
             Err(e) if passing(&e) => continue,
             Err(e) => return Err(failed(format!("reading {output_topic}"), e)),
         };
-        if let Ok(record) =
-            serde_json::from_slice::<ProcessedRecord>(message.payload().unwrap_or_default())
+        if let Ok(input) = matcher.input_of(&message)
+            && counter.count(input)
         {
-            distinct.insert((record.partition, record.offset));
-            total += 1;
-            seen.send_replace(OutputCount {
-                distinct: distinct.len(),
-                total,
-            });
+            seen.send_replace(counter.seen);
         }
+    }
+}
+
+/// Distinct inputs of one run named so far, by outputs or log lines.
+pub struct Counter {
+    mark: String,
+    inputs: BTreeSet<InputRef>,
+    pub seen: OutputCount,
+}
+
+impl Counter {
+    /// Counts the inputs of the run whose keys begin `{prefix}-`.
+    pub fn new(prefix: &str) -> Counter {
+        Counter {
+            mark: format!("{prefix}-"),
+            inputs: BTreeSet::new(),
+            seen: OutputCount::default(),
+        }
+    }
+
+    /// Counts `input` if it is the run's; says whether it was.
+    pub fn count(&mut self, input: InputRef) -> bool {
+        if let InputRef::Key(key) = &input
+            && !key.starts_with(&self.mark)
+        {
+            return false;
+        }
+        self.inputs.insert(input);
+        self.seen = OutputCount {
+            distinct: self.inputs.len(),
+            total: self.seen.total + 1,
+        };
+        true
     }
 }
 
@@ -348,21 +521,23 @@ pub async fn read_processed(
     bootstrap: &str,
     topic: &str,
 ) -> Result<Vec<ProcessedRecord>, KafkaError> {
-    read_back(bootstrap, topic, &BTreeMap::new())
-        .await
-        .map(|r| r.records)
+    let read = read_back(bootstrap, topic, &BTreeMap::new(), &OutputMatch::Contract).await?;
+    Ok(resolve(read.outputs, &[]).0)
 }
 
 /// What [`read_back`] found.
 #[derive(Clone, Debug, Default)]
 pub struct ReadBack {
-    pub records: Vec<ProcessedRecord>,
+    pub outputs: Vec<Output>,
+    /// Records that name no input (under the contract these are an error instead).
+    pub unmatched: Unmatched,
     /// Set when the broker stopped serving short of the end it reports: which partitions,
     /// how far.
     pub stalled: Option<String>,
 }
 
-/// [`read_processed`], saying also whether the broker served all it reports.
+/// Reads `topic` to its end, each record's input as `matcher` reads it, saying also whether
+/// the broker served all it reports.
 ///
 /// `since`: where in each partition to begin (absent: the beginning). A loop's cycles share
 /// the output topic; each reads only what was written after the cycle before it.
@@ -370,10 +545,12 @@ pub async fn read_back(
     bootstrap: &str,
     topic: &str,
     since: &BTreeMap<i32, i64>,
+    matcher: &OutputMatch,
 ) -> Result<ReadBack, KafkaError> {
     let consumer = verifier(bootstrap)?;
     let ends = assign_from(&consumer, topic, since)?;
-    let mut processed = Vec::new();
+    let mut outputs = Vec::new();
+    let mut unmatched = Unmatched::default();
     let mut stalled = None;
     let mut reached: BTreeMap<i32, i64> = since.clone();
     let deadline = Instant::now() + READ_BACK;
@@ -435,28 +612,29 @@ pub async fn read_back(
             }
         };
         reached.insert(message.partition(), message.offset() + 1);
-        let value = message.payload().unwrap_or_default();
-        let mut record: ProcessedRecord = serde_json::from_slice(value).map_err(|e| {
-            failed(
-                format!(
-                    "{topic}/{} offset {}",
-                    message.partition(),
-                    message.offset()
-                ),
-                format!(
-                    "not an output record ({e}); expected JSON {{\"partition\": P, \"offset\": O}}"
-                ),
-            )
-        })?;
-        record.key = message
-            .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_default();
-        record.output = (message.partition(), message.offset());
-        processed.push(record);
+        let at = (message.partition(), message.offset());
+        let input = match matcher.input_of(&message) {
+            Ok(input) => input,
+            Err(why) if *matcher == OutputMatch::Contract => {
+                return Err(failed(format!("{topic}/{} offset {}", at.0, at.1), why));
+            }
+            Err(why) => {
+                unmatched.add(|| format!("partition {} offset {}: {why}", at.0, at.1));
+                continue;
+            }
+        };
+        outputs.push(Output {
+            input,
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default(),
+            at: Some(at),
+        });
     }
     Ok(ReadBack {
-        records: processed,
+        outputs,
+        unmatched,
         stalled,
     })
 }

@@ -318,7 +318,7 @@ mod tests {
                 partition: p,
                 offset: o,
                 key: String::new(),
-                output: (p, o),
+                output: Some((p, o)),
             })
             .collect()
     }

@@ -524,6 +524,23 @@ fn members_at_stop(
 /// within `within` of the stop, so its partitions went to the others at once rather than
 /// after its session timeout. Judged from what the target sent (`events`, from a
 /// [`GroupTap`]), which no broker can misreport.
+/// How long the broker keeps the partitions of the members that did not leave by the time the
+/// target exited: the longest session timeout among them (45 s, current clients' default,
+/// where none was seen). `None`: every member left, or none was seen.
+pub fn held_after_stop(
+    events: &[GroupEvent],
+    group: &str,
+    window: &StopWindow,
+) -> Option<std::time::Duration> {
+    let stop_sent = window.stop_sent?;
+    members_at_stop(events, group, window, stop_sent)
+        .values()
+        .filter(|m| m.left.is_none())
+        .map(|m| m.session_timeout_ms.filter(|t| *t > 0).unwrap_or(45_000))
+        .max()
+        .map(|ms| std::time::Duration::from_millis(ms as u64))
+}
+
 pub fn group_left(
     events: &[GroupEvent],
     group: &str,
@@ -802,6 +819,13 @@ mod tests {
             evidence[0].contains("never sent LeaveGroup"),
             "{evidence:?}"
         );
+        // Its partitions wait that long: the restart is given as much.
+        assert_eq!(
+            held_after_stop(&events, "g", &window(t0)),
+            Some(std::time::Duration::from_secs(45))
+        );
+        let left = member(t0, vec![event(t0, 1100, 1, leave("m-1"))]);
+        assert_eq!(held_after_stop(&left, "g", &window(t0)), None);
     }
 
     #[test]

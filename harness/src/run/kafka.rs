@@ -2,7 +2,7 @@
 //! the read-back after each stop, and the judgement.
 
 use std::collections::BTreeMap;
-
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -10,11 +10,12 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::{
-    AckedRecord, KafkaError, KafkaEvidence, OutputCount, ProcessedRecord, StopKind, Workload,
-    committed_offsets, count_processed, create_topic, no_message_loss, no_redelivery,
-    no_redelivery_under_faults, offsets_committed, produce_counted, producer_flushed, read_back,
+    AckedRecord, KafkaError, KafkaEvidence, OutputCount, OutputMatch, ProcessedRecord, StopKind,
+    Unmatched, Workload, committed_offsets, count_processed, create_topic, no_message_loss,
+    no_redelivery, no_redelivery_under_faults, offsets_committed, produce_counted,
+    producer_flushed, read_back, resolve,
 };
-use crate::scenario::{KafkaWorkload, StopRule};
+use crate::scenario::{KafkaWorkload, ProcessedBy, StopRule};
 use crate::target::Hooks;
 use crate::verdict::{CheckName, Outcome};
 
@@ -22,6 +23,82 @@ use crate::verdict::{CheckName, Outcome};
 pub async fn create_topics(bootstrap: &str, workload: &KafkaWorkload) -> Result<(), KafkaError> {
     create_topic(bootstrap, &workload.input_topic, workload.partitions).await?;
     create_topic(bootstrap, &workload.output_topic, workload.partitions).await
+}
+
+/// How output records name their inputs under `processed` (`None`: a log, not a topic, is
+/// read).
+fn output_match(processed: &ProcessedBy) -> Option<OutputMatch> {
+    match processed {
+        ProcessedBy::Contract {} => Some(OutputMatch::Contract),
+        ProcessedBy::Key {} => Some(OutputMatch::Key),
+        ProcessedBy::JsonPointer { pointer } => Some(OutputMatch::JsonPointer(pointer.clone())),
+        ProcessedBy::Header { name } => Some(OutputMatch::Header(name.clone())),
+        ProcessedBy::Log { .. } => None,
+    }
+}
+
+/// Where processed inputs are counted while the target runs: the output topic from where
+/// this run's outputs begin, or the log files of this start of the target.
+#[derive(Clone, Debug)]
+pub struct Counting {
+    bootstrap: String,
+    workload: KafkaWorkload,
+    since: BTreeMap<i32, i64>,
+    logs: Vec<PathBuf>,
+    /// The run's id: the inputs' keys begin `{prefix}-`.
+    prefix: String,
+}
+
+impl Counting {
+    pub fn new(
+        bootstrap: &str,
+        workload: &KafkaWorkload,
+        baseline: &Baseline,
+        logs: Vec<PathBuf>,
+        run_id: &str,
+    ) -> Counting {
+        Counting {
+            bootstrap: bootstrap.to_owned(),
+            workload: workload.clone(),
+            since: baseline.outputs.clone(),
+            logs,
+            prefix: run_id.to_owned(),
+        }
+    }
+
+    /// Counts in the background, until the guard is dropped.
+    fn start(
+        &self,
+    ) -> (
+        tokio::sync::watch::Receiver<OutputCount>,
+        AbortOnDrop<Result<(), KafkaError>>,
+    ) {
+        let (seen_tx, seen) = tokio::sync::watch::channel(OutputCount::default());
+        let this = self.clone();
+        let counter = tokio::spawn(async move {
+            match output_match(&this.workload.processed) {
+                Some(matcher) => {
+                    count_processed(
+                        &this.bootstrap,
+                        &this.workload.output_topic,
+                        &this.since,
+                        &matcher,
+                        &this.prefix,
+                        seen_tx,
+                    )
+                    .await
+                }
+                None => {
+                    if let Some(pattern) = this.workload.processed.log_pattern() {
+                        crate::kafka::log::count_lines(this.logs, pattern, this.prefix, seen_tx)
+                            .await;
+                    }
+                    Ok(())
+                }
+            }
+        });
+        (seen, AbortOnDrop(counter))
+    }
 }
 
 /// The workload of the first run, started in the background: it waits for the target to be
@@ -38,25 +115,13 @@ impl Producer {
     /// `in_process`: the target shares this process (a graph), so the workload ends when the
     /// target is told to stop, and its Kafka clients are gone before the graph's threads are
     /// counted; else they would be counted as the graph's.
-    pub fn start(
-        bootstrap: &str,
-        workload: &KafkaWorkload,
-        run_id: &str,
-        baseline: &Baseline,
-        in_process: bool,
-    ) -> (Producer, Hooks) {
+    pub fn start(counting: Counting, in_process: bool) -> (Producer, Hooks) {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let (quiet_tx, quiet_rx) = oneshot::channel::<()>();
         let stop = CancellationToken::new();
         let task = tokio::spawn({
-            let sending = Sending {
-                bootstrap: bootstrap.to_owned(),
-                workload: workload.clone(),
-                run_id: run_id.to_owned(),
-                since: baseline.outputs.clone(),
-            };
-            let drive = drive(sending, ready_rx, stop_tx, stop.clone());
+            let drive = drive(counting, ready_rx, stop_tx, stop.clone());
             async move {
                 let acked = drive.await;
                 drop(quiet_tx);
@@ -93,41 +158,27 @@ impl Producer {
     }
 }
 
-/// What the workload sends, and where it counts the outputs from.
-struct Sending {
-    bootstrap: String,
-    workload: KafkaWorkload,
-    /// The keys' prefix.
-    run_id: String,
-    /// Where this run's outputs begin ([`Baseline::outputs`]).
-    since: BTreeMap<i32, i64>,
-}
-
 async fn drive(
-    sending: Sending,
+    counting: Counting,
     ready: oneshot::Receiver<()>,
     stop_tx: oneshot::Sender<String>,
     stop: CancellationToken,
 ) -> Result<Vec<AckedRecord>, KafkaError> {
-    let Sending {
-        bootstrap,
-        workload,
-        run_id,
-        since,
-    } = sending;
+    let (bootstrap, workload, run_id) = (&counting.bootstrap, &counting.workload, &counting.prefix);
     tokio::select! {
         ready = ready => if ready.is_err() { return Ok(Vec::new()) },
         () = stop.cancelled() => return Ok(Vec::new()),
     }
     let sequence = Workload {
         topic: &workload.input_topic,
-        prefix: &run_id,
+        prefix: run_id,
+        value: &workload.input_value,
         count: workload.records,
         rate: workload.rate,
         batching: workload.batching(),
     };
     // Counts outputs as they come, for an early stop.
-    let (mut seen, counter) = count_outputs(&bootstrap, &workload.output_topic, &since);
+    let (mut seen, counter) = counting.start();
     let acked_so_far = AtomicUsize::new(0);
     let result = async {
         let mut stop_tx = Some(stop_tx);
@@ -136,7 +187,7 @@ async fn drive(
                 let _ = tx.send(what);
             }
         };
-        let producing = produce_counted(&bootstrap, &sequence, &stop, &acked_so_far);
+        let producing = produce_counted(bootstrap, &sequence, &stop, &acked_so_far);
         tokio::pin!(producing);
         let rule = workload.stop_rule();
         let acked = match rule {
@@ -205,24 +256,6 @@ async fn reach(seen: &mut tokio::sync::watch::Receiver<OutputCount>, want: usize
         .map(|n| n.distinct)
 }
 
-/// Counts the output topic's records in the background, until the guard is dropped.
-fn count_outputs(
-    bootstrap: &str,
-    topic: &str,
-    since: &BTreeMap<i32, i64>,
-) -> (
-    tokio::sync::watch::Receiver<OutputCount>,
-    AbortOnDrop<Result<(), KafkaError>>,
-) {
-    let (seen_tx, seen) = tokio::sync::watch::channel(OutputCount::default());
-    let bootstrap = bootstrap.to_owned();
-    let topic = topic.to_owned();
-    let since = since.clone();
-    let counter =
-        tokio::spawn(async move { count_processed(&bootstrap, &topic, &since, seen_tx).await });
-    (seen, AbortOnDrop(counter))
-}
-
 /// Aborts a background task when the work it serves ends.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
@@ -249,19 +282,15 @@ const RESTART_QUIET: Duration = Duration::from_secs(2);
 /// Hooks for the restart: stop it once it has consumed what was left. That is when its output
 /// has gone quiet after growing, or, if it had nothing to redo, when the group's commits
 /// already cover every acknowledged input.
-/// `old_total`: the output records there were before the restart.
-pub fn restart_hooks(
-    bootstrap: &str,
-    workload: &KafkaWorkload,
-    baseline: &Baseline,
-    acked: &[AckedRecord],
-    old_total: usize,
-) -> Hooks {
+/// `counting`: on the restart's log files; `old_total`: the outputs counted before the
+/// restart (none when a log is counted: the restart's log begins empty).
+pub fn restart_hooks(counting: Counting, acked: &[AckedRecord], old_total: usize) -> Hooks {
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
     let (mut stop_tx, stop_rx) = oneshot::channel();
-    let bootstrap = bootstrap.to_owned();
-    let workload = workload.clone();
-    let since = baseline.outputs.clone();
+    let old_total = match output_match(&counting.workload.processed) {
+        Some(_) => old_total,
+        None => 0,
+    };
     let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
     for a in acked {
         let end = ends.entry(a.partition).or_default();
@@ -273,7 +302,7 @@ pub fn restart_hooks(
         }
         // Ends with the run: the runner drops the receiver, and `closed` below yields.
         let reason = tokio::select! {
-            reason = caught_up(&bootstrap, &workload, &since, &ends, old_total) => reason,
+            reason = caught_up(&counting, &ends, old_total) => reason,
             () = stop_tx.closed() => return,
         };
         let _ = stop_tx.send(reason);
@@ -285,14 +314,9 @@ pub fn restart_hooks(
     }
 }
 
-async fn caught_up(
-    bootstrap: &str,
-    workload: &KafkaWorkload,
-    since: &BTreeMap<i32, i64>,
-    ends: &BTreeMap<i32, i64>,
-    old_total: usize,
-) -> String {
-    let (mut seen, _counter) = count_outputs(bootstrap, &workload.output_topic, since);
+async fn caught_up(counting: &Counting, ends: &BTreeMap<i32, i64>, old_total: usize) -> String {
+    let (bootstrap, workload) = (&counting.bootstrap, &counting.workload);
+    let (mut seen, _counter) = counting.start();
     loop {
         let grown = seen.borrow().total > old_total;
         let quiet = if grown { RESTART_QUIET } else { RESTART_IDLE };
@@ -327,10 +351,12 @@ async fn caught_up(
     }
 }
 
-/// What Kafka held after one stop.
+/// What Kafka (or the target's log) held after one stop.
 #[derive(serde::Serialize)]
 pub struct AfterStop {
     pub processed: Vec<ProcessedRecord>,
+    /// Outputs that named no acknowledged input of the run.
+    pub unmatched: Unmatched,
     /// The broker served less than it reported (see [`crate::kafka::ReadBack`]).
     pub stalled: Option<String>,
     pub committed: BTreeMap<i32, Option<i64>>,
@@ -352,7 +378,9 @@ impl Baseline {
     pub fn after(&self, last: &AfterStop) -> Baseline {
         let mut next = self.clone();
         for record in &last.processed {
-            let (p, o) = record.output;
+            let Some((p, o)) = record.output else {
+                continue;
+            };
             let end = next.outputs.entry(p).or_default();
             *end = (*end).max(o + 1);
         }
@@ -365,13 +393,37 @@ impl Baseline {
     }
 }
 
-/// Reads the output topic (from `baseline` on) and the group's commits.
+/// Reads what was processed (the output topic from `baseline` on, or the `logs` of every
+/// start so far), each output's input found among `acked`, and the group's commits.
 pub async fn read_after_stop(
     bootstrap: &str,
     workload: &KafkaWorkload,
     baseline: &Baseline,
+    acked: &[AckedRecord],
+    logs: &[PathBuf],
 ) -> Result<AfterStop, KafkaError> {
-    let read = read_back(bootstrap, &workload.output_topic, &baseline.outputs).await?;
+    let read = match (
+        output_match(&workload.processed),
+        workload.processed.log_pattern(),
+    ) {
+        (Some(matcher), _) => {
+            read_back(
+                bootstrap,
+                &workload.output_topic,
+                &baseline.outputs,
+                &matcher,
+            )
+            .await?
+        }
+        (None, pattern) => crate::kafka::ReadBack {
+            outputs: pattern
+                .map(|p| crate::kafka::log::read_outputs(logs, &p))
+                .unwrap_or_default(),
+            ..Default::default()
+        },
+    };
+    let (processed, unmatched) = resolve(read.outputs, acked);
+    let unmatched = read.unmatched.merge(unmatched);
     let committed = committed_offsets(
         bootstrap,
         &workload.group,
@@ -380,7 +432,8 @@ pub async fn read_after_stop(
     )
     .await?;
     Ok(AfterStop {
-        processed: read.records,
+        processed,
+        unmatched,
         committed,
         stalled: read.stalled,
     })
@@ -457,6 +510,7 @@ pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Ou
         floor: run.baseline.committed.clone(),
     };
     let idle = first.processed.is_empty();
+    let source = workload.processed.describe(&workload.output_topic);
     // Nothing processed while inputs waited: the absence is the bug when the harness waited
     // for processing; with a timed stop it may have come too early to say.
     let consumed_nothing = || {
@@ -464,11 +518,12 @@ pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Ou
             "the target processed none of the {} acknowledged input(s) while it ran",
             run.acked.len()
         );
-        let evidence = vec![format!(
-            "no output record for any input in `{}`, and no commit moved in group `{}`: \
-             does it consume `{}` in that group, and write its outputs?",
-            workload.output_topic, workload.group, workload.input_topic
+        let mut evidence = vec![format!(
+            "none of the {source} named an input, and no commit moved in group `{}`: does it \
+             consume `{}` in that group?",
+            workload.group, workload.input_topic
         )];
+        evidence.extend(unmatched_lines(&run.first.unmatched, workload));
         match run.waited_for_processing {
             true => Outcome::violation(summary, evidence),
             false => Outcome::inconclusive(format!(
@@ -486,12 +541,18 @@ pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Ou
     );
     outcomes.insert(
         CheckName::ProducerFlushed,
-        producer_flushed(
-            run.outputs_sent,
-            &first.processed,
-            run.stop,
-            run.kafka_faults > 0,
-        ),
+        match workload.processed {
+            ProcessedBy::Log { .. } => Outcome::inconclusive(
+                "what was processed was read from the target's log, not from an output topic: \
+                 no output was there to find",
+            ),
+            _ => producer_flushed(
+                run.outputs_sent,
+                &first.processed,
+                run.stop,
+                run.kafka_faults > 0,
+            ),
+        },
     );
     let (loss, redelivery) = match &run.restart {
         Restart::Failed { how, evidence } => {
@@ -568,7 +629,49 @@ pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Ou
             };
         }
     }
+    for outcome in outcomes.values_mut() {
+        *outcome = named_source(
+            std::mem::replace(outcome, Outcome::inconclusive("")),
+            &source,
+        );
+    }
     outcomes
+}
+
+/// A pass's detail or a violation's evidence says where what was processed was read from.
+fn named_source(outcome: Outcome, source: &str) -> Outcome {
+    match outcome {
+        Outcome::Pass { detail, limits } => Outcome::Pass {
+            detail: format!("{detail}; processed: {source}"),
+            limits,
+        },
+        Outcome::Violation {
+            summary,
+            mut evidence,
+        } => {
+            evidence.push(format!("what was processed was read from {source}"));
+            Outcome::Violation { summary, evidence }
+        }
+        inconclusive => inconclusive,
+    }
+}
+
+/// The evidence lines of outputs that named no input: how many, a few of them, and what the
+/// harness looked for.
+fn unmatched_lines(unmatched: &Unmatched, workload: &KafkaWorkload) -> Vec<String> {
+    if unmatched.count == 0 {
+        return Vec::new();
+    }
+    let mut lines = vec![format!(
+        "{} output(s) named no input of this run (inputs are keyed `<run id>-<n>`; [kafka] \
+         processed = {}), e.g.:",
+        unmatched.count,
+        toml::to_string(&workload.processed)
+            .map(|t| format!("{{ {} }}", t.trim().replace('\n', ", ")))
+            .unwrap_or_default()
+    )];
+    lines.extend(unmatched.examples.iter().map(|e| format!("  {e}")));
+    lines
 }
 
 /// `no_message_loss` once a restart has consumed what the stop left: every acknowledged input
@@ -669,7 +772,7 @@ mod tests {
                 partition: 0,
                 offset: o,
                 key: format!("k{o}"),
-                output: (0, o),
+                output: Some((0, o)),
             })
             .collect()
     }
@@ -677,6 +780,7 @@ mod tests {
     fn after(done: impl IntoIterator<Item = i64>, committed: Option<i64>) -> AfterStop {
         AfterStop {
             processed: processed(done),
+            unmatched: Unmatched::default(),
             stalled: None,
             committed: BTreeMap::from([(0, committed)]),
         }
@@ -734,6 +838,77 @@ mod tests {
             judged[&CheckName::NoRedelivery],
             Outcome::Inconclusive { .. }
         ));
+    }
+
+    /// A service whose outputs name no input of the run (a wrong pointer, its own keys) had
+    /// processed nothing as far as anyone can tell: the evidence shows what was found, and
+    /// which setting looked for it.
+    #[test]
+    fn outputs_that_name_no_input_fail_with_what_was_found() {
+        let outputs = vec![crate::kafka::Output {
+            input: crate::kafka::InputRef::Key("order-1".into()),
+            key: "order-1".into(),
+            at: Some((0, 0)),
+        }];
+        let (processed, unmatched) = resolve(outputs, &acked(10));
+        assert!(processed.is_empty());
+        let mut first = after([], None);
+        first.unmatched = unmatched;
+        let workload = KafkaWorkload {
+            processed: ProcessedBy::Key {},
+            ..KafkaWorkload::default()
+        };
+        let judged = judge(&run(first, Restart::Consumed(after([], None))), &workload);
+        let Outcome::Violation { evidence, .. } = &judged[&CheckName::OffsetsCommitted] else {
+            panic!("{judged:?}")
+        };
+        let all = evidence.join("\n");
+        assert!(
+            all.contains("1 output(s) named no input of this run")
+                && all.contains("partition 0 offset 0: `order-1` is no input of this run")
+                && all.contains("processed = { by = \"key\" }"),
+            "{all}"
+        );
+    }
+
+    /// The source is named under every verdict it decided; a log has no topic, so a flush
+    /// cannot be judged from it.
+    #[test]
+    fn the_evidence_names_its_source() {
+        let (processed, _) = resolve(
+            (0..10)
+                .map(|o| crate::kafka::Output {
+                    input: crate::kafka::InputRef::Key(format!("k{o}")),
+                    key: String::new(),
+                    at: None,
+                })
+                .collect(),
+            &acked(10),
+        );
+        assert_eq!(processed.len(), 10);
+        let mut first = after([], Some(10));
+        first.processed = processed;
+        let workload = KafkaWorkload {
+            processed: ProcessedBy::Log {
+                pattern: r"done (\S+)".into(),
+            },
+            ..KafkaWorkload::default()
+        };
+        let judged = judge(
+            &run(first, Restart::Consumed(after(0..10, Some(10)))),
+            &workload,
+        );
+        assert_eq!(
+            marks(&judged),
+            "offsets_committed=P no_message_loss=P no_redelivery=P producer_flushed=?"
+        );
+        let Outcome::Pass { detail, .. } = &judged[&CheckName::OffsetsCommitted] else {
+            unreachable!()
+        };
+        assert!(
+            detail.ends_with("; processed: lines of the target's output matching `done (\\S+)`"),
+            "{detail}"
+        );
     }
 
     /// A restart that died before it was ready failed nothing: the crash was a note under a

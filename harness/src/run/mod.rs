@@ -406,10 +406,13 @@ async fn drive(
     endpoints.redis_url = shared_redis;
     let mut observed = observed?;
     // Judged now, before a restart joins the group again.
-    let group_left = scenario
-        .kafka
-        .as_ref()
-        .map(|workload| group_left(scenario, workload, &observed, &groups));
+    let (group_left, held) = match &scenario.kafka {
+        Some(workload) => {
+            let (outcome, held) = group_left(scenario, workload, &observed, &groups);
+            (Some(outcome), held)
+        }
+        None => (None, None),
+    };
     merge_timeline(&mut observed, before, noted);
 
     let mut findings = Findings::default();
@@ -443,6 +446,7 @@ async fn drive(
             out_dir,
             endpoints: &endpoints,
             settings: &settings,
+            held,
         };
         let (mut decided, after) = kafka_phase(ctx, acked, &mut observed, signals).await?;
         if let (Ok(outcomes), Some(outcome)) = (&mut decided, group_left) {
@@ -557,13 +561,15 @@ impl<'a> Watchers<'a> {
             player
         });
         let producer = scenario.kafka.as_ref().map(|workload| {
-            let (producer, more) = kafka::Producer::start(
+            let counting = kafka::Counting::new(
                 &endpoints.kafka_bootstrap,
                 workload,
-                run_id,
                 baseline,
-                matches!(scenario.target, Target::Graph(_)),
+                crate::target::log_files(out_dir).to_vec(),
+                run_id,
             );
+            let (producer, more) =
+                kafka::Producer::start(counting, matches!(scenario.target, Target::Graph(_)));
             hooks = std::mem::take(&mut hooks).merge(more);
             producer
         });
@@ -615,13 +621,15 @@ fn merge_timeline(
     observed.timeline.sort_by_key(|(at, _)| *at);
 }
 
-/// `group_left` for the target's run that just ended, from what its consumers sent.
+/// `group_left` for the target's run that just ended, from what its consumers sent; and how
+/// long the broker keeps the partitions of members that did not leave (see
+/// [`crate::kafka::wire::held_after_stop`]).
 fn group_left(
     scenario: &Scenario,
     workload: &KafkaWorkload,
     observed: &TargetRun,
     groups: &GroupTap,
-) -> Outcome {
+) -> (Outcome, Option<Duration>) {
     let within = scenario
         .checks
         .group_left
@@ -635,12 +643,15 @@ fn group_left(
         exited: std::time::Instant::now(),
         killed: stop_kind(observed) == StopKind::Kill,
     };
-    crate::kafka::wire::group_left(
-        &groups.events(&workload.group),
+    let events = groups.events(&workload.group);
+    let held = crate::kafka::wire::held_after_stop(&events, &workload.group, &window);
+    let outcome = crate::kafka::wire::group_left(
+        &events,
         &workload.group,
         window,
         Duration::from_millis(within),
-    )
+    );
+    (outcome, held)
 }
 
 /// What the Kafka phase works with.
@@ -652,7 +663,13 @@ struct KafkaPhase<'a> {
     out_dir: &'a Path,
     endpoints: &'a Endpoints,
     settings: &'a [(String, String)],
+    /// How long the broker keeps the partitions of the members that did not leave: the
+    /// restart gets at least that long (and 10 s to rebalance) to consume what is left.
+    held: Option<Duration>,
 }
+
+/// What the restart gets past a session timeout to be given the partitions.
+const REBALANCE: Duration = Duration::from_secs(10);
 
 /// How many of the schedule's faults on Kafka were played while the target ran and before
 /// it was told to stop (`stop_ms` on its clock), from the timeline's `fault: … kafka …` lines
@@ -687,8 +704,11 @@ async fn kafka_phase(
         out_dir,
         endpoints,
         settings,
+        held,
     } = ctx;
     let bootstrap = &endpoints.kafka_bootstrap;
+    // Where a log source is read: every start's output so far.
+    let mut logs = crate::target::log_files(out_dir).to_vec();
     if !matches!(observed.ready, ReadyState::Ready { .. }) || observed.interrupted {
         return Ok((
             Err("the run ended before the workload did".to_owned()),
@@ -696,7 +716,7 @@ async fn kafka_phase(
         ));
     }
     let first = tokio::select! {
-        first = kafka::read_after_stop(bootstrap, workload, baseline) => first.map_err(RunError::Kafka)?,
+        first = kafka::read_after_stop(bootstrap, workload, baseline, &acked, &logs) => first.map_err(RunError::Kafka)?,
         _ = signals.recv() => {
             observed.interrupted = true;
             return Ok((Err("interrupted while reading Kafka back".to_owned()), None));
@@ -714,14 +734,40 @@ async fn kafka_phase(
         },
     };
     if workload.restart && !acked.is_empty() {
+        // A member that stayed keeps its partitions until its session times out: what it left
+        // is consumed only then, and is not lost for coming late.
+        let mut after_ms = workload.restart_timeout_ms;
+        if let Some(held) = held {
+            let wait = (held + REBALANCE).as_millis() as u64;
+            if wait > after_ms {
+                after_ms = wait;
+                let at = observed.timeline.last().map_or(0, |(at, _)| *at);
+                observed.timeline.push((
+                    at,
+                    format!(
+                        "restart: given {wait} ms, not {} ms: a member did not leave the group,                          and its partitions wait out its session timeout ({} ms)",
+                        workload.restart_timeout_ms,
+                        held.as_millis()
+                    ),
+                ));
+            }
+        }
         let again = StopPlan {
             signal: StopSignal::Term,
-            after_ms: workload.restart_timeout_ms,
+            after_ms,
             kill_after_ms: scenario.stop.kill_after_ms,
         };
-        let hooks =
-            kafka::restart_hooks(bootstrap, workload, baseline, &acked, first.processed.len());
         let restart_dir = out_dir.join("restart");
+        let restart_files = crate::target::log_files(&restart_dir);
+        let counting = kafka::Counting::new(
+            bootstrap,
+            workload,
+            baseline,
+            restart_files.to_vec(),
+            run_id,
+        );
+        let hooks = kafka::restart_hooks(counting, &acked, first.processed.len());
+        logs.extend(restart_files);
         std::fs::create_dir_all(&restart_dir).map_err(|source| RunError::OutDir {
             path: restart_dir.clone(),
             source,
@@ -751,7 +797,7 @@ async fn kafka_phase(
         restart = match (&second.ready, &second.exited_early) {
             (_, _) if second.interrupted => not_run("the restart was interrupted"),
             (ReadyState::Ready { .. }, None) => tokio::select! {
-                after = kafka::read_after_stop(bootstrap, workload, baseline) => kafka::Restart::Consumed(after.map_err(RunError::Kafka)?),
+                after = kafka::read_after_stop(bootstrap, workload, baseline, &acked, &logs) => kafka::Restart::Consumed(after.map_err(RunError::Kafka)?),
                 _ = signals.recv() => {
                     observed.interrupted = true;
                     not_run("interrupted while reading Kafka back after the restart")

@@ -35,7 +35,9 @@ pub use checks::{
     StartsWithinParams, StopsWithinParams, Tables,
 };
 pub use faults::{Action, FaultStep, Instance, Point};
-pub use workload::{KafkaWorkload, Readiness, RedisLeadership, StopRule};
+pub use workload::{
+    INPUT_PLACEHOLDERS, KafkaWorkload, ProcessedBy, Readiness, RedisLeadership, StopRule,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -284,6 +286,15 @@ impl Scenario {
                 message: format!("{place}: {e}"),
             });
         }
+        if let Some(Err((key, message))) = scenario.kafka.as_ref().map(|k| k.check_evidence()) {
+            let (line, column) = template::line_of_key(text, "kafka", key).unwrap_or((1, 1));
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            });
+        }
         scenario.validate(&path.display().to_string())?;
         Ok(scenario)
     }
@@ -324,6 +335,15 @@ impl Scenario {
         }
         if let Some(kafka) = &self.kafka {
             kafka.validate().map_err(bad)?;
+            if matches!(kafka.processed, ProcessedBy::Log { .. })
+                && matches!(self.target, Target::Graph(_))
+            {
+                return Err(bad(
+                    "[kafka] processed = { by = \"log\" }: an in-process graph \
+                     prints no log of its own to read (hint: by = \"key\" or the contract)"
+                        .to_owned(),
+                ));
+            }
         }
         if let Some(redis) = &self.redis {
             redis.validate().map_err(bad)?;

@@ -206,6 +206,46 @@ pub fn check(text: &str, tables: &[&str]) -> Result<(), TemplateError> {
     Ok(())
 }
 
+/// Checks that every placeholder of `text` is one of `allowed` (a template of its own, such as
+/// `[kafka] input_value`).
+pub fn check_among(text: &str, allowed: &[&str]) -> Result<(), String> {
+    let pieces = pieces(text).map_err(|e| e.to_string())?;
+    for (is_name, name) in pieces {
+        if is_name && !allowed.contains(&name.as_str()) {
+            let known: Vec<String> = allowed.iter().map(|a| format!("{{{a}}}")).collect();
+            return Err(format!(
+                "unknown placeholder `{{{name}}}` (known: {}; `{{{{` and `}}}}` are literal braces)",
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `text` with each placeholder named in `values` filled in, by name.
+pub fn fill_with(text: &str, values: &[(&str, &str)]) -> String {
+    fill_by(text, |name| {
+        values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| (*v).to_owned())
+    })
+}
+
+/// `text` with each placeholder `value` knows filled in; the others stay as written.
+fn fill_by(text: &str, value: impl Fn(&str) -> Option<String>) -> String {
+    let Ok(pieces) = pieces(text) else {
+        return text.to_owned();
+    };
+    pieces
+        .into_iter()
+        .map(|(is_name, piece)| match is_name {
+            true => value(&piece).unwrap_or_else(|| format!("{{{piece}}}")),
+            false => piece,
+        })
+        .collect()
+}
+
 /// The values of one start of a target: each placeholder's, from the variables it gets.
 /// `env` is what the run gives the target (`QUIESCE_*`, later entries winning).
 pub fn values(env: &[(String, String)]) -> BTreeMap<&'static str, String> {
@@ -236,19 +276,7 @@ pub fn values(env: &[(String, String)]) -> BTreeMap<&'static str, String> {
 /// `text` with every placeholder filled from `values`. One without a value stays as written:
 /// [`check`] has refused those when the file was read.
 pub fn fill(text: &str, values: &BTreeMap<&'static str, String>) -> String {
-    let Ok(pieces) = pieces(text) else {
-        return text.to_owned();
-    };
-    pieces
-        .into_iter()
-        .map(|(is_name, piece)| match is_name {
-            true => values
-                .get(piece.as_str())
-                .cloned()
-                .unwrap_or_else(|| format!("{{{piece}}}")),
-            false => piece,
-        })
-        .collect()
+    fill_by(text, |name| values.get(name).cloned())
 }
 
 /// The variables every placeholder has: what [`values`] reads, with the host and port
@@ -356,11 +384,28 @@ pub fn check_target(scenario: &super::Scenario) -> Result<(), (String, String, T
 
 /// Where `needle` first stands in `text`, as 1-based line and column.
 pub fn line_of(text: &str, needle: &str) -> Option<(usize, usize)> {
-    let at = text.find(needle)?;
+    Some(position(text, text.find(needle)?))
+}
+
+/// The 1-based line and column of byte `at` of `text`.
+fn position(text: &str, at: usize) -> (usize, usize) {
     let before = &text[..at];
     let line = before.matches('\n').count() + 1;
     let column = at - before.rfind('\n').map_or(0, |nl| nl + 1) + 1;
-    Some((line, column))
+    (line, column)
+}
+
+/// Where `key` of `[table]` is set in `text` (`key = ...` on a line of its own, or a
+/// `[table.key]` header), as 1-based line and column.
+pub fn line_of_key(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
+    let pattern = format!(
+        r"(?m)^[ \t]*(?:\[{table}\.{key}\]|{key}[ \t]*=)",
+        table = regex::escape(table),
+        key = regex::escape(key)
+    );
+    let at = regex::Regex::new(&pattern).ok()?.find(text)?;
+    let indent = at.as_str().len() - at.as_str().trim_start().len();
+    Some(position(text, at.start() + indent))
 }
 
 /// The command line and environment of one start of `target`, placeholders filled. `run` is

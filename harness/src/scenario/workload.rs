@@ -54,7 +54,108 @@ pub struct KafkaWorkload {
     /// How long the restarted target gets to consume what is left.
     #[serde(default = "default_restart_timeout")]
     pub restart_timeout_ms: u64,
+    /// The value of each input record: `{key}` (the record's key, unique to the run),
+    /// `{seq}` (its sequence number) and `{run_id}` are filled in; `{{`, `}}` are braces. A
+    /// service that validates its input gets a document it accepts, e.g.
+    /// `'{{"order_id": "{key}", "amount": {seq}}}'`.
+    #[serde(default = "default_input_value")]
+    pub input_value: String,
+    /// How the harness learns which inputs the target processed (see [`ProcessedBy`]).
+    #[serde(default)]
+    pub processed: ProcessedBy,
 }
+
+/// Where the evidence that an input was processed comes from. Every input the harness
+/// produces has a key unique to the run (`{run_id}-{seq}`): an output names its input by that
+/// key, or, under the contract, by where the input was.
+///
+/// ```toml
+/// processed = { by = "contract" }                        # {"partition": P, "offset": O}
+/// processed = { by = "key" }                             # output key = input key
+/// processed = { by = "json_pointer", pointer = "/id" }   # a string in the output value
+/// processed = { by = "header", name = "input-key" }      # an output header's value
+/// processed = { by = "log", pattern = 'done (?<key>\S+)' } # a line the target prints
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProcessedBy {
+    /// Output records whose value is `{"partition": P, "offset": O}`, where the input was.
+    Contract {},
+    /// Output records whose key is the input's key.
+    Key {},
+    /// Output records whose JSON value holds the input's key at this pointer (RFC 6901).
+    JsonPointer { pointer: String },
+    /// Output records with a header of this name whose value is the input's key.
+    Header { name: String },
+    /// Lines of the target's stdout or stderr matching this regular expression; its group
+    /// named `key` (else its first group) is the input's key. No output topic is read.
+    Log { pattern: String },
+}
+
+impl Default for ProcessedBy {
+    fn default() -> Self {
+        ProcessedBy::Contract {}
+    }
+}
+
+impl ProcessedBy {
+    /// What the checks' evidence says the processed inputs were learned from.
+    pub fn describe(&self, output_topic: &str) -> String {
+        match self {
+            ProcessedBy::Contract {} => format!(
+                "output records in `{output_topic}` naming their input's partition and offset"
+            ),
+            ProcessedBy::Key {} => {
+                format!("output records in `{output_topic}` keyed by their input's key")
+            }
+            ProcessedBy::JsonPointer { pointer } => format!(
+                "output records in `{output_topic}` holding their input's key at `{pointer}`"
+            ),
+            ProcessedBy::Header { name } => format!(
+                "output records in `{output_topic}` holding their input's key in header `{name}`"
+            ),
+            ProcessedBy::Log { pattern } => {
+                format!("lines of the target's output matching `{pattern}`")
+            }
+        }
+    }
+
+    /// The log pattern, compiled (`None` for the other sources, or an invalid pattern, which
+    /// [`KafkaWorkload::validate`] refuses).
+    pub fn log_pattern(&self) -> Option<regex::Regex> {
+        match self {
+            ProcessedBy::Log { pattern } => regex::Regex::new(pattern).ok(),
+            _ => None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            ProcessedBy::JsonPointer { pointer } if !pointer.starts_with('/') => Err(format!(
+                "[kafka] processed.pointer = `{pointer}` is not a JSON pointer (hint: `/{pointer}`)"
+            )),
+            ProcessedBy::Header { name } if name.is_empty() => {
+                Err("[kafka] processed.name is empty: which header holds the input's key?".into())
+            }
+            ProcessedBy::Log { pattern } => {
+                let re = regex::Regex::new(pattern).map_err(|e| {
+                    format!("[kafka] processed.pattern is not a regular expression: {e}")
+                })?;
+                match re.captures_len() {
+                    1 => Err(format!(
+                        "[kafka] processed.pattern = `{pattern}` captures nothing: put the \
+                         input's key in a group, e.g. `processed (?<key>\\S+)`"
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The placeholders of `[kafka] input_value`.
+pub const INPUT_PLACEHOLDERS: [&str; 3] = ["key", "seq", "run_id"];
 
 fn default_input() -> String {
     "quiesce-input".to_owned()
@@ -92,6 +193,10 @@ fn default_restart_timeout() -> u64 {
     30_000
 }
 
+fn default_input_value() -> String {
+    "seq-{seq}".to_owned()
+}
+
 impl Default for KafkaWorkload {
     fn default() -> Self {
         KafkaWorkload {
@@ -107,6 +212,8 @@ impl Default for KafkaWorkload {
             batch_records: default_batch_records(),
             restart: true,
             restart_timeout_ms: default_restart_timeout(),
+            input_value: default_input_value(),
+            processed: ProcessedBy::Contract {},
         }
     }
 }
@@ -157,6 +264,14 @@ impl KafkaWorkload {
             ),
             ("QUIESCE_KAFKA_GROUP".to_owned(), self.group.clone()),
         ]
+    }
+
+    /// `input_value` and `processed`: on error, which of the two (to find its line) and what
+    /// is wrong.
+    pub fn check_evidence(&self) -> Result<(), (&'static str, String)> {
+        self.processed.validate().map_err(|e| ("processed", e))?;
+        crate::scenario::template::check_among(&self.input_value, &INPUT_PLACEHOLDERS)
+            .map_err(|e| ("input_value", format!("[kafka] input_value: {e}")))
     }
 
     /// Values serde cannot check.
@@ -211,6 +326,9 @@ impl KafkaWorkload {
                 self.stop_after_processed.unwrap_or_default(),
                 self.records
             ));
+        }
+        if let Err((_, e)) = self.check_evidence() {
+            return Err(e);
         }
         if self.input_topic == self.output_topic {
             return Err(format!(
@@ -430,6 +548,67 @@ mod tests {
             kafka("stop_after_processed = 40").stop_rule(),
             StopRule::Midstream(40)
         );
+    }
+
+    #[test]
+    fn every_source_of_processed_evidence_parses() {
+        assert_eq!(kafka("").processed, ProcessedBy::Contract {});
+        assert_eq!(
+            kafka("processed = { by = \"key\" }").processed,
+            ProcessedBy::Key {}
+        );
+        assert_eq!(
+            kafka("[processed]\nby = \"json_pointer\"\npointer = \"/order/id\"").processed,
+            ProcessedBy::JsonPointer {
+                pointer: "/order/id".into()
+            }
+        );
+        assert_eq!(
+            kafka("processed = { by = \"header\", name = \"input-key\" }").processed,
+            ProcessedBy::Header {
+                name: "input-key".into()
+            }
+        );
+        let log = kafka("processed = { by = \"log\", pattern = 'done (?<key>\\S+)' }");
+        assert!(log.validate().is_ok());
+        assert_eq!(
+            crate::kafka::log::key_in(&log.processed.log_pattern().unwrap(), "done r-1").as_deref(),
+            Some("r-1")
+        );
+        assert_eq!(kafka("").input_value, "seq-{seq}");
+    }
+
+    /// Each mistake in the evidence settings is named with the file, line and column.
+    #[test]
+    fn bad_evidence_settings_are_named_with_their_line() {
+        let bad = |kafka_table: &str| {
+            let text =
+                format!("[target]\ncommand = [\"svc\"]\n\n[kafka]\nrecords = 10\n{kafka_table}\n");
+            crate::scenario::Scenario::parse(std::path::Path::new("svc.toml"), &text)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = bad("processed = { by = \"json_pointer\", pointer = \"order_id\" }");
+        assert!(
+            err.starts_with("svc.toml:6:1: [kafka] processed.pointer = `order_id` is not a JSON pointer (hint: `/order_id`)"),
+            "{err}"
+        );
+        let err = bad("processed = { by = \"log\", pattern = 'shipped \\S+' }");
+        assert!(
+            err.starts_with("svc.toml:6:1:") && err.contains("captures nothing"),
+            "{err}"
+        );
+        let err = bad("processed = { by = \"log\", pattern = 'shipped (' }");
+        assert!(err.contains("not a regular expression"), "{err}");
+        let err = bad("input_value = '{{\"id\": \"{order}\"}}'");
+        assert!(
+            err.starts_with("svc.toml:6:1: [kafka] input_value: unknown placeholder `{order}` (known: {key}, {seq}, {run_id}"),
+            "{err}"
+        );
+        let err = bad("processed = { by = \"topic\" }");
+        assert!(err.contains("unknown variant `topic`"), "{err}");
+        let err = bad("processed = { by = \"key\", pointer = \"/id\" }");
+        assert!(err.contains("unknown field `pointer`"), "{err}");
     }
 
     /// Empty lists were accepted, and readiness_truthful then passed on no outage at all.

@@ -32,7 +32,7 @@ pub use hang::{Hang, HookRun, LOOK as HANG_LOOK, Phase, Stuck, explain_process};
 pub use observed::{ReadyState, TargetExit, TargetRun};
 pub use orphans::{OrphanProcess, find_orphans};
 pub use probe::{ProbeReport, ProbeSet, ProbeTask, ProbeThread, read_probe};
-pub use process::{ProcessContext, describe_status, resolve_program, run_process};
+pub use process::{ProcessContext, describe_status, log_files, resolve_program, run_process};
 pub use ready::{http_status, wait_ready};
 
 /// Told a process target's pid once it is started, and `None` once its stop is asked for.

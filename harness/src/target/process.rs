@@ -49,6 +49,11 @@ pub fn describe_status(status: &ExitStatus) -> String {
 
 /// Runs the target through start, ready, the run, the stop and the aftermath. Whatever
 /// happens, nothing the target started is left running.
+/// Where a start of a process target in `out_dir` writes its stdout and stderr.
+pub fn log_files(out_dir: &Path) -> [PathBuf; 2] {
+    [out_dir.join("stdout.log"), out_dir.join("stderr.log")]
+}
+
 pub async fn run_process(
     target: &ProcessTarget,
     stop: &StopPlan,
@@ -72,8 +77,7 @@ async fn drive_process(
 ) -> std::io::Result<TargetRun> {
     // Orphans of the target must come to us, not to init, to be seen and reaped.
     become_subreaper()?;
-    let stdout = ctx.out_dir.join("stdout.log");
-    let stderr = ctx.out_dir.join("stderr.log");
+    let [stdout, stderr] = log_files(ctx.out_dir);
     let cwd = match &target.cwd {
         Some(dir) if dir.is_absolute() => dir.clone(),
         Some(dir) => ctx.base_dir.join(dir),
