@@ -519,7 +519,7 @@ pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Ou
             run.acked.len()
         );
         let mut evidence = vec![format!(
-            "none of the {source} named an input, and no commit moved in group `{}`: does it \
+            "no input was named by {source}, and no commit moved in group `{}`: does it \
              consume `{}` in that group?",
             workload.group, workload.input_topic
         )];

@@ -61,6 +61,9 @@ pub enum RunError {
     Port(std::io::Error),
     #[error("interrupted while starting the infrastructure; everything started was stopped")]
     Interrupted,
+    /// The scenario asks what this backend cannot do faithfully.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl RunError {
@@ -79,6 +82,7 @@ impl RunError {
             | RunError::Redis(_)
             | RunError::Port(_) => INFRA_FAILED,
             RunError::Interrupted => INTERRUPTED,
+            RunError::Refused(_) => BAD_INPUT,
         }
     }
 }
@@ -106,6 +110,30 @@ fn new_run_id(name: &str) -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed),
         nanos & 0xffff_ffff
     )
+}
+/// Why `scenario` cannot run faithfully on `backend`: the local backend's broker (tansu)
+/// keeps its records and commits in memory, so a stop (or kill) and start of Kafka begins it
+/// empty where Kafka keeps its log (every Kafka check would then judge what the broker
+/// forgot), and librdkafka 2.12.1, the harness's own client, has crashed (SIGSEGV in its
+/// metadata cache) on the broker that came back.
+pub fn refused_on(scenario: &Scenario, backend: BackendKind) -> Option<String> {
+    if backend != BackendKind::Local {
+        return None;
+    }
+    let (i, step) = scenario.faults.iter().enumerate().find(|(_, step)| {
+        step.dependency == Some(DependencyKind::Kafka)
+            && matches!(
+                step.action.lifecycle(),
+                Some(crate::infra::LifecycleAction::Stop | crate::infra::LifecycleAction::Kill)
+            )
+    })?;
+    Some(format!(
+        "[[faults]] step {}: `{}` on the local backend: its broker (tansu) keeps records and \
+         commits in memory, so it would start again empty where Kafka keeps its log (hint: \
+         --backend containers, or an outage with action = \"down\" and \"up\")",
+        i + 1,
+        step.describe()
+    ))
 }
 
 /// Runs `scenario` once and returns its verdict.
@@ -163,10 +191,14 @@ impl Session {
         scenario: &Scenario,
         signals: &mut SignalHandler,
     ) -> Result<Session, RunError> {
-        let infra = tokio::select! {
+        let mut infra = tokio::select! {
             started = Infra::start(&scenario.infra) => started?,
             _ = signals.recv() => return Err(RunError::Interrupted),
         };
+        if let Some(why) = refused_on(scenario, infra.backend()) {
+            infra.close().await?;
+            return Err(RunError::Refused(why));
+        }
         let switches = DependencyKind::ALL
             .into_iter()
             .map(|d| (d, infra.proxy(d).switch()))
@@ -915,4 +947,40 @@ async fn start_target(
         },
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::scenario::Scenario;
+
+    /// A broker restart on the local backend gave the correct pipeline three FAILs ("processed
+    /// none of the 1305 acknowledged inputs", "1029 of 1029 outputs never reached the output
+    /// topic"), tansu having started empty, or crashed the harness. Only a stop or kill of
+    /// Kafka on the local backend is refused; a proxy outage, Redis, or another backend are not.
+    #[test]
+    fn a_local_broker_restart_is_refused_with_its_reason() {
+        use super::{BackendKind, refused_on};
+        let with = |steps: &str| {
+            let text = format!("[target]\ncommand = [\"svc\"]\n[kafka]\n{steps}");
+            Scenario::parse(std::path::Path::new("s.toml"), &text).unwrap()
+        };
+        let stop = with(
+            "[[faults]]\ndependency = \"kafka\"\naction = \"stop\"\nat_ms = 1500\n[[faults]]\ndependency = \"kafka\"\naction = \"start\"\nat_ms = 4000\n",
+        );
+        let why = refused_on(&stop, BackendKind::Local).unwrap();
+        assert!(
+            why.starts_with("[[faults]] step 1: `stop kafka` on the local backend"),
+            "{why}"
+        );
+        assert!(why.contains("--backend containers"), "{why}");
+        let kill = with("[[faults]]\ndependency = \"kafka\"\naction = \"kill\"\n");
+        assert!(refused_on(&kill, BackendKind::Local).is_some());
+        assert_eq!(refused_on(&stop, BackendKind::Containers), None);
+        for fine in [
+            "[[faults]]\ndependency = \"kafka\"\naction = \"down\"\n",
+            "[[faults]]\ndependency = \"redis\"\naction = \"stop\"\n",
+        ] {
+            assert_eq!(refused_on(&with(fine), BackendKind::Local), None, "{fine}");
+        }
+    }
 }
