@@ -166,8 +166,8 @@ fn a_local_broker_restart_is_refused_and_leaves_nothing() {
     let (code, _, err) = quiesce(dir.path(), &["run", path.to_str().unwrap()], &[]);
     assert_eq!(code, exit_codes::BAD_INPUT, "{err}");
     assert!(
-        err.contains("[[faults]] step 1: `kill kafka` on the local backend")
-            && err.contains("--backend containers"),
+        err.contains("[[faults]] step 1: `kill kafka`: the local backend's broker (tansu)")
+            && err.contains("Apache Kafka on the containers backend"),
         "{err}"
     );
     assert_eq!(

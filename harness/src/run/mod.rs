@@ -111,15 +111,24 @@ fn new_run_id(name: &str) -> String {
         nanos & 0xffff_ffff
     )
 }
-/// Why `scenario` cannot run faithfully on `backend`: the local backend's broker (tansu)
-/// keeps its records and commits in memory, so a stop (or kill) and start of Kafka begins it
-/// empty where Kafka keeps its log (every Kafka check would then judge what the broker
-/// forgot), and librdkafka 2.12.1, the harness's own client, has crashed (SIGSEGV in its
-/// metadata cache) on the broker that came back.
+/// Why `scenario` cannot run faithfully on `backend`: tansu, the local backend's broker (and
+/// the containers backend's, with a tansu image), keeps its records and commits in memory, so
+/// a stop (or kill) and start of Kafka begins it empty where Kafka keeps its log (every Kafka
+/// check would then judge what the broker forgot), and librdkafka 2.12.1, the harness's own
+/// client, has crashed (SIGSEGV in its metadata cache) on the broker that came back.
 pub fn refused_on(scenario: &Scenario, backend: BackendKind) -> Option<String> {
-    if backend != BackendKind::Local {
-        return None;
-    }
+    let broker = match backend {
+        BackendKind::Local => "the local backend's broker (tansu)".to_owned(),
+        BackendKind::Containers
+            if scenario.infra.kafka_flavor() == crate::infra::KafkaFlavor::Tansu =>
+        {
+            format!(
+                "the containers backend's broker (tansu, image `{}`)",
+                scenario.infra.kafka_image()
+            )
+        }
+        _ => return None,
+    };
     let (i, step) = scenario.faults.iter().enumerate().find(|(_, step)| {
         step.dependency == Some(DependencyKind::Kafka)
             && matches!(
@@ -128,9 +137,9 @@ pub fn refused_on(scenario: &Scenario, backend: BackendKind) -> Option<String> {
             )
     })?;
     Some(format!(
-        "[[faults]] step {}: `{}` on the local backend: its broker (tansu) keeps records and \
-         commits in memory, so it would start again empty where Kafka keeps its log (hint: \
-         --backend containers, or an outage with action = \"down\" and \"up\")",
+        "[[faults]] step {}: `{}`: {broker} keeps records and commits in memory, so it would \
+         start again empty where Kafka keeps its log (hint: Apache Kafka on the containers \
+         backend, or an outage with action = \"down\" and \"up\")",
         i + 1,
         step.describe()
     ))
@@ -969,13 +978,24 @@ mod tests {
         );
         let why = refused_on(&stop, BackendKind::Local).unwrap();
         assert!(
-            why.starts_with("[[faults]] step 1: `stop kafka` on the local backend"),
+            why.starts_with("[[faults]] step 1: `stop kafka`: the local backend's broker (tansu)"),
             "{why}"
         );
-        assert!(why.contains("--backend containers"), "{why}");
+        assert!(
+            why.contains("Apache Kafka on the containers backend"),
+            "{why}"
+        );
         let kill = with("[[faults]]\ndependency = \"kafka\"\naction = \"kill\"\n");
         assert!(refused_on(&kill, BackendKind::Local).is_some());
-        assert_eq!(refused_on(&stop, BackendKind::Containers), None);
+        // The containers backend is refused only with a tansu image.
+        let mut apache = stop.clone();
+        apache.infra.kafka.image = Some("apache/kafka-native:3.8.0".into());
+        assert_eq!(refused_on(&apache, BackendKind::Containers), None);
+        let mut tansu = stop.clone();
+        tansu.infra.kafka.image = Some("quiesce-local/tansu:0.6.0".into());
+        let why = refused_on(&tansu, BackendKind::Containers).unwrap();
+        assert!(why.contains("image `quiesce-local/tansu:0.6.0`"), "{why}");
+        assert_eq!(refused_on(&stop, BackendKind::External), None);
         for fine in [
             "[[faults]]\ndependency = \"kafka\"\naction = \"down\"\n",
             "[[faults]]\ndependency = \"redis\"\naction = \"stop\"\n",
