@@ -189,6 +189,71 @@ pub fn repetitions() -> usize {
         .unwrap_or(20)
 }
 
+/// The bookkeeping of a catalogue repeated [`repetitions`] times, as each reference crate's
+/// opt-in `catalogue_repeated` test keeps it: the runs, each row's stop times, a line per
+/// round, and the spread of the stop times at the end.
+pub struct Repeated {
+    times: usize,
+    started: std::time::Instant,
+    stops: std::collections::BTreeMap<String, Vec<u64>>,
+    runs: usize,
+}
+
+impl Default for Repeated {
+    fn default() -> Self {
+        Repeated {
+            times: repetitions(),
+            started: std::time::Instant::now(),
+            stops: Default::default(),
+            runs: 0,
+        }
+    }
+}
+
+impl Repeated {
+    /// The rounds to run: `1..=QUIESCE_REPEAT`.
+    pub fn rounds(&self) -> std::ops::RangeInclusive<usize> {
+        1..=self.times
+    }
+
+    /// One run of `row` (its stop time, when it had one); a graph row is named so.
+    pub fn ran(&mut self, row: &str, graph: bool, stop_ms: Option<u64>) {
+        self.runs += 1;
+        if let Some(ms) = stop_ms {
+            let as_graph = if graph { " (graph)" } else { "" };
+            self.stops
+                .entry(format!("{row}{as_graph}"))
+                .or_default()
+                .push(ms);
+        }
+    }
+
+    /// `n` runs with no stop time to keep.
+    pub fn ran_more(&mut self, n: usize) {
+        self.runs += n;
+    }
+
+    /// Says that round `round` ended with every row exact.
+    pub fn round_done(&self, round: usize) {
+        eprintln!(
+            "round {round}/{}: every row exact ({} s so far)",
+            self.times,
+            self.started.elapsed().as_secs()
+        );
+    }
+
+    /// The stop times' spread per row, and the totals (`more`: what the crate adds).
+    pub fn finish(mut self, more: &str) {
+        for (row, ms) in &mut self.stops {
+            eprintln!("stop time, {row}: {}", spread(ms));
+        }
+        eprintln!(
+            "{} rounds, {} runs, 0 mismatches{more}",
+            self.times, self.runs
+        );
+    }
+}
+
 /// Whether `variant` is among those `QUIESCE_VARIANTS` (comma-separated) selects for an
 /// opt-in repetition; all are, without it.
 pub fn selected(variant: &str) -> bool {

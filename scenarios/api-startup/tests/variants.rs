@@ -2,7 +2,6 @@
 //! (the binary, with the probe) and, for a few, as an in-process graph. A check that passes
 //! where it must fail, or fails where it must pass, fails the test.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use quiesce::infra::BackendKind;
@@ -100,31 +99,15 @@ async fn in_process_graph_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: about a minute per repetition; run with --run-ignored only"]
 async fn catalogue_repeated() {
-    let times = quiesce::catalogue::repetitions();
-    let started = std::time::Instant::now();
-    let mut stops: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut runs = 0;
-    for round in 1..=times {
+    let mut repeated = quiesce::catalogue::Repeated::default();
+    for round in repeated.rounds() {
         for (variant, graph, _, _) in ROWS.iter().filter(|r| quiesce::catalogue::selected(r.0)) {
             let stop = check_row(variant, *graph).await;
-            runs += 1;
-            if let Some(ms) = stop {
-                let as_graph = if *graph { " (graph)" } else { "" };
-                stops
-                    .entry(format!("{variant}{as_graph}"))
-                    .or_default()
-                    .push(ms);
-            }
+            repeated.ran(variant, *graph, stop);
         }
-        eprintln!(
-            "round {round}/{times}: every row exact ({} s so far)",
-            started.elapsed().as_secs()
-        );
+        repeated.round_done(round);
     }
-    for (row, ms) in &mut stops {
-        eprintln!("stop time, {row}: {}", quiesce::catalogue::spread(ms));
-    }
-    eprintln!("{times} rounds, {runs} runs, 0 mismatches");
+    repeated.finish("");
 }
 
 /// The rows whose bug shows at startup or at the stop, in loop mode: every cycle of a

@@ -2,7 +2,6 @@
 //! (the binary, with the probe) and, for a few, as an in-process graph. A check that passes
 //! where it must fail, or fails where it must pass, fails the test.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use quiesce::infra::BackendKind;
@@ -179,39 +178,24 @@ async fn default_stop_producer_not_flushed_loses_outputs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: about 3 minutes per repetition; run with --run-ignored only"]
 async fn catalogue_repeated() {
-    let times = quiesce::catalogue::repetitions();
-    let started = std::time::Instant::now();
-    let mut stops: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let (mut runs, mut tries) = (0, Vec::new());
-    for round in 1..=times {
+    let mut repeated = quiesce::catalogue::Repeated::default();
+    let mut tries = Vec::new();
+    for round in repeated.rounds() {
         let rows = ROWS.iter().filter(|r| quiesce::catalogue::selected(r.1));
         for (file, variant, graph, _, _) in rows {
             let stop = check_row(file, variant, *graph).await;
-            runs += 1;
-            if let Some(ms) = stop {
-                let as_graph = if *graph { " (graph)" } else { "" };
-                stops
-                    .entry(format!("{file} {variant}{as_graph}"))
-                    .or_default()
-                    .push(ms);
-            }
+            repeated.ran(&format!("{file} {variant}"), *graph, stop);
         }
         if quiesce::catalogue::selected("producer-not-flushed") {
             let attempts = producer_not_flushed_is_caught("event-pipeline.toml").await;
-            runs += attempts;
+            repeated.ran_more(attempts);
             tries.push(attempts);
         }
-        eprintln!(
-            "round {round}/{times}: every row exact ({} s so far)",
-            started.elapsed().as_secs()
-        );
+        repeated.round_done(round);
     }
-    for (row, ms) in &mut stops {
-        eprintln!("stop time, {row}: {}", quiesce::catalogue::spread(ms));
-    }
-    eprintln!(
-        "{times} rounds, {runs} runs, 0 mismatches; producer-not-flushed caught on attempt {tries:?}"
-    );
+    repeated.finish(&format!(
+        "; producer-not-flushed caught on attempt {tries:?}"
+    ));
 }
 
 /// The clean-stop rows whose bug shows at the stop, in loop mode: every cycle of a 2-cycle
