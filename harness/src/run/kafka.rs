@@ -37,6 +37,19 @@ fn output_match(processed: &ProcessedBy) -> Option<OutputMatch> {
     }
 }
 
+/// What every input key of the run `run_id` begins with: the run id and a part the target is
+/// not told (from a secret of this process), so that a target cannot name inputs it never read:
+/// with guessable keys, a target that consumed nothing wrote an output for every key it could
+/// guess, committed the input topic's end, and passed the three Kafka checks.
+pub fn key_prefix(run_id: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static SECRET: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut hasher = SECRET.get_or_init(Default::default).build_hasher();
+    hasher.write(run_id.as_bytes());
+    format!("{run_id}-{:012x}", hasher.finish() & 0xffff_ffff_ffff)
+}
+
 /// Where processed inputs are counted while the target runs: the output topic from where
 /// this run's outputs begin, or the log files of this start of the target.
 #[derive(Clone, Debug)]
@@ -45,7 +58,7 @@ pub struct Counting {
     workload: KafkaWorkload,
     since: BTreeMap<i32, i64>,
     logs: Vec<PathBuf>,
-    /// The run's id: the inputs' keys begin `{prefix}-`.
+    /// The inputs' keys begin `{prefix}-` (see [`key_prefix`]).
     prefix: String,
 }
 
@@ -62,7 +75,7 @@ impl Counting {
             workload: workload.clone(),
             since: baseline.outputs.clone(),
             logs,
-            prefix: run_id.to_owned(),
+            prefix: key_prefix(run_id),
         }
     }
 
@@ -629,11 +642,24 @@ pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Ou
             };
         }
     }
+    // Outputs that named no input were not counted: every verdict says how many.
+    let unmatched = run
+        .restart
+        .consumed()
+        .map_or(&run.first.unmatched, |after| &after.unmatched);
+    let uncounted = (unmatched.count > 0).then(|| {
+        format!(
+            "{} output(s) named no input of this run and were not counted (e.g. {})",
+            unmatched.count,
+            unmatched.examples.first().map_or("", String::as_str)
+        )
+    });
     for outcome in outcomes.values_mut() {
-        *outcome = named_source(
+        let named = named_source(
             std::mem::replace(outcome, Outcome::inconclusive("")),
             &source,
         );
+        *outcome = with_note(named, uncounted.as_deref());
     }
     outcomes
 }
@@ -663,8 +689,8 @@ fn unmatched_lines(unmatched: &Unmatched, workload: &KafkaWorkload) -> Vec<Strin
         return Vec::new();
     }
     let mut lines = vec![format!(
-        "{} output(s) named no input of this run (inputs are keyed `<run id>-<n>`; [kafka] \
-         processed = {}), e.g.:",
+        "{} output(s) named no input of this run (its inputs are keyed `<run id>-<secret>-<n>`; \
+         [kafka] processed = {}), e.g.:",
         unmatched.count,
         toml::to_string(&workload.processed)
             .map(|t| format!("{{ {} }}", t.trim().replace('\n', ", ")))

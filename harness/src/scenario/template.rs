@@ -395,11 +395,11 @@ fn position(text: &str, at: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Where `key` of `[table]` is set in `text` (`key = ...` on a line of its own, or a
-/// `[table.key]` header), as 1-based line and column.
+/// Where `key` of `[table]` is set in `text` (`key = ...` or `key.field = ...` on a line of
+/// its own, or a `[table.key]` header), as 1-based line and column.
 pub fn line_of_key(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
     let pattern = format!(
-        r"(?m)^[ \t]*(?:\[{table}\.{key}\]|{key}[ \t]*=)",
+        r"(?m)^[ \t]*(?:\[{table}\.{key}\]|{key}(?:\.[A-Za-z_]+)?[ \t]*=)",
         table = regex::escape(table),
         key = regex::escape(key)
     );

@@ -131,6 +131,11 @@ impl ProcessedBy {
 
     fn validate(&self) -> Result<(), String> {
         match self {
+            ProcessedBy::JsonPointer { pointer } if pointer.is_empty() => Err(
+                "[kafka] processed.pointer is empty: that is the whole value, not a key in it \
+                 (hint: `/order_id` names the member `order_id`)"
+                    .to_owned(),
+            ),
             ProcessedBy::JsonPointer { pointer } if !pointer.starts_with('/') => Err(format!(
                 "[kafka] processed.pointer = `{pointer}` is not a JSON pointer (hint: `/{pointer}`)"
             )),
@@ -605,6 +610,13 @@ mod tests {
             err.starts_with("svc.toml:6:1: [kafka] input_value: unknown placeholder `{order}` (known: {key}, {seq}, {run_id}"),
             "{err}"
         );
+        let err = bad("processed.by = \"log\"\nprocessed.pattern = 'shipped'");
+        assert!(
+            err.starts_with("svc.toml:6:1:") && err.contains("captures nothing"),
+            "{err}"
+        );
+        let err = bad("processed = { by = \"json_pointer\", pointer = \"\" }");
+        assert!(err.contains("that is the whole value"), "{err}");
         let err = bad("processed = { by = \"topic\" }");
         assert!(err.contains("unknown variant `topic`"), "{err}");
         let err = bad("processed = { by = \"key\", pointer = \"/id\" }");
