@@ -14,6 +14,8 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::scenario::ProcessedBy;
+
 /// Budget for one request to the broker.
 const REQUEST: Duration = Duration::from_secs(30);
 /// Once the ListOffsets end of a topic is reached, and no fetch response has told the exact end,
@@ -79,20 +81,6 @@ pub struct ProcessedRecord {
     pub output: Option<(i32, i64)>,
 }
 
-/// How an output record names the input it is for (see `scenario::ProcessedBy`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum OutputMatch {
-    /// Its value is `{"partition": P, "offset": O}`.
-    #[default]
-    Contract,
-    /// Its key is the input's.
-    Key,
-    /// Its JSON value holds the input's key at this pointer.
-    JsonPointer(String),
-    /// A header of this name holds the input's key.
-    Header(String),
-}
-
 /// The input an output names: where it was, or its key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum InputRef {
@@ -100,48 +88,47 @@ pub enum InputRef {
     Key(String),
 }
 
-impl OutputMatch {
-    /// The input `message` names, or why it names none.
-    fn input_of(&self, message: &impl Message) -> Result<InputRef, String> {
-        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-        match self {
-            OutputMatch::Contract => {
-                let value = message.payload().unwrap_or_default();
-                serde_json::from_slice::<ProcessedRecord>(value)
+/// The input the output record `message` names under `processed`, or why it names none.
+fn input_of(processed: &ProcessedBy, message: &impl Message) -> Result<InputRef, String> {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    match processed {
+        ProcessedBy::Log { .. } => Err("a log, not an output record, names the inputs".into()),
+        ProcessedBy::Contract {} => {
+            let value = message.payload().unwrap_or_default();
+            serde_json::from_slice::<ProcessedRecord>(value)
                     .map(|r| InputRef::At(r.partition, r.offset))
                     .map_err(|e| {
                         format!(
                             "not an output record ({e}); expected JSON {{\"partition\": P, \"offset\": O}}"
                         )
                     })
+        }
+        ProcessedBy::Key {} => message
+            .key()
+            .map(|k| InputRef::Key(text(k)))
+            .ok_or_else(|| "it has no key".to_owned()),
+        ProcessedBy::JsonPointer { pointer } => {
+            let value: serde_json::Value =
+                serde_json::from_slice(message.payload().unwrap_or_default())
+                    .map_err(|e| format!("its value is not JSON ({e})"))?;
+            match value.pointer(pointer) {
+                Some(serde_json::Value::String(key)) => Ok(InputRef::Key(key.clone())),
+                Some(serde_json::Value::Number(n)) => Ok(InputRef::Key(n.to_string())),
+                Some(other) => Err(format!("`{pointer}` holds {other}, not a key")),
+                None => Err(format!("its value has nothing at `{pointer}`")),
             }
-            OutputMatch::Key => message
-                .key()
-                .map(|k| InputRef::Key(text(k)))
-                .ok_or_else(|| "it has no key".to_owned()),
-            OutputMatch::JsonPointer(pointer) => {
-                let value: serde_json::Value =
-                    serde_json::from_slice(message.payload().unwrap_or_default())
-                        .map_err(|e| format!("its value is not JSON ({e})"))?;
-                match value.pointer(pointer) {
-                    Some(serde_json::Value::String(key)) => Ok(InputRef::Key(key.clone())),
-                    Some(serde_json::Value::Number(n)) => Ok(InputRef::Key(n.to_string())),
-                    Some(other) => Err(format!("`{pointer}` holds {other}, not a key")),
-                    None => Err(format!("its value has nothing at `{pointer}`")),
-                }
-            }
-            OutputMatch::Header(name) => {
-                use rdkafka::message::Headers;
-                message
-                    .headers()
-                    .and_then(|headers| {
-                        headers
-                            .iter()
-                            .find(|h| h.key == name)
-                            .and_then(|h| h.value.map(|v| InputRef::Key(text(v))))
-                    })
-                    .ok_or_else(|| format!("it has no header `{name}`"))
-            }
+        }
+        ProcessedBy::Header { name } => {
+            use rdkafka::message::Headers;
+            message
+                .headers()
+                .and_then(|headers| {
+                    headers
+                        .iter()
+                        .find(|h| h.key == name)
+                        .and_then(|h| h.value.map(|v| InputRef::Key(text(v))))
+                })
+                .ok_or_else(|| format!("it has no header `{name}`"))
         }
     }
 }
@@ -378,7 +365,7 @@ pub async fn count_processed(
     bootstrap: &str,
     output_topic: &str,
     since: &BTreeMap<i32, i64>,
-    matcher: &OutputMatch,
+    processed: &ProcessedBy,
     prefix: &str,
     seen: tokio::sync::watch::Sender<OutputCount>,
 ) -> Result<(), KafkaError> {
@@ -392,7 +379,7 @@ pub async fn count_processed(
             Err(e) if passing(&e) => continue,
             Err(e) => return Err(failed(format!("reading {output_topic}"), e)),
         };
-        if let Ok(input) = matcher.input_of(&message)
+        if let Ok(input) = input_of(processed, &message)
             && counter.count(input)
         {
             seen.send_replace(counter.seen);
@@ -521,7 +508,13 @@ pub async fn read_processed(
     bootstrap: &str,
     topic: &str,
 ) -> Result<Vec<ProcessedRecord>, KafkaError> {
-    let read = read_back(bootstrap, topic, &BTreeMap::new(), &OutputMatch::Contract).await?;
+    let read = read_back(
+        bootstrap,
+        topic,
+        &BTreeMap::new(),
+        &ProcessedBy::Contract {},
+    )
+    .await?;
     Ok(resolve(read.outputs, &[]).0)
 }
 
@@ -545,7 +538,7 @@ pub async fn read_back(
     bootstrap: &str,
     topic: &str,
     since: &BTreeMap<i32, i64>,
-    matcher: &OutputMatch,
+    processed: &ProcessedBy,
 ) -> Result<ReadBack, KafkaError> {
     let consumer = verifier(bootstrap)?;
     let ends = assign_from(&consumer, topic, since)?;
@@ -613,9 +606,9 @@ pub async fn read_back(
         };
         reached.insert(message.partition(), message.offset() + 1);
         let at = (message.partition(), message.offset());
-        let input = match matcher.input_of(&message) {
+        let input = match input_of(processed, &message) {
             Ok(input) => input,
-            Err(why) if *matcher == OutputMatch::Contract => {
+            Err(why) if *processed == ProcessedBy::Contract {} => {
                 return Err(failed(format!("{topic}/{} offset {}", at.0, at.1), why));
             }
             Err(why) => {

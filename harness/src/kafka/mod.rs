@@ -40,9 +40,9 @@ pub mod wire;
 
 pub(crate) use client::config as client_config;
 pub use client::{
-    AckedRecord, Batching, InputRef, KafkaError, Output, OutputCount, OutputMatch, ProcessedRecord,
-    ReadBack, Unmatched, Workload, committed_offsets, count_processed, create_topic,
-    produce_counted, produce_sequence, produce_until, read_back, read_processed, resolve,
+    AckedRecord, Batching, InputRef, KafkaError, Output, OutputCount, ProcessedRecord, ReadBack,
+    Unmatched, Workload, committed_offsets, count_processed, create_topic, produce_counted,
+    produce_sequence, produce_until, read_back, read_processed, resolve,
 };
 pub use judge::{
     KafkaEvidence, StopKind, no_message_loss, no_redelivery, no_redelivery_under_faults,

@@ -10,10 +10,10 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::{
-    AckedRecord, KafkaError, KafkaEvidence, OutputCount, OutputMatch, ProcessedRecord, StopKind,
-    Unmatched, Workload, committed_offsets, count_processed, create_topic, no_message_loss,
-    no_redelivery, no_redelivery_under_faults, offsets_committed, produce_counted,
-    producer_flushed, read_back, resolve,
+    AckedRecord, KafkaError, KafkaEvidence, OutputCount, ProcessedRecord, StopKind, Unmatched,
+    Workload, committed_offsets, count_processed, create_topic, no_message_loss, no_redelivery,
+    no_redelivery_under_faults, offsets_committed, produce_counted, producer_flushed, read_back,
+    resolve,
 };
 use crate::scenario::{KafkaWorkload, ProcessedBy, StopRule};
 use crate::target::Hooks;
@@ -23,18 +23,6 @@ use crate::verdict::{CheckName, Outcome};
 pub async fn create_topics(bootstrap: &str, workload: &KafkaWorkload) -> Result<(), KafkaError> {
     create_topic(bootstrap, &workload.input_topic, workload.partitions).await?;
     create_topic(bootstrap, &workload.output_topic, workload.partitions).await
-}
-
-/// How output records name their inputs under `processed` (`None`: a log, not a topic, is
-/// read).
-fn output_match(processed: &ProcessedBy) -> Option<OutputMatch> {
-    match processed {
-        ProcessedBy::Contract {} => Some(OutputMatch::Contract),
-        ProcessedBy::Key {} => Some(OutputMatch::Key),
-        ProcessedBy::JsonPointer { pointer } => Some(OutputMatch::JsonPointer(pointer.clone())),
-        ProcessedBy::Header { name } => Some(OutputMatch::Header(name.clone())),
-        ProcessedBy::Log { .. } => None,
-    }
 }
 
 /// What every input key of the run `run_id` begins with: the run id and a part the target is
@@ -89,23 +77,20 @@ impl Counting {
         let (seen_tx, seen) = tokio::sync::watch::channel(OutputCount::default());
         let this = self.clone();
         let counter = tokio::spawn(async move {
-            match output_match(&this.workload.processed) {
-                Some(matcher) => {
+            match this.workload.processed.log_pattern() {
+                None => {
                     count_processed(
                         &this.bootstrap,
                         &this.workload.output_topic,
                         &this.since,
-                        &matcher,
+                        &this.workload.processed,
                         &this.prefix,
                         seen_tx,
                     )
                     .await
                 }
-                None => {
-                    if let Some(pattern) = this.workload.processed.log_pattern() {
-                        crate::kafka::log::count_lines(this.logs, pattern, this.prefix, seen_tx)
-                            .await;
-                    }
+                Some(pattern) => {
+                    crate::kafka::log::count_lines(this.logs, pattern, this.prefix, seen_tx).await;
                     Ok(())
                 }
             }
@@ -300,9 +285,9 @@ const RESTART_QUIET: Duration = Duration::from_secs(2);
 pub fn restart_hooks(counting: Counting, acked: &[AckedRecord], old_total: usize) -> Hooks {
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
     let (mut stop_tx, stop_rx) = oneshot::channel();
-    let old_total = match output_match(&counting.workload.processed) {
-        Some(_) => old_total,
-        None => 0,
+    let old_total = match counting.workload.processed {
+        ProcessedBy::Log { .. } => 0,
+        _ => old_total,
     };
     let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
     for a in acked {
@@ -415,23 +400,18 @@ pub async fn read_after_stop(
     acked: &[AckedRecord],
     logs: &[PathBuf],
 ) -> Result<AfterStop, KafkaError> {
-    let read = match (
-        output_match(&workload.processed),
-        workload.processed.log_pattern(),
-    ) {
-        (Some(matcher), _) => {
+    let read = match workload.processed.log_pattern() {
+        None => {
             read_back(
                 bootstrap,
                 &workload.output_topic,
                 &baseline.outputs,
-                &matcher,
+                &workload.processed,
             )
             .await?
         }
-        (None, pattern) => crate::kafka::ReadBack {
-            outputs: pattern
-                .map(|p| crate::kafka::log::read_outputs(logs, &p))
-                .unwrap_or_default(),
+        Some(pattern) => crate::kafka::ReadBack {
+            outputs: crate::kafka::log::read_outputs(logs, &pattern),
             ..Default::default()
         },
     };
