@@ -79,3 +79,38 @@ fn every_shipped_scenario_file_is_valid() {
     assert_eq!(code, exit_codes::OK, "{out}{err}");
     assert!(out.contains("0 with errors"), "{out}");
 }
+
+/// A `[redis]` table without evidence of leader-only work: the job checks are off, and both
+/// `check` and `run` say so when they read the file, before anything starts.
+#[test]
+fn job_checks_without_evidence_are_off_and_said_at_read_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lock.toml");
+    std::fs::write(&file, "[target]\ncommand = [\"svc\"]\n[redis]\n").unwrap();
+    let file = file.to_str().unwrap();
+    let (code, out, _) = quiesce(dir.path(), &["check", file], &[]);
+    assert_eq!(code, exit_codes::OK, "{out}");
+    assert!(
+        out.contains("  off: single_leader and jobs_once_per_interval are off")
+            && !out.contains("    single_leader"),
+        "{out}"
+    );
+    // A run reads the file (and says so) before it refuses the bad flag.
+    let (_, _, err) = quiesce(
+        dir.path(),
+        &[
+            "run",
+            file,
+            "--backend",
+            "local",
+            "--allow-inconclusive",
+            "bogus",
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("note: ")
+            && err.contains("lock.toml: single_leader and jobs_once_per_interval are off"),
+        "{err}"
+    );
+}

@@ -12,9 +12,9 @@ fn judge(file: &str) -> Judged {
     judge_hostile(file, &["--backend", "local"], &[("PYTHONPATH", python)])
 }
 
-#[test]
-fn a_lock_left_to_expire_is_not_released() {
-    let judged = judge("leader-expires.toml");
+/// `file`'s `lock_released` is a violation that says `why`.
+fn lock_not_released(file: &str, why: &str) {
+    let judged = judge(file);
     assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
     assert_eq!(
         judged.outcome("lock_released"),
@@ -22,11 +22,12 @@ fn a_lock_left_to_expire_is_not_released() {
         "{}",
         judged.output
     );
-    assert!(
-        judged.output.contains("expired instead of being released"),
-        "{}",
-        judged.output
-    );
+    assert!(judged.output.contains(why), "{}", judged.output);
+}
+
+#[test]
+fn a_lock_left_to_expire_is_not_released() {
+    lock_not_released("leader-expires.toml", "expired instead of being released");
 }
 
 #[test]
@@ -44,4 +45,36 @@ fn a_ready_endpoint_that_flaps_back_inside_an_outage_fails() {
         "{}",
         judged.output
     );
+}
+
+/// The target overwrites its lock with the standby's name at the stop; the standby, which
+/// never wrote it, cannot take the key. Judged by who wrote each value on the wire, not by
+/// what the value says.
+#[test]
+fn a_lock_renamed_to_the_standby_is_not_handed_over() {
+    lock_not_released(
+        "leader-impersonates.toml",
+        "the target's `SET` of the key, which the server took",
+    );
+}
+
+/// Job lines that reach the log all at once (block-buffered output) carry no time of their
+/// own: read as they arrive they would be simultaneous runs, a false FAIL.
+#[test]
+fn job_lines_that_arrive_at_once_are_not_timed_runs() {
+    let judged = judge("jobs-buffered.toml");
+    for check in ["single_leader", "jobs_once_per_interval"] {
+        assert_eq!(
+            judged.outcome(check),
+            "inconclusive",
+            "{check}: {}",
+            judged.output
+        );
+    }
+    assert!(
+        judged.output.contains("its output is buffered"),
+        "{}",
+        judged.output
+    );
+    assert_eq!(judged.outcome("lock_released"), "pass", "{}", judged.output);
 }

@@ -208,7 +208,9 @@ fn own_names(scenario: &mut Scenario, taken: &mut BTreeSet<String>) {
     }
     if let Some(redis) = &mut scenario.redis {
         claim(&mut redis.leader_key);
-        claim(&mut redis.job_log);
+        if let Some(log) = &mut redis.job_log {
+            claim(log);
+        }
     }
 }
 

@@ -46,6 +46,9 @@ impl ScenarioArgs {
         backend: &BackendArgs,
     ) -> Result<crate::scenario::Scenario, CliError> {
         let mut scenario = crate::scenario::Scenario::load(path)?;
+        for off in scenario.off() {
+            eprintln!("quiesce: note: {}: {off}", path.display());
+        }
         apply_overrides(&mut scenario.infra, backend)?;
         let accepted = by_name(
             &self.allow_inconclusive,

@@ -45,6 +45,9 @@ struct Resolved {
     #[serde(skip_serializing_if = "Option::is_none")]
     processed: Option<String>,
     checks: Vec<Needs>,
+    /// Checks off for want of evidence, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    off: Vec<String>,
     allow_inconclusive: Vec<CheckName>,
     placeholders: Vec<Filled>,
 }
@@ -133,6 +136,7 @@ fn check_file(path: &Path) -> Checked {
                         evidence: check.evidence(),
                     })
                     .collect(),
+                off: scenario.off(),
                 allow_inconclusive: scenario.checks.allow_inconclusive.clone(),
                 placeholders: placeholders(&scenario),
             }),
@@ -170,6 +174,9 @@ fn print(checked: &Checked) {
             needs.check.as_str(),
             needs.evidence
         );
+    }
+    for off in &resolved.off {
+        println!("  off: {off}");
     }
     for filled in &resolved.placeholders {
         println!(

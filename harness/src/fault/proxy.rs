@@ -62,6 +62,8 @@ pub struct ProxyStatus {
 pub trait Observer: Send + Sync + 'static {
     /// Bytes a client sent on connection `link` (links are numbered from 1 per proxy).
     fn client_bytes(&self, link: u64, bytes: &[u8]);
+    /// Bytes the server sent back on connection `link`.
+    fn server_bytes(&self, _link: u64, _bytes: &[u8]) {}
     /// Connection `link` ended.
     fn closed(&self, link: u64);
 }
@@ -319,6 +321,11 @@ impl ProxySwitch {
     pub fn listen_addr(&self) -> SocketAddr {
         self.inner.listen
     }
+
+    /// As [`FaultProxy::observe`].
+    pub fn observe(&self, observer: Arc<dyn Observer>) {
+        *lock(&self.inner.observer) = Some(observer);
+    }
 }
 
 /// See [`FaultProxy::add_toxic`].
@@ -500,8 +507,18 @@ async fn serve_link(inner: &Inner, client: TcpStream, link_id: u64, link: Cancel
     };
     let observer = lock(&inner.observer).clone();
     let (client_read, server_read, server_write, client_write) = tokio::join!(
-        read_chunks(client_read, up_tx, &ctx, observer.as_deref()),
-        read_chunks(server_read, down_tx, &ctx, None),
+        read_chunks(
+            client_read,
+            up_tx,
+            &ctx,
+            observer.as_deref().map(|o| (o, true))
+        ),
+        read_chunks(
+            server_read,
+            down_tx,
+            &ctx,
+            observer.as_deref().map(|o| (o, false))
+        ),
         pump(
             up_rx,
             server_write,
@@ -552,7 +569,8 @@ async fn read_chunks(
     mut src: OwnedReadHalf,
     tx: mpsc::Sender<Chunk>,
     ctx: &LinkCtx,
-    observer: Option<&dyn Observer>,
+    // The observer, and whether these are the client's bytes (else the server's).
+    observer: Option<(&dyn Observer, bool)>,
 ) -> OwnedReadHalf {
     let mut buf = BytesMut::with_capacity(CHUNK);
     loop {
@@ -568,8 +586,10 @@ async fn read_chunks(
                     arrived: Instant::now(),
                     data: buf.split().freeze(),
                 };
-                if let Some(observer) = observer {
-                    observer.client_bytes(ctx.id, &chunk.data);
+                match observer {
+                    Some((observer, true)) => observer.client_bytes(ctx.id, &chunk.data),
+                    Some((observer, false)) => observer.server_bytes(ctx.id, &chunk.data),
+                    None => {}
                 }
                 tokio::select! {
                     () = ctx.cancel.cancelled() => return src,

@@ -68,14 +68,14 @@ pub async fn count_lines(
 }
 
 /// A file read as it grows.
-struct Tail {
+pub struct Tail {
     path: PathBuf,
     read: u64,
     partial: Vec<u8>,
 }
 
 impl Tail {
-    fn new(path: PathBuf) -> Tail {
+    pub fn new(path: PathBuf) -> Tail {
         Tail {
             path,
             read: 0,
@@ -84,7 +84,7 @@ impl Tail {
     }
 
     /// The lines completed since the last call.
-    fn new_lines(&mut self) -> Vec<String> {
+    pub fn new_lines(&mut self) -> Vec<String> {
         let mut more = Vec::new();
         if read_from(&self.path, self.read, &mut more).is_err() {
             return Vec::new();

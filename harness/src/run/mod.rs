@@ -7,6 +7,7 @@
 mod checks;
 mod faults;
 mod kafka;
+mod lock_tap;
 mod readiness;
 mod redis;
 
@@ -596,6 +597,7 @@ impl<'a> Watchers<'a> {
                 }));
             }
         };
+        let shared_redis = switches.get(&DependencyKind::Redis).cloned();
         let player = scenario.readiness.as_ref().map(|config| {
             let (player, more) = readiness::Player::start(config, switches);
             hooks = std::mem::take(&mut hooks).merge(more);
@@ -628,7 +630,13 @@ impl<'a> Watchers<'a> {
                 Target::Process(_) => Err("turned off ([redis] standby = false)"),
                 Target::Graph(_) => Err("a graph target has no standby"),
             };
-            let (started, more) = redis::Leader::start(leadership, &endpoints.redis_url, standby)
+            let reach = redis::RedisReach {
+                url: &endpoints.redis_url,
+                shared: shared_redis,
+                out_dir,
+            };
+            let (started, more) = redis::Leader::start(leadership, reach, standby)
+                .await
                 .map_err(RunError::Redis)?;
             hooks = hooks.merge(more);
             leader = Some(started);

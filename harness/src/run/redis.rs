@@ -10,9 +10,13 @@ use serde::Deserialize;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use crate::fault::{FaultProxy, ProxySwitch};
 use crate::kafka::StopKind;
 use crate::process::{ChildProcess, ProcessSpec};
 use crate::run::Decided;
+use crate::run::lock_tap::{Attribution, Holder, LockTap, Side};
 use crate::scenario::{ProcessTarget, RedisLeadership};
 use crate::signal::SignalHandler;
 use crate::target::{Hooks, ReadyState, TargetRun};
@@ -34,9 +38,20 @@ pub type Owners = Vec<(Instant, Option<String>)>;
 /// over from one that expired.
 pub type Ttls = Vec<Option<(Instant, i64)>>;
 
+/// What the watch of the leader key saw.
+#[derive(Debug, Default)]
+pub struct Watched {
+    pub owners: Owners,
+    pub ttls: Ttls,
+    /// Each value the key held, with when it was first seen.
+    pub first_held: Vec<(Instant, String)>,
+    /// The first read: a value held then was there before the run.
+    pub first_read: Option<Instant>,
+}
+
 /// Watches the leader key until stopped.
 pub struct Watcher {
-    task: tokio::task::JoinHandle<(Owners, Ttls)>,
+    task: tokio::task::JoinHandle<Watched>,
     owner: watch::Receiver<Option<String>>,
     stop: CancellationToken,
 }
@@ -50,8 +65,7 @@ impl Watcher {
         let task = tokio::spawn({
             let stop = stop.clone();
             async move {
-                let mut owners: Owners = Vec::new();
-                let mut ttls: Ttls = Vec::new();
+                let mut seen = Watched::default();
                 let mut last_ttl = None;
                 let mut connection = None;
                 while !stop.is_cancelled() {
@@ -70,9 +84,15 @@ impl Watcher {
                         match read {
                             Ok((value, ttl)) => {
                                 let now = Instant::now();
-                                if owners.last().is_none_or(|(_, last)| *last != value) {
-                                    owners.push((now, value.clone()));
-                                    ttls.push(last_ttl);
+                                seen.first_read.get_or_insert(now);
+                                if let Some(v) = &value
+                                    && !seen.first_held.iter().any(|(_, held)| held == v)
+                                {
+                                    seen.first_held.push((now, v.clone()));
+                                }
+                                if seen.owners.last().is_none_or(|(_, last)| *last != value) {
+                                    seen.owners.push((now, value.clone()));
+                                    seen.ttls.push(last_ttl);
                                     owner_tx.send_replace(value.clone());
                                 }
                                 last_ttl = value.is_some().then_some((now, ttl));
@@ -85,7 +105,7 @@ impl Watcher {
                         () = stop.cancelled() => {}
                     }
                 }
-                (owners, ttls)
+                seen
             }
         });
         Ok(Watcher { task, owner, stop })
@@ -96,7 +116,7 @@ impl Watcher {
         self.owner.clone()
     }
 
-    pub async fn finish(self) -> (Owners, Ttls) {
+    pub async fn finish(self) -> Watched {
         self.stop.cancel();
         self.task.await.unwrap_or_default()
     }
@@ -106,6 +126,8 @@ impl Watcher {
 #[derive(Debug, Default)]
 pub struct StandbyRun {
     pub started: bool,
+    /// When it was started.
+    pub started_at: Option<Instant>,
     /// Why it did not start, or how it ended.
     pub notes: Vec<String>,
 }
@@ -144,6 +166,10 @@ impl Standby {
         let mut run_env = spec.env.clone();
         run_env.extend([
             ("QUIESCE_INSTANCE".to_owned(), STANDBY.to_owned()),
+            (
+                "QUIESCE_OUT_DIR".to_owned(),
+                spec.out_dir.display().to_string(),
+            ),
             ("QUIESCE_RUN_ID".to_owned(), spec.run_id.clone()),
             (
                 "QUIESCE_PROBE_FILE".to_owned(),
@@ -174,10 +200,8 @@ impl Standby {
                     ready = ready_rx => if ready.is_err() { return run },
                     () = done.cancelled() => return run,
                 }
-                let leads = tokio::time::timeout(
-                    lead_within,
-                    owner.wait_for(|o| o.as_deref() == Some(PRIMARY)),
-                );
+                // Held, whatever its value: a real lock's value is the service's own.
+                let leads = tokio::time::timeout(lead_within, owner.wait_for(Option::is_some));
                 tokio::select! {
                     led = leads => if !matches!(led, Ok(Ok(_))) {
                         run.notes.push(format!(
@@ -196,6 +220,7 @@ impl Standby {
                     }
                 };
                 run.started = true;
+                run.started_at = Some(Instant::now());
                 done.cancelled().await;
                 match child.stop(grace).await {
                     Ok(status) => run.notes.push(format!(
@@ -256,42 +281,198 @@ async fn connect(url: &str) -> Result<redis::aio::MultiplexedConnection, String>
 /// out (kept, as a redeploy finds it, but this run is judged alone). Returns what was seen of
 /// that key, for the timeline.
 pub async fn prepare(url: &str, config: &RedisLeadership) -> Result<Option<String>, String> {
-    clear_jobs(url, &config.job_log).await?;
+    if let Some(log) = &config.job_log {
+        clear_jobs(url, log).await?;
+    }
     outwait_key(url, &config.leader_key).await
 }
 
-/// The Redis side of one run while the target runs: the leader key watched, and the standby
-/// started once the target leads. [`Leader::finish`] decides the checks.
+/// `url` with its host and port replaced by `addr` (user, password and database kept).
+fn with_addr(url: &str, addr: std::net::SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let user = authority.rsplit_once('@').map(|(u, _)| format!("{u}@"));
+    format!("{scheme}://{}{addr}{path}", user.unwrap_or_default())
+}
+
+/// How often the instances' output is read for job lines.
+const JOB_TAIL: Duration = Duration::from_millis(10);
+
+/// Runs of leader-only jobs, read from the instances' output as it is written: each line
+/// `job_line` matches is one run, at the time the harness read it.
+struct JobLines {
+    task: tokio::task::JoinHandle<LineRuns>,
+    done: CancellationToken,
+}
+
+#[derive(Debug, Default)]
+pub struct LineRuns {
+    pub runs: Vec<JobRun>,
+    /// The most job lines one read of one file brought, and when (ms into the run).
+    pub largest_read: (usize, u64),
+}
+
+impl JobLines {
+    /// Reads from when the target is ready (the hooks say): the logs are this start's by then,
+    /// an earlier run's in the same folder removed.
+    fn start(pattern: regex::Regex, out_dir: &Path) -> (JobLines, Hooks) {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let [stdout, stderr] = crate::target::log_files(out_dir);
+        let files = [
+            (PRIMARY, stdout),
+            (PRIMARY, stderr),
+            (STANDBY, out_dir.join("standby-stdout.log")),
+            (STANDBY, out_dir.join("standby-stderr.log")),
+        ];
+        let done = CancellationToken::new();
+        let task = tokio::spawn({
+            let done = done.clone();
+            async move {
+                let mut found = LineRuns::default();
+                tokio::select! {
+                    ready = ready_rx => if ready.is_err() { return found },
+                    () = done.cancelled() => return found,
+                }
+                let started = Instant::now();
+                let mut tails: Vec<_> = files
+                    .into_iter()
+                    .map(|(who, path)| (who, crate::kafka::log::Tail::new(path)))
+                    .collect();
+                loop {
+                    // One last read once told to stop: lines written on the way out count.
+                    let last = done.is_cancelled();
+                    let now = unix_ms();
+                    for (who, tail) in &mut tails {
+                        let mut read = 0;
+                        for line in tail.new_lines() {
+                            let Some(captures) = pattern.captures(&line) else {
+                                continue;
+                            };
+                            let Some(job) = captures.name("job").or_else(|| captures.get(1)) else {
+                                continue;
+                            };
+                            read += 1;
+                            found.runs.push(JobRun {
+                                instance: (*who).to_owned(),
+                                job: job.as_str().to_owned(),
+                                started_ms: now,
+                                ended_ms: now,
+                            });
+                        }
+                        if read > found.largest_read.0 {
+                            found.largest_read = (read, started.elapsed().as_millis() as u64);
+                        }
+                    }
+                    if last {
+                        return found;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(JOB_TAIL) => {}
+                        () = done.cancelled() => {}
+                    }
+                }
+            }
+        });
+        let hooks = Hooks {
+            on_ready: vec![ready_tx],
+            ..Hooks::default()
+        };
+        (JobLines { task, done }, hooks)
+    }
+
+    async fn finish(self) -> LineRuns {
+        self.done.cancel();
+        self.task.await.unwrap_or_default()
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The Redis side of one run while the target runs: the leader key watched, the commands on
+/// it read from the wire, the standby started once the key is held, and the job lines read.
+/// [`Leader::finish`] decides the checks.
 pub struct Leader<'a> {
     config: &'a RedisLeadership,
     watcher: Watcher,
+    tap: Option<Arc<LockTap>>,
+    /// The standby's way to Redis, read by the tap apart from the target's.
+    standby_proxy: Option<FaultProxy>,
+    lines: Option<JobLines>,
     stop_at: oneshot::Receiver<Instant>,
     /// The standby, or why there is none.
     standby: Result<Standby, &'static str>,
 }
 
+/// Where the Redis side of a run reaches Redis.
+pub struct RedisReach<'b> {
+    /// The URL the target and the harness use.
+    pub url: &'b str,
+    /// The proxy behind that URL, if the harness has one: the tap reads it.
+    pub shared: Option<ProxySwitch>,
+    pub out_dir: &'b Path,
+}
+
 impl<'a> Leader<'a> {
-    /// Starts watching the key at `url`, and the standby (`Err`: why there is none).
-    pub fn start(
+    /// Starts watching the key, and the standby (`Err`: why there is none).
+    pub async fn start(
         config: &'a RedisLeadership,
-        url: &str,
+        reach: RedisReach<'_>,
         standby: Result<StandbySpec<'_>, &'static str>,
     ) -> Result<(Leader<'a>, Hooks), String> {
-        let watcher = Watcher::start(url, &config.leader_key)?;
+        let watcher = Watcher::start(reach.url, &config.leader_key)?;
         let (mut hooks, stop_at) = stop_time();
-        let standby = standby.map(|spec| {
-            let (standby, more) = Standby::start(
-                spec,
-                watcher.owner(),
-                Duration::from_millis(config.lead_within_ms),
-            );
+        let tap = reach.shared.as_ref().map(|shared| {
+            let tap = LockTap::new(&config.leader_key);
+            shared.observe(tap.side(Side::Shared));
+            tap
+        });
+        let mut standby_proxy = None;
+        let standby = match standby {
+            Ok(mut spec) => {
+                // The standby reaches Redis through a proxy of its own, in front of the shared
+                // one (whose faults it still meets), so the tap tells its commands apart.
+                if let (Some(tap), Some(shared)) = (&tap, &reach.shared) {
+                    let proxy = FaultProxy::start(
+                        "redis (the standby's own)",
+                        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                        shared.listen_addr(),
+                    )
+                    .await
+                    .map_err(|e| format!("the standby's Redis proxy: {e}"))?;
+                    proxy.observe(tap.side(Side::Standby));
+                    for (key, value) in &mut spec.env {
+                        if key == "QUIESCE_REDIS_URL" {
+                            *value = with_addr(value, proxy.listen_addr());
+                        }
+                    }
+                    standby_proxy = Some(proxy);
+                }
+                let (standby, more) = Standby::start(
+                    spec,
+                    watcher.owner(),
+                    Duration::from_millis(config.lead_within_ms),
+                );
+                hooks = std::mem::take(&mut hooks).merge(more);
+                Ok(standby)
+            }
+            Err(why) => Err(why),
+        };
+        let lines = config.job_pattern().map(|pattern| {
+            let (lines, more) = JobLines::start(pattern, reach.out_dir);
             hooks = std::mem::take(&mut hooks).merge(more);
-            standby
+            lines
         });
         Ok((
             Leader {
                 config,
                 watcher,
+                tap,
+                standby_proxy,
+                lines,
                 stop_at,
                 standby,
             },
@@ -301,7 +482,7 @@ impl<'a> Leader<'a> {
 
     /// Once the target has stopped: watches on until the standby leads (or, without one,
     /// the key is gone), bounded by the failover time or how long the key may outlive the
-    /// stop; then reads the job log and decides the checks.
+    /// stop; then reads the job evidence and decides the checks.
     pub async fn finish(
         self,
         observed: &mut TargetRun,
@@ -312,6 +493,9 @@ impl<'a> Leader<'a> {
         let Leader {
             config,
             watcher,
+            tap,
+            standby_proxy,
+            lines,
             stop_at,
             standby,
         } = self;
@@ -324,9 +508,12 @@ impl<'a> Leader<'a> {
             };
             let bound = stop_at + Duration::from_millis(config.release_within_ms) + failover;
             let has_standby = standby.is_ok();
-            let settled = owner.wait_for(|o| match has_standby {
-                true => o.as_deref() == Some(STANDBY),
-                false => o.as_deref() != Some(PRIMARY),
+            // Settled: the key holds a value the standby wrote (seen on its own proxy), or,
+            // without a standby, nobody holds it.
+            let settled = owner.wait_for(|o| match (has_standby, o, &tap) {
+                (true, Some(value), Some(tap)) => tap.wrote(Side::Standby, value),
+                (true, _, _) => false,
+                (false, o, _) => o.is_none(),
             });
             tokio::select! {
                 _ = tokio::time::timeout_at(bound.into(), settled) => {}
@@ -336,23 +523,40 @@ impl<'a> Leader<'a> {
         let standby = match standby {
             Ok(standby) => standby.finish().await,
             Err(why) => StandbyRun {
-                started: false,
                 notes: vec![why.to_owned()],
+                ..StandbyRun::default()
             },
         };
+        if let Some(proxy) = standby_proxy {
+            proxy.close().await;
+        }
         for note in &standby.notes {
             let at = observed.timeline.last().map_or(0, |(at, _)| *at);
             observed.timeline.push((at, note.clone()));
         }
-        let (owners, ttls) = watcher.finish().await;
+        let watched = watcher.finish().await;
+        let (commands, lost) = tap.map(|t| t.commands()).unwrap_or_default();
+        let attribution = Attribution::learn(
+            &commands,
+            lost,
+            &watched.first_held,
+            watched.first_read,
+            standby.started_at,
+        );
+        let jobs = match (&config.job_log, lines) {
+            (Some(log), _) => Jobs::Listed(read_jobs(url, log).await),
+            (None, Some(lines)) => Jobs::Lines(lines.finish().await),
+            (None, None) => Jobs::Off,
+        };
         let evidence = RedisRun {
             config,
-            owners,
-            ttls,
+            owners: watched.owners,
+            ttls: watched.ttls,
+            attribution,
             stop_at,
             stop,
             standby,
-            jobs: read_jobs(url, &config.job_log).await,
+            jobs,
         };
         if matches!(observed.ready, ReadyState::Ready { .. }) {
             Ok(judge(&evidence))
@@ -440,37 +644,106 @@ pub async fn read_jobs(url: &str, key: &str) -> Result<Vec<JobRun>, String> {
         .collect()
 }
 
+/// Where the job checks' evidence came from.
+#[derive(Debug)]
+pub enum Jobs {
+    /// The service's job log (a Redis list), or why it could not be read.
+    Listed(Result<Vec<JobRun>, String>),
+    /// Lines of the instances' output.
+    Lines(LineRuns),
+    /// No evidence named: the checks are off.
+    Off,
+}
+
 /// Everything the Redis checks are decided from.
 pub struct RedisRun<'a> {
     pub config: &'a RedisLeadership,
     pub owners: Owners,
     pub ttls: Ttls,
+    /// Whose each value of the key was.
+    pub attribution: Attribution,
     pub stop_at: Option<Instant>,
     pub stop: StopKind,
     pub standby: StandbyRun,
-    pub jobs: Result<Vec<JobRun>, String>,
+    pub jobs: Jobs,
 }
+
+/// A job line burst larger than this many runs per job in one read is buffered output: when
+/// each run happened is then unknown. (A job registered three times writes three lines at
+/// once, which must stay a finding.)
+const BURST_PER_JOB: usize = 3;
 
 /// Decides the Redis checks.
 pub fn judge(run: &RedisRun<'_>) -> BTreeMap<CheckName, Outcome> {
     let mut outcomes = BTreeMap::new();
     outcomes.insert(CheckName::LockReleased, lock_released(run));
-    let (single, once) = match &run.jobs {
-        Ok(jobs) if jobs.is_empty() => {
-            let why = format!(
-                "no leader-only job ran (the job log `{}` is empty)",
-                run.config.job_log
-            );
-            (Outcome::inconclusive(&why), Outcome::inconclusive(why))
+    let config = run.config;
+    let (jobs, source) = match &run.jobs {
+        Jobs::Off => return outcomes,
+        Jobs::Listed(Err(why)) => {
+            outcomes.insert(CheckName::SingleLeader, Outcome::inconclusive(why));
+            outcomes.insert(CheckName::JobsOncePerInterval, Outcome::inconclusive(why));
+            return outcomes;
         }
-        Ok(jobs) => (
-            single_leader(jobs, run.config.interval_ms),
-            jobs_once_per_interval(jobs, run.config.interval_ms),
+        Jobs::Listed(Ok(jobs)) => (
+            jobs.as_slice(),
+            format!(
+                "the job log `{}`",
+                config.job_log.as_deref().unwrap_or_default()
+            ),
         ),
-        Err(why) => (Outcome::inconclusive(why), Outcome::inconclusive(why)),
+        Jobs::Lines(lines) => (
+            lines.runs.as_slice(),
+            format!(
+                "lines matching `{}` (each run timed when read, every {} ms)",
+                config.job_line.as_deref().unwrap_or_default(),
+                JOB_TAIL.as_millis()
+            ),
+        ),
     };
-    outcomes.insert(CheckName::SingleLeader, single);
-    outcomes.insert(CheckName::JobsOncePerInterval, once);
+    let why = if jobs.is_empty() {
+        Some(format!("no leader-only job ran (no entry in {source})"))
+    } else if let Jobs::Lines(lines) = &run.jobs
+        && let (read, at) = lines.largest_read
+        && read
+            > BURST_PER_JOB
+                * jobs
+                    .iter()
+                    .map(|j| &j.job)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len()
+    {
+        Some(format!(
+            "one read of an instance's output brought {read} job lines at once (+{at} ms): \
+             its output is buffered, so when each job ran is unknown (hint: flush each line, \
+             e.g. PYTHONUNBUFFERED=1 or line-buffered stdout)"
+        ))
+    } else {
+        None
+    };
+    let (single, once) = match why {
+        Some(why) => (Outcome::inconclusive(&why), Outcome::inconclusive(why)),
+        None => (
+            single_leader(jobs, config.interval_ms),
+            jobs_once_per_interval(jobs, config.interval_ms),
+        ),
+    };
+    let from = |outcome: Outcome| match outcome {
+        Outcome::Pass { detail, limits } => Outcome::Pass {
+            detail: format!("{detail}, from {source}"),
+            limits,
+        },
+        Outcome::Violation {
+            summary,
+            mut evidence,
+        } => {
+            evidence.push(format!("from {source}"));
+            Outcome::Violation { summary, evidence }
+        }
+        other => other,
+    };
+    outcomes.insert(CheckName::SingleLeader, from(single));
+    outcomes.insert(CheckName::JobsOncePerInterval, from(once));
     outcomes
 }
 
@@ -478,45 +751,67 @@ fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
 
+/// A holder as evidence names it.
+fn named(holder: &Holder) -> String {
+    match holder {
+        Holder::Nobody => "nobody".to_owned(),
+        Holder::Primary => format!("`{PRIMARY}`"),
+        Holder::Standby => format!("`{STANDBY}`"),
+        Holder::Unknown(value) => format!(
+            "a value no instance was seen writing (`{}`)",
+            crate::run::lock_tap::short(value)
+        ),
+    }
+}
+
 fn lock_released(run: &RedisRun<'_>) -> Outcome {
     let key = &run.config.leader_key;
     let deadline = Duration::from_millis(run.config.release_within_ms);
-    if !run
+    let holders: Vec<(Instant, Holder)> = run
         .owners
         .iter()
-        .any(|(_, o)| o.as_deref() == Some(PRIMARY))
-    {
+        .map(|(t, o)| (*t, run.attribution.holder(o)))
+        .collect();
+    if !holders.iter().any(|(_, h)| *h == Holder::Primary) {
+        let values: Vec<String> = run
+            .owners
+            .iter()
+            .filter_map(|(_, o)| o.as_deref().map(crate::run::lock_tap::short))
+            .collect();
         return Outcome::inconclusive(format!(
-            "the target never held the leader key `{key}` (its value never was `{PRIMARY}`)"
+            "the target never held the leader key `{key}`: no value it was seen writing (its \
+             `SET` on the wire) or that the key held while it ran alone{}",
+            match values.is_empty() {
+                true => " (the key was never held)".to_owned(),
+                false => format!(" (values seen: {})", values.join(", ")),
+            }
         ));
     }
+    let how = format!("the target's value: {}", run.attribution.how.join("; "));
     let Some(stop_at) = run.stop_at else {
         return Outcome::inconclusive("the target was never asked to stop");
     };
-    let at_stop = run
-        .owners
+    let at_stop = holders
         .iter()
         .rev()
         .find(|(t, _)| *t <= stop_at)
-        .and_then(|(_, o)| o.clone());
-    if at_stop.as_deref() != Some(PRIMARY) {
+        .map_or(Holder::Nobody, |(_, h)| h.clone());
+    if at_stop != Holder::Primary {
         return Outcome::inconclusive(format!(
             "the target did not hold `{key}` when it was stopped (held by {})",
-            at_stop.map_or("nobody".to_owned(), |o| format!("`{o}`"))
+            named(&at_stop)
         ));
     }
-    let released_at = run
-        .owners
+    let released_at = holders
         .iter()
-        .position(|(t, o)| *t > stop_at && o.as_deref() != Some(PRIMARY));
+        .position(|(t, h)| *t > stop_at && *h != Holder::Primary);
     let released = released_at.map(|i| {
-        let (t, o) = &run.owners[i];
-        (t.duration_since(stop_at), o.clone())
+        let (t, h) = &holders[i];
+        (t.duration_since(stop_at), h.clone())
     });
-    let failover = run
-        .owners
+    let failover = holders
         .iter()
-        .find(|(t, o)| *t > stop_at && o.as_deref() == Some(STANDBY))
+        .find(|(t, h)| *t > stop_at && *h == Holder::Standby)
         .map(|(t, _)| t.duration_since(stop_at));
     let failover_text = match (failover, run.standby.started) {
         (Some(after), _) => format!("the standby took over {} ms after the stop", ms(after)),
@@ -544,7 +839,7 @@ fn lock_released(run: &RedisRun<'_>) -> Outcome {
         && let Some((read_at, ttl)) = run.ttls.get(i).copied().flatten()
         && ttl >= 0
     {
-        let went = run.owners[i].0;
+        let went = holders[i].0;
         let expires = read_at + Duration::from_millis(ttl as u64);
         let slack = POLL * 3;
         if went + slack >= expires {
@@ -558,33 +853,35 @@ fn lock_released(run: &RedisRun<'_>) -> Outcome {
                         ms(went.duration_since(stop_at))
                     ),
                     failover_text,
+                    how,
                 ],
             );
         }
     }
     // Taken back: the target's value returned after it let go.
     if let Some(i) = released_at
-        && let Some((back, _)) = run.owners[i..]
-            .iter()
-            .find(|(_, o)| o.as_deref() == Some(PRIMARY))
+        && let Some((back, _)) = holders[i..].iter().find(|(_, h)| *h == Holder::Primary)
     {
         return Outcome::violation(
             format!("`{PRIMARY}` took leader key `{key}` back after the stop"),
-            vec![format!(
-                "it let go {} ms after the stop and held the key again {} ms after the stop",
-                ms(run.owners[i].0.duration_since(stop_at)),
-                ms(back.duration_since(stop_at))
-            )],
+            vec![
+                format!(
+                    "it let go {} ms after the stop and held the key again {} ms after the stop",
+                    ms(holders[i].0.duration_since(stop_at)),
+                    ms(back.duration_since(stop_at))
+                ),
+                how,
+            ],
         );
     }
     match released {
         Some((after, by)) if after <= deadline => {
-            let how = match by {
-                None => "released".to_owned(),
-                Some(o) => format!("taken over by `{o}`"),
+            let how_released = match by {
+                Holder::Nobody => "released".to_owned(),
+                other => format!("taken over by {}", named(&other)),
             };
             let detail = format!(
-                "`{key}` {how} {} ms after the stop (deadline {} ms); {failover_text}",
+                "`{key}` {how_released} {} ms after the stop (deadline {} ms); {failover_text}; {how}",
                 ms(after),
                 ms(deadline)
             );
@@ -607,6 +904,7 @@ fn lock_released(run: &RedisRun<'_>) -> Outcome {
                     None => "the key was still held when the run ended".to_owned(),
                 },
                 failover_text,
+                how,
             ];
             Outcome::violation(
                 format!(
@@ -821,13 +1119,14 @@ mod tests {
             config: &config,
             ttls: vec![None; owners.len()],
             owners,
+            attribution: Attribution::known(&[PRIMARY], &[STANDBY]),
             stop_at: Some(at(1_000)),
             stop: StopKind::Clean,
             standby: StandbyRun {
                 started: true,
-                notes: Vec::new(),
+                ..StandbyRun::default()
             },
-            jobs: Ok(Vec::new()),
+            jobs: Jobs::Off,
         };
         let released = run(vec![
             (at(0), Some(PRIMARY.into())),

@@ -140,6 +140,8 @@ impl Default for GroupLeftParams {
 pub struct Tables {
     pub kafka: bool,
     pub redis: bool,
+    /// `[redis]` names evidence of leader-only work (`job_log` or `job_line`).
+    pub jobs: bool,
     pub readiness: bool,
 }
 
@@ -232,6 +234,7 @@ impl ChecksConfig {
             .into_iter()
             .filter(move |c| tables.kafka || !c.needs_kafka())
             .filter(move |c| tables.redis || !c.needs_redis())
+            .filter(move |c| tables.jobs || !c.needs_jobs())
             .filter(move |c| tables.readiness || *c != CheckName::ReadinessTruthful)
             .filter(|c| self.is_enabled(*c))
     }

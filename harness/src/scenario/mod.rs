@@ -330,6 +330,18 @@ impl Scenario {
                 )));
             }
         }
+        if let Some(redis) = &self.redis {
+            let wanted = crate::verdict::CheckName::REDIS
+                .iter()
+                .find(|c| c.needs_jobs() && self.checks.turned_on(**c));
+            if let (Some(check), false) = (wanted, redis.has_jobs()) {
+                return Err(bad(format!(
+                    "[checks] {check} needs evidence of leader-only work: [redis] job_line (a \
+                     pattern for the line an instance prints per run, the job's name as a \
+                     group) or job_log (the Redis list it pushes runs to)"
+                )));
+            }
+        }
         if let Err((place, _, e)) = template::check_target(self) {
             return Err(bad(format!("{place}: {e}")));
         }
@@ -438,11 +450,22 @@ impl Scenario {
         scenario
     }
 
+    /// Checks its tables would have that are off for want of evidence, each with why: said
+    /// when the file is read, never found out from a verdict.
+    pub fn off(&self) -> Vec<String> {
+        let mut off = Vec::new();
+        if let Some(why) = self.redis.as_ref().and_then(RedisLeadership::jobs_off) {
+            off.push(why.to_owned());
+        }
+        off
+    }
+
     /// The checks this scenario runs, in report order: the Kafka ones only with `[kafka]`.
     pub fn enabled_checks(&self) -> impl Iterator<Item = crate::verdict::CheckName> + '_ {
         self.checks.enabled(Tables {
             kafka: self.kafka.is_some(),
             redis: self.redis.is_some(),
+            jobs: self.redis.as_ref().is_some_and(RedisLeadership::has_jobs),
             readiness: self.readiness.is_some(),
         })
     }
@@ -610,10 +633,53 @@ mod tests {
     fn a_redis_table_adds_the_leader_checks() {
         let s = parse("[target]\ncommand = [\"x\"]\n[redis]\ninterval_ms = 250\n").unwrap();
         assert_eq!(s.redis.as_ref().unwrap().interval_ms, 250);
+        // No evidence of leader-only work named: the job checks are off, and say why.
         let checks: Vec<_> = s.enabled_checks().map(|c| c.as_str()).collect();
-        assert_eq!(
-            checks[6..],
-            ["lock_released", "single_leader", "jobs_once_per_interval"]
+        assert_eq!(checks[6..], ["lock_released"]);
+        assert!(
+            s.redis
+                .as_ref()
+                .unwrap()
+                .jobs_off()
+                .unwrap()
+                .contains("are off"),
+            "{s:?}"
+        );
+        for source in ["job_line = 'ran (?<job>\\w+)'", "job_log = 'runs'"] {
+            let s = parse(&format!("[target]\ncommand = [\"x\"]\n[redis]\n{source}\n")).unwrap();
+            let checks: Vec<_> = s.enabled_checks().map(|c| c.as_str()).collect();
+            assert_eq!(
+                checks[6..],
+                ["lock_released", "single_leader", "jobs_once_per_interval"],
+                "{source}"
+            );
+        }
+        for (file, wanted) in [
+            (
+                "[redis]\n[checks]\njobs_once_per_interval = true\n",
+                "jobs_once_per_interval needs evidence of leader-only work",
+            ),
+            (
+                "[redis]\njob_line = 'ran \\w+'\n",
+                "has no group for the job's name",
+            ),
+            (
+                "[redis]\njob_line = 'ran (\\w+'\n",
+                "is not a regular expression",
+            ),
+            (
+                "[redis]\njob_line = 'ran (\\w+)'\njob_log = 'runs'\n",
+                "keep one",
+            ),
+        ] {
+            let err = parse(&format!("[target]\ncommand = [\"x\"]\n{file}")).unwrap_err();
+            assert!(err.to_string().contains(wanted), "{file}: {err}");
+        }
+        let err = parse("[target]\ncommand = [\"x\", \"{job_log}\"]\n[redis]\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`{job_log}` has a value only with [redis] job_log set"),
+            "{err}"
         );
         let err =
             parse("[target]\ncommand = [\"x\"]\n[checks]\nsingle_leader = true\n").unwrap_err();

@@ -24,7 +24,7 @@ pub struct Placeholder {
 }
 
 /// Every placeholder, in the order the docs list them.
-pub const PLACEHOLDERS: [Placeholder; 15] = [
+pub const PLACEHOLDERS: [Placeholder; 16] = [
     Placeholder {
         name: "kafka",
         variable: "QUIESCE_KAFKA_BOOTSTRAP",
@@ -74,6 +74,12 @@ pub const PLACEHOLDERS: [Placeholder; 15] = [
         needs: None,
     },
     Placeholder {
+        name: "out_dir",
+        variable: "QUIESCE_OUT_DIR",
+        what: "this run's folder (its logs, its report): where a target may write files of its own",
+        needs: None,
+    },
+    Placeholder {
         name: "probe_file",
         variable: "QUIESCE_PROBE_FILE",
         what: "where a target-side probe writes what was alive at the end",
@@ -113,7 +119,7 @@ pub const PLACEHOLDERS: [Placeholder; 15] = [
         name: "job_log",
         variable: "QUIESCE_REDIS_JOB_LOG",
         what: "the Redis list of leader-only job runs",
-        needs: Some("redis"),
+        needs: Some("redis.job_log"),
     },
 ];
 
@@ -140,6 +146,14 @@ impl std::fmt::Display for TemplateError {
                     f,
                     "unknown placeholder `{{{name}}}` (known: {}; `{{{{` and `}}}}` are literal braces)",
                     known.join(", ")
+                )
+            }
+            TemplateError::NeedsTable { name, table } if table.contains('.') => {
+                let (table, key) = table.split_once('.').unwrap_or_default();
+                write!(
+                    f,
+                    "placeholder `{{{name}}}` has a value only with [{table}] {key} set (hint: \
+                     add `{key} = ...` to [{table}])"
                 )
             }
             TemplateError::NeedsTable { name, table } => write!(
@@ -362,8 +376,11 @@ pub fn check_target(scenario: &super::Scenario) -> Result<(), (String, String, T
     if scenario.kafka.is_some() {
         tables.push("kafka");
     }
-    if scenario.redis.is_some() {
+    if let Some(redis) = &scenario.redis {
         tables.push("redis");
+        if redis.job_log.is_some() {
+            tables.push("redis.job_log");
+        }
     }
     let places = target
         .command

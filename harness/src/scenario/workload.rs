@@ -347,17 +347,24 @@ impl KafkaWorkload {
 
 /// The `[redis]` table: leader election and recurrent jobs on Redis.
 ///
-/// The target contends for `leader_key` (its value: the instance's name, from
-/// `QUIESCE_INSTANCE`) and records every run of a leader-only job by pushing one JSON entry to
-/// the list `job_log`: `{"instance": I, "job": J, "started_ms": S, "ended_ms": E}` (Unix
-/// milliseconds). The harness watches the key through the run and reads the log at the end.
+/// The target contends for `leader_key`, whatever value it writes there: the harness learns
+/// the target's value and its standby's from the commands each sends (see
+/// `run::lock_tap`). Leader-only work is evidenced by one of: `job_line`, a line of an
+/// instance's output per run of a job (the group named `job`, else the first, is the job's
+/// name); or `job_log`, a Redis list the service pushes one JSON entry to per run: `{"instance":
+/// I, "job": J, "started_ms": S, "ended_ms": E}` (Unix milliseconds). Without either,
+/// `single_leader` and `jobs_once_per_interval` are off.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisLeadership {
     #[serde(default = "default_leader_key")]
     pub leader_key: String,
-    #[serde(default = "default_job_log")]
-    pub job_log: String,
+    /// The Redis list of job runs, if the service keeps one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_log: Option<String>,
+    /// A regular expression for the line an instance prints per run of a leader-only job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_line: Option<String>,
     /// The jobs' interval: two runs of one job closer than half of it are one interval's
     /// duplicates.
     #[serde(default = "default_interval")]
@@ -378,10 +385,6 @@ fn default_leader_key() -> String {
     "quiesce:leader".to_owned()
 }
 
-fn default_job_log() -> String {
-    "quiesce:jobs".to_owned()
-}
-
 fn default_interval() -> u64 {
     500
 }
@@ -398,7 +401,8 @@ impl Default for RedisLeadership {
     fn default() -> Self {
         RedisLeadership {
             leader_key: default_leader_key(),
-            job_log: default_job_log(),
+            job_log: None,
+            job_line: None,
             interval_ms: default_interval(),
             release_within_ms: default_release(),
             lead_within_ms: default_lead(),
@@ -410,29 +414,71 @@ impl Default for RedisLeadership {
 impl RedisLeadership {
     /// What the target is told (besides `QUIESCE_INSTANCE`, which differs per instance).
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             (
                 "QUIESCE_REDIS_LEADER_KEY".to_owned(),
                 self.leader_key.clone(),
             ),
-            ("QUIESCE_REDIS_JOB_LOG".to_owned(), self.job_log.clone()),
             (
                 "QUIESCE_JOB_INTERVAL_MS".to_owned(),
                 self.interval_ms.to_string(),
             ),
-        ]
+        ];
+        if let Some(log) = &self.job_log {
+            env.push(("QUIESCE_REDIS_JOB_LOG".to_owned(), log.clone()));
+        }
+        env
+    }
+
+    /// Whether leader-only work has evidence: without it the job checks are off.
+    pub fn has_jobs(&self) -> bool {
+        self.job_log.is_some() || self.job_line.is_some()
+    }
+
+    /// Why the job checks are off, if they are.
+    pub fn jobs_off(&self) -> Option<&'static str> {
+        (!self.has_jobs()).then_some(
+            "single_leader and jobs_once_per_interval are off: [redis] names no evidence of \
+             leader-only work (hint: job_line = a pattern for the line an instance prints per \
+             run, with the job's name as a group, or job_log = the Redis list it pushes runs to)",
+        )
+    }
+
+    /// The compiled `job_line`.
+    pub fn job_pattern(&self) -> Option<regex::Regex> {
+        self.job_line
+            .as_deref()
+            .and_then(|p| regex::Regex::new(p).ok())
     }
 
     /// Values serde cannot check.
     pub fn validate(&self) -> Result<(), String> {
-        if self.leader_key.is_empty() || self.job_log.is_empty() {
+        if self.leader_key.is_empty() || self.job_log.as_deref() == Some("") {
             return Err("[redis] leader_key and job_log must not be empty".to_owned());
         }
-        if self.leader_key == self.job_log {
+        if Some(&self.leader_key) == self.job_log.as_ref() {
             return Err(format!(
                 "[redis] leader_key and job_log are both `{}`",
                 self.leader_key
             ));
+        }
+        if self.job_log.is_some() && self.job_line.is_some() {
+            return Err(
+                "[redis] job_log and job_line are two sources of the same evidence: \
+                        keep one"
+                    .to_owned(),
+            );
+        }
+        if let Some(line) = &self.job_line {
+            let pattern = regex::Regex::new(line).map_err(|e| {
+                format!("[redis] job_line `{line}` is not a regular expression: {e}")
+            })?;
+            if pattern.captures_len() < 2 {
+                return Err(format!(
+                    "[redis] job_line `{line}` has no group for the job's name (hint: \
+                     `ran (?<job>\\w+)`)"
+                ));
+            }
         }
         if self.interval_ms == 0 {
             return Err("[redis] interval_ms must be above 0".to_owned());

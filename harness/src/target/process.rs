@@ -97,6 +97,10 @@ async fn drive_process(
         "QUIESCE_PROBE_FILE".to_owned(),
         ctx.probe_file.display().to_string(),
     ));
+    run_env.push((
+        "QUIESCE_OUT_DIR".to_owned(),
+        ctx.out_dir.display().to_string(),
+    ));
     // `{kafka}`, `{port}`, ... in the command and env become this start's values.
     let (command, env) = crate::scenario::template::command_and_env(target, &run_env);
     let program = resolve_program(&command[0], ctx.base_dir);

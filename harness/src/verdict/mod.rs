@@ -82,6 +82,14 @@ impl CheckName {
     };
 
     /// Whether the check judges leader election on Redis (and needs a `[redis]` table).
+    /// A check judged from leader-only work's runs (see `RedisLeadership::jobs_off`).
+    pub fn needs_jobs(self) -> bool {
+        matches!(
+            self,
+            CheckName::SingleLeader | CheckName::JobsOncePerInterval
+        )
+    }
+
     pub fn needs_redis(self) -> bool {
         CheckName::REDIS.contains(&self)
     }
@@ -123,10 +131,15 @@ impl CheckName {
                 "a LeaveGroup on the wire from every member the target had, at the stop"
             }
             CheckName::LockReleased => {
-                "the target holding the lock, then deleting or handing it over (not letting it expire)"
+                "the target holding the lock (its value learnt from its own SET on the wire), then \
+                 deleting or handing it over (not letting it expire)"
             }
-            CheckName::SingleLeader => "leader-only job runs logged, no two instances' overlapping",
-            CheckName::JobsOncePerInterval => "job runs logged, one per job per interval",
+            CheckName::SingleLeader => {
+                "leader-only job runs (job_line or job_log), no two instances' overlapping"
+            }
+            CheckName::JobsOncePerInterval => {
+                "job runs (job_line or job_log), one per job per interval"
+            }
             CheckName::ReadinessTruthful => {
                 "/ready polled inside every outage and the drain, 503 throughout each; /health 200"
             }
