@@ -2,6 +2,8 @@
 //! variable names, its own JSON in and out, no probe, no output contract) gets exact verdicts:
 //! its correct form passes, and each of its real mistakes fails the check it breaks, whichever
 //! way the harness learns what it processed (a JSON pointer, the key, a header, its log).
+//! Its scheduler, `settle.py` (redis-py's `Lock`, a log line per job run), likewise: the lock's
+//! value is learnt from the wire and the job runs from the log.
 
 use std::path::{Path, PathBuf};
 
@@ -58,22 +60,101 @@ async fn check_scenario(
     failing: &[CheckName],
     unsure: &[CheckName],
 ) -> String {
-    let path = python_path();
     let undecided: Vec<CheckName> = UNDECIDED.iter().chain(unsure).copied().collect();
-    let checked = quiesce::catalogue::check(
-        scenario,
-        &[("ORDERS_BUG", bug), ("PYTHONPATH", &path)],
-        failing,
-        &undecided,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{bug}: no verdict: {e}"));
+    verdict(scenario, ("ORDERS_BUG", bug), failing, &undecided).await
+}
+
+/// Runs `scenario` with the variable `bug` names set, and asserts the exact verdict.
+async fn verdict(
+    scenario: &Scenario,
+    bug: (&str, &str),
+    failing: &[CheckName],
+    undecided: &[CheckName],
+) -> String {
+    let path = python_path();
+    let checked =
+        quiesce::catalogue::check(scenario, &[bug, ("PYTHONPATH", &path)], failing, undecided)
+            .await
+            .unwrap_or_else(|e| panic!("{bug:?}: no verdict: {e}"));
     assert_eq!(
         checked.got, checked.want,
-        "orders / {bug:?}: wrong verdict (is confluent-kafka installed? run scripts/setup)\n{}",
-        checked.report
+        "{} / {bug:?}: wrong verdict (are confluent-kafka and redis-py installed? run \
+         scripts/setup)\n{}",
+        scenario.name, checked.report
     );
     checked.report
+}
+
+/// audit.toml on the local backend, run with `AUDIT_BUG=bug`: the exact verdict. kafka-python,
+/// a third client library; what was processed, from the service's log alone.
+async fn audit(bug: &str, failing: &[CheckName]) -> String {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/examples/audit/audit.toml");
+    let mut scenario = Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    scenario.infra.backend = BackendKind::Local;
+    verdict(&scenario, ("AUDIT_BUG", bug), failing, UNDECIDED).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kafka_python_service_passes_as_it_is() {
+    let report = audit("", &[]).await;
+    assert!(
+        report.contains("(kafka-python-"),
+        "the member's library is named:\n{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_python_exit_without_close_fails_group_left() {
+    audit("exit-without-close", &[GroupLeft]).await;
+}
+
+/// kafka-python's auto-commit commits the position, the whole batch polled: a close in the
+/// middle of a batch commits payments never audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_commit_mid_batch_loses_payments() {
+    let report = audit("autocommit-mid-batch", &[OffsetsCommitted, NoMessageLoss]).await;
+    assert!(report.contains("were never processed"), "{report}");
+}
+
+/// settle.toml on the local backend, run with `SETTLE_BUG=bug`: the exact verdict.
+async fn settle(bug: &str, failing: &[CheckName]) -> String {
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/examples/orders/settle.toml");
+    let mut scenario = Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    scenario.infra.backend = BackendKind::Local;
+    verdict(&scenario, ("SETTLE_BUG", bug), failing, &[NoLeakedThreads]).await
+}
+
+/// redis-py's `Lock` holds a random token: the harness learns it from the service's `SET` on
+/// the wire, sees it deleted at the stop and the replica's token take its place, and reads
+/// every job run from the service's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_passes_as_it_is() {
+    let report = settle("", &[]).await;
+    assert!(
+        report.contains("the target's `SET` of the key, which the server took")
+            && report.contains("the standby took over"),
+        "the lock's evidence names how its value was learnt:\n{report}"
+    );
+    assert!(
+        report.contains("from lines matching `settle: ran"),
+        "{report}"
+    );
+}
+
+/// Exits without `release()`: the replica waits out the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_left_to_expire_fails_lock_released() {
+    let report = settle("lock-left-to-expire", &[LockReleased]).await;
+    assert!(
+        report.contains("expired instead of being released"),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_scheduled_twice_fails_once_per_interval() {
+    settle("registered-twice", &[JobsOncePerInterval]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,9 +274,9 @@ async fn outputs_that_name_no_input_are_no_evidence() {
     assert!(report.contains("is no input of this run"), "{report}");
 }
 
-/// The file as it is, on the containers backend.
-#[test]
-fn the_correct_service_passes_on_the_containers_backend() {
+/// `file` run through the `quiesce` binary on the containers backend, with the local images
+/// built (none can be pulled here).
+fn on_containers(file: &Path) -> crate::util::Judged {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let built = runtime
         .block_on(quiesce::infra::images::build_local_images(
@@ -208,8 +289,13 @@ fn the_correct_service_passes_on_the_containers_backend() {
         .map(|image| (image.env_var, image.name.as_str()))
         .collect();
     env.push(("PYTHONPATH", &path));
-    let file = file();
-    let judged = judge_hostile(file.to_str().unwrap(), &["--backend", "containers"], &env);
+    judge_hostile(file.to_str().unwrap(), &["--backend", "containers"], &env)
+}
+
+/// The file as it is, on the containers backend.
+#[test]
+fn the_correct_service_passes_on_the_containers_backend() {
+    let judged = on_containers(&file());
     assert_eq!(judged.code, 0, "{}", judged.output);
     for check in [
         "offsets_committed",
@@ -219,4 +305,22 @@ fn the_correct_service_passes_on_the_containers_backend() {
     ] {
         assert_eq!(judged.outcome(check), "pass", "{check}: {}", judged.output);
     }
+}
+
+/// settle.toml as it is, on the containers backend: Redis in a container, the lock's values
+/// still learnt on the wire.
+#[test]
+fn the_scheduler_passes_on_the_containers_backend() {
+    let judged = on_containers(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/examples/orders/settle.toml"),
+    );
+    assert_eq!(judged.code, 0, "{}", judged.output);
+    for check in ["lock_released", "single_leader", "jobs_once_per_interval"] {
+        assert_eq!(judged.outcome(check), "pass", "{check}: {}", judged.output);
+    }
+    assert!(
+        judged.output.contains("which the server took"),
+        "{}",
+        judged.output
+    );
 }

@@ -28,10 +28,11 @@ const CONSUMER_GROUP_HEARTBEAT: i16 = 68;
 const API_VERSIONS: i16 = 18;
 
 /// Client libraries known to send LeaveGroup whatever generation the broker put them in
-/// (librdkafka and the Java client check only that they have a member id). aiokafka leaves
+/// (librdkafka, the Java client and kafka-python, in its coordinator's `maybe_leave_group`,
+/// check only that they have a member id). aiokafka leaves
 /// only from generation 1, so on a broker that starts groups at generation 0 (tansu 0.6.0) its
 /// silence says nothing about the service.
-const LEAVES_IN_ANY_GENERATION: [&str; 2] = ["librdkafka", "apache-kafka-java"];
+const LEAVES_IN_ANY_GENERATION: [&str; 3] = ["librdkafka", "apache-kafka-java", "kafka-python"];
 
 /// A request frame larger than this is not a membership request worth buffering: its bytes
 /// are skipped, not kept.
