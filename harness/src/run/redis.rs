@@ -764,32 +764,34 @@ fn named(holder: &Holder) -> String {
     }
 }
 
-fn lock_released(run: &RedisRun<'_>) -> Outcome {
-    let key = &run.config.leader_key;
-    let deadline = Duration::from_millis(run.config.release_within_ms);
-    let holders: Vec<(Instant, Holder)> = run
-        .owners
+/// The key's holders through the run, each value attributed.
+fn holders(run: &RedisRun<'_>) -> Vec<(Instant, Holder)> {
+    run.owners
         .iter()
         .map(|(t, o)| (*t, run.attribution.holder(o)))
-        .collect();
+        .collect()
+}
+
+/// When the target was asked to stop, if it held the key then; else why the check cannot say.
+fn held_at_stop(run: &RedisRun<'_>, holders: &[(Instant, Holder)]) -> Result<Instant, Outcome> {
+    let key = &run.config.leader_key;
     if !holders.iter().any(|(_, h)| *h == Holder::Primary) {
         let values: Vec<String> = run
             .owners
             .iter()
             .filter_map(|(_, o)| o.as_deref().map(crate::run::lock_tap::short))
             .collect();
-        return Outcome::inconclusive(format!(
+        return Err(Outcome::inconclusive(format!(
             "the target never held the leader key `{key}`: no value it was seen writing (its \
              `SET` on the wire) or that the key held while it ran alone{}",
             match values.is_empty() {
                 true => " (the key was never held)".to_owned(),
                 false => format!(" (values seen: {})", values.join(", ")),
             }
-        ));
+        )));
     }
-    let how = format!("the target's value: {}", run.attribution.how.join("; "));
     let Some(stop_at) = run.stop_at else {
-        return Outcome::inconclusive("the target was never asked to stop");
+        return Err(Outcome::inconclusive("the target was never asked to stop"));
     };
     let at_stop = holders
         .iter()
@@ -797,11 +799,80 @@ fn lock_released(run: &RedisRun<'_>) -> Outcome {
         .find(|(t, _)| *t <= stop_at)
         .map_or(Holder::Nobody, |(_, h)| h.clone());
     if at_stop != Holder::Primary {
-        return Outcome::inconclusive(format!(
+        return Err(Outcome::inconclusive(format!(
             "the target did not hold `{key}` when it was stopped (held by {})",
             named(&at_stop)
+        )));
+    }
+    Ok(stop_at)
+}
+
+/// The failover, in words: when the standby took over, or why it was not measured.
+fn failover_text(run: &RedisRun<'_>, failover: Option<Duration>) -> String {
+    match (failover, run.standby.started) {
+        (Some(after), _) => format!("the standby took over {} ms after the stop", ms(after)),
+        (None, true) => "the standby never took over".to_owned(),
+        (None, false) => format!(
+            "failover not measured: no standby ran{}",
+            run.standby
+                .notes
+                .first()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+/// After the target let go (holder `i`): the key expired rather than being deleted (its last
+/// time to live ran out when it went), or the target took it back.
+fn let_go_wrongly(
+    run: &RedisRun<'_>,
+    holders: &[(Instant, Holder)],
+    i: usize,
+    stop_at: Instant,
+    evidence: &[String],
+) -> Option<Outcome> {
+    let key = &run.config.leader_key;
+    let went = holders[i].0;
+    if let Some((read_at, ttl)) = run.ttls.get(i).copied().flatten()
+        && ttl >= 0
+        && went + POLL * 3 >= read_at + Duration::from_millis(ttl as u64)
+    {
+        let mut all = vec![format!(
+            "{} ms before it went, its time to live was {ttl} ms: it went {} ms after the stop, \
+             when that ran out, not when the target deleted it",
+            ms(went.saturating_duration_since(read_at)),
+            ms(went.duration_since(stop_at))
+        )];
+        all.extend_from_slice(evidence);
+        return Some(Outcome::violation(
+            format!("leader key `{key}` expired instead of being released"),
+            all,
         ));
     }
+    let (back, _) = holders[i..].iter().find(|(_, h)| *h == Holder::Primary)?;
+    Some(Outcome::violation(
+        format!("`{PRIMARY}` took leader key `{key}` back after the stop"),
+        vec![
+            format!(
+                "it let go {} ms after the stop and held the key again {} ms after the stop",
+                ms(went.duration_since(stop_at)),
+                ms(back.duration_since(stop_at))
+            ),
+            evidence.last().cloned().unwrap_or_default(),
+        ],
+    ))
+}
+
+fn lock_released(run: &RedisRun<'_>) -> Outcome {
+    let key = &run.config.leader_key;
+    let deadline = Duration::from_millis(run.config.release_within_ms);
+    let holders = holders(run);
+    let stop_at = match held_at_stop(run, &holders) {
+        Ok(stop_at) => stop_at,
+        Err(undecided) => return undecided,
+    };
+    let how = format!("the target's value: {}", run.attribution.how.join("; "));
     let released_at = holders
         .iter()
         .position(|(t, h)| *t > stop_at && *h != Holder::Primary);
@@ -813,18 +884,7 @@ fn lock_released(run: &RedisRun<'_>) -> Outcome {
         .iter()
         .find(|(t, h)| *t > stop_at && *h == Holder::Standby)
         .map(|(t, _)| t.duration_since(stop_at));
-    let failover_text = match (failover, run.standby.started) {
-        (Some(after), _) => format!("the standby took over {} ms after the stop", ms(after)),
-        (None, true) => "the standby never took over".to_owned(),
-        (None, false) => format!(
-            "failover not measured: no standby ran{}",
-            run.standby
-                .notes
-                .first()
-                .map(|n| format!(" ({n})"))
-                .unwrap_or_default()
-        ),
-    };
+    let failover_text = failover_text(run, failover);
     if run.stop == StopKind::Kill {
         let went = released.map_or(
             "was still held at the end of the run".to_owned(),
@@ -834,45 +894,16 @@ fn lock_released(run: &RedisRun<'_>) -> Outcome {
             "the target was killed, so only the key's expiry can release it: it {went}; {failover_text}"
         ));
     }
-    // Expired, not released: the key went when its last time to live said it would.
-    if let Some(i) = released_at
-        && let Some((read_at, ttl)) = run.ttls.get(i).copied().flatten()
-        && ttl >= 0
-    {
-        let went = holders[i].0;
-        let expires = read_at + Duration::from_millis(ttl as u64);
-        let slack = POLL * 3;
-        if went + slack >= expires {
-            return Outcome::violation(
-                format!("leader key `{key}` expired instead of being released"),
-                vec![
-                    format!(
-                        "{} ms before it went, its time to live was {ttl} ms: it went {} ms after \
-                         the stop, when that ran out, not when the target deleted it",
-                        ms(went.saturating_duration_since(read_at)),
-                        ms(went.duration_since(stop_at))
-                    ),
-                    failover_text,
-                    how,
-                ],
-            );
-        }
-    }
-    // Taken back: the target's value returned after it let go.
-    if let Some(i) = released_at
-        && let Some((back, _)) = holders[i..].iter().find(|(_, h)| *h == Holder::Primary)
-    {
-        return Outcome::violation(
-            format!("`{PRIMARY}` took leader key `{key}` back after the stop"),
-            vec![
-                format!(
-                    "it let go {} ms after the stop and held the key again {} ms after the stop",
-                    ms(holders[i].0.duration_since(stop_at)),
-                    ms(back.duration_since(stop_at))
-                ),
-                how,
-            ],
-        );
+    if let Some(wrong) = released_at.and_then(|i| {
+        let_go_wrongly(
+            run,
+            &holders,
+            i,
+            stop_at,
+            &[failover_text.clone(), how.clone()],
+        )
+    }) {
+        return wrong;
     }
     match released {
         Some((after, by)) if after <= deadline => {
@@ -894,8 +925,12 @@ fn lock_released(run: &RedisRun<'_>) -> Outcome {
                 }
             }
         }
-        released => {
-            let evidence = vec![
+        released => Outcome::violation(
+            format!(
+                "leader key `{key}` still held by `{PRIMARY}` {} ms after the stop",
+                ms(deadline)
+            ),
+            vec![
                 match released {
                     Some((after, _)) => format!(
                         "the key went {} ms after the stop: its expiry, not the service, released it",
@@ -905,15 +940,8 @@ fn lock_released(run: &RedisRun<'_>) -> Outcome {
                 },
                 failover_text,
                 how,
-            ];
-            Outcome::violation(
-                format!(
-                    "leader key `{key}` still held by `{PRIMARY}` {} ms after the stop",
-                    ms(deadline)
-                ),
-                evidence,
-            )
-        }
+            ],
+        ),
     }
 }
 
