@@ -216,179 +216,254 @@ pub fn judge(config: &Readiness, log: &ReadinessLog) -> Outcome {
     let Some(ready_at) = log.ready_at else {
         return Outcome::inconclusive("the target was never ready");
     };
-    let ms = |t: Instant| t.saturating_duration_since(ready_at).as_millis();
-    let within = Duration::from_millis(config.within_ms);
-    let running = |s: &&Sample| log.stop_at.is_none_or(|stop| s.at < stop);
-    let mut violations = Vec::new();
-    let mut findings = Vec::new();
-    // What was not seen well enough to judge.
-    let mut unseen = Vec::new();
-
-    // /health: 200 whenever asked before the stop.
-    let unhealthy: Vec<&Sample> = log
-        .samples
-        .iter()
-        .filter(running)
-        .filter(|s| s.health != Some(200))
-        .collect();
-    if let Some(first) = unhealthy.first() {
-        violations.push(format!(
-            "/health answered {} at +{} ms ({} of {} polls before the stop were not 200)",
-            status(first.health),
-            ms(first.at),
-            unhealthy.len(),
-            log.samples.iter().filter(running).count()
-        ));
-    }
-    // The baseline: ready when it says it is.
-    let first_down = log.outages.first().map(|o| o.down_at);
-    let baseline: Vec<&Sample> = log
-        .samples
-        .iter()
-        .filter(running)
-        .filter(|s| first_down.is_none_or(|d| s.at < d))
-        .collect();
-    if !baseline.is_empty() && !baseline.iter().any(|s| s.ready == Some(200)) {
-        violations.push(format!(
-            "/ready never answered 200 before the first outage ({} polls; last: {})",
-            baseline.len(),
-            status(baseline.last().and_then(|s| s.ready))
-        ));
-    }
+    let mut judged = Judged {
+        log,
+        ready_at,
+        within: Duration::from_millis(config.within_ms),
+        violations: Vec::new(),
+        findings: Vec::new(),
+        unseen: Vec::new(),
+    };
+    judged.health();
+    judged.baseline();
     for outage in &log.outages {
-        let dep = outage.dependency;
-        let up_at = outage.up_at.unwrap_or(outage.down_at);
         let during: Vec<&Sample> = log
             .samples
             .iter()
-            .filter(|s| s.at >= outage.down_at && s.at < up_at)
+            .filter(|s| s.at >= outage.down_at && s.at < outage.up_at.unwrap_or(outage.down_at))
             .collect();
+        judged.outage_seen(outage, &during);
+        if outage.required {
+            judged.required_down(outage, &during);
+            judged.back_after(outage);
+        } else {
+            judged.optional_down(outage, &during);
+        }
+    }
+    judged.drain();
+    judged.verdict(config)
+}
+
+/// What [`judge`] found so far: each part of the run adds to it.
+struct Judged<'a> {
+    log: &'a ReadinessLog,
+    ready_at: Instant,
+    within: Duration,
+    violations: Vec<String>,
+    findings: Vec<String>,
+    /// What was not seen well enough to judge.
+    unseen: Vec<String>,
+}
+
+impl Judged<'_> {
+    /// Milliseconds since ready.
+    fn ms(&self, t: Instant) -> u128 {
+        t.saturating_duration_since(self.ready_at).as_millis()
+    }
+
+    /// The samples before the stop.
+    fn running(&self) -> impl Iterator<Item = &Sample> {
+        let stop_at = self.log.stop_at;
+        self.log
+            .samples
+            .iter()
+            .filter(move |s| stop_at.is_none_or(|stop| s.at < stop))
+    }
+
+    /// /health: 200 whenever asked before the stop.
+    fn health(&mut self) {
+        let unhealthy: Vec<&Sample> = self.running().filter(|s| s.health != Some(200)).collect();
+        if let Some(first) = unhealthy.first() {
+            self.violations.push(format!(
+                "/health answered {} at +{} ms ({} of {} polls before the stop were not 200)",
+                status(first.health),
+                self.ms(first.at),
+                unhealthy.len(),
+                self.running().count()
+            ));
+        }
+    }
+
+    /// The baseline: ready when it says it is.
+    fn baseline(&mut self) {
+        let first_down = self.log.outages.first().map(|o| o.down_at);
+        let baseline: Vec<&Sample> = self
+            .running()
+            .filter(|s| first_down.is_none_or(|d| s.at < d))
+            .collect();
+        if !baseline.is_empty() && !baseline.iter().any(|s| s.ready == Some(200)) {
+            self.violations.push(format!(
+                "/ready never answered 200 before the first outage ({} polls; last: {})",
+                baseline.len(),
+                status(baseline.last().and_then(|s| s.ready))
+            ));
+        }
+    }
+
+    /// An outage polled too few times to judge is said so.
+    fn outage_seen(&mut self, outage: &Outage, during: &[&Sample]) {
         if during.len() < MIN_POLLS {
-            unseen.push(format!(
-                "{dep} was down {} ms, polled {} time(s) inside it (at least {MIN_POLLS} judge it)",
+            let up_at = outage.up_at.unwrap_or(outage.down_at);
+            self.unseen.push(format!(
+                "{} was down {} ms, polled {} time(s) inside it (at least {MIN_POLLS} judge it)",
+                outage.dependency,
                 up_at.duration_since(outage.down_at).as_millis(),
                 during.len()
             ));
         }
-        if outage.required {
-            match during.iter().find(|s| s.ready != Some(200)) {
-                Some(s) if s.at.duration_since(outage.down_at) <= within => {
-                    findings.push(format!(
-                        "{dep} down: /ready {} after {} ms",
-                        status(s.ready),
-                        s.at.duration_since(outage.down_at).as_millis()
-                    ));
-                    // Not ready must last as long as the dependency is gone: one 503, then
-                    // 200 again while it is still down, is a lie.
-                    let flapped: Vec<&&Sample> = during
-                        .iter()
-                        .filter(|later| later.at > s.at && later.ready == Some(200))
-                        .collect();
-                    if let Some(back) = flapped.first() {
-                        violations.push(format!(
-                            "{dep} (required) still down: /ready answered 200 again at +{} ms, {} ms \
-                             after it went {} ({} of the {} later polls inside the outage said 200)",
-                            ms(back.at),
-                            back.at.duration_since(s.at).as_millis(),
-                            status(s.ready),
-                            flapped.len(),
-                            during.iter().filter(|later| later.at > s.at).count()
-                        ));
-                    }
-                }
-                Some(s) => violations.push(format!(
-                    "{dep} (required) down at +{} ms: /ready still 200 until {} ms later (limit {} ms)",
-                    ms(outage.down_at),
-                    s.at.duration_since(outage.down_at).as_millis(),
-                    within.as_millis()
-                )),
-                None => violations.push(format!(
-                    "{dep} (required) down for {} ms from +{} ms: /ready answered 200 throughout ({} polls)",
-                    up_at.duration_since(outage.down_at).as_millis(),
-                    ms(outage.down_at),
-                    during.len()
-                )),
-            }
-            // Back to ready once it is back.
-            let next = log
-                .outages
-                .iter()
-                .map(|o| o.down_at)
-                .find(|d| *d > up_at)
-                .or(log.stop_at);
-            let after: Vec<&Sample> = log
-                .samples
-                .iter()
-                .filter(|s| s.at >= up_at && next.is_none_or(|n| s.at < n))
-                .collect();
-            match after.iter().find(|s| s.ready == Some(200)) {
-                Some(s) => findings.push(format!(
-                    "back to 200 {} ms after {dep} returned",
-                    s.at.duration_since(up_at).as_millis()
-                )),
-                None if after.len() < MIN_POLLS => unseen.push(format!(
-                    "/ready polled {} time(s) after {dep} came back, before the next outage or \
-                     the stop: whether it became ready again was not seen",
-                    after.len()
-                )),
-                None => violations.push(format!(
-                    "/ready did not answer 200 again after {dep} came back ({} polls over {} ms)",
-                    after.len(),
-                    after
-                        .last()
-                        .map_or(0, |s| s.at.duration_since(up_at).as_millis())
-                )),
-            }
-        } else {
-            let refused: Vec<&&Sample> = during.iter().filter(|s| s.ready != Some(200)).collect();
-            match refused.first() {
-                None => findings.push(format!("{dep} (optional) down: stayed ready, degraded")),
-                Some(s) => violations.push(format!(
-                    "{dep} (optional) down at +{} ms: /ready answered {} {} ms later ({} of {} polls): it should run degraded",
-                    ms(outage.down_at),
+    }
+
+    /// A required dependency down: /ready not 200 within `within_ms`, and for the whole outage.
+    fn required_down(&mut self, outage: &Outage, during: &[&Sample]) {
+        let dep = outage.dependency;
+        let up_at = outage.up_at.unwrap_or(outage.down_at);
+        match during.iter().find(|s| s.ready != Some(200)) {
+            Some(s) if s.at.duration_since(outage.down_at) <= self.within => {
+                self.findings.push(format!(
+                    "{dep} down: /ready {} after {} ms",
                     status(s.ready),
-                    s.at.duration_since(outage.down_at).as_millis(),
-                    refused.len(),
-                    during.len()
-                )),
+                    s.at.duration_since(outage.down_at).as_millis()
+                ));
+                // Not ready must last as long as the dependency is gone: one 503, then 200
+                // again while it is still down, is a lie.
+                let flapped: Vec<&&Sample> = during
+                    .iter()
+                    .filter(|later| later.at > s.at && later.ready == Some(200))
+                    .collect();
+                if let Some(back) = flapped.first() {
+                    self.violations.push(format!(
+                        "{dep} (required) still down: /ready answered 200 again at +{} ms, {} ms \
+                         after it went {} ({} of the {} later polls inside the outage said 200)",
+                        self.ms(back.at),
+                        back.at.duration_since(s.at).as_millis(),
+                        status(s.ready),
+                        flapped.len(),
+                        during.iter().filter(|later| later.at > s.at).count()
+                    ));
+                }
             }
+            Some(s) => self.violations.push(format!(
+                "{dep} (required) down at +{} ms: /ready still 200 until {} ms later (limit {} ms)",
+                self.ms(outage.down_at),
+                s.at.duration_since(outage.down_at).as_millis(),
+                self.within.as_millis()
+            )),
+            None => self.violations.push(format!(
+                "{dep} (required) down for {} ms from +{} ms: /ready answered 200 throughout ({} polls)",
+                up_at.duration_since(outage.down_at).as_millis(),
+                self.ms(outage.down_at),
+                during.len()
+            )),
         }
     }
-    // The drain: never 200 once the stop was asked for.
-    if let Some(stop_at) = log.stop_at {
-        let lying: Vec<&Sample> = log
+
+    /// Back to ready once a required dependency is back, before the next outage or the stop.
+    fn back_after(&mut self, outage: &Outage) {
+        let dep = outage.dependency;
+        let up_at = outage.up_at.unwrap_or(outage.down_at);
+        let next = self
+            .log
+            .outages
+            .iter()
+            .map(|o| o.down_at)
+            .find(|d| *d > up_at)
+            .or(self.log.stop_at);
+        let after: Vec<&Sample> = self
+            .log
+            .samples
+            .iter()
+            .filter(|s| s.at >= up_at && next.is_none_or(|n| s.at < n))
+            .collect();
+        match after.iter().find(|s| s.ready == Some(200)) {
+            Some(s) => self.findings.push(format!(
+                "back to 200 {} ms after {dep} returned",
+                s.at.duration_since(up_at).as_millis()
+            )),
+            None if after.len() < MIN_POLLS => self.unseen.push(format!(
+                "/ready polled {} time(s) after {dep} came back, before the next outage or \
+                 the stop: whether it became ready again was not seen",
+                after.len()
+            )),
+            None => self.violations.push(format!(
+                "/ready did not answer 200 again after {dep} came back ({} polls over {} ms)",
+                after.len(),
+                after
+                    .last()
+                    .map_or(0, |s| s.at.duration_since(up_at).as_millis())
+            )),
+        }
+    }
+
+    /// An optional dependency down: still ready, degraded.
+    fn optional_down(&mut self, outage: &Outage, during: &[&Sample]) {
+        let dep = outage.dependency;
+        let refused: Vec<&&Sample> = during.iter().filter(|s| s.ready != Some(200)).collect();
+        match refused.first() {
+            None => self
+                .findings
+                .push(format!("{dep} (optional) down: stayed ready, degraded")),
+            Some(s) => self.violations.push(format!(
+                "{dep} (optional) down at +{} ms: /ready answered {} {} ms later ({} of {} polls): it should run degraded",
+                self.ms(outage.down_at),
+                status(s.ready),
+                s.at.duration_since(outage.down_at).as_millis(),
+                refused.len(),
+                during.len()
+            )),
+        }
+    }
+
+    /// The drain: never 200 once the stop was asked for.
+    fn drain(&mut self) {
+        let Some(stop_at) = self.log.stop_at else {
+            return;
+        };
+        let lying: Vec<&Sample> = self
+            .log
             .samples
             .iter()
             .filter(|s| s.at > stop_at && s.ready == Some(200))
             .collect();
         match lying.first() {
-            Some(s) => violations.push(format!(
+            Some(s) => self.violations.push(format!(
                 "/ready answered 200 {} ms after the stop, while draining ({} such polls)",
                 s.at.duration_since(stop_at).as_millis(),
                 lying.len()
             )),
-            None => findings.push("not ready while draining".to_owned()),
+            None => self.findings.push("not ready while draining".to_owned()),
         }
     }
-    let played: Vec<String> = log
-        .outages
-        .iter()
-        .map(|o| o.dependency.to_string())
-        .collect();
-    let wanted = config.required.len() + config.optional.len();
-    if violations.is_empty() {
+
+    /// The outcome: a violation if any; else a pass only if every listed outage played and
+    /// everything was seen.
+    fn verdict(mut self, config: &Readiness) -> Outcome {
+        let log = self.log;
+        if !self.violations.is_empty() {
+            let total = self.violations.len();
+            self.violations.truncate(LISTED);
+            return Outcome::violation(
+                format!("/health or /ready did not tell the truth ({total} finding(s))"),
+                self.violations,
+            );
+        }
         let detail = format!(
             "{} ({} polls)",
-            if findings.is_empty() {
+            if self.findings.is_empty() {
                 "/health and /ready answered as they should".to_owned()
             } else {
-                findings.join("; ")
+                self.findings.join("; ")
             },
             log.samples.len()
         );
         // Every listed outage must have played, and been polled: "0 of 2 played" is no pass.
+        let wanted = config.required.len() + config.optional.len();
         if log.outages.len() < wanted {
-            unseen.insert(
+            let played: Vec<String> = log
+                .outages
+                .iter()
+                .map(|o| o.dependency.to_string())
+                .collect();
+            self.unseen.insert(
                 0,
                 format!(
                     "only {} of the {wanted} listed outage(s) played ({}){}",
@@ -405,20 +480,14 @@ pub fn judge(config: &Readiness, log: &ReadinessLog) -> Outcome {
                 ),
             );
         }
-        if !unseen.is_empty() {
+        if !self.unseen.is_empty() {
             return Outcome::inconclusive(format!(
                 "{}; what was seen: {detail}",
-                unseen.join("; ")
+                self.unseen.join("; ")
             ));
         }
-        return Outcome::pass(detail);
+        Outcome::pass(detail)
     }
-    let total = violations.len();
-    violations.truncate(LISTED);
-    Outcome::violation(
-        format!("/health or /ready did not tell the truth ({total} finding(s))"),
-        violations,
-    )
 }
 
 #[cfg(test)]
