@@ -502,33 +502,11 @@ pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Ou
         committed: run.first.committed.clone(),
         floor: run.baseline.committed.clone(),
     };
-    let idle = first.processed.is_empty();
     let source = workload.processed.describe(&workload.output_topic);
-    // Nothing processed while inputs waited: the absence is the bug when the harness waited
-    // for processing; with a timed stop it may have come too early to say.
-    let consumed_nothing = || {
-        let summary = format!(
-            "the target processed none of the {} acknowledged input(s) while it ran",
-            run.acked.len()
-        );
-        let mut evidence = vec![format!(
-            "no input was named by {source}, and no commit moved in group `{}`: does it \
-             consume `{}` in that group?",
-            workload.group, workload.input_topic
-        )];
-        evidence.extend(unmatched_lines(&run.first.unmatched, workload));
-        match run.waited_for_processing {
-            true => Outcome::violation(summary, evidence),
-            false => Outcome::inconclusive(format!(
-                "{summary}, but the stop came on a timer ([kafka] stop_when_processed = false): \
-                 too early to tell"
-            )),
-        }
-    };
     outcomes.insert(
         CheckName::OffsetsCommitted,
-        match idle {
-            true => consumed_nothing(),
+        match first.processed.is_empty() {
+            true => consumed_nothing(run, workload, &source),
             false => offsets_committed(&first, run.stop),
         },
     );
@@ -547,7 +525,44 @@ pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Ou
             ),
         },
     );
-    let (loss, redelivery) = match &run.restart {
+    let (loss, redelivery) = loss_and_redelivery(run, workload, &first, &source);
+    outcomes.insert(CheckName::NoMessageLoss, loss);
+    outcomes.insert(CheckName::NoRedelivery, redelivery);
+    qualify(&mut outcomes, run, &source);
+    outcomes
+}
+
+/// Nothing processed while inputs waited: the absence is the bug when the harness waited for
+/// processing; with a timed stop it may have come too early to say.
+fn consumed_nothing(run: &KafkaRun, workload: &KafkaWorkload, source: &str) -> Outcome {
+    let summary = format!(
+        "the target processed none of the {} acknowledged input(s) while it ran",
+        run.acked.len()
+    );
+    let mut evidence = vec![format!(
+        "no input was named by {source}, and no commit moved in group `{}`: does it consume \
+         `{}` in that group?",
+        workload.group, workload.input_topic
+    )];
+    evidence.extend(unmatched_lines(&run.first.unmatched, workload));
+    match run.waited_for_processing {
+        true => Outcome::violation(summary, evidence),
+        false => Outcome::inconclusive(format!(
+            "{summary}, but the stop came on a timer ([kafka] stop_when_processed = false): too \
+             early to tell"
+        )),
+    }
+}
+
+/// `no_message_loss` and `no_redelivery`: judged over the run and the restart that consumed
+/// what it left, when one ran.
+fn loss_and_redelivery(
+    run: &KafkaRun,
+    workload: &KafkaWorkload,
+    first: &KafkaEvidence,
+    source: &str,
+) -> (Outcome, Outcome) {
+    match &run.restart {
         Restart::Failed { how, evidence } => {
             let mut lines = vec![format!(
                 "the restart, started to consume what the stop left, {how}"
@@ -589,11 +604,11 @@ pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Ou
                 "inputs after the group's commits were left to a later consumer: no restart was \
                  run to see them consumed ({why})"
             );
-            let loss = match idle {
-                true => consumed_nothing(),
-                false => with_note(no_message_loss(&first), Some(&note)),
+            let loss = match first.processed.is_empty() {
+                true => consumed_nothing(run, workload, source),
+                false => with_note(no_message_loss(first), Some(&note)),
             };
-            let redelivery = match no_redelivery(&first, run.stop) {
+            let redelivery = match no_redelivery(first, run.stop) {
                 violation @ Outcome::Violation { .. } => violation,
                 _ => Outcome::inconclusive(format!(
                     "what a restart redelivers after the stop was not seen: no restart was run ({why})"
@@ -601,10 +616,13 @@ pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Ou
             };
             (loss, redelivery)
         }
-    };
-    outcomes.insert(CheckName::NoMessageLoss, loss);
-    outcomes.insert(CheckName::NoRedelivery, redelivery);
-    // A broker that served less than it reported: no PASS stands on a partial read-back.
+    }
+}
+
+/// What every verdict says besides its own finding: no PASS stands on a partial read-back
+/// (a broker that served less than it reported), outputs that named no input were not counted,
+/// and where what was processed was read from.
+fn qualify(outcomes: &mut BTreeMap<CheckName, Outcome>, run: &KafkaRun, source: &str) {
     let stalled = [run.first.stalled.as_deref()]
         .into_iter()
         .chain([run.restart.consumed().and_then(|r| r.stalled.as_deref())])
@@ -622,7 +640,6 @@ pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Ou
             };
         }
     }
-    // Outputs that named no input were not counted: every verdict says how many.
     let unmatched = run
         .restart
         .consumed()
@@ -637,11 +654,10 @@ pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Ou
     for outcome in outcomes.values_mut() {
         let named = named_source(
             std::mem::replace(outcome, Outcome::inconclusive("")),
-            &source,
+            source,
         );
         *outcome = with_note(named, uncounted.as_deref());
     }
-    outcomes
 }
 
 /// A pass's detail or a violation's evidence says where what was processed was read from.
