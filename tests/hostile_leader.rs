@@ -78,3 +78,61 @@ fn job_lines_that_arrive_at_once_are_not_timed_runs() {
     );
     assert_eq!(judged.outcome("lock_released"), "pass", "{}", judged.output);
 }
+
+/// `file`'s `check` is a violation whose report says `why`.
+fn fails(file: &str, check: &str, why: &str) {
+    let judged = judge(file);
+    assert_eq!(
+        judged.outcome(check),
+        "violation",
+        "{check}: {}",
+        judged.output
+    );
+    assert!(judged.output.contains(why), "{}", judged.output);
+}
+
+/// The lock kept at the stop under a value no SET names (APPEND): a change made by the
+/// target's command on the key is still the target's.
+#[test]
+fn a_lock_kept_under_a_changed_value_is_not_released() {
+    lock_not_released("leader-append.toml", "the target's `APPEND` on the key");
+}
+
+/// An empty command gets no reply from Redis: the tap keeps the standby's refused SET NX
+/// refused, and the value stays the target's.
+#[test]
+fn an_empty_command_does_not_shift_the_replies() {
+    lock_not_released("leader-zero.toml", "still held by `primary`");
+}
+
+#[test]
+fn a_lock_the_standby_deletes_was_not_released() {
+    lock_not_released("leader-steal.toml", "the standby, not the target, removed");
+}
+
+/// Job lines have no length and the runs are 550 ms apart: only the lock's holder at each
+/// run shows the standby ran without it.
+#[test]
+fn a_standby_running_jobs_without_the_lock_is_a_second_leader() {
+    fails("leader-twoleaders.toml", "single_leader", "by standby at");
+}
+
+#[test]
+fn a_job_every_300_ms_of_a_500_ms_interval_runs_too_often() {
+    fails(
+        "leader-fast.toml",
+        "jobs_once_per_interval",
+        "at most at one per 500 ms",
+    );
+}
+
+/// Not hostile: a correct lock whose value both instances write ("1"). Attributed by value
+/// it once failed (the standby's later write made "1" the standby's all along); attributed
+/// by the write before each change, it passes.
+#[test]
+fn a_constant_lock_value_is_each_holders_in_turn() {
+    let judged = judge("leader-constval.toml");
+    for check in ["lock_released", "single_leader", "jobs_once_per_interval"] {
+        assert_eq!(judged.outcome(check), "pass", "{check}: {}", judged.output);
+    }
+}

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Which proxy a command came through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +46,19 @@ pub enum Written {
 }
 
 impl KeyCommand {
+    /// Whether it removes the key.
+    fn deletes(&self) -> bool {
+        matches!(
+            self.name.as_str(),
+            "DEL" | "UNLINK" | "GETDEL" | "RENAME" | "RENAMENX" | "MOVE"
+        )
+    }
+
+    /// Whether it may change the key's value without naming the new one.
+    fn changes(&self) -> bool {
+        !self.deletes() && !matches!(self.name.as_str(), "EXPIRE" | "PEXPIRE" | "PERSIST")
+    }
+
     /// Whether it is a write of `value` to the key (taken or not).
     fn sets(&self, value: &str) -> bool {
         matches!(
@@ -71,6 +84,8 @@ struct Replies {
 
 #[derive(Default)]
 struct State {
+    /// Each link's database, where it sent `SELECT` (0 before).
+    dbs: HashMap<(u8, u64), i64>,
     pending: HashMap<(u8, u64), Vec<u8>>,
     replies: HashMap<(u8, u64), Replies>,
     /// Links given up on: bytes that are not RESP, or too much at once.
@@ -81,6 +96,8 @@ struct State {
 /// Reads the commands that name `key` from every link of the proxies it observes.
 pub struct LockTap {
     key: Vec<u8>,
+    /// The database the key is watched in: commands sent in another are about another key.
+    db: i64,
     state: Mutex<State>,
 }
 
@@ -89,9 +106,11 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl LockTap {
-    pub fn new(key: &str) -> Arc<LockTap> {
+    /// A tap for `key` in database `db`.
+    pub fn new(key: &str, db: i64) -> Arc<LockTap> {
         Arc::new(LockTap {
             key: key.as_bytes().to_vec(),
+            db,
             state: Mutex::new(State::default()),
         })
     }
@@ -133,7 +152,21 @@ impl LockTap {
             match parse(&buffer[used..]) {
                 Ok(Some((args, len))) => {
                     used += len;
-                    let index = self.about_key(&args).map(|(name, values)| {
+                    // An empty command gets no reply: no slot for one.
+                    let Some(first) = args.first() else {
+                        continue;
+                    };
+                    let name = first.to_ascii_uppercase();
+                    if name == b"SELECT"
+                        && let Some(db) = args
+                            .get(1)
+                            .and_then(|a| std::str::from_utf8(a).ok()?.parse().ok())
+                    {
+                        state.dbs.insert(id, db);
+                    }
+                    let here = state.dbs.get(&id).copied().unwrap_or(0) == self.db;
+                    let about = here.then(|| self.about_key(&args)).flatten();
+                    let index = about.map(|(name, values)| {
                         state.commands.push(KeyCommand {
                             at,
                             side,
@@ -144,10 +177,9 @@ impl LockTap {
                         state.commands.len() - 1
                     });
                     let replies = state.replies.entry(id).or_default();
-                    let name = args.first().map(|a| a.to_ascii_uppercase());
                     if matches!(
-                        name.as_deref(),
-                        Some(b"SUBSCRIBE" | b"PSUBSCRIBE" | b"SSUBSCRIBE" | b"MONITOR")
+                        name.as_slice(),
+                        b"SUBSCRIBE" | b"PSUBSCRIBE" | b"SSUBSCRIBE" | b"MONITOR"
                     ) {
                         replies.unmatched = true;
                     }
@@ -201,6 +233,10 @@ impl LockTap {
                                 [Written::No, Written::Yes][(n == 1) as usize]
                             }
                             ("GETSET", Reply::Bulk | Reply::Nil) => Written::Yes,
+                            ("DEL" | "UNLINK", Reply::Int(n)) => {
+                                [Written::No, Written::Yes][(n > 0) as usize]
+                            }
+                            ("GETDEL", Reply::Bulk) => Written::Yes,
                             (_, Reply::Nil | Reply::Error) => Written::No,
                             _ => Written::Unknown,
                         };
@@ -231,9 +267,16 @@ impl LockTap {
             "SETEX" | "PSETEX" if is_key(1) => {
                 Some((name, args.get(3).map(text).into_iter().collect()))
             }
-            "DEL" | "UNLINK" | "EXPIRE" | "PEXPIRE" | "PERSIST"
-                if args[1..].contains(&self.key) =>
+            "DEL" | "UNLINK" if args[1..].contains(&self.key) => Some((name, Vec::new())),
+            // What changes the key's value without naming the new one: its writer is who sent
+            // the last of these before the value was seen.
+            "APPEND" | "SETRANGE" | "INCR" | "INCRBY" | "INCRBYFLOAT" | "DECR" | "DECRBY"
+            | "GETDEL" | "RESTORE" | "EXPIRE" | "PEXPIRE" | "PERSIST"
+                if is_key(1) =>
             {
+                Some((name, Vec::new()))
+            }
+            "RENAME" | "RENAMENX" | "COPY" | "MOVE" if is_key(1) || is_key(2) => {
                 Some((name, Vec::new()))
             }
             "EVAL" | "EVALSHA" | "EVAL_RO" | "EVALSHA_RO" | "FCALL" | "FCALL_RO" => {
@@ -250,6 +293,7 @@ impl LockTap {
         let mut state = lock(&self.state);
         state.pending.remove(&(side as u8, link));
         state.replies.remove(&(side as u8, link));
+        state.dbs.remove(&(side as u8, link));
     }
 }
 
@@ -369,12 +413,7 @@ fn parse(buf: &[u8]) -> Result<Option<(Command, usize)>, ()> {
         let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
             return Ok(None);
         };
-        let words = buf[..end]
-            .split(|b| b.is_ascii_whitespace())
-            .filter(|w| !w.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect();
-        return Ok(Some((words, end + 2)));
+        return Ok(Some((inline_words(&buf[..end])?, end + 2)));
     }
     let Some((count, mut at)) = number(buf, 1)? else {
         return Ok(None);
@@ -402,6 +441,81 @@ fn parse(buf: &[u8]) -> Result<Option<(Command, usize)>, ()> {
     Ok(Some((args, at)))
 }
 
+/// An inline command's words, as Redis splits them: on spaces, with `"..."` (backslash
+/// escapes, `\xHH` included) and `'...'` quoting.
+fn inline_words(line: &[u8]) -> Result<Command, ()> {
+    let mut words = Vec::new();
+    let mut i = 0;
+    while i < line.len() {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == line.len() {
+            break;
+        }
+        let mut word = Vec::new();
+        match line[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    match (line.get(i), line.get(i + 1)) {
+                        (None, _) => return Err(()),
+                        (Some(b'"'), _) => break,
+                        (Some(b'\\'), Some(b'x')) => {
+                            let hex = line.get(i + 2..i + 4).ok_or(())?;
+                            let hex = std::str::from_utf8(hex).map_err(|_| ())?;
+                            word.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+                            i += 4;
+                        }
+                        (Some(b'\\'), Some(c)) => {
+                            word.push(match c {
+                                b'n' => b'\n',
+                                b'r' => b'\r',
+                                b't' => b'\t',
+                                b'b' => 8,
+                                b'a' => 7,
+                                c => *c,
+                            });
+                            i += 2;
+                        }
+                        (Some(c), _) => {
+                            word.push(*c);
+                            i += 1;
+                        }
+                    }
+                }
+                i += 1;
+            }
+            b'\'' => {
+                i += 1;
+                loop {
+                    match (line.get(i), line.get(i + 1)) {
+                        (None, _) => return Err(()),
+                        (Some(b'\\'), Some(b'\'')) => {
+                            word.push(b'\'');
+                            i += 2;
+                        }
+                        (Some(b'\''), _) => break,
+                        (Some(c), _) => {
+                            word.push(*c);
+                            i += 1;
+                        }
+                    }
+                }
+                i += 1;
+            }
+            _ => {
+                while i < line.len() && !line[i].is_ascii_whitespace() {
+                    word.push(line[i]);
+                    i += 1;
+                }
+            }
+        }
+        words.push(word);
+    }
+    Ok(words)
+}
+
 /// The decimal number at `buf[at..]` up to `\r\n`, and where what follows starts.
 fn number(buf: &[u8], at: usize) -> Result<Option<(usize, usize)>, ()> {
     let Some(rest) = buf.get(at..) else {
@@ -417,12 +531,21 @@ fn number(buf: &[u8], at: usize) -> Result<Option<(usize, usize)>, ()> {
     Ok(Some((n, at + end + 2)))
 }
 
-/// The holders of the leader key's values, learnt from the wire and, for a value written
-/// where the tap could not see how (a script that computed it), from when it was first held.
+/// How long after a standby command its copy reaches the shared proxy (the standby's proxy
+/// forwards at once; this is generous).
+const ECHO: Duration = Duration::from_secs(1);
+
+/// Who held the key at each change the watcher saw, learnt from the wire.
 #[derive(Debug, Default)]
 pub struct Attribution {
-    primary: Vec<String>,
-    standby: Vec<String>,
+    /// For each change (the index of `Owners`), its holder.
+    pub holders: Vec<Holder>,
+    /// When the standby deleted (or renamed away) the key.
+    pub standby_deletes: Vec<Instant>,
+    /// What the wire says changed hands, whether or not the watcher saw it (a value written
+    /// again by the next holder, a delete and a take within one look): each write and delete
+    /// the server took, with its writer.
+    pub events: Vec<(Instant, Holder)>,
     /// How the target's values were learnt, for the evidence.
     pub how: Vec<String>,
 }
@@ -437,81 +560,146 @@ pub enum Holder {
     Unknown(String),
 }
 
+impl Holder {
+    /// The instance's name, for one of the two.
+    pub fn instance(&self) -> Option<&'static str> {
+        match self {
+            Holder::Primary => Some(crate::run::redis::PRIMARY),
+            Holder::Standby => Some(crate::run::redis::STANDBY),
+            Holder::Nobody | Holder::Unknown(_) => None,
+        }
+    }
+}
+
 impl Attribution {
-    /// From the commands the tap saw. `first_held`: each value the key held, with when it
-    /// was first seen; `standby_from`: when the standby started (values first held before it,
-    /// during the run, are the target's); `run_from`: when the run started (a value held at
-    /// the first read was an earlier run's, never attributed).
+    /// The holder of each change of `owners` (when the watcher saw it, and the value), from
+    /// the commands the tap saw: the last write of that value the server took (or may have)
+    /// before it was seen; else the last command that changed the key without naming a value
+    /// (`APPEND`, a script); else, for a value first held while the target ran alone (after
+    /// `first_read`, before `standby_from`), the target.
     pub fn learn(
+        owners: &[(Instant, Option<String>)],
         commands: &[KeyCommand],
         lost: usize,
-        first_held: &[(Instant, String)],
-        run_from: Option<Instant>,
+        first_read: Option<Instant>,
         standby_from: Option<Instant>,
     ) -> Attribution {
         let mut attribution = Attribution::default();
-        // How many writes of `value` through `side` had `written` as their outcome.
-        let count = |value: &str, side: Side, written: Written| {
-            commands
-                .iter()
-                .filter(|c| c.side == side && c.written == written && c.sets(value))
-                .count()
-        };
-        for (first, value) in first_held {
-            // Every standby command passes the shared proxy too: a write there is the
-            // target's only if the standby's own do not account for it.
-            let standby = |w| count(value, Side::Standby, w);
-            let shared = |w| count(value, Side::Shared, w);
-            let target = |w| shared(w) > standby(w);
-            if standby(Written::Yes) > 0 {
-                attribution.standby.push(value.clone());
-            } else if target(Written::Yes)
-                || (target(Written::Unknown) && standby(Written::Unknown) == 0)
-            {
-                attribution.how.push(format!(
-                    "`{}`: the target's `SET` of the key, which the server took",
-                    short(value)
-                ));
-                attribution.primary.push(value.clone());
-            } else if standby(Written::Unknown) > 0 && !target(Written::Unknown) {
-                attribution.standby.push(value.clone());
-            } else if shared(Written::Unknown) > 0 {
-                // Both tried, and neither outcome is known.
-            } else if run_from.is_some_and(|from| *first > from)
-                && standby_from.is_none_or(|standby| *first < standby)
-            {
-                attribution.how.push(format!(
-                    "`{}`: held while only the target ran (no `SET` of it seen)",
-                    short(value)
-                ));
-                attribution.primary.push(value.clone());
+        // A shared command is the standby's if the standby sent its like just before.
+        // Every standby command passes the shared proxy too: pair each with its copy there
+        // (the same command, the same reply, soon after), each standby command with one copy.
+        let mut echoes = vec![false; commands.len()];
+        let mut paired = vec![false; commands.len()];
+        for (i, c) in commands.iter().enumerate() {
+            if c.side != Side::Shared {
+                continue;
+            }
+            let copy_of = commands.iter().enumerate().position(|(j, d)| {
+                !paired[j]
+                    && d.side == Side::Standby
+                    && d.name == c.name
+                    && d.values == c.values
+                    && d.written == c.written
+                    && d.at <= c.at
+                    && c.at.duration_since(d.at) <= ECHO
+            });
+            if let Some(j) = copy_of {
+                paired[j] = true;
+                echoes[i] = true;
             }
         }
+        let index_of = |c: &KeyCommand| commands.iter().position(|d| std::ptr::eq(d, c));
+        let side_of = |c: &KeyCommand| match (c.side, index_of(c).is_some_and(|i| echoes[i])) {
+            (Side::Standby, _) | (Side::Shared, true) => Side::Standby,
+            (Side::Shared, false) => Side::Shared,
+        };
+        let mut since = first_read;
+        for (at, value) in owners {
+            let previous = since.replace(*at);
+            let Some(value) = value else {
+                attribution.holders.push(Holder::Nobody);
+                continue;
+            };
+            let before = |c: &&KeyCommand| c.at <= *at;
+            let wrote = |written: Written| {
+                commands
+                    .iter()
+                    .filter(before)
+                    .rfind(|c| c.written == written && c.sets(value))
+            };
+            let changed = || {
+                commands
+                    .iter()
+                    .filter(before)
+                    .filter(|c| previous.is_none_or(|p| c.at > p))
+                    .rfind(|c| c.written != Written::No && c.changes())
+            };
+            let (holder, how) = match wrote(Written::Yes).or_else(|| wrote(Written::Unknown)) {
+                Some(c) => (
+                    Some(side_of(c)),
+                    match c.written {
+                        Written::Yes => format!(
+                            "the target's `{}` of the key, which the server took",
+                            c.name
+                        ),
+                        _ => format!("the target's `{}` of the key (its reply unseen)", c.name),
+                    },
+                ),
+                None => match changed() {
+                    Some(c) => (
+                        Some(side_of(c)),
+                        format!(
+                            "the target's `{}` on the key just before the value was seen",
+                            c.name
+                        ),
+                    ),
+                    None if first_read.is_some_and(|f| *at > f)
+                        && standby_from.is_none_or(|s| *at < s) =>
+                    {
+                        (
+                            Some(Side::Shared),
+                            "held while only the target ran (no write of it seen)".to_owned(),
+                        )
+                    }
+                    None => (None, String::new()),
+                },
+            };
+            attribution.holders.push(match holder {
+                Some(Side::Standby) => Holder::Standby,
+                Some(Side::Shared) => {
+                    let line = format!("`{}`: {how}", short(value));
+                    if !attribution.how.contains(&line) {
+                        attribution.how.push(line);
+                    }
+                    Holder::Primary
+                }
+                None => Holder::Unknown(value.clone()),
+            });
+        }
+        attribution.events = commands
+            .iter()
+            .filter(|c| c.written == Written::Yes)
+            .filter_map(|c| {
+                let holder = match side_of(c) {
+                    _ if c.deletes() => Holder::Nobody,
+                    Side::Standby if c.values.first().is_some_and(|v| c.sets(v)) => Holder::Standby,
+                    Side::Shared if c.values.first().is_some_and(|v| c.sets(v)) => Holder::Primary,
+                    _ => return None,
+                };
+                Some((c.at, holder))
+            })
+            .collect();
+        attribution.standby_deletes = commands
+            .iter()
+            .filter(|c| c.written != Written::No && c.deletes() && side_of(c) == Side::Standby)
+            .map(|c| c.at)
+            .collect();
         if lost > 0 {
             attribution
                 .how
                 .push(format!("{lost} connection(s) to Redis could not be read"));
         }
         attribution
-    }
-
-    /// Values known to be the target's and the standby's, as a test states them.
-    #[cfg(test)]
-    pub fn known(primary: &[&str], standby: &[&str]) -> Attribution {
-        Attribution {
-            primary: primary.iter().map(|v| (*v).to_owned()).collect(),
-            standby: standby.iter().map(|v| (*v).to_owned()).collect(),
-            how: vec!["as the test states".to_owned()],
-        }
-    }
-
-    pub fn holder(&self, value: &Option<String>) -> Holder {
-        match value {
-            None => Holder::Nobody,
-            Some(v) if self.primary.contains(v) => Holder::Primary,
-            Some(v) if self.standby.contains(v) => Holder::Standby,
-            Some(v) => Holder::Unknown(v.clone()),
-        }
     }
 }
 
@@ -537,7 +725,7 @@ mod tests {
 
     #[test]
     fn commands_on_the_key_are_read_across_chunks_and_links() {
-        let tap = LockTap::new("sched:leader");
+        let tap = LockTap::new("sched:leader", 0);
         let shared = tap.side(Side::Shared);
         let standby = tap.side(Side::Standby);
         // redis-py's Lock: SET name token NX PX ms, split mid-argument.
@@ -571,7 +759,7 @@ mod tests {
     /// key does not own its value. Replies are matched to commands in order, a push between.
     #[test]
     fn replies_say_which_writes_took() {
-        let tap = LockTap::new("k");
+        let tap = LockTap::new("k", 0);
         let standby = tap.side(Side::Standby);
         let mut sent = resp(&["SET", "k", "mine", "NX", "PX", "100"]);
         sent.extend(resp(&["GET", "other"]));
@@ -595,7 +783,7 @@ mod tests {
 
     #[test]
     fn bytes_that_are_not_resp_lose_the_link_not_the_tap() {
-        let tap = LockTap::new("k");
+        let tap = LockTap::new("k", 0);
         let shared = tap.side(Side::Shared);
         shared.client_bytes(1, b"*2\r\n#nonsense\r\n");
         shared.client_bytes(1, &resp(&["SET", "k", "v"]));
@@ -606,55 +794,101 @@ mod tests {
         assert_eq!(commands[0].values, ["w"]);
     }
 
-    #[test]
-    fn values_belong_to_who_wrote_them_or_to_the_target_alone() {
-        let t0 = Instant::now();
-        let at = |ms| t0 + std::time::Duration::from_millis(ms);
-        let command = |side, value: &str, written| KeyCommand {
-            at: t0,
+    fn set(side: Side, at: Instant, value: &str, written: Written) -> KeyCommand {
+        KeyCommand {
+            at,
             side,
             name: "SET".into(),
             values: vec![value.into()],
             written,
-        };
-        // The standby's SET passes the shared proxy too; the target's attempt to write the
-        // standby's value was refused.
+        }
+    }
+
+    /// Each change is the last taken write's before it: the standby's copy on the shared
+    /// proxy stays the standby's, a refused write is no one's, and one value written by both
+    /// at different times (a constant lock value) is each one's in turn.
+    #[test]
+    fn each_change_belongs_to_the_write_before_it() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
         let commands = [
-            command(Side::Shared, "p-1", Written::Yes),
-            command(Side::Standby, "s-1", Written::Yes),
-            command(Side::Shared, "s-1", Written::Yes),
-            command(Side::Shared, "s-1", Written::No),
-            // The standby tried to write the target's value and was refused.
-            command(Side::Standby, "p-1", Written::No),
-            command(Side::Shared, "p-1", Written::No),
+            set(Side::Shared, at(8), "1", Written::Yes),
+            set(Side::Standby, at(300), "1", Written::No),
+            set(Side::Shared, at(301), "1", Written::No),
+            // The target's APPEND at the stop: a value no SET names.
+            KeyCommand {
+                at: at(1_000),
+                side: Side::Shared,
+                name: "APPEND".into(),
+                values: Vec::new(),
+                written: Written::Unknown,
+            },
+            set(Side::Standby, at(1_500), "1", Written::Yes),
+            set(Side::Shared, at(1_501), "1", Written::Yes),
+            KeyCommand {
+                at: at(1_490),
+                side: Side::Standby,
+                name: "DEL".into(),
+                values: Vec::new(),
+                written: Written::Unknown,
+            },
         ];
-        let held = [
-            (at(0), "left-over".to_owned()),
-            (at(10), "p-1".to_owned()),
-            (at(20), "scripted".to_owned()),
-            (at(900), "s-1".to_owned()),
-            (at(950), "late".to_owned()),
+        let owners = [
+            (at(0), Some("left-over".to_owned())),
+            (at(10), Some("1".to_owned())),
+            (at(1_010), Some("1:draining".to_owned())),
+            (at(1_495), None),
+            (at(1_510), Some("1".to_owned())),
+            (at(1_600), Some("scripted".to_owned())),
         ];
-        let a = Attribution::learn(&commands, 0, &held, Some(at(5)), Some(at(500)));
-        let holders: Vec<_> = held
-            .iter()
-            .map(|(_, v)| a.holder(&Some(v.clone())))
-            .collect();
+        let a = Attribution::learn(&owners, &commands, 0, Some(at(0)), Some(at(200)));
         assert_eq!(
-            holders,
+            a.holders,
             [
                 Holder::Unknown("left-over".into()),
                 Holder::Primary,
                 Holder::Primary,
+                Holder::Nobody,
                 Holder::Standby,
-                Holder::Unknown("late".into()),
+                Holder::Unknown("scripted".into()),
             ]
         );
-        assert_eq!(a.holder(&None), Holder::Nobody);
-        assert!(
-            a.how[1].contains("held while only the target ran"),
-            "{:?}",
-            a.how
+        assert_eq!(a.standby_deletes, [at(1_490)]);
+        assert!(a.how.iter().any(|h| h.contains("`APPEND`")), "{:?}", a.how);
+        // Held while the target ran alone, no write seen: the target's.
+        let alone = Attribution::learn(&owners[..2], &[], 0, Some(at(5)), Some(at(200)));
+        assert_eq!(
+            alone.holders,
+            [Holder::Unknown("left-over".into()), Holder::Primary]
+        );
+    }
+
+    /// What Redis reads differently from a naive tap: an empty command (no reply, so no reply
+    /// slot: the replies after it stay matched), another database, quoted inline words.
+    #[test]
+    fn empty_commands_other_databases_and_quotes_are_read_as_redis_reads_them() {
+        let tap = LockTap::new("k", 0);
+        let link = tap.side(Side::Standby);
+        let mut sent = b"*0\r\n".to_vec();
+        sent.extend(resp(&["SET", "k", "mine", "NX"]));
+        sent.extend(resp(&["SET", "other", "1"]));
+        link.client_bytes(1, &sent);
+        link.server_bytes(1, b"$-1\r\n+OK\r\n");
+        assert_eq!(tap.commands().0[0].written, Written::No);
+        // SELECT 1, then the same key: another key.
+        link.client_bytes(2, &resp(&["SELECT", "1"]));
+        link.client_bytes(2, &resp(&["SET", "k", "elsewhere"]));
+        link.server_bytes(2, b"+OK\r\n+OK\r\n");
+        assert_eq!(tap.commands().0.len(), 1);
+        link.client_bytes(3, b"SET \"k\" 'kept inline' PX 60000\r\n");
+        link.server_bytes(3, b"+OK\r\n");
+        let (commands, lost) = tap.commands();
+        assert_eq!(lost, 0);
+        assert_eq!(commands[1].values, ["kept inline"]);
+        assert_eq!(commands[1].written, Written::Yes);
+        assert_eq!(
+            inline_words(b"SET \"a\\x41\\\"b\" c").unwrap(),
+            [b"SET".to_vec(), b"aA\"b".to_vec(), b"c".to_vec()]
         );
     }
 }

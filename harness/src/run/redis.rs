@@ -43,8 +43,6 @@ pub type Ttls = Vec<Option<(Instant, i64)>>;
 pub struct Watched {
     pub owners: Owners,
     pub ttls: Ttls,
-    /// Each value the key held, with when it was first seen.
-    pub first_held: Vec<(Instant, String)>,
     /// The first read: a value held then was there before the run.
     pub first_read: Option<Instant>,
 }
@@ -85,11 +83,6 @@ impl Watcher {
                             Ok((value, ttl)) => {
                                 let now = Instant::now();
                                 seen.first_read.get_or_insert(now);
-                                if let Some(v) = &value
-                                    && !seen.first_held.iter().any(|(_, held)| held == v)
-                                {
-                                    seen.first_held.push((now, v.clone()));
-                                }
                                 if seen.owners.last().is_none_or(|(_, last)| *last != value) {
                                     seen.owners.push((now, value.clone()));
                                     seen.ttls.push(last_ttl);
@@ -426,7 +419,11 @@ impl<'a> Leader<'a> {
         let watcher = Watcher::start(reach.url, &config.leader_key)?;
         let (mut hooks, stop_at) = stop_time();
         let tap = reach.shared.as_ref().map(|shared| {
-            let tap = LockTap::new(&config.leader_key);
+            // The key's database: the URL's (`redis://host:port/N`), 0 by default.
+            let db = redis::Client::open(reach.url)
+                .map(|c| c.get_connection_info().redis.db)
+                .unwrap_or(0);
+            let tap = LockTap::new(&config.leader_key, db);
             shared.observe(tap.side(Side::Shared));
             tap
         });
@@ -537,9 +534,9 @@ impl<'a> Leader<'a> {
         let watched = watcher.finish().await;
         let (commands, lost) = tap.map(|t| t.commands()).unwrap_or_default();
         let attribution = Attribution::learn(
+            &watched.owners,
             &commands,
             lost,
-            &watched.first_held,
             watched.first_read,
             standby.started_at,
         );
@@ -557,6 +554,7 @@ impl<'a> Leader<'a> {
             stop,
             standby,
             jobs,
+            clock: (Instant::now(), unix_ms()),
         };
         if matches!(observed.ready, ReadyState::Ready { .. }) {
             Ok(judge(&evidence))
@@ -666,6 +664,38 @@ pub struct RedisRun<'a> {
     pub stop: StopKind,
     pub standby: StandbyRun,
     pub jobs: Jobs,
+    /// The same moment on both clocks: the watcher's (`Instant`) and the job runs' (Unix ms).
+    pub clock: (Instant, u64),
+}
+
+/// How long before a job run the lock must already have been another's for the run to count
+/// as led by two: a job line is read up to a poll after it was written.
+const HELD_SLACK_MS: u64 = 100;
+
+/// Who held the lock, in the job runs' clock (Unix ms).
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Each change of the key's holder.
+    pub changes: Vec<(u64, Holder)>,
+    /// The target's runs after this are not compared: job lines read after its stop may be
+    /// a buffer flushed at exit, dated after the hand-over.
+    pub primary_until: Option<u64>,
+}
+
+fn held_unix(run: &RedisRun<'_>) -> Held {
+    let (now, now_ms) = run.clock;
+    let unix =
+        |t: Instant| now_ms.saturating_sub(now.saturating_duration_since(t).as_millis() as u64);
+    Held {
+        changes: holders(run)
+            .into_iter()
+            .map(|(t, h)| (unix(t), h))
+            .collect(),
+        primary_until: match run.jobs {
+            Jobs::Lines(_) => run.stop_at.map(unix),
+            _ => None,
+        },
+    }
 }
 
 /// A job line burst larger than this many runs per job in one read is buffered output: when
@@ -724,8 +754,8 @@ pub fn judge(run: &RedisRun<'_>) -> BTreeMap<CheckName, Outcome> {
     let (single, once) = match why {
         Some(why) => (Outcome::inconclusive(&why), Outcome::inconclusive(why)),
         None => (
-            single_leader(jobs, config.interval_ms),
-            jobs_once_per_interval(jobs, config.interval_ms),
+            single_leader(jobs, config.interval_ms, &held_unix(run)),
+            jobs_once_per_interval(jobs, config.interval_ms, matches!(run.jobs, Jobs::Lines(_))),
         ),
     };
     let from = |outcome: Outcome| match outcome {
@@ -764,12 +794,52 @@ fn named(holder: &Holder) -> String {
     }
 }
 
-/// The key's holders through the run, each value attributed.
-fn holders(run: &RedisRun<'_>) -> Vec<(Instant, Holder)> {
-    run.owners
+/// One change of the key's holder.
+#[derive(Clone, Debug)]
+struct Change {
+    at: Instant,
+    holder: Holder,
+    /// The last time to live read before it (when, and PTTL in ms), for a change the watcher
+    /// saw: how an expiry is told from a delete.
+    ttl: Option<(Instant, i64)>,
+}
+
+/// The key's holders through the run: each change the watcher saw, its value attributed,
+/// merged with each write and delete the wire says the server took (which the watcher may
+/// not see: the same value written by the next holder, a delete and a take within one look).
+fn changes(run: &RedisRun<'_>) -> Vec<Change> {
+    let mut all: Vec<Change> = run
+        .owners
         .iter()
-        .map(|(t, o)| (*t, run.attribution.holder(o)))
-        .collect()
+        .zip(&run.attribution.holders)
+        .zip(&run.ttls)
+        .map(|(((at, _), holder), ttl)| Change {
+            at: *at,
+            holder: holder.clone(),
+            ttl: *ttl,
+        })
+        .chain(run.attribution.events.iter().map(|(at, holder)| Change {
+            at: *at,
+            holder: holder.clone(),
+            ttl: None,
+        }))
+        .collect();
+    all.sort_by_key(|c| c.at);
+    // One change per hand-over: the wire's record of it comes first (a command is seen
+    // before the server runs it); the watcher's, after, brings the time to live read before.
+    all.dedup_by(|later, earlier| {
+        let same = later.holder == earlier.holder;
+        if same && earlier.ttl.is_none() {
+            earlier.ttl = later.ttl;
+        }
+        same
+    });
+    all
+}
+
+/// The key's holders through the run.
+fn holders(run: &RedisRun<'_>) -> Vec<(Instant, Holder)> {
+    changes(run).into_iter().map(|c| (c.at, c.holder)).collect()
 }
 
 /// When the target was asked to stop, if it held the key then; else why the check cannot say.
@@ -834,7 +904,7 @@ fn let_go_wrongly(
 ) -> Option<Outcome> {
     let key = &run.config.leader_key;
     let went = holders[i].0;
-    if let Some((read_at, ttl)) = run.ttls.get(i).copied().flatten()
+    if let Some((read_at, ttl)) = changes(run).get(i).and_then(|c| c.ttl)
         && ttl >= 0
         && went + POLL * 3 >= read_at + Duration::from_millis(ttl as u64)
     {
@@ -876,6 +946,39 @@ fn lock_released(run: &RedisRun<'_>) -> Outcome {
     let released_at = holders
         .iter()
         .position(|(t, h)| *t > stop_at && *h != Holder::Primary);
+    // A value nobody was seen writing, in the target's place: whether it let go is unknown.
+    if let Some(i) = released_at
+        && let Holder::Unknown(value) = &holders[i].1
+    {
+        return Outcome::inconclusive(format!(
+            "{} ms after the stop `{key}` held `{}`, a value no instance was seen writing (a \
+             script, a command the harness does not read, another client): whether the target \
+             let go is unknown; {how}",
+            ms(holders[i].0.duration_since(stop_at)),
+            crate::run::lock_tap::short(value)
+        ));
+    }
+    // The standby deleting the key the target still held is no release by the target.
+    if let Some(i) = released_at
+        && let Some(deleted) = run
+            .attribution
+            .standby_deletes
+            .iter()
+            .find(|d| **d >= stop_at && **d <= holders[i].0)
+    {
+        return Outcome::violation(
+            format!("the standby, not the target, removed leader key `{key}` after the stop"),
+            vec![
+                format!(
+                    "the standby deleted the key {} ms after the stop; it went {} ms after: the \
+                     target never released it",
+                    ms(deleted.duration_since(stop_at)),
+                    ms(holders[i].0.duration_since(stop_at))
+                ),
+                how,
+            ],
+        );
+    }
     let released = released_at.map(|i| {
         let (t, h) = &holders[i];
         (t.duration_since(stop_at), h.clone())
@@ -948,9 +1051,39 @@ fn lock_released(run: &RedisRun<'_>) -> Outcome {
 /// No two instances lead at once: no two runs by different instances overlap in time, and no
 /// instance runs between two runs of another that are each within one interval of it (both
 /// running the job every interval: a leader that lost its lock and kept going).
-fn single_leader(jobs: &[JobRun], interval_ms: u64) -> Outcome {
+///
+/// And no instance runs a job while the lock is held, throughout the run, by the other one
+/// (`held`: each change of the key's holder, in Unix ms): the lock says who leads.
+fn single_leader(jobs: &[JobRun], interval_ms: u64, held: &Held) -> Outcome {
     let origin = jobs.iter().map(|j| j.started_ms).min().unwrap_or(0);
     let mut overlaps = Vec::new();
+    let compared = jobs.iter().filter(|r| {
+        r.instance != PRIMARY || held.primary_until.is_none_or(|until| r.started_ms <= until)
+    });
+    let held = held.changes.as_slice();
+    for r in compared {
+        let from = r.started_ms.saturating_sub(HELD_SLACK_MS);
+        let start = held.iter().rposition(|(t, _)| *t <= from);
+        let Some(start) = start else { continue };
+        let during: Vec<&Holder> = held[start..]
+            .iter()
+            .take_while(|(t, _)| *t <= r.ended_ms)
+            .map(|(_, h)| h)
+            .collect();
+        let other = |h: &&Holder| h.instance().is_some_and(|i| i != r.instance);
+        if during.iter().all(other)
+            && let Some(holder) = during.first().and_then(|h| h.instance())
+        {
+            overlaps.push(format!(
+                "`{}` by {} at +{} ms ran while the lock was {holder}'s (held by it from +{} ms \
+                 and throughout the run)",
+                r.job,
+                r.instance,
+                r.started_ms - origin,
+                held[start].0.saturating_sub(origin)
+            ));
+        }
+    }
     for r in jobs {
         let near = |before: bool| {
             jobs.iter().filter(|o| o.instance != r.instance).find(|o| {
@@ -1011,8 +1144,14 @@ fn single_leader(jobs: &[JobRun], interval_ms: u64) -> Outcome {
     )
 }
 
-fn jobs_once_per_interval(jobs: &[JobRun], interval_ms: u64) -> Outcome {
+/// A job runs once per interval: never twice within half of one, and never more often than
+/// one per interval over the whole run (a job every 300 ms of a 500 ms interval is never two
+/// within 250 ms, and runs five times in three intervals). `one_read`: runs with the same
+/// time and instance came in one read of its output (job lines), so their times are the
+/// read's: a cluster of those is buffered output, not a finding, unless the count says so.
+fn jobs_once_per_interval(jobs: &[JobRun], interval_ms: u64, one_read: bool) -> Outcome {
     let origin = jobs.iter().map(|j| j.started_ms).min().unwrap_or(0);
+    let mut unsure = Vec::new();
     let mut by_job: BTreeMap<&str, Vec<&JobRun>> = BTreeMap::new();
     for job in jobs {
         by_job.entry(&job.job).or_default().push(job);
@@ -1022,16 +1161,42 @@ fn jobs_once_per_interval(jobs: &[JobRun], interval_ms: u64) -> Outcome {
     let mut extra = 0;
     for (name, runs) in &mut by_job {
         runs.sort_by_key(|j| j.started_ms);
+        // How many runs the span allows, once per interval (half an interval of jitter). Runs
+        // read at once may have begun up to that many intervals before the first read.
+        let span = runs.last().map_or(0, |r| r.started_ms) - runs[0].started_ms;
+        let per_read = match one_read {
+            true => runs
+                .chunk_by(|a, b| (a.started_ms, &a.instance) == (b.started_ms, &b.instance))
+                .map(<[_]>::len)
+                .max()
+                .unwrap_or(1) as u64,
+            false => 1,
+        };
+        let allowed = (span + (per_read - 1) * interval_ms + interval_ms / 2) / interval_ms + 1;
+        let too_many = runs.len() as u64 > allowed;
+        let mut found = Vec::new();
+        let mut surplus = 0;
         let mut i = 0;
         while i < runs.len() {
             let mut j = i + 1;
             while j < runs.len() && runs[j].started_ms - runs[j - 1].started_ms < close {
                 j += 1;
             }
-            if j - i > 1 {
-                extra += j - i - 1;
+            let read_at_once = one_read
+                && runs[i..j].iter().all(|r| {
+                    (r.started_ms, &r.instance) == (runs[i].started_ms, &runs[i].instance)
+                });
+            if j - i > 1 && read_at_once && !too_many {
+                unsure.push(format!(
+                    "{} lines of `{name}` came in one read of {}'s output at +{} ms",
+                    j - i,
+                    runs[i].instance,
+                    runs[i].started_ms - origin
+                ));
+            } else if j - i > 1 {
+                surplus += j - i - 1;
                 let who: Vec<&str> = runs[i..j].iter().map(|r| r.instance.as_str()).collect();
-                clusters.push(format!(
+                found.push(format!(
                     "`{name}` ran {} times at +{} ms ({})",
                     j - i,
                     runs[i].started_ms - origin,
@@ -1040,20 +1205,38 @@ fn jobs_once_per_interval(jobs: &[JobRun], interval_ms: u64) -> Outcome {
             }
             i = j;
         }
+        if too_many {
+            surplus = surplus.max(runs.len() - allowed as usize);
+            found.insert(
+                0,
+                format!(
+                    "`{name}` ran {} times over {span} ms: {allowed} at most at one per \
+                     {interval_ms} ms",
+                    runs.len()
+                ),
+            );
+        }
+        extra += surplus;
+        clusters.extend(found);
+    }
+    if clusters.is_empty() && !unsure.is_empty() {
+        return Outcome::inconclusive(format!(
+            "{}: output held back and written at once (buffered), or runs at the same moment; \
+             which is unknown, and their count is within one per interval (hint: flush each line)",
+            unsure.join("; ")
+        ));
     }
     if clusters.is_empty() {
         return Outcome::pass(format!(
-            "{} run(s) of {} job(s), never two within {close} ms (half the {interval_ms} ms interval)",
+            "{} run(s) of {} job(s), never two within {close} ms (half the {interval_ms} ms \
+             interval), never more than one per interval over the run",
             jobs.len(),
             by_job.len()
         ));
     }
-    let total = clusters.len();
     clusters.truncate(LISTED);
     Outcome::violation(
-        format!(
-            "{extra} extra run(s) in {total} interval(s): a job ran more than once per interval"
-        ),
+        format!("{extra} extra run(s): a job ran more than once per interval"),
         clusters,
     )
 }
@@ -1061,6 +1244,127 @@ fn jobs_once_per_interval(jobs: &[JobRun], interval_ms: u64) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Holders as the values name them (`primary`, `standby`), as a test states them.
+    fn by_name(owners: &Owners) -> Attribution {
+        Attribution {
+            holders: owners
+                .iter()
+                .map(|(_, o)| match o.as_deref() {
+                    None => Holder::Nobody,
+                    Some(PRIMARY) => Holder::Primary,
+                    Some(STANDBY) => Holder::Standby,
+                    Some(other) => Holder::Unknown(other.to_owned()),
+                })
+                .collect(),
+            ..Attribution::default()
+        }
+    }
+
+    /// The standby ran its job while the lock was the target's the whole time: two leaders,
+    /// though no two runs overlap (job lines have no length) and none lies between two of the
+    /// other's within an interval.
+    #[test]
+    fn a_run_while_the_other_holds_the_lock_is_two_leaders() {
+        let mut jobs: Vec<_> = (0..5)
+            .map(|i| job("primary", 1_000 + i * 1_100, 1_000 + i * 1_100))
+            .collect();
+        jobs.extend((0..5).map(|i| job("standby", 1_550 + i * 1_100, 1_550 + i * 1_100)));
+        let held = Held {
+            changes: vec![(900, Holder::Primary)],
+            primary_until: None,
+        };
+        assert!(matches!(
+            single_leader(&jobs, 500, &Held::default()),
+            Outcome::Pass { .. }
+        ));
+        let Outcome::Violation { evidence, .. } = single_leader(&jobs, 500, &held) else {
+            panic!("the standby ran under the target's lock")
+        };
+        assert!(
+            evidence[0].contains("by standby at +550 ms ran while the lock was primary's"),
+            "{evidence:?}"
+        );
+        // A clean hand-over: the standby runs only once the lock is its own.
+        let handed = Held {
+            changes: vec![
+                (900, Holder::Primary),
+                (1_500, Holder::Nobody),
+                (1_540, Holder::Standby),
+            ],
+            primary_until: None,
+        };
+        let clean: Vec<_> = jobs
+            .iter()
+            .filter(|j| j.instance == "standby" || j.started_ms < 1_500)
+            .cloned()
+            .collect();
+        assert!(matches!(
+            single_leader(&clean, 500, &handed),
+            Outcome::Pass { .. }
+        ));
+    }
+
+    /// Every 300 ms against a 500 ms interval: never two within 250 ms, yet five runs in three
+    /// intervals.
+    #[test]
+    fn a_job_run_too_often_is_counted() {
+        let fast: Vec<_> = (0..10)
+            .map(|i| job("primary", i * 300, i * 300 + 5))
+            .collect();
+        let Outcome::Violation { evidence, .. } = jobs_once_per_interval(&fast, 500, false) else {
+            panic!("too often")
+        };
+        assert!(
+            evidence[0].contains("ran 10 times over 2700 ms: 6 at most"),
+            "{evidence:?}"
+        );
+        // On time with jitter either way: within the count.
+        let jittered: Vec<_> = (0..7)
+            .map(|i| {
+                job(
+                    "primary",
+                    i * 500 + [0, 30, 0, 45][i as usize % 4],
+                    i * 500 + 60,
+                )
+            })
+            .collect();
+        assert!(matches!(
+            jobs_once_per_interval(&jittered, 500, false),
+            Outcome::Pass { .. }
+        ));
+    }
+
+    /// Two lines per read, a run per interval: a buffer flushed every second interval, not a
+    /// job run twice. Inconclusive for job lines; a finding for a job log (its own times).
+    #[test]
+    fn runs_read_at_once_are_no_finding_when_their_count_fits() {
+        let buffered: Vec<_> = (0..4)
+            .flat_map(|i| {
+                [
+                    job("primary", i * 1_000, i * 1_000),
+                    job("primary", i * 1_000, i * 1_000),
+                ]
+            })
+            .collect();
+        let outcome = jobs_once_per_interval(&buffered, 500, true);
+        assert!(
+            matches!(&outcome, Outcome::Inconclusive { reason } if reason.contains("came in one read")),
+            "{outcome:?}"
+        );
+        assert!(matches!(
+            jobs_once_per_interval(&buffered, 500, false),
+            Outcome::Violation { .. }
+        ));
+        // Three a read, every interval: too many by the count, whatever the reads.
+        let tripled: Vec<_> = (0..6)
+            .flat_map(|i| [0, 0, 0].map(|_| job("primary", i * 500, i * 500)))
+            .collect();
+        assert!(matches!(
+            jobs_once_per_interval(&tripled, 500, true),
+            Outcome::Violation { .. }
+        ));
+    }
 
     fn job(instance: &str, start: u64, end: u64) -> JobRun {
         JobRun {
@@ -1074,9 +1378,13 @@ mod tests {
     #[test]
     fn overlapping_runs_of_two_instances_are_two_leaders() {
         let jobs = [job("primary", 0, 50), job("standby", 500, 550)];
-        assert!(matches!(single_leader(&jobs, 500), Outcome::Pass { .. }));
+        assert!(matches!(
+            single_leader(&jobs, 500, &Held::default()),
+            Outcome::Pass { .. }
+        ));
         let jobs = [job("primary", 0, 50), job("standby", 30, 80)];
-        let Outcome::Violation { evidence, .. } = single_leader(&jobs, 500) else {
+        let Outcome::Violation { evidence, .. } = single_leader(&jobs, 500, &Held::default())
+        else {
             panic!("overlap")
         };
         assert_eq!(
@@ -1093,13 +1401,14 @@ mod tests {
             .collect();
         failover.extend((0..4).map(|i| job("standby", 1_600 + i * 500, 1_650 + i * 500)));
         assert!(matches!(
-            single_leader(&failover, 500),
+            single_leader(&failover, 500, &Held::default()),
             Outcome::Pass { .. }
         ));
         // The primary keeps going after the standby took over: interleaved, never overlapping.
         let mut split = failover.clone();
         split.extend((0..3).map(|i| job("primary", 1_850 + i * 500, 1_900 + i * 500)));
-        let Outcome::Violation { summary, evidence } = single_leader(&split, 500) else {
+        let Outcome::Violation { summary, evidence } = single_leader(&split, 500, &Held::default())
+        else {
             panic!("two leaders")
         };
         assert!(summary.contains("two leaders at once"), "{summary}");
@@ -1117,7 +1426,7 @@ mod tests {
             .map(|i| job("primary", i * 500, i * 500 + 20))
             .collect();
         assert!(matches!(
-            jobs_once_per_interval(&steady, 500),
+            jobs_once_per_interval(&steady, 500, false),
             Outcome::Pass { .. }
         ));
         let mut tripled = steady.clone();
@@ -1125,16 +1434,20 @@ mod tests {
             tripled.push(job("primary", i * 500 + 1, i * 500 + 21));
             tripled.push(job("primary", i * 500 + 2, i * 500 + 22));
         }
-        let Outcome::Violation { summary, evidence } = jobs_once_per_interval(&tripled, 500) else {
+        let Outcome::Violation { summary, evidence } = jobs_once_per_interval(&tripled, 500, false)
+        else {
             panic!("three runs per interval")
         };
         assert_eq!(
             summary,
-            "10 extra run(s) in 5 interval(s): a job ran more than once per interval"
+            "10 extra run(s): a job ran more than once per interval"
         );
         assert_eq!(
-            evidence[0],
-            "`report` ran 3 times at +0 ms (primary, primary, primary)"
+            evidence[..2],
+            [
+                "`report` ran 15 times over 2002 ms: 5 at most at one per 500 ms",
+                "`report` ran 3 times at +0 ms (primary, primary, primary)"
+            ]
         );
     }
 
@@ -1146,8 +1459,9 @@ mod tests {
         let run = |owners: Owners| RedisRun {
             config: &config,
             ttls: vec![None; owners.len()],
+            attribution: by_name(&owners),
             owners,
-            attribution: Attribution::known(&[PRIMARY], &[STANDBY]),
+            clock: (t0, 0),
             stop_at: Some(at(1_000)),
             stop: StopKind::Clean,
             standby: StandbyRun {
@@ -1209,6 +1523,27 @@ mod tests {
         let mut deleted = lapsed;
         deleted.ttls[1] = Some((at(1_290), 25_000));
         assert!(matches!(lock_released(&deleted), Outcome::Pass { .. }));
+
+        // A value nobody was seen writing, in the target's place: not a release.
+        let disguised = run(vec![
+            (at(0), Some(PRIMARY.into())),
+            (at(1_020), Some("primary:draining".into())),
+        ]);
+        let outcome = lock_released(&disguised);
+        assert!(
+            matches!(&outcome, Outcome::Inconclusive { reason } if reason.contains("no instance was seen writing")),
+            "{outcome:?}"
+        );
+        // The standby deleted the key and took it: the target released nothing.
+        let mut stolen = run(vec![
+            (at(0), Some(PRIMARY.into())),
+            (at(1_030), Some(STANDBY.into())),
+        ]);
+        stolen.attribution.standby_deletes = vec![at(1_025)];
+        let Outcome::Violation { summary, .. } = lock_released(&stolen) else {
+            panic!("stolen, not released")
+        };
+        assert!(summary.contains("the standby, not the target"), "{summary}");
 
         // A primary that takes the key back after letting go passed.
         let retaken = run(vec![
