@@ -776,93 +776,35 @@ async fn kafka_phase(
         Some(Ok(report)) => report.outputs_sent,
         _ => None,
     };
-    let mut restart = kafka::Restart::NotRun {
-        why: match acked.is_empty() {
-            true => "nothing was acknowledged".to_owned(),
-            false => "turned off: [kafka] restart = false".to_owned(),
+    let restart = match workload.restart && !acked.is_empty() {
+        true => {
+            let ctx = KafkaPhase {
+                scenario,
+                workload,
+                baseline,
+                run_id,
+                out_dir,
+                endpoints,
+                settings,
+                held,
+            };
+            restart(
+                ctx,
+                &acked,
+                first.processed.len(),
+                &mut logs,
+                observed,
+                signals,
+            )
+            .await?
+        }
+        false => kafka::Restart::NotRun {
+            why: match acked.is_empty() {
+                true => "nothing was acknowledged".to_owned(),
+                false => "turned off: [kafka] restart = false".to_owned(),
+            },
         },
     };
-    if workload.restart && !acked.is_empty() {
-        // A member that stayed keeps its partitions until its session times out: what it left
-        // is consumed only then, and is not lost for coming late.
-        let mut after_ms = workload.restart_timeout_ms;
-        if let Some(held) = held {
-            let wait = (held + REBALANCE).as_millis() as u64;
-            if wait > after_ms {
-                after_ms = wait;
-                let at = observed.timeline.last().map_or(0, |(at, _)| *at);
-                observed.timeline.push((
-                    at,
-                    format!(
-                        "restart: given {wait} ms, not {} ms: a member did not leave the group,                          and its partitions wait out its session timeout ({} ms)",
-                        workload.restart_timeout_ms,
-                        held.as_millis()
-                    ),
-                ));
-            }
-        }
-        let again = StopPlan {
-            signal: StopSignal::Term,
-            after_ms,
-            kill_after_ms: scenario.stop.kill_after_ms,
-        };
-        let restart_dir = out_dir.join("restart");
-        let restart_files = crate::target::log_files(&restart_dir);
-        let counting = kafka::Counting::new(
-            bootstrap,
-            workload,
-            baseline,
-            restart_files.to_vec(),
-            run_id,
-        );
-        let hooks = kafka::restart_hooks(counting, &acked, first.processed.len());
-        logs.extend(restart_files);
-        std::fs::create_dir_all(&restart_dir).map_err(|source| RunError::OutDir {
-            path: restart_dir.clone(),
-            source,
-        })?;
-        let second = start_target(
-            scenario,
-            &again,
-            run_id,
-            &restart_dir,
-            endpoints,
-            settings,
-            hooks,
-            signals,
-        )
-        .await?;
-        let offset = observed.timeline.last().map_or(0, |(at, _)| *at);
-        observed.timeline.extend(
-            second
-                .timeline
-                .iter()
-                .map(|(at, what)| (offset + at, format!("restart: {what}"))),
-        );
-        observed.interrupted |= second.interrupted;
-        let not_run = |why: &str| kafka::Restart::NotRun {
-            why: why.to_owned(),
-        };
-        restart = match (&second.ready, &second.exited_early) {
-            (_, _) if second.interrupted => not_run("the restart was interrupted"),
-            (ReadyState::Ready { .. }, None) => tokio::select! {
-                after = kafka::read_after_stop(bootstrap, workload, baseline, &acked, &logs) => kafka::Restart::Consumed(after.map_err(RunError::Kafka)?),
-                _ = signals.recv() => {
-                    observed.interrupted = true;
-                    not_run("interrupted while reading Kafka back after the restart")
-                }
-            },
-            (ReadyState::Ready { .. }, Some(exit)) => kafka::Restart::Failed {
-                how: format!("ended by itself after it was ready ({})", exit.describe()),
-                evidence: restart_logs(&second),
-            },
-            (ReadyState::Interrupted, _) => not_run("the restart was interrupted"),
-            (not_ready, _) => kafka::Restart::Failed {
-                how: not_ready.describe(),
-                evidence: restart_logs(&second),
-            },
-        };
-    }
     let evidence = kafka::KafkaRun {
         baseline: baseline.clone(),
         acked,
@@ -877,10 +819,19 @@ async fn kafka_phase(
         waited_for_processing: workload.stop_rule() != crate::scenario::StopRule::Timer,
     };
     let judged = kafka::judge(&evidence, workload);
-    // The records behind the verdict, for a person to check; a failure to write them is noted,
-    // not fatal.
+    dump_evidence(out_dir, &evidence, observed);
+    let last = match &evidence.restart {
+        kafka::Restart::Consumed(after) => after,
+        _ => &evidence.first,
+    };
+    Ok((Ok(judged), Some(baseline.after(last))))
+}
+
+/// The records behind the verdict, in `kafka.json`, for a person to check; a failure to write
+/// them is noted, not fatal.
+fn dump_evidence(out_dir: &Path, evidence: &kafka::KafkaRun, observed: &mut TargetRun) {
     let dump = out_dir.join("kafka.json");
-    match serde_json::to_vec(&evidence).map(|json| std::fs::write(&dump, json)) {
+    match serde_json::to_vec(evidence).map(|json| std::fs::write(&dump, json)) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => observed.timeline.push((
             observed.timeline.last().map_or(0, |(at, _)| *at),
@@ -890,11 +841,109 @@ async fn kafka_phase(
             .timeline
             .push((0, format!("cannot serialize the Kafka evidence: {e}"))),
     }
-    let last = match &evidence.restart {
-        kafka::Restart::Consumed(after) => after,
-        _ => &evidence.first,
+}
+
+/// The target started again after the stop, to consume what the first run left: what it
+/// consumed, or why it could not. Its logs join `logs` (a log source reads every start's).
+async fn restart(
+    ctx: KafkaPhase<'_>,
+    acked: &[AckedRecord],
+    processed_first: usize,
+    logs: &mut Vec<PathBuf>,
+    observed: &mut TargetRun,
+    signals: &mut SignalHandler,
+) -> Result<kafka::Restart, RunError> {
+    let KafkaPhase {
+        scenario,
+        workload,
+        baseline,
+        run_id,
+        out_dir,
+        endpoints,
+        settings,
+        held,
+    } = ctx;
+    let bootstrap = &endpoints.kafka_bootstrap;
+    // A member that stayed keeps its partitions until its session times out: what it left is
+    // consumed only then, and is not lost for coming late.
+    let mut after_ms = workload.restart_timeout_ms;
+    if let Some(held) = held {
+        let wait = (held + REBALANCE).as_millis() as u64;
+        if wait > after_ms {
+            after_ms = wait;
+            let at = observed.timeline.last().map_or(0, |(at, _)| *at);
+            observed.timeline.push((
+                at,
+                format!(
+                    "restart: given {wait} ms, not {} ms: a member did not leave the group, and \
+                     its partitions wait out its session timeout ({} ms)",
+                    workload.restart_timeout_ms,
+                    held.as_millis()
+                ),
+            ));
+        }
+    }
+    let again = StopPlan {
+        signal: StopSignal::Term,
+        after_ms,
+        kill_after_ms: scenario.stop.kill_after_ms,
     };
-    Ok((Ok(judged), Some(baseline.after(last))))
+    let restart_dir = out_dir.join("restart");
+    let restart_files = crate::target::log_files(&restart_dir);
+    let counting = kafka::Counting::new(
+        bootstrap,
+        workload,
+        baseline,
+        restart_files.to_vec(),
+        run_id,
+    );
+    let hooks = kafka::restart_hooks(counting, acked, processed_first);
+    logs.extend(restart_files);
+    std::fs::create_dir_all(&restart_dir).map_err(|source| RunError::OutDir {
+        path: restart_dir.clone(),
+        source,
+    })?;
+    let second = start_target(
+        scenario,
+        &again,
+        run_id,
+        &restart_dir,
+        endpoints,
+        settings,
+        hooks,
+        signals,
+    )
+    .await?;
+    let offset = observed.timeline.last().map_or(0, |(at, _)| *at);
+    observed.timeline.extend(
+        second
+            .timeline
+            .iter()
+            .map(|(at, what)| (offset + at, format!("restart: {what}"))),
+    );
+    observed.interrupted |= second.interrupted;
+    let not_run = |why: &str| kafka::Restart::NotRun {
+        why: why.to_owned(),
+    };
+    Ok(match (&second.ready, &second.exited_early) {
+        (_, _) if second.interrupted => not_run("the restart was interrupted"),
+        (ReadyState::Ready { .. }, None) => tokio::select! {
+            after = kafka::read_after_stop(bootstrap, workload, baseline, acked, logs) => kafka::Restart::Consumed(after.map_err(RunError::Kafka)?),
+            _ = signals.recv() => {
+                observed.interrupted = true;
+                not_run("interrupted while reading Kafka back after the restart")
+            }
+        },
+        (ReadyState::Ready { .. }, Some(exit)) => kafka::Restart::Failed {
+            how: format!("ended by itself after it was ready ({})", exit.describe()),
+            evidence: restart_logs(&second),
+        },
+        (ReadyState::Interrupted, _) => not_run("the restart was interrupted"),
+        (not_ready, _) => kafka::Restart::Failed {
+            how: not_ready.describe(),
+            evidence: restart_logs(&second),
+        },
+    })
 }
 
 /// The last lines of what a restart printed, for the evidence of its failure.
