@@ -704,6 +704,7 @@ fn group_left(
 }
 
 /// What the Kafka phase works with.
+#[derive(Clone, Copy)]
 struct KafkaPhase<'a> {
     scenario: &'a Scenario,
     workload: &'a KafkaWorkload,
@@ -746,14 +747,11 @@ async fn kafka_phase(
     signals: &mut SignalHandler,
 ) -> Result<(Decided, Option<kafka::Baseline>), RunError> {
     let KafkaPhase {
-        scenario,
         workload,
         baseline,
-        run_id,
         out_dir,
         endpoints,
-        settings,
-        held,
+        ..
     } = ctx;
     let bootstrap = &endpoints.kafka_bootstrap;
     // Where a log source is read: every start's output so far.
@@ -778,16 +776,6 @@ async fn kafka_phase(
     };
     let restart = match workload.restart && !acked.is_empty() {
         true => {
-            let ctx = KafkaPhase {
-                scenario,
-                workload,
-                baseline,
-                run_id,
-                out_dir,
-                endpoints,
-                settings,
-                held,
-            };
             restart(
                 ctx,
                 &acked,
