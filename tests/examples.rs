@@ -33,10 +33,19 @@ fn python_path() -> String {
     )
 }
 
+/// `scenarios/examples/<path>` on the local backend.
+fn local(path: &str) -> Scenario {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios/examples")
+        .join(path);
+    let mut scenario = Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    scenario.infra.backend = BackendKind::Local;
+    scenario
+}
+
 /// The file on the local backend, with `processed` (its own when `None`).
 fn scenario(processed: Option<ProcessedBy>) -> Scenario {
-    let mut scenario = Scenario::load(&file()).unwrap_or_else(|e| panic!("{e}"));
-    scenario.infra.backend = BackendKind::Local;
+    let mut scenario = local("orders/orders.toml");
     if let (Some(processed), Some(kafka)) = (processed, scenario.kafka.as_mut()) {
         kafka.processed = processed;
     }
@@ -88,10 +97,13 @@ async fn verdict(
 /// audit.toml on the local backend, run with `AUDIT_BUG=bug`: the exact verdict. kafka-python,
 /// a third client library; what was processed, from the service's log alone.
 async fn audit(bug: &str, failing: &[CheckName]) -> String {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/examples/audit/audit.toml");
-    let mut scenario = Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
-    scenario.infra.backend = BackendKind::Local;
-    verdict(&scenario, ("AUDIT_BUG", bug), failing, UNDECIDED).await
+    verdict(
+        &local("audit/audit.toml"),
+        ("AUDIT_BUG", bug),
+        failing,
+        UNDECIDED,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,10 +130,7 @@ async fn auto_commit_mid_batch_loses_payments() {
 
 /// settle.toml on the local backend, run with `SETTLE_BUG=bug`: the exact verdict.
 async fn settle(bug: &str, failing: &[CheckName]) -> String {
-    let file =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/examples/orders/settle.toml");
-    let mut scenario = Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
-    scenario.infra.backend = BackendKind::Local;
+    let scenario = local("orders/settle.toml");
     verdict(&scenario, ("SETTLE_BUG", bug), failing, &[NoLeakedThreads]).await
 }
 

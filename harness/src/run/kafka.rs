@@ -662,20 +662,10 @@ fn qualify(outcomes: &mut BTreeMap<CheckName, Outcome>, run: &KafkaRun, source: 
 
 /// A pass's detail or a violation's evidence says where what was processed was read from.
 fn named_source(outcome: Outcome, source: &str) -> Outcome {
-    match outcome {
-        Outcome::Pass { detail, limits } => Outcome::Pass {
-            detail: format!("{detail}; processed: {source}"),
-            limits,
-        },
-        Outcome::Violation {
-            summary,
-            mut evidence,
-        } => {
-            evidence.push(format!("what was processed was read from {source}"));
-            Outcome::Violation { summary, evidence }
-        }
-        inconclusive => inconclusive,
-    }
+    outcome.sourced(
+        &format!("; processed: {source}"),
+        format!("what was processed was read from {source}"),
+    )
 }
 
 /// The evidence lines of outputs that named no input: how many, a few of them, and what the

@@ -588,7 +588,7 @@ impl Attribution {
         // A shared command is the standby's if the standby sent its like just before.
         // Every standby command passes the shared proxy too: pair each with its copy there
         // (the same command, the same reply, soon after), each standby command with one copy.
-        let mut echoes = vec![false; commands.len()];
+        let mut sender: Vec<Side> = commands.iter().map(|c| c.side).collect();
         let mut paired = vec![false; commands.len()];
         for (i, c) in commands.iter().enumerate() {
             if c.side != Side::Shared {
@@ -605,14 +605,11 @@ impl Attribution {
             });
             if let Some(j) = copy_of {
                 paired[j] = true;
-                echoes[i] = true;
+                sender[i] = Side::Standby;
             }
         }
-        let index_of = |c: &KeyCommand| commands.iter().position(|d| std::ptr::eq(d, c));
-        let side_of = |c: &KeyCommand| match (c.side, index_of(c).is_some_and(|i| echoes[i])) {
-            (Side::Standby, _) | (Side::Shared, true) => Side::Standby,
-            (Side::Shared, false) => Side::Shared,
-        };
+        // Each command with who sent it.
+        let sent: Vec<(&KeyCommand, Side)> = commands.iter().zip(sender).collect();
         let mut since = first_read;
         for (at, value) in owners {
             let previous = since.replace(*at);
@@ -620,23 +617,21 @@ impl Attribution {
                 attribution.holders.push(Holder::Nobody);
                 continue;
             };
-            let before = |c: &&KeyCommand| c.at <= *at;
+            let before = sent.iter().filter(|(c, _)| c.at <= *at);
             let wrote = |written: Written| {
-                commands
-                    .iter()
-                    .filter(before)
-                    .rfind(|c| c.written == written && c.sets(value))
+                before
+                    .clone()
+                    .rfind(|(c, _)| c.written == written && c.sets(value))
             };
             let changed = || {
-                commands
-                    .iter()
-                    .filter(before)
-                    .filter(|c| previous.is_none_or(|p| c.at > p))
-                    .rfind(|c| c.written != Written::No && c.changes())
+                before
+                    .clone()
+                    .filter(|(c, _)| previous.is_none_or(|p| c.at > p))
+                    .rfind(|(c, _)| c.written != Written::No && c.changes())
             };
             let (holder, how) = match wrote(Written::Yes).or_else(|| wrote(Written::Unknown)) {
-                Some(c) => (
-                    Some(side_of(c)),
+                Some((c, side)) => (
+                    Some(*side),
                     match c.written {
                         Written::Yes => format!(
                             "the target's `{}` of the key, which the server took",
@@ -646,8 +641,8 @@ impl Attribution {
                     },
                 ),
                 None => match changed() {
-                    Some(c) => (
-                        Some(side_of(c)),
+                    Some((c, side)) => (
+                        Some(*side),
                         format!(
                             "the target's `{}` on the key just before the value was seen",
                             c.name
@@ -676,11 +671,11 @@ impl Attribution {
                 None => Holder::Unknown(value.clone()),
             });
         }
-        attribution.events = commands
+        attribution.events = sent
             .iter()
-            .filter(|c| c.written == Written::Yes)
-            .filter_map(|c| {
-                let holder = match side_of(c) {
+            .filter(|(c, _)| c.written == Written::Yes)
+            .filter_map(|(c, side)| {
+                let holder = match side {
                     _ if c.deletes() => Holder::Nobody,
                     Side::Standby if c.values.first().is_some_and(|v| c.sets(v)) => Holder::Standby,
                     Side::Shared if c.values.first().is_some_and(|v| c.sets(v)) => Holder::Primary,
@@ -689,10 +684,10 @@ impl Attribution {
                 Some((c.at, holder))
             })
             .collect();
-        attribution.standby_deletes = commands
+        attribution.standby_deletes = sent
             .iter()
-            .filter(|c| c.written != Written::No && c.deletes() && side_of(c) == Side::Standby)
-            .map(|c| c.at)
+            .filter(|(c, side)| c.written != Written::No && c.deletes() && *side == Side::Standby)
+            .map(|(c, _)| c.at)
             .collect();
         if lost > 0 {
             attribution

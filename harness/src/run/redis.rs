@@ -758,20 +758,8 @@ pub fn judge(run: &RedisRun<'_>) -> BTreeMap<CheckName, Outcome> {
             jobs_once_per_interval(jobs, config.interval_ms, matches!(run.jobs, Jobs::Lines(_))),
         ),
     };
-    let from = |outcome: Outcome| match outcome {
-        Outcome::Pass { detail, limits } => Outcome::Pass {
-            detail: format!("{detail}, from {source}"),
-            limits,
-        },
-        Outcome::Violation {
-            summary,
-            mut evidence,
-        } => {
-            evidence.push(format!("from {source}"));
-            Outcome::Violation { summary, evidence }
-        }
-        other => other,
-    };
+    let from =
+        |outcome: Outcome| outcome.sourced(&format!(", from {source}"), format!("from {source}"));
     outcomes.insert(CheckName::SingleLeader, from(single));
     outcomes.insert(CheckName::JobsOncePerInterval, from(once));
     outcomes

@@ -195,6 +195,28 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Says where the evidence came from: `pass` appended to a pass's detail, `evidence` as a
+    /// violation's last line; an inconclusive outcome says its own why.
+    pub fn sourced(self, pass: &str, evidence: String) -> Outcome {
+        match self {
+            Outcome::Pass { detail, limits } => Outcome::Pass {
+                detail: format!("{detail}{pass}"),
+                limits,
+            },
+            Outcome::Violation {
+                summary,
+                evidence: mut lines,
+            } => {
+                lines.push(evidence);
+                Outcome::Violation {
+                    summary,
+                    evidence: lines,
+                }
+            }
+            inconclusive => inconclusive,
+        }
+    }
+
     pub fn pass(detail: impl Into<String>) -> Self {
         Outcome::Pass {
             detail: detail.into(),
