@@ -18,11 +18,18 @@ Cases (every one starts with a batching producer: linger 50 ms, up to 100 record
                  watermark the last fetch reported
   describe       two consumers share the group, the first closes, the second reads the rest;
                  then DescribeGroups, with the second still in the group
+  outage         produce half; print `cut produce` and wait for `down` on stdin (the harness
+  restart        has taken the broker away: its proxy down, or the broker stopped); produce
+                 the other half with the same producer; consume a quarter committing each
+                 record, print `cut consume`, wait for `down`, read on to a half (commits
+                 retried until the broker is back), close; a new consumer reads the rest.
+                 "done" says when each crossing ended (epoch ms)
 
 Output: {"produced": [[partition, offset, value], ...], "phases": [[[p, o, v], ...], ...],
          "limits": [records each phase was to consume], "committed": {partition: offset},
          "ends": {partition: [fetch_high, list_end]},
-         "described": {"state": S, "members": [member id, ...], "survivor": member id}}
+         "described": {"state": S, "members": [member id, ...], "survivor": member id},
+         "done": {"produce": ms, "consume": ms}, "commit_retries": N}
 Every wait is bounded: a phase ends IDLE seconds after its last record, FIRST seconds without
 any, or DEADLINE seconds in all.
 """
@@ -35,6 +42,8 @@ import time
 
 LINGER_MS = 50
 BATCH_RECORDS = 100
+# a producer's retries through a broker that is away (kafka-python's default differs by version)
+RETRIES = 1_000_000
 IDLE = 6.0
 FIRST = 30.0
 DEADLINE = 90.0
@@ -57,7 +66,7 @@ class Confluent:
         self.ck = confluent_kafka
         self.bootstrap = bootstrap
 
-    def produce(self, topic, n):
+    def producer(self, topic):
         producer = self.ck.Producer(
             {
                 "bootstrap.servers": self.bootstrap,
@@ -66,22 +75,26 @@ class Confluent:
                 "enable.idempotence": False,
             }
         )
-        acked = []
-        errors = []
 
-        def report(err, msg):
-            if err is not None:
-                errors.append(str(err))
-            else:
-                acked.append([msg.partition(), msg.offset(), value_of(msg.value())])
+        def send(values):
+            acked = []
+            errors = []
 
-        for i in range(n):
-            producer.produce(topic, str(i).encode(), on_delivery=report)
-            producer.poll(0)
-        left = producer.flush(30)
-        if left or errors:
-            raise RuntimeError(f"produce: {left} unflushed, errors {errors[:3]}")
-        return acked
+            def report(err, msg):
+                if err is not None:
+                    errors.append(str(err))
+                else:
+                    acked.append([msg.partition(), msg.offset(), value_of(msg.value())])
+
+            for i in values:
+                producer.produce(topic, str(i).encode(), on_delivery=report)
+                producer.poll(0)
+            left = producer.flush(DEADLINE)
+            if left or errors:
+                raise RuntimeError(f"produce: {left} unflushed, errors {errors[:3]}")
+            return acked
+
+        return Sender(send, lambda: producer.flush(5))
 
     def consumer(self, group):
         return self.ck.Consumer(
@@ -94,17 +107,18 @@ class Confluent:
             }
         )
 
-    def consume(self, topic, group, limit, per_record):
+    def consume(self, topic, group, limit, per_record, cut=None):
         c = self.consumer(group)
         c.subscribe([topic])
         try:
             return consume_into(
                 ([m for m in batch if m.error() is None] for batch in polls(lambda: c.consume(num_messages=50, timeout=0.5))),
                 lambda m: [m.partition(), m.offset(), value_of(m.value())],
-                lambda m: c.commit(message=m, asynchronous=False),
-                lambda: c.commit(asynchronous=False),
+                lambda m: retrying(lambda: c.commit(message=m, asynchronous=False)),
+                lambda: retrying(lambda: c.commit(asynchronous=False)),
                 limit,
                 per_record,
+                cut,
             )
         finally:
             c.close()
@@ -160,21 +174,25 @@ class KafkaPython:
         self.kafka = kafka
         self.bootstrap = bootstrap
 
-    def produce(self, topic, n):
+    def producer(self, topic):
         producer = self.kafka.KafkaProducer(
             bootstrap_servers=self.bootstrap,
             linger_ms=LINGER_MS,
             batch_size=16384,
             enable_idempotence=False,
+            retries=RETRIES,
         )
-        futures = [producer.send(topic, str(i).encode()) for i in range(n)]
-        producer.flush(30)
-        acked = []
-        for i, f in enumerate(futures):
-            md = f.get(timeout=30)
-            acked.append([md.partition, md.offset, str(i)])
-        producer.close()
-        return acked
+
+        def send(values):
+            futures = [(i, producer.send(topic, str(i).encode())) for i in values]
+            producer.flush(DEADLINE)
+            acked = []
+            for i, f in futures:
+                md = f.get(timeout=DEADLINE)
+                acked.append([md.partition, md.offset, str(i)])
+            return acked
+
+        return Sender(send, producer.close)
 
     def consumer(self, group, topic=None):
         args = [topic] if topic else []
@@ -187,7 +205,7 @@ class KafkaPython:
             session_timeout_ms=10000,
         )
 
-    def consume(self, topic, group, limit, per_record):
+    def consume(self, topic, group, limit, per_record, cut=None):
         from kafka.structs import OffsetAndMetadata, TopicPartition
 
         c = self.consumer(group, topic)
@@ -195,10 +213,11 @@ class KafkaPython:
             return consume_into(
                 ([r for rs in batch.values() for r in rs] for batch in polls(lambda: c.poll(timeout_ms=500, max_records=50))),
                 lambda r: [r.partition, r.offset, value_of(r.value)],
-                lambda r: c.commit({TopicPartition(r.topic, r.partition): OffsetAndMetadata(r.offset + 1, None, -1)}),
-                c.commit,
+                lambda r: retrying(lambda: c.commit({TopicPartition(r.topic, r.partition): OffsetAndMetadata(r.offset + 1, None, -1)})),
+                lambda: retrying(c.commit),
                 limit,
                 per_record,
+                cut,
             )
         finally:
             c.close()
@@ -258,20 +277,31 @@ class AioKafka:
         self.aiokafka = aiokafka
         self.bootstrap = bootstrap
 
-    def produce(self, topic, n):
-        async def run():
-            p = self.aiokafka.AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, linger_ms=LINGER_MS, max_batch_size=16384
-            )
-            await p.start()
-            try:
-                futures = [await p.send(topic, str(i).encode()) for i in range(n)]
-                mds = await asyncio.gather(*futures)
-                return [[md.partition, md.offset, str(i)] for i, md in enumerate(mds)]
-            finally:
-                await p.stop()
+    def producer(self, topic):
+        # one event loop for the producer's whole life, run while it sends and closes
+        loop = asyncio.new_event_loop()
+        run = loop.run_until_complete
+        p = run(self.start_producer())
 
-        return asyncio.run(run())
+        async def send_all(values):
+            futures = [await p.send(topic, str(i).encode()) for i in values]
+            mds = await asyncio.gather(*futures)
+            return [[md.partition, md.offset, str(i)] for i, md in zip(values, mds)]
+
+        def close():
+            try:
+                run(p.stop())
+            finally:
+                loop.close()
+
+        return Sender(lambda values: run(send_all(list(values))), close)
+
+    async def start_producer(self):
+        p = self.aiokafka.AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, linger_ms=LINGER_MS, max_batch_size=16384
+        )
+        await p.start()
+        return p
 
     def consumer(self, group, *topics):
         return self.aiokafka.AIOKafkaConsumer(
@@ -283,7 +313,7 @@ class AioKafka:
             session_timeout_ms=10000,
         )
 
-    def consume(self, topic, group, limit, per_record):
+    def consume(self, topic, group, limit, per_record, cut=None):
         from aiokafka.structs import TopicPartition
 
         async def run():
@@ -296,11 +326,13 @@ class AioKafka:
                     for r in records:
                         seen.append([r.partition, r.offset, value_of(r.value)])
                         if per_record:
-                            await c.commit({TopicPartition(r.topic, r.partition): r.offset + 1})
+                            await aretrying(lambda: c.commit({TopicPartition(r.topic, r.partition): r.offset + 1}))
                         if per_record and len(seen) >= limit:
                             return seen
+                        if cut is not None and len(seen) == cut[0]:
+                            await asyncio.get_running_loop().run_in_executor(None, cut[1])
                     if records and not per_record:
-                        await c.commit()
+                        await aretrying(c.commit)
                     if len(seen) >= limit:
                         return seen
                 return seen
@@ -408,9 +440,10 @@ class AioKafka:
 # --- consuming ------------------------------------------------------------------------------------
 
 
-def consume_into(batches, fields, commit_one, commit_all, limit, per_record):
+def consume_into(batches, fields, commit_one, commit_all, limit, per_record, cut=None):
     """Reads `batches` (lists of records) until `limit` records: each record's fields into the
-    result, committing each record (per_record) or each batch once its records are read."""
+    result, committing each record (per_record) or each batch once its records are read.
+    `cut`, (count, fn): fn() once `count` records are read and committed."""
     seen = []
     for batch in batches:
         for record in batch:
@@ -419,6 +452,8 @@ def consume_into(batches, fields, commit_one, commit_all, limit, per_record):
                 commit_one(record)
                 if len(seen) >= limit:
                     return seen
+            if cut is not None and len(seen) == cut[0]:
+                cut[1]()
         if batch and not per_record:
             commit_all()
         if len(seen) >= limit:
@@ -467,6 +502,59 @@ def described(state, members, survivor):
     return {"state": str(state), "members": [str(m) for m in members], "survivor": survivor}
 
 
+# --- producing, retrying, the harness's cuts -----------------------------------------------------
+
+
+class Sender:
+    """A producer kept open across calls: send(values) returns what was acknowledged."""
+
+    def __init__(self, send, close):
+        self.send = send
+        self.close = close
+
+
+STATS = {"commit_retries": 0}
+
+
+def retrying(fn):
+    """fn(), again every 0.2 s while it raises, for up to DEADLINE seconds: a service's commit
+    through a broker that is away."""
+    start = time.monotonic()
+    while True:
+        try:
+            return fn()
+        except Exception:
+            if time.monotonic() - start > DEADLINE:
+                raise
+            STATS["commit_retries"] += 1
+            time.sleep(0.2)
+
+
+async def aretrying(fn):
+    start = time.monotonic()
+    while True:
+        try:
+            return await fn()
+        except Exception:
+            if time.monotonic() - start > DEADLINE:
+                raise
+            STATS["commit_retries"] += 1
+            await asyncio.sleep(0.2)
+
+
+def cut(what):
+    """Asks the harness to take the broker away, and returns once it is away."""
+    sys.stdout.write(f"cut {what}\n")
+    sys.stdout.flush()
+    answer = sys.stdin.readline().strip()
+    if answer != "down":
+        raise RuntimeError(f"the harness answered {answer!r} to `cut {what}`")
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
 # --- bounded polling ------------------------------------------------------------------------------
 
 
@@ -501,17 +589,24 @@ async def apolls(poll):
 # --- cases ----------------------------------------------------------------------------------------
 
 CLIENTS = {"confluent-kafka": Confluent, "kafka-python": KafkaPython, "aiokafka": AioKafka}
-CASES = ("resume-record", "resume-batch", "rejoin", "seek", "end", "describe")
+CASES = ("resume-record", "resume-batch", "rejoin", "seek", "end", "describe", "outage", "restart")
 
 
 def run(client, case, topic, group, n):
-    produced = client.produce(topic, n)
-    out = {"produced": produced, "phases": [], "limits": []}
+    out = {"produced": [], "phases": [], "limits": []}
 
-    def phase(limit, per_record):
+    def phase(limit, per_record, cut=None):
         out["limits"].append(limit)
-        out["phases"].append(client.consume(topic, group, limit, per_record))
+        out["phases"].append(client.consume(topic, group, limit, per_record, cut))
 
+    if case in ("outage", "restart"):
+        return across_cuts(client, topic, phase, out, n)
+    producer = client.producer(topic)
+    try:
+        out["produced"] = producer.send(range(n))
+    finally:
+        producer.close()
+    produced = out["produced"]
     if case in ("resume-record", "resume-batch"):
         per_record = case == "resume-record"
         phase(int(n * LIMIT_SHARE), per_record)
@@ -534,6 +629,29 @@ def run(client, case, topic, group, n):
     elif case == "describe":
         out["phases"], out["described"] = client.describe(topic, group, n)
         out["limits"] = [n // 6, 0]
+    return out
+
+
+def across_cuts(client, topic, phase, out, n):
+    """The outage and restart cases: the producer and a consumer each carry on through the
+    broker's absence; a last consumer resumes from what was committed."""
+    half = n // 2
+    producer = client.producer(topic)
+    try:
+        out["produced"] = producer.send(range(half))
+        cut("produce")
+        out["produced"] += producer.send(range(half, n))
+        out["done"] = {"produce": now_ms()}
+    finally:
+        producer.close()
+
+    def consume_cut():
+        cut("consume")
+
+    phase(half, True, (half // 2, consume_cut))
+    out["done"]["consume"] = now_ms()
+    phase(n, True)
+    out["commit_retries"] = STATS["commit_retries"]
     return out
 
 

@@ -4,9 +4,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::conformance::{self, Case, Client, Outcome, Row, Tools};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use crate::conformance::{self, Case, Client, Disrupt, Outcome, Row, Tools};
 use crate::exit_codes;
-use crate::infra::{InfraError, cache_dir};
+use crate::infra::{DependencyKind, Infra, InfraError, LifecycleAction, cache_dir};
 use crate::process::which;
 use crate::signal::SignalHandler;
 
@@ -74,8 +77,9 @@ pub(super) async fn conformance(args: ConformanceArgs) -> Result<i32, CliError> 
                 client.as_str(),
                 case.as_str()
             );
+            let mut away = Away(&mut infra);
             let row = tokio::select! {
-                row = conformance::run_case(&tools, &bootstrap, *client, *case, args.records, &run_id) => row,
+                row = conformance::run_case(&tools, &bootstrap, *client, *case, args.records, &run_id, &mut away) => row,
                 _ = signals.recv() => { interrupted = true; break 'all; }
             };
             if args.json {
@@ -103,4 +107,48 @@ pub(super) async fn conformance(args: ConformanceArgs) -> Result<i32, CliError> 
     } else {
         exit_codes::OK
     })
+}
+
+/// Takes the backend's broker away: its fault proxy down and up for an outage, the broker
+/// stopped and started again for a restart.
+struct Away<'a>(&'a mut Infra);
+
+impl Away<'_> {
+    async fn act(&mut self, action: LifecycleAction) -> Result<(), String> {
+        self.0
+            .act(DependencyKind::Kafka, action)
+            .await
+            .map_err(|e| format!("the broker's {}: {e}", action.as_str()))
+    }
+}
+
+impl Disrupt for Away<'_> {
+    fn away(&mut self, case: Case) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            match case {
+                Case::Restart => self.act(LifecycleAction::Stop).await,
+                _ => {
+                    self.0.proxy(DependencyKind::Kafka).switch().down();
+                    Ok(())
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn back(&mut self, case: Case) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            match case {
+                Case::Restart => self.act(LifecycleAction::Start).await,
+                _ => {
+                    let switch = self.0.proxy(DependencyKind::Kafka).switch();
+                    switch
+                        .up()
+                        .await
+                        .map_err(|e| format!("the proxy's up: {e}"))
+                }
+            }
+        }
+        .boxed()
+    }
 }

@@ -92,16 +92,26 @@ pub enum Case {
     /// Two consumers share the group; the first closes (leaves), the second reads the rest;
     /// DescribeGroups then lists the second alone, in state Stable.
     Describe,
+    /// The client reaches the broker through the fault proxy, which goes down for
+    /// [`AWAY`] twice: while the producer sends its second half, and while a consumer
+    /// committing each record is mid-way. Both carry on once it is back; a new consumer
+    /// resumes exactly.
+    Outage,
+    /// The same with the broker itself stopped and started again in place of the outage:
+    /// what was acknowledged and committed before must still be there.
+    Restart,
 }
 
 impl Case {
-    pub const ALL: [Case; 6] = [
+    pub const ALL: [Case; 8] = [
         Case::ResumeRecord,
         Case::ResumeBatch,
         Case::Rejoin,
         Case::Seek,
         Case::End,
         Case::Describe,
+        Case::Outage,
+        Case::Restart,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,8 +122,65 @@ impl Case {
             Case::Seek => "seek",
             Case::End => "end",
             Case::Describe => "describe",
+            Case::Outage => "outage",
+            Case::Restart => "restart",
         }
     }
+
+    /// Whether the harness takes the broker away during the case.
+    pub fn cuts(self) -> bool {
+        matches!(self, Case::Outage | Case::Restart)
+    }
+}
+
+/// How long the broker stays away at each cut of the outage and restart cases.
+pub const AWAY: Duration = Duration::from_secs(3);
+
+/// The harness's side of the outage and restart cases: takes the broker away (the proxy
+/// down, or the broker stopped) and brings it back.
+pub trait Disrupt: Send {
+    fn away(&mut self, case: Case) -> futures::future::BoxFuture<'_, Result<(), String>>;
+    fn back(&mut self, case: Case) -> futures::future::BoxFuture<'_, Result<(), String>>;
+}
+
+/// One cut as the harness made it: what the client was doing, and when the broker went away
+/// and came back (milliseconds since the epoch, the clock the clients report in).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct Cut {
+    pub what: String,
+    pub away_ms: u64,
+    pub back_ms: u64,
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Takes the broker away for `what`, calls `told` (which tells the client it is away), holds
+/// it away for [`AWAY`] and brings it back, whatever `told` answered.
+pub async fn cut<F>(
+    disrupt: &mut dyn Disrupt,
+    case: Case,
+    what: &str,
+    told: F,
+) -> Result<Cut, String>
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    disrupt.away(case).await?;
+    let away_ms = now_ms();
+    let told = told.await;
+    tokio::time::sleep(AWAY).await;
+    disrupt.back(case).await?;
+    told?;
+    Ok(Cut {
+        what: what.to_owned(),
+        away_ms,
+        back_ms: now_ms(),
+    })
 }
 
 /// A record as a client saw it: partition, offset, value.
@@ -139,6 +206,16 @@ pub struct Observations {
     /// What DescribeGroups answered for the group once the first consumer had left.
     #[serde(default)]
     pub described: Option<Described>,
+    /// The outage and restart cases: when the client's work across each cut ended (epoch
+    /// ms), by what it was doing.
+    #[serde(default)]
+    pub done: BTreeMap<String, u64>,
+    /// How many times the client's commits were tried again while the broker was away.
+    #[serde(default)]
+    pub commit_retries: usize,
+    /// The cuts the harness made (never from the client).
+    #[serde(default, skip_deserializing)]
+    pub cuts: Vec<Cut>,
 }
 
 /// A group as DescribeGroups lists it, and the member that was to be in it.
@@ -214,6 +291,16 @@ pub fn judge(case: Case, obs: &Observations) -> (Outcome, String) {
     match case {
         Case::ResumeRecord | Case::ResumeBatch | Case::Rejoin => {
             judge_exactly_once(&produced, obs, produced.keys().copied().collect())
+        }
+        Case::Outage | Case::Restart => {
+            let (outcome, read) =
+                judge_exactly_once(&produced, obs, produced.keys().copied().collect());
+            let (crossed, uncrossed) = crossings(obs);
+            match (outcome, uncrossed.is_empty()) {
+                (Outcome::Pass, true) => (Outcome::Pass, format!("{read}; {crossed}")),
+                (_, true) => (Outcome::Fail, format!("{read}; {crossed}")),
+                _ => (Outcome::Fail, format!("{read}; {}", uncrossed.join("; "))),
+            }
         }
         Case::Describe => {
             let (outcome, read) =
@@ -316,6 +403,40 @@ pub fn judge(case: Case, obs: &Observations) -> (Outcome, String) {
     }
 }
 
+/// Whether the producer and the consumer each carried on through a cut: a cut the harness
+/// made, and the client's work across it ending after the broker came back. Returns what
+/// crossed, and what did not.
+fn crossings(obs: &Observations) -> (String, Vec<String>) {
+    let mut uncrossed = Vec::new();
+    let mut crossed = Vec::new();
+    for what in ["produce", "consume"] {
+        let Some(cut) = obs.cuts.iter().find(|c| c.what == what) else {
+            uncrossed.push(format!("the broker was never taken away during the {what}"));
+            continue;
+        };
+        match obs.done.get(what) {
+            Some(done) if *done >= cut.back_ms => crossed.push(format!(
+                "{what} ended {} ms after the broker's {} ms away",
+                done - cut.back_ms,
+                cut.back_ms.saturating_sub(cut.away_ms)
+            )),
+            Some(done) => uncrossed.push(format!(
+                "the {what} ended {} ms before the broker came back: the cut was not crossed",
+                cut.back_ms - done
+            )),
+            None => uncrossed.push(format!("the client did not say when the {what} ended")),
+        }
+    }
+    (
+        format!(
+            "{} (commits tried again {} times)",
+            crossed.join(", "),
+            obs.commit_retries
+        ),
+        uncrossed,
+    )
+}
+
 /// Every `expected` record read exactly once, with its produced value, and each consumer but
 /// the last read its share before it closed.
 fn judge_exactly_once(
@@ -403,7 +524,8 @@ pub struct Tools {
     pub workdir: PathBuf,
 }
 
-/// Runs one case with one client against `bootstrap` on a new topic, and judges it.
+/// Runs one case with one client against `bootstrap` on a new topic, and judges it;
+/// `disrupt` takes the broker away where the case asks.
 pub async fn run_case(
     tools: &Tools,
     bootstrap: &str,
@@ -411,6 +533,7 @@ pub async fn run_case(
     case: Case,
     records: usize,
     run_id: &str,
+    disrupt: &mut dyn Disrupt,
 ) -> Row {
     let row = |outcome, evidence| Row {
         client,
@@ -429,9 +552,9 @@ pub async fn run_case(
         return row(Outcome::Fail, format!("topic not created: {e}"));
     }
     let observed = match client {
-        Client::Rdkafka => rdkafka::run(bootstrap, &topic, case, records).await,
+        Client::Rdkafka => rdkafka::run(bootstrap, &topic, case, records, disrupt).await,
         Client::Kcat => kcat_case(tools, bootstrap, &topic, case, records).await,
-        _ => python_case(tools, bootstrap, &topic, client, case, records).await,
+        _ => python_case(tools, bootstrap, &topic, client, case, records, disrupt).await,
     };
     match observed {
         Ok(obs) => {
@@ -449,6 +572,7 @@ async fn python_case(
     client: Client,
     case: Case,
     records: usize,
+    disrupt: &mut dyn Disrupt,
 ) -> Result<Observations, String> {
     let script = tools.workdir.join("clients.py");
     if !script.exists() {
@@ -462,9 +586,74 @@ async fn python_case(
         .args(["--topic", topic, "--group", &format!("{topic}-group")])
         .args(["--records", &records.to_string()])
         .env("PYTHONPATH", path);
-    let out = output(cmd).await?;
-    serde_json::from_str(out.lines().last().unwrap_or_default())
-        .map_err(|e| format!("the client's report is not JSON ({e}): {out:.200}"))
+    let (out, cuts) = if case.cuts() {
+        tokio::time::timeout(CASE_TIMEOUT, cut_as_asked(cmd, case, disrupt))
+            .await
+            .map_err(|_| format!("python3 did not finish in {}s", CASE_TIMEOUT.as_secs()))??
+    } else {
+        (output(cmd).await?, Vec::new())
+    };
+    let mut obs: Observations = serde_json::from_str(out.lines().last().unwrap_or_default())
+        .map_err(|e| format!("the client's report is not JSON ({e}): {out:.200}"))?;
+    obs.cuts = cuts;
+    Ok(obs)
+}
+
+/// Runs a client that asks for cuts: each `cut WHAT` line it prints takes the broker away,
+/// `down` on its stdin tells it so, and the broker comes back [`AWAY`] later. Returns its
+/// stdout and the cuts made.
+async fn cut_as_asked(
+    mut cmd: tokio::process::Command,
+    case: Case,
+    disrupt: &mut dyn Disrupt,
+) -> Result<(String, Vec<Cut>), String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start python3: {e}"))?;
+    let (Some(mut stdin), Some(stdout), Some(mut stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err("python3: no pipes".into());
+    };
+    // Drained all along: a client that logs its reconnects must never block on a full pipe.
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let (mut out, mut cuts) = (String::new(), Vec::new());
+    while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
+        match line.strip_prefix("cut ") {
+            Some(what) if cuts.len() < 2 => {
+                let told = async {
+                    stdin
+                        .write_all(b"down\n")
+                        .await
+                        .map_err(|e| format!("python3: stdin: {e}"))
+                };
+                cuts.push(cut(disrupt, case, what, told).await?);
+            }
+            _ => {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+    }
+    let status = child.wait().await.map_err(|e| format!("python3: {e}"))?;
+    let errors = errors.await.unwrap_or_default();
+    if !status.success() {
+        return Err(format!(
+            "python3 exited with {status}: {}",
+            last_lines(&errors)
+        ));
+    }
+    Ok((out, cuts))
 }
 
 async fn kcat_case(
@@ -616,14 +805,19 @@ async fn input_output(mut cmd: tokio::process::Command, input: String) -> Result
         Ok(stdout)
     } else {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         Err(format!(
             "{program} exited with {}: {}",
             out.status,
-            tail.join(" | ")
+            last_lines(&stderr)
         ))
     }
+}
+
+/// The last 3 lines of a client's stderr, on one line: why it failed.
+fn last_lines(stderr: &str) -> String {
+    let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    tail.join(" | ")
 }
 
 /// The table: a row per client and case, with the evidence.
@@ -818,5 +1012,51 @@ mod tests {
         assert_eq!(judge(Case::ResumeRecord, &obs).0, Outcome::Fail);
         assert_eq!(judge(Case::Seek, &obs).0, Outcome::Fail);
         assert_eq!(judge(Case::End, &obs).0, Outcome::Fail);
+    }
+
+    /// An outage row passes only when the harness cut the broker during both the produce and
+    /// the consume, and each carried on until after it came back.
+    #[test]
+    fn an_outage_row_needs_both_cuts_crossed() {
+        let mut obs = Observations {
+            produced: produced(30),
+            done: [("produce".into(), 5_000), ("consume".into(), 9_000)].into(),
+            ..Default::default()
+        };
+        split(&mut obs, 10);
+        let cut = |what: &str, away_ms, back_ms| Cut {
+            what: what.into(),
+            away_ms,
+            back_ms,
+        };
+        // hostile: a client that never asked for a cut
+        let (outcome, evidence) = judge(Case::Outage, &obs);
+        assert_eq!(outcome, Outcome::Fail);
+        assert!(
+            evidence.contains("the broker was never taken away during the produce"),
+            "{evidence}"
+        );
+        obs.cuts = vec![cut("produce", 1_000, 4_000), cut("consume", 6_000, 9_000)];
+        let (outcome, evidence) = judge(Case::Outage, &obs);
+        assert_eq!(outcome, Outcome::Pass, "{evidence}");
+        assert!(
+            evidence.contains("produce ended 1000 ms after the broker's 3000 ms away"),
+            "{evidence}"
+        );
+        // hostile: a consumer that said it was done while the broker was still away (it
+        // went on without the broker, or the cut came after its work)
+        obs.done.insert("consume".into(), 8_000);
+        let (outcome, evidence) = judge(Case::Restart, &obs);
+        assert_eq!(outcome, Outcome::Fail);
+        assert!(
+            evidence.contains("the consume ended 1000 ms before the broker came back"),
+            "{evidence}"
+        );
+        // crossed, but a record lost across the cut
+        obs.done.insert("consume".into(), 9_500);
+        obs.phases[1].pop();
+        let (outcome, evidence) = judge(Case::Restart, &obs);
+        assert_eq!(outcome, Outcome::Fail);
+        assert!(evidence.contains("1 never delivered"), "{evidence}");
     }
 }

@@ -3,6 +3,7 @@
 //! loop would. Reports observations only; [`super::judge`] decides.
 
 use std::ffi::CString;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -11,11 +12,14 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Case, Observations, Seen};
+use super::{Case, Disrupt, Observations, Seen, cut, now_ms};
 use crate::kafka::client_config as config;
 
 /// The same bounds as the Python clients: see `conformance/clients.py`.
 const IDLE: Duration = Duration::from_secs(6);
+/// How long a consumer waits without a record in the outage and restart cases: the broker's
+/// absence and the client's reconnect backoff included.
+const IDLE_ACROSS_CUTS: Duration = Duration::from_secs(20);
 const FIRST: Duration = Duration::from_secs(30);
 const DEADLINE: Duration = Duration::from_secs(90);
 /// Records a per-batch consumer reads between commits (the Python clients' poll size).
@@ -32,18 +36,25 @@ pub(super) async fn run(
     topic: &str,
     case: Case,
     records: usize,
+    disrupt: &mut dyn Disrupt,
 ) -> Result<Observations, String> {
+    if case.cuts() {
+        return across_cuts(bootstrap, topic, case, records, disrupt).await;
+    }
+    let producer = producer(bootstrap)?;
     let mut obs = Observations {
-        produced: produce(bootstrap, topic, records).await?,
+        produced: send(&producer, topic, 0..records).await?,
         ..Observations::default()
     };
     let group = format!("{topic}-group");
     let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
     // The consumers block on their polls, as a service's loop does: off the runtime.
     tokio::task::spawn_blocking(move || {
+        let retries = AtomicUsize::new(0);
         let mut phase = |limit: usize, per_record: bool| -> Result<(), String> {
             obs.limits.push(limit);
-            let seen = consume(&bootstrap, &topic, &group, limit, per_record)?;
+            let reading = Reading::new(&bootstrap, &topic, &group, &retries);
+            let seen = reading.consume(limit, per_record, None)?;
             obs.phases.push(seen);
             Ok(())
         };
@@ -74,8 +85,8 @@ pub(super) async fn run(
                 commit_at(&bootstrap, &topic, &group, &at)?;
                 obs.committed = at.iter().map(|(p, o)| (p.to_string(), *o)).collect();
                 obs.limits.push(records);
-                obs.phases
-                    .push(consume(&bootstrap, &topic, &group, records, true)?);
+                let reading = Reading::new(&bootstrap, &topic, &group, &retries);
+                obs.phases.push(reading.consume(records, true, None)?);
             }
             Case::End => {
                 let partitions: std::collections::BTreeSet<i32> =
@@ -83,6 +94,7 @@ pub(super) async fn run(
                 obs.ends = ends(&bootstrap, &topic, &partitions)?;
             }
             Case::Describe => describe(&bootstrap, &topic, &group, records, &mut obs)?,
+            Case::Outage | Case::Restart => unreachable!("run across the cuts above"),
         }
         Ok(obs)
     })
@@ -90,27 +102,122 @@ pub(super) async fn run(
     .map_err(|e| format!("rdkafka: the consumers' thread: {e}"))?
 }
 
-/// A batching producer: linger 50 ms, up to 100 records a batch, every send in flight at once.
-async fn produce(bootstrap: &str, topic: &str, records: usize) -> Result<Vec<Seen>, String> {
-    let producer: FutureProducer = config(bootstrap)
+/// A batching producer: linger 50 ms, up to 100 records a batch.
+fn producer(bootstrap: &str) -> Result<FutureProducer, String> {
+    config(bootstrap)
         .set("linger.ms", "50")
         .set("batch.num.messages", "100")
         .set("enable.idempotence", "false")
         .create()
-        .map_err(failed("producer"))?;
-    let values: Vec<String> = (0..records).map(|i| i.to_string()).collect();
+        .map_err(failed("producer"))
+}
+
+/// Sends the values `values`, every send in flight at once: what was acknowledged.
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    values: std::ops::Range<usize>,
+) -> Result<Vec<Seen>, String> {
+    let values: Vec<String> = values.map(|i| i.to_string()).collect();
     let sends = values.iter().map(|value| {
         producer.send(
             FutureRecord::<(), _>::to(topic).payload(value),
             Duration::from_secs(30),
         )
     });
-    let mut acked = Vec::with_capacity(records);
+    let mut acked = Vec::with_capacity(values.len());
     for (value, sent) in values.iter().zip(join_all(sends).await) {
         let delivery = sent.map_err(|(e, _)| format!("rdkafka: produce: {e}"))?;
         acked.push((delivery.partition, delivery.offset, value.clone()));
     }
     Ok(acked)
+}
+
+/// The outage and restart cases, as `conformance/clients.py` runs them: the producer sends
+/// its second half while the broker is away; a consumer committing each record is cut
+/// mid-way and reads on; a new consumer resumes from what was committed.
+async fn across_cuts(
+    bootstrap: &str,
+    topic: &str,
+    case: Case,
+    records: usize,
+    disrupt: &mut dyn Disrupt,
+) -> Result<Observations, String> {
+    let half = records / 2;
+    let producer = producer(bootstrap)?;
+    let mut obs = Observations {
+        produced: send(&producer, topic, 0..half).await?,
+        ..Observations::default()
+    };
+    let (away_tx, away_rx) = tokio::sync::oneshot::channel();
+    let second = async {
+        away_rx
+            .await
+            .map_err(|_| "rdkafka: the broker was never taken away".to_owned())?;
+        let acked = send(&producer, topic, half..records).await?;
+        Ok::<_, String>((acked, now_ms()))
+    };
+    let told = async {
+        away_tx
+            .send(())
+            .map_err(|()| "rdkafka: the producer was gone".to_owned())
+    };
+    let (sent, produce_cut) = tokio::join!(second, cut(disrupt, case, "produce", told));
+    let (acked, done) = sent?;
+    obs.produced.extend(acked);
+    obs.done.insert("produce".into(), done);
+    obs.cuts.push(produce_cut?);
+
+    // The consumer blocks on its polls off the runtime; it asks for its cut through a
+    // channel and waits for the answer.
+    let (ask_tx, mut ask_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let (down_tx, down_rx) = std::sync::mpsc::channel::<()>();
+    let (b, t, g) = (
+        bootstrap.to_owned(),
+        topic.to_owned(),
+        format!("{topic}-group"),
+    );
+    let reader = tokio::task::spawn_blocking(move || {
+        let retries = AtomicUsize::new(0);
+        let mut ask = || {
+            ask_tx
+                .blocking_send(())
+                .map_err(|_| "rdkafka: nobody to cut the broker".to_owned())?;
+            down_rx
+                .recv()
+                .map_err(|_| "rdkafka: the broker was never taken away".to_owned())
+        };
+        let reading = Reading {
+            idle: IDLE_ACROSS_CUTS,
+            ..Reading::new(&b, &t, &g, &retries)
+        };
+        let first = reading.consume(half, true, Some((half / 2, &mut ask)))?;
+        let done = now_ms();
+        let rest = reading.consume(records, true, None)?;
+        Ok::<_, String>((first, done, rest, retries.into_inner()))
+    });
+    let consume_cut = async {
+        match ask_rx.recv().await {
+            Some(()) => {
+                let told = async {
+                    down_tx
+                        .send(())
+                        .map_err(|_| "rdkafka: the consumer was gone".to_owned())
+                };
+                cut(disrupt, case, "consume", told).await.map(Some)
+            }
+            None => Ok(None),
+        }
+    };
+    let (read, consume_cut) = tokio::join!(reader, consume_cut);
+    let (first, done, rest, retries) =
+        read.map_err(|e| format!("rdkafka: the consumers' thread: {e}"))??;
+    obs.limits = vec![half, records];
+    obs.phases = vec![first, rest];
+    obs.done.insert("consume".into(), done);
+    obs.commit_retries = retries;
+    obs.cuts.extend(consume_cut?);
+    Ok(obs)
 }
 
 fn consumer(bootstrap: &str, group: &str) -> Result<BaseConsumer, String> {
@@ -123,50 +230,105 @@ fn consumer(bootstrap: &str, group: &str) -> Result<BaseConsumer, String> {
         .map_err(failed("consumer"))
 }
 
-/// Reads up to `limit` records in `group`, committing each (per_record) or every
-/// [`POLL_BATCH`] records and at the end; the consumer leaves the group when dropped.
-fn consume(
-    bootstrap: &str,
-    topic: &str,
-    group: &str,
-    limit: usize,
-    per_record: bool,
-) -> Result<Vec<Seen>, String> {
-    let consumer = consumer(bootstrap, group)?;
-    consumer.subscribe(&[topic]).map_err(failed("subscribe"))?;
-    let start = Instant::now();
-    let mut last: Option<Instant> = None;
-    let mut seen = Vec::new();
-    let mut uncommitted = 0;
-    while seen.len() < limit {
-        let quiet = last.unwrap_or(start).elapsed();
-        if quiet > last.map_or(FIRST, |_| IDLE) || start.elapsed() > DEADLINE {
-            break;
+/// What a consumer calls to have the broker taken away: it returns once it is away.
+type AskCut<'a> = dyn FnMut() -> Result<(), String> + 'a;
+
+/// A consumer's reading of `topic` in `group`: how long it waits for records, and where it
+/// counts the commits it had to try again.
+struct Reading<'a> {
+    bootstrap: &'a str,
+    topic: &'a str,
+    group: &'a str,
+    idle: Duration,
+    retries: &'a AtomicUsize,
+}
+
+impl<'a> Reading<'a> {
+    fn new(bootstrap: &'a str, topic: &'a str, group: &'a str, retries: &'a AtomicUsize) -> Self {
+        Reading {
+            bootstrap,
+            topic,
+            group,
+            idle: IDLE,
+            retries,
         }
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
+    }
+
+    /// Reads up to `limit` records, committing each (per_record) or every [`POLL_BATCH`]
+    /// records and at the end; `cut`, (count, ask): ask() once `count` records are read and
+    /// committed. The consumer leaves the group when dropped.
+    fn consume(
+        &self,
+        limit: usize,
+        per_record: bool,
+        mut cut: Option<(usize, &mut AskCut<'_>)>,
+    ) -> Result<Vec<Seen>, String> {
+        let consumer = consumer(self.bootstrap, self.group)?;
+        consumer
+            .subscribe(&[self.topic])
+            .map_err(failed("subscribe"))?;
+        let start = Instant::now();
+        let mut last: Option<Instant> = None;
+        let mut seen = Vec::new();
+        let mut uncommitted = 0;
+        let commit_state = || {
+            retrying(self.retries, || {
+                consumer.commit_consumer_state(CommitMode::Sync)
+            })
         };
-        let message = message.map_err(failed("poll"))?;
-        last = Some(Instant::now());
-        seen.push(seen_of(&message));
-        if per_record {
-            commit_after(&consumer, topic, &message)?;
-        } else {
-            uncommitted += 1;
-            if uncommitted == POLL_BATCH {
-                consumer
-                    .commit_consumer_state(CommitMode::Sync)
-                    .map_err(failed("commit"))?;
-                uncommitted = 0;
+        while seen.len() < limit {
+            let quiet = last.unwrap_or(start).elapsed();
+            if quiet > last.map_or(FIRST, |_| self.idle) || start.elapsed() > DEADLINE {
+                break;
+            }
+            let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            let Ok(message) = message else {
+                // a transport error while the broker is away: the client reconnects
+                continue;
+            };
+            last = Some(Instant::now());
+            seen.push(seen_of(&message));
+            if per_record {
+                commit_after(&consumer, self.topic, &message, self.retries)?;
+            } else {
+                uncommitted += 1;
+                if uncommitted == POLL_BATCH {
+                    commit_state()?;
+                    uncommitted = 0;
+                }
+            }
+            if let Some((count, ask)) = cut.as_mut()
+                && seen.len() == *count
+            {
+                ask()?;
+            }
+        }
+        if uncommitted > 0 {
+            commit_state()?;
+        }
+        Ok(seen)
+    }
+}
+
+/// `commit()`, again every 200 ms while it fails, for up to [`DEADLINE`]: a service's commit
+/// through a broker that is away. Counts each retry in `retries`.
+fn retrying(
+    retries: &AtomicUsize,
+    commit: impl Fn() -> rdkafka::error::KafkaResult<()>,
+) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        match commit() {
+            Ok(()) => return Ok(()),
+            Err(e) if start.elapsed() > DEADLINE => return Err(failed("commit")(e)),
+            Err(_) => {
+                retries.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(200));
             }
         }
     }
-    if uncommitted > 0 {
-        consumer
-            .commit_consumer_state(CommitMode::Sync)
-            .map_err(failed("commit"))?;
-    }
-    Ok(seen)
 }
 
 /// Polls once and commits what came: `None` when nothing did.
@@ -175,7 +337,7 @@ fn poll_commit(consumer: &BaseConsumer, topic: &str) -> Result<Option<Seen>, Str
         return Ok(None);
     };
     let message = message.map_err(failed("poll"))?;
-    commit_after(consumer, topic, &message)?;
+    commit_after(consumer, topic, &message, &AtomicUsize::new(0))?;
     Ok(Some(seen_of(&message)))
 }
 
@@ -184,6 +346,7 @@ fn commit_after(
     consumer: &BaseConsumer,
     topic: &str,
     message: &rdkafka::message::BorrowedMessage<'_>,
+    retries: &AtomicUsize,
 ) -> Result<(), String> {
     let mut next = TopicPartitionList::new();
     next.add_partition_offset(
@@ -192,9 +355,7 @@ fn commit_after(
         Offset::Offset(message.offset() + 1),
     )
     .map_err(failed("commit"))?;
-    consumer
-        .commit(&next, CommitMode::Sync)
-        .map_err(failed("commit"))
+    retrying(retries, || consumer.commit(&next, CommitMode::Sync))
 }
 
 fn seen_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Seen {

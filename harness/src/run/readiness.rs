@@ -423,12 +423,7 @@ impl Judged<'_> {
             return;
         };
         let ms = |s: &Sample| s.at.duration_since(stop_at).as_millis();
-        let drained: Vec<&Sample> = self
-            .log
-            .samples
-            .iter()
-            .filter(|s| s.at > stop_at)
-            .collect();
+        let drained: Vec<&Sample> = self.log.samples.iter().filter(|s| s.at > stop_at).collect();
         let (early, late): (Vec<&Sample>, Vec<&Sample>) = drained
             .iter()
             .partition(|s| s.at.duration_since(stop_at) < DRAIN_GRACE);
@@ -664,7 +659,10 @@ mod tests {
             (9_000, "not ready while draining (19 polls)"),
             (9_100, "2 poll(s) answered 200 within 250 ms of the stop"),
             (9_250, "/ready answered 200 250 ms after the stop"),
-            (9_600, "/ready answered 200 250 ms after the stop, while draining (8 such polls)"),
+            (
+                9_600,
+                "/ready answered 200 250 ms after the stop, while draining (8 such polls)",
+            ),
         ] {
             let (config, log) = log(|ms| if ms <= until { healthy(ms) } else { Some(503) });
             let said = format!("{:?}", judge(&config, &log));
@@ -672,9 +670,13 @@ mod tests {
         }
         // Ready until the service went, inside the grace: the drain was too short to lie in.
         let (config, mut log) = log(healthy);
-        log.samples.retain(|s| s.at <= log.stop_at.unwrap() + Duration::from_millis(200));
+        log.samples
+            .retain(|s| s.at <= log.stop_at.unwrap() + Duration::from_millis(200));
         let said = format!("{:?}", judge(&config, &log));
-        assert!(said.contains("ready for 200 ms after the stop, then gone"), "{said}");
+        assert!(
+            said.contains("ready for 200 ms after the stop, then gone"),
+            "{said}"
+        );
         log.samples.retain(|s| s.at <= log.stop_at.unwrap());
         let said = format!("{:?}", judge(&config, &log));
         assert!(said.contains("no poll fell in the drain"), "{said}");
