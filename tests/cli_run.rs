@@ -150,33 +150,6 @@ fn bad_scenarios_are_bad_input_with_file_line_and_column() {
     assert!(err.contains("/nonexistent/scenario.toml"), "{err}");
 }
 
-/// A Kafka stop and start on the local backend wiped tansu's in-memory log (three false FAILs
-/// for a correct pipeline) or crashed the harness's librdkafka: refused before the target
-/// starts, with the way to run it, and the infrastructure it started is gone.
-#[test]
-fn a_local_broker_restart_is_refused_and_leaves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("restart.toml");
-    std::fs::write(
-        &path,
-        "[infra]\nbackend = \"local\"\n[target]\ncommand = [\"sleep\", \"30\"]\n[kafka]\n\
-         [[faults]]\ndependency = \"kafka\"\naction = \"kill\"\nat_ms = 100\n",
-    )
-    .unwrap();
-    let (code, _, err) = quiesce(dir.path(), &["run", path.to_str().unwrap()], &[]);
-    assert_eq!(code, exit_codes::BAD_INPUT, "{err}");
-    assert!(
-        err.contains("[[faults]] step 1: `kill kafka`: the local backend's broker (tansu)")
-            && err.contains("Apache Kafka on the containers backend"),
-        "{err}"
-    );
-    assert_eq!(
-        processes_mentioning(dir.path()),
-        Vec::<u32>::new(),
-        "the infrastructure was stopped"
-    );
-}
-
 #[test]
 fn missing_target_program_is_a_missing_prerequisite_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -32,10 +32,14 @@ async fn start_cluster(advertised: SocketAddr) -> Cluster {
     let tansu = find_tansu(&config).unwrap();
     let redis = find_redis_server(&config).unwrap();
     let (kp, rp) = (free_port(), free_port());
-    let kafka = ChildProcess::spawn(&tansu_args(kp, advertised).into_iter().fold(
-        ProcessSpec::new(tansu, dir.path(), dir.path().join("kafka.log")),
-        ProcessSpec::arg,
-    ))
+    let kafka = ChildProcess::spawn(
+        &tansu_args(kp, advertised, &dir.path().join("data"))
+            .into_iter()
+            .fold(
+                ProcessSpec::new(tansu, dir.path(), dir.path().join("kafka.log")),
+                ProcessSpec::arg,
+            ),
+    )
     .unwrap();
     let redis = ChildProcess::spawn(
         &redis_args(rp, &dir.path().to_string_lossy())

@@ -307,9 +307,11 @@ impl ContainerNode {
                 cmd.extend(redis_args(self.port, "/tmp"));
                 image.with_cmd(cmd)
             }
+            // The data in the container's own layer: kept across `docker stop` and start.
             (DependencyKind::Kafka, Some(KafkaFlavor::Tansu)) => image.with_cmd(tansu_args(
                 self.port,
                 self.advertised.unwrap_or(self.addr()),
+                Path::new("/tmp/tansu"),
             )),
             // Apache Kafka in KRaft mode, one node that is broker and controller, as the
             // testcontainers Kafka modules configure it, advertising the proxy to clients.

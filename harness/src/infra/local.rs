@@ -28,9 +28,11 @@ pub fn cached_tansu() -> PathBuf {
         .join("bin/tansu")
 }
 
-/// tansu's arguments: listen on 127.0.0.1:`port`, advertise `advertised`, keep data in memory.
-/// The same for the local backend, tansu images and clusters started by tests.
-pub fn tansu_args(port: u16, advertised: SocketAddr) -> Vec<String> {
+/// tansu's arguments: listen on 127.0.0.1:`port`, advertise `advertised`, keep its topics,
+/// records, offsets and groups in the folder `data` (an absolute path), so that a broker
+/// stopped and started again has them, as a Kafka broker does. The same for the local
+/// backend, tansu images and clusters started by tests.
+pub fn tansu_args(port: u16, advertised: SocketAddr, data: &Path) -> Vec<String> {
     [
         "broker".to_owned(),
         "--listener-url".to_owned(),
@@ -38,7 +40,7 @@ pub fn tansu_args(port: u16, advertised: SocketAddr) -> Vec<String> {
         "--advertised-listener-url".to_owned(),
         format!("tcp://{advertised}"),
         "--storage-engine".to_owned(),
-        "memory://tansu/".to_owned(),
+        format!("file://{}", data.display()),
         "--silent".to_owned(),
     ]
     .into()
@@ -187,6 +189,7 @@ impl LocalNode {
                 port,
                 self.advertised
                     .unwrap_or(SocketAddr::from(([127, 0, 0, 1], port))),
+                &self.cwd.join("data"),
             ),
         };
         args.into_iter().fold(spec, ProcessSpec::arg)

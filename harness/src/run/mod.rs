@@ -62,9 +62,6 @@ pub enum RunError {
     Port(std::io::Error),
     #[error("interrupted while starting the infrastructure; everything started was stopped")]
     Interrupted,
-    /// The scenario asks what this backend cannot do faithfully.
-    #[error("{0}")]
-    Refused(String),
 }
 
 impl RunError {
@@ -83,7 +80,6 @@ impl RunError {
             | RunError::Redis(_)
             | RunError::Port(_) => INFRA_FAILED,
             RunError::Interrupted => INTERRUPTED,
-            RunError::Refused(_) => BAD_INPUT,
         }
     }
 }
@@ -112,40 +108,6 @@ fn new_run_id(name: &str) -> String {
         nanos & 0xffff_ffff
     )
 }
-/// Why `scenario` cannot run faithfully on `backend`: tansu, the local backend's broker (and
-/// the containers backend's, with a tansu image), keeps its records and commits in memory, so
-/// a stop (or kill) and start of Kafka begins it empty where Kafka keeps its log (every Kafka
-/// check would then judge what the broker forgot), and librdkafka 2.12.1, the harness's own
-/// client, has crashed (SIGSEGV in its metadata cache) on the broker that came back.
-pub fn refused_on(scenario: &Scenario, backend: BackendKind) -> Option<String> {
-    let broker = match backend {
-        BackendKind::Local => "the local backend's broker (tansu)".to_owned(),
-        BackendKind::Containers
-            if scenario.infra.kafka_flavor() == crate::infra::KafkaFlavor::Tansu =>
-        {
-            format!(
-                "the containers backend's broker (tansu, image `{}`)",
-                scenario.infra.kafka_image()
-            )
-        }
-        _ => return None,
-    };
-    let (i, step) = scenario.faults.iter().enumerate().find(|(_, step)| {
-        step.dependency == Some(DependencyKind::Kafka)
-            && matches!(
-                step.action.lifecycle(),
-                Some(crate::infra::LifecycleAction::Stop | crate::infra::LifecycleAction::Kill)
-            )
-    })?;
-    Some(format!(
-        "[[faults]] step {}: `{}`: {broker} keeps records and commits in memory, so it would \
-         start again empty where Kafka keeps its log (hint: Apache Kafka on the containers \
-         backend, or an outage with action = \"down\" and \"up\")",
-        i + 1,
-        step.describe()
-    ))
-}
-
 /// Runs `scenario` once and returns its verdict.
 pub async fn run(
     scenario: &Scenario,
@@ -201,14 +163,10 @@ impl Session {
         scenario: &Scenario,
         signals: &mut SignalHandler,
     ) -> Result<Session, RunError> {
-        let mut infra = tokio::select! {
+        let infra = tokio::select! {
             started = Infra::start(&scenario.infra) => started?,
             _ = signals.recv() => return Err(RunError::Interrupted),
         };
-        if let Some(why) = refused_on(scenario, infra.backend()) {
-            infra.close().await?;
-            return Err(RunError::Refused(why));
-        }
         let switches = DependencyKind::ALL
             .into_iter()
             .map(|d| (d, infra.proxy(d).switch()))
@@ -1001,51 +959,4 @@ async fn start_target(
         },
         source,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::scenario::Scenario;
-
-    /// A broker restart on the local backend gave the correct pipeline three FAILs ("processed
-    /// none of the 1305 acknowledged inputs", "1029 of 1029 outputs never reached the output
-    /// topic"), tansu having started empty, or crashed the harness. Only a stop or kill of
-    /// Kafka on the local backend is refused; a proxy outage, Redis, or another backend are not.
-    #[test]
-    fn a_local_broker_restart_is_refused_with_its_reason() {
-        use super::{BackendKind, refused_on};
-        let with = |steps: &str| {
-            let text = format!("[target]\ncommand = [\"svc\"]\n[kafka]\n{steps}");
-            Scenario::parse(std::path::Path::new("s.toml"), &text).unwrap()
-        };
-        let stop = with(
-            "[[faults]]\ndependency = \"kafka\"\naction = \"stop\"\nat_ms = 1500\n[[faults]]\ndependency = \"kafka\"\naction = \"start\"\nat_ms = 4000\n",
-        );
-        let why = refused_on(&stop, BackendKind::Local).unwrap();
-        assert!(
-            why.starts_with("[[faults]] step 1: `stop kafka`: the local backend's broker (tansu)"),
-            "{why}"
-        );
-        assert!(
-            why.contains("Apache Kafka on the containers backend"),
-            "{why}"
-        );
-        let kill = with("[[faults]]\ndependency = \"kafka\"\naction = \"kill\"\n");
-        assert!(refused_on(&kill, BackendKind::Local).is_some());
-        // The containers backend is refused only with a tansu image.
-        let mut apache = stop.clone();
-        apache.infra.kafka.image = Some("apache/kafka-native:3.8.0".into());
-        assert_eq!(refused_on(&apache, BackendKind::Containers), None);
-        let mut tansu = stop.clone();
-        tansu.infra.kafka.image = Some("quiesce-local/tansu:0.6.0".into());
-        let why = refused_on(&tansu, BackendKind::Containers).unwrap();
-        assert!(why.contains("image `quiesce-local/tansu:0.6.0`"), "{why}");
-        assert_eq!(refused_on(&stop, BackendKind::External), None);
-        for fine in [
-            "[[faults]]\ndependency = \"kafka\"\naction = \"down\"\n",
-            "[[faults]]\ndependency = \"redis\"\naction = \"stop\"\n",
-        ] {
-            assert_eq!(refused_on(&with(fine), BackendKind::Local), None, "{fine}");
-        }
-    }
 }

@@ -86,6 +86,11 @@ const ROWS: &[Row] = &[
     // What only the way out can show is off in the SIGKILL file: nothing runs on the way out.
     ("event-pipeline-kill.toml", "correct", false, &[], &[GroupLeft]),
     ("event-pipeline-kill.toml", "commit-before-process", false, &[OffsetsCommitted, NoMessageLoss], &[GroupLeft]),
+    // The broker crashes 200 ms after ready and is back 3 s later, with its log and offsets:
+    // every input processed once. A service that takes the outage for a fatal error quits
+    // with nothing processed, never told to stop; the restart processes everything.
+    ("event-pipeline-broker-restart.toml", "correct", false, &[], &[]),
+    ("event-pipeline-broker-restart.toml", "quits-on-outage", false, &[ExitCode, OffsetsCommitted], &[StopsWithin, ProducerFlushed, GroupLeft]),
     ("event-pipeline.toml", "correct", true, &[], GRAPH),
     ("event-pipeline.toml", "untracked-task", true, &[NoLeakedTasks], GRAPH),
     ("event-pipeline.toml", "no-final-commit", true, &[OffsetsCommitted, NoRedelivery], GRAPH),
@@ -122,6 +127,8 @@ quiesce::row_tests!(check_row {
     drained_producer_not_flushed => ("event-pipeline-drained.toml", "producer-not-flushed", false),
     sigkill_correct => ("event-pipeline-kill.toml", "correct", false),
     sigkill_commit_before_process => ("event-pipeline-kill.toml", "commit-before-process", false),
+    broker_restart_correct => ("event-pipeline-broker-restart.toml", "correct", false),
+    broker_restart_quits_on_outage => ("event-pipeline-broker-restart.toml", "quits-on-outage", false),
 });
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
