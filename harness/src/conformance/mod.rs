@@ -302,104 +302,119 @@ pub fn judge(case: Case, obs: &Observations) -> (Outcome, String) {
                 _ => (Outcome::Fail, format!("{read}; {}", uncrossed.join("; "))),
             }
         }
-        Case::Describe => {
-            let (outcome, read) =
-                judge_exactly_once(&produced, obs, produced.keys().copied().collect());
-            let Some(d) = &obs.described else {
-                return (
-                    Outcome::Fail,
-                    format!("the group was not described; {read}"),
-                );
-            };
-            let listed = format!(
-                "DescribeGroups: state {}, members [{}]",
-                d.state,
-                d.members.join(", ")
-            );
-            let right_member = match &d.survivor {
-                Some(id) => d.members == [id.clone()],
-                None => d.members.len() == 1,
-            };
-            let mut wrong = Vec::new();
-            if !d.state.eq_ignore_ascii_case("stable") {
-                wrong.push("not Stable".to_owned());
-            }
-            if !right_member {
-                wrong.push(match &d.survivor {
-                    Some(id) => format!("the one member left is {id}"),
-                    None => "one member is left".to_owned(),
-                });
-            }
-            match (outcome, wrong.is_empty()) {
-                (Outcome::Pass, true) => {
-                    (Outcome::Pass, format!("{listed} after the leave; {read}"))
-                }
-                _ if wrong.is_empty() => (Outcome::Fail, format!("{listed}; {read}")),
-                _ => (
-                    Outcome::Fail,
-                    format!("{listed} ({}); {read}", wrong.join(", ")),
-                ),
-            }
+        Case::Describe => judge_describe(&produced, obs),
+        Case::Seek => judge_seek(&produced, &ends, obs),
+        Case::End => judge_end(&partitions, &ends, obs),
+    }
+}
+
+/// `describe`: every record once, and DescribeGroups lists the one member left, Stable.
+fn judge_describe(produced: &BTreeMap<(i32, i64), &str>, obs: &Observations) -> (Outcome, String) {
+    let (outcome, read) = judge_exactly_once(produced, obs, produced.keys().copied().collect());
+    let Some(d) = &obs.described else {
+        return (
+            Outcome::Fail,
+            format!("the group was not described; {read}"),
+        );
+    };
+    let listed = format!(
+        "DescribeGroups: state {}, members [{}]",
+        d.state,
+        d.members.join(", ")
+    );
+    let right_member = match &d.survivor {
+        Some(id) => d.members == [id.clone()],
+        None => d.members.len() == 1,
+    };
+    let mut wrong = Vec::new();
+    if !d.state.eq_ignore_ascii_case("stable") {
+        wrong.push("not Stable".to_owned());
+    }
+    if !right_member {
+        wrong.push(match &d.survivor {
+            Some(id) => format!("the one member left is {id}"),
+            None => "one member is left".to_owned(),
+        });
+    }
+    match (outcome, wrong.is_empty()) {
+        (Outcome::Pass, true) => (Outcome::Pass, format!("{listed} after the leave; {read}")),
+        _ if wrong.is_empty() => (Outcome::Fail, format!("{listed}; {read}")),
+        _ => (
+            Outcome::Fail,
+            format!("{listed} ({}); {read}", wrong.join(", ")),
+        ),
+    }
+}
+
+/// `seek`: exactly the records from each committed offset to the end of its partition.
+fn judge_seek(
+    produced: &BTreeMap<(i32, i64), &str>,
+    ends: &BTreeMap<i32, i64>,
+    obs: &Observations,
+) -> (Outcome, String) {
+    let mut expected = BTreeSet::new();
+    for (p, from) in &obs.committed {
+        let Ok(p) = p.parse::<i32>() else {
+            return (Outcome::Fail, format!("committed on partition {p:?}"));
+        };
+        let end = ends.get(&p).copied().unwrap_or(0);
+        expected.extend((*from..end).map(|o| (p, o)));
+    }
+    if obs.committed.is_empty() {
+        return (Outcome::Fail, "no offset was committed".into());
+    }
+    let (outcome, evidence) = judge_exactly_once(produced, obs, expected);
+    let at: Vec<String> = obs
+        .committed
+        .iter()
+        .map(|(p, o)| format!("{p}@{o}"))
+        .collect();
+    (outcome, format!("from {}: {evidence}", at.join(" ")))
+}
+
+/// `end`: ListOffsets' end = the high watermark a fetch reported = what was produced, on
+/// every partition produced to.
+fn judge_end(
+    partitions: &BTreeSet<i32>,
+    ends: &BTreeMap<i32, i64>,
+    obs: &Observations,
+) -> (Outcome, String) {
+    let unreported: Vec<String> = partitions
+        .iter()
+        .map(|p| p.to_string())
+        .filter(|p| !obs.ends.contains_key(p))
+        .collect();
+    if !unreported.is_empty() {
+        return (
+            Outcome::Fail,
+            format!(
+                "no end reported for partition(s) {} produced to",
+                unreported.join(", ")
+            ),
+        );
+    }
+    let mut wrong = Vec::new();
+    let mut right = Vec::new();
+    for (p, (fetch_high, list_end)) in &obs.ends {
+        // a partition nothing was produced to ends at 0
+        let want = p
+            .parse::<i32>()
+            .ok()
+            .map(|p| ends.get(&p).copied().unwrap_or(0));
+        let line = format!("p{p} fetch {fetch_high} list {list_end}");
+        if want == Some(*fetch_high) && want == Some(*list_end) {
+            right.push(line);
+        } else {
+            wrong.push(format!("{line} (produced {})", want.unwrap_or(-1)));
         }
-        Case::Seek => {
-            let mut expected = BTreeSet::new();
-            for (p, from) in &obs.committed {
-                let Ok(p) = p.parse::<i32>() else {
-                    return (Outcome::Fail, format!("committed on partition {p:?}"));
-                };
-                let end = ends.get(&p).copied().unwrap_or(0);
-                expected.extend((*from..end).map(|o| (p, o)));
-            }
-            if obs.committed.is_empty() {
-                return (Outcome::Fail, "no offset was committed".into());
-            }
-            let (outcome, evidence) = judge_exactly_once(&produced, obs, expected);
-            let at: Vec<String> = obs
-                .committed
-                .iter()
-                .map(|(p, o)| format!("{p}@{o}"))
-                .collect();
-            (outcome, format!("from {}: {evidence}", at.join(" ")))
-        }
-        Case::End => {
-            let unreported: Vec<String> = partitions
-                .iter()
-                .map(|p| p.to_string())
-                .filter(|p| !obs.ends.contains_key(p))
-                .collect();
-            if !unreported.is_empty() {
-                return (
-                    Outcome::Fail,
-                    format!(
-                        "no end reported for partition(s) {} produced to",
-                        unreported.join(", ")
-                    ),
-                );
-            }
-            let mut wrong = Vec::new();
-            let mut right = Vec::new();
-            for (p, (fetch_high, list_end)) in &obs.ends {
-                // a partition nothing was produced to ends at 0
-                let want = p
-                    .parse::<i32>()
-                    .ok()
-                    .map(|p| ends.get(&p).copied().unwrap_or(0));
-                let line = format!("p{p} fetch {fetch_high} list {list_end}");
-                if want == Some(*fetch_high) && want == Some(*list_end) {
-                    right.push(line);
-                } else {
-                    wrong.push(format!("{line} (produced {})", want.unwrap_or(-1)));
-                }
-            }
-            if wrong.is_empty() {
-                (
-                    Outcome::Pass,
-                    format!("end = high watermark = produced: {}", right.join(", ")),
-                )
-            } else {
-                (Outcome::Fail, wrong.join(", "))
-            }
-        }
+    }
+    if wrong.is_empty() {
+        (
+            Outcome::Pass,
+            format!("end = high watermark = produced: {}", right.join(", ")),
+        )
+    } else {
+        (Outcome::Fail, wrong.join(", "))
     }
 }
 

@@ -161,7 +161,7 @@ async fn play(
 ) -> Vec<(Instant, String)> {
     let started = Instant::now();
     let mut notes = Vec::new();
-    let mut added: BTreeMap<(DependencyKind, Instance), Vec<String>> = BTreeMap::new();
+    let mut added: Added = BTreeMap::new();
     // Each dependency the schedule stopped, killed or paused: what it did last.
     let mut acted: BTreeMap<DependencyKind, LifecycleAction> = BTreeMap::new();
     let (mut ready_rx, mut stop_rx) = (Some(ready_rx), Some(stop_rx));
@@ -205,34 +205,7 @@ async fn play(
             pending.push(again);
         }
         let step = &removed.step;
-        let outcome = match (step.action, step.dependency) {
-            (Action::Signal, _) => match step.signal {
-                // The target's runner sends it, and says so on the timeline.
-                Some(signal) => reach
-                    .signals
-                    .send(signal)
-                    .map_err(|_| "the target is gone".to_owned()),
-                None => Err("no signal named".to_owned()),
-            },
-            (_, None) => Err("no dependency named".to_owned()),
-            (action, Some(dependency)) => match (action.lifecycle(), &reach.infra) {
-                (Some(lifecycle), Some(infra)) => {
-                    let acting = infra.lock().await.act(dependency, lifecycle).await;
-                    if acting.is_ok() {
-                        acted.insert(dependency, lifecycle);
-                    }
-                    acting.map_err(|e| e.to_string())
-                }
-                (Some(_), None) => Err("this run has no hold on the dependencies".to_owned()),
-                (None, _) => {
-                    let key = (dependency, step.instance);
-                    match reach.proxies.get(&key) {
-                        Some(proxy) => apply(step, proxy, added.entry(key).or_default()).await,
-                        None => Err("no such proxy".to_owned()),
-                    }
-                }
-            },
-        };
+        let outcome = act(step, &reach, &mut acted, &mut added).await;
         let at = Instant::now();
         let nth = removed.nth();
         notes.push((
@@ -248,25 +221,83 @@ async fn play(
             },
         ));
     }
-    // A step repeated until the run ends is not "not played" for its next time; one with a
-    // count left, or never played at all, is.
-    for rest in pending
-        .iter()
-        .filter(|rest| rest.played == 0 || rest.step.times.is_some())
-    {
-        notes.push((
-            Instant::now(),
-            format!(
-                "fault not played: {} at {} + {} ms{} (the run ended first)",
-                rest.step.describe(),
-                rest.step.after,
-                rest.step.at_ms,
-                rest.nth()
-            ),
-        ));
-    }
+    notes.extend(not_played(&pending));
     // The run may go on after the last step; what the schedule did stays until it ends.
     done.cancelled().await;
+    notes.extend(undo(&reach, acted, &added).await);
+    notes
+}
+
+/// The toxics added, by proxy.
+type Added = BTreeMap<(DependencyKind, Instance), Vec<String>>;
+
+/// Plays one step: a signal to the target, an action on a dependency (recorded in `acted`,
+/// to be undone), or a proxy fault (its toxic recorded in `added`).
+async fn act(
+    step: &FaultStep,
+    reach: &Reachable,
+    acted: &mut BTreeMap<DependencyKind, LifecycleAction>,
+    added: &mut Added,
+) -> Result<(), String> {
+    match (step.action, step.dependency) {
+        (Action::Signal, _) => match step.signal {
+            // The target's runner sends it, and says so on the timeline.
+            Some(signal) => reach
+                .signals
+                .send(signal)
+                .map_err(|_| "the target is gone".to_owned()),
+            None => Err("no signal named".to_owned()),
+        },
+        (_, None) => Err("no dependency named".to_owned()),
+        (action, Some(dependency)) => match (action.lifecycle(), &reach.infra) {
+            (Some(lifecycle), Some(infra)) => {
+                let acting = infra.lock().await.act(dependency, lifecycle).await;
+                if acting.is_ok() {
+                    acted.insert(dependency, lifecycle);
+                }
+                acting.map_err(|e| e.to_string())
+            }
+            (Some(_), None) => Err("this run has no hold on the dependencies".to_owned()),
+            (None, _) => {
+                let key = (dependency, step.instance);
+                match reach.proxies.get(&key) {
+                    Some(proxy) => apply(step, proxy, added.entry(key).or_default()).await,
+                    None => Err("no such proxy".to_owned()),
+                }
+            }
+        },
+    }
+}
+
+/// The steps left when the run ended. A step repeated until the run ends is not "not played"
+/// for its next time; one with a count left, or never played at all, is.
+fn not_played(pending: &[Due]) -> Vec<(Instant, String)> {
+    pending
+        .iter()
+        .filter(|rest| rest.played == 0 || rest.step.times.is_some())
+        .map(|rest| {
+            (
+                Instant::now(),
+                format!(
+                    "fault not played: {} at {} + {} ms{} (the run ended first)",
+                    rest.step.describe(),
+                    rest.step.after,
+                    rest.step.at_ms,
+                    rest.nth()
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Undoes what the schedule did: each dependency it stopped, killed or paused runs again,
+/// its toxics go, every proxy is up. Returns what could not be undone.
+async fn undo(
+    reach: &Reachable,
+    acted: BTreeMap<DependencyKind, LifecycleAction>,
+    added: &Added,
+) -> Vec<(Instant, String)> {
+    let mut notes = Vec::new();
     for (dependency, last) in acted {
         let undo = match last {
             LifecycleAction::Stop | LifecycleAction::Kill => LifecycleAction::Start,
@@ -282,7 +313,7 @@ async fn play(
             ));
         }
     }
-    for (key, names) in &added {
+    for (key, names) in added {
         if let Some(proxy) = reach.proxies.get(key) {
             for name in names {
                 let _ = proxy.remove_toxic(name);
