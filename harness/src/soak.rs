@@ -499,10 +499,6 @@ pub fn judge(
     };
     let (header, samples, events, notes) =
         quiesce_soak::read_timeline(timeline).map_err(|e| failed(e.to_string()))?;
-    let point = |t_ms: u64, bytes: u64| quiesce_soak::Point {
-        t_secs: t_ms as f64 / 1000.0,
-        value: bytes as f64,
-    };
     let rss: Vec<_> = samples.iter().map(|s| point(s.t_ms, s.rss_bytes)).collect();
     let anon: Option<Vec<_>> = samples
         .iter()
@@ -523,30 +519,7 @@ pub fn judge(
         ..quiesce_soak::LeakRule::default()
     };
     let verdict = rule.assess_with_heap(&rss, anon.as_deref(), heap.as_deref());
-    // Resident growth over a flat heap is the allocator's retention only if the allocator's
-    // own holdings grew with it, in a target that is one process; else the growth stands.
-    let (verdict, allocator) = match verdict {
-        quiesce_soak::Verdict::Retained { resident, heap } => {
-            let held: Vec<_> = samples
-                .iter()
-                .filter_map(|s| s.heap_held_bytes.map(|h| point(s.t_ms, h)))
-                .collect();
-            let processes = samples.iter().filter_map(|s| s.processes).max();
-            match retention_explained(processes, &rss, &held, warmup) {
-                Ok(why) => (
-                    quiesce_soak::Verdict::Retained { resident, heap },
-                    Some(why),
-                ),
-                Err(why) => (
-                    quiesce_soak::Verdict::Leak(resident),
-                    Some(format!(
-                        "not the allocator's retention, though the live heap stayed flat: {why}"
-                    )),
-                ),
-            }
-        }
-        verdict => (verdict, None),
-    };
+    let (verdict, allocator) = settle_retention(verdict, &samples, &rss, warmup);
     let each: Vec<quiesce_soak::Verdict> = [
         Some((quiesce_soak::Series::Rss, rss.as_slice())),
         anon.as_deref().map(|a| (quiesce_soak::Series::Anon, a)),
@@ -562,6 +535,87 @@ pub fn judge(
         (quiesce_soak::Series::Heap, _, Some(heap)) => heap.as_slice(),
         _ => rss.as_slice(),
     };
+    let caption = format!(
+        "{} samples every {} ms of pid {}, {} event(s){}",
+        samples.len(),
+        header.interval_ms,
+        header.pid,
+        events.len(),
+        match notes.torn_last_line {
+            Some(_) => "; the last line was torn (the soak was killed) and is left out",
+            None => "",
+        }
+    );
+    let plot = write_plot(
+        timeline,
+        &header.scenario,
+        &verdict,
+        series,
+        &rule,
+        caption,
+        &events,
+    )?;
+    Ok(Judged {
+        verdict,
+        plot,
+        each,
+        allocator,
+    })
+}
+
+/// A sample's value at its time.
+fn point(t_ms: u64, bytes: u64) -> quiesce_soak::Point {
+    quiesce_soak::Point {
+        t_secs: t_ms as f64 / 1000.0,
+        value: bytes as f64,
+    }
+}
+
+/// Resident growth over a flat heap is the allocator's retention only if the allocator's own
+/// holdings grew with it, in a target that is one process; else the growth stands. Returns
+/// the verdict and what was found of the allocator.
+fn settle_retention(
+    verdict: quiesce_soak::Verdict,
+    samples: &[quiesce_soak::Sample],
+    rss: &[quiesce_soak::Point],
+    warmup: Duration,
+) -> (quiesce_soak::Verdict, Option<String>) {
+    match verdict {
+        quiesce_soak::Verdict::Retained { resident, heap } => {
+            let held: Vec<_> = samples
+                .iter()
+                .filter_map(|s| s.heap_held_bytes.map(|h| point(s.t_ms, h)))
+                .collect();
+            let processes = samples.iter().filter_map(|s| s.processes).max();
+            match retention_explained(processes, rss, &held, warmup) {
+                Ok(why) => (
+                    quiesce_soak::Verdict::Retained { resident, heap },
+                    Some(why),
+                ),
+                Err(why) => (
+                    quiesce_soak::Verdict::Leak(resident),
+                    Some(format!(
+                        "not the allocator's retention, though the live heap stayed flat: {why}"
+                    )),
+                ),
+            }
+        }
+        verdict => (verdict, None),
+    }
+}
+
+/// Draws the series the verdict rests on, in MiB, with its fitted line, the verdict's
+/// clauses and `caption` under it and the timeline's events on it, into `soak.svg` next to
+/// the timeline.
+fn write_plot(
+    timeline: &Path,
+    scenario: &str,
+    verdict: &quiesce_soak::Verdict,
+    series: &[quiesce_soak::Point],
+    rule: &quiesce_soak::LeakRule,
+    caption: String,
+    events: &[quiesce_soak::Event],
+) -> Result<PathBuf, SoakError> {
     let shown: Vec<(f64, f64)> = series
         .iter()
         .map(|p| (p.t_secs, p.value / quiesce_soak::trend::BYTES_PER_MB))
@@ -570,7 +624,7 @@ pub fn judge(
         let slope = trend.slope_mb_per_day / 86_400.0;
         let mut rest: Vec<f64> = shown
             .iter()
-            .filter(|(t, _)| *t >= warmup.as_secs_f64())
+            .filter(|(t, _)| *t >= rule.warm_up_secs)
             .map(|(t, mb)| mb - slope * t)
             .collect();
         rest.sort_by(f64::total_cmp);
@@ -586,18 +640,8 @@ pub fn judge(
             _ => format!("    {part}"),
         })
         .collect();
-    lines.push(format!(
-        "{} samples every {} ms of pid {}, {} event(s){}",
-        samples.len(),
-        header.interval_ms,
-        header.pid,
-        events.len(),
-        match notes.torn_last_line {
-            Some(_) => "; the last line was torn (the soak was killed) and is left out",
-            None => "",
-        }
-    ));
-    let title = format!("{} soak: {}", header.scenario, verdict.series());
+    lines.push(caption);
+    let title = format!("{scenario} soak: {}", verdict.series());
     let marks: Vec<(f64, String)> = events
         .iter()
         .map(|e| (e.t_ms as f64 / 1000.0, e.event.clone()))
@@ -606,7 +650,7 @@ pub fn judge(
         &shown,
         fit,
         rule.threshold_for(verdict.series()),
-        warmup.as_secs_f64(),
+        rule.warm_up_secs,
         &title,
         &lines,
         &marks,
@@ -616,12 +660,7 @@ pub fn judge(
         path: plot.clone(),
         message: e.to_string(),
     })?;
-    Ok(Judged {
-        verdict,
-        plot,
-        each,
-        allocator,
-    })
+    Ok(plot)
 }
 
 /// What [`judge`] found.
