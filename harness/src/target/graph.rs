@@ -177,27 +177,8 @@ fn drive(graph: Graph, ctx: GraphContext, baseline: HashSet<u32>, channels: Chan
         counted,
     } = channels;
     let runtime_tids = Arc::new(Mutex::new(HashSet::new()));
-    let (on_start, on_stop) = (runtime_tids.clone(), runtime_tids.clone());
     let spawns = quiesce_probe::SpawnRegistry::default();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    let runtime = spawns
-        .install(&mut builder)
-        .worker_threads(2)
-        .thread_name(RUNTIME_THREADS)
-        .enable_all()
-        .on_thread_start(move || {
-            on_start
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(gettid());
-        })
-        .on_thread_stop(move || {
-            on_stop
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&gettid());
-        })
-        .build();
+    let runtime = build_runtime(&spawns, &runtime_tids);
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -248,14 +229,54 @@ fn drive(graph: Graph, ctx: GraphContext, baseline: HashSet<u32>, channels: Chan
         }
     }
 
-    // The graph says it has stopped: what is still alive on its runtime is a leak, once tasks
-    // finishing their own cancellation have had a moment.
+    let _ = counted.send(count_leftovers(&runtime, &baseline, &runtime_tids, &spawns));
+    // Leaked tasks are dropped here; leaked threads are the graph's to end.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}
+
+/// The graph's runtime: two workers, named, each thread's id kept in `runtime_tids` while it
+/// lives, every spawn located by `spawns`.
+fn build_runtime(
+    spawns: &quiesce_probe::SpawnRegistry,
+    runtime_tids: &Arc<Mutex<HashSet<u32>>>,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    let (on_start, on_stop) = (runtime_tids.clone(), runtime_tids.clone());
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    spawns
+        .install(&mut builder)
+        .worker_threads(2)
+        .thread_name(RUNTIME_THREADS)
+        .enable_all()
+        .on_thread_start(move || {
+            on_start
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(gettid());
+        })
+        .on_thread_stop(move || {
+            on_stop
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&gettid());
+        })
+        .build()
+}
+
+/// The graph says it has stopped: what is still alive on its runtime is a leak, once tasks
+/// finishing their own cancellation have had a moment. The tasks with where they were
+/// spawned (and their stacks, where task dumps are built in), and the threads.
+fn count_leftovers(
+    runtime: &tokio::runtime::Runtime,
+    baseline: &HashSet<u32>,
+    runtime_tids: &Arc<Mutex<HashSet<u32>>>,
+    spawns: &quiesce_probe::SpawnRegistry,
+) -> ProbeReport {
     let metrics = runtime.metrics();
     let driver = gettid();
     let mut pause = Duration::from_millis(1);
     for _ in 0..20 {
         if metrics.num_alive_tasks() == 0
-            && leftover_threads(&baseline, &runtime_tids, driver).is_empty()
+            && leftover_threads(baseline, runtime_tids, driver).is_empty()
         {
             break;
         }
@@ -263,10 +284,10 @@ fn drive(graph: Graph, ctx: GraphContext, baseline: HashSet<u32>, channels: Chan
         pause = (pause * 2).min(Duration::from_millis(100));
     }
     let alive = metrics.num_alive_tasks() as u64;
-    let threads = leftover_threads(&baseline, &runtime_tids, driver);
+    let threads = leftover_threads(baseline, runtime_tids, driver);
     let mut located = spawns.alive_with_ids().into_iter();
     let mut stacks = runtime.block_on(task_stacks(runtime.handle()));
-    let _ = counted.send(ProbeReport {
+    ProbeReport {
         schema: 1,
         runtime: "tokio, in-process".to_owned(),
         // The wait happened after the graph returned, outside the measured stop.
@@ -295,9 +316,7 @@ fn drive(graph: Graph, ctx: GraphContext, baseline: HashSet<u32>, channels: Chan
             items: threads,
         },
         outputs_sent: None,
-    });
-    // Leaked tasks are dropped here; leaked threads are the graph's to end.
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    }
 }
 
 /// How long a task dump may take: it re-polls every task, and never ends if a worker is
