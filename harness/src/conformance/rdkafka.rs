@@ -187,12 +187,14 @@ async fn across_cuts(
                 .recv()
                 .map_err(|_| "rdkafka: the broker was never taken away".to_owned())
         };
-        let reading = Reading {
+        let reading = Reading::new(&b, &t, &g, &retries);
+        let across = Reading {
             idle: IDLE_ACROSS_CUTS,
-            ..Reading::new(&b, &t, &g, &retries)
+            ..reading
         };
-        let first = reading.consume(half, true, Some((half / 2, &mut ask)))?;
+        let first = across.consume(half, true, Some((half / 2, &mut ask)))?;
         let done = now_ms();
+        // The broker is back: the resuming consumer waits as in the other cases.
         let rest = reading.consume(records, true, None)?;
         Ok::<_, String>((first, done, rest, retries.into_inner()))
     });
