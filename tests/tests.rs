@@ -24,6 +24,8 @@ mod conformance;
 mod infra_containers;
 // The external backend: clusters the harness does not own, reached through the proxies.
 mod infra_external;
+// Service graphs: dependency order, mirror-order stops, a verdict per service.
+mod graph;
 // The local backend: real redis-server and tansu child processes.
 mod infra_local;
 // Any sequence of lifecycle and proxy faults, checked against a model, ends usable.

@@ -561,10 +561,12 @@ pub async fn round_trip_and_set_get(infra: &Infra) {
 }
 
 /// What `quiesce run FILE --json` concluded: the exit code, each check's outcome by name
-/// (`pass`, `violation`, `inconclusive`), and the whole output for assertion messages.
+/// (`pass`, `violation`, `inconclusive`; `service/check` for a graph's), its timeline, and the
+/// whole output for assertion messages.
 pub struct Judged {
     pub code: i32,
     pub outcomes: std::collections::BTreeMap<String, String>,
+    pub timeline: Vec<(u64, String)>,
     pub output: String,
 }
 
@@ -597,15 +599,31 @@ pub fn judge_hostile(file: &str, args: &[&str], env: &[(&str, &str)]) -> Judged 
         .unwrap_or_else(|| panic!("no results:\n{output}"))
         .iter()
         .map(|r| {
-            (
-                r["check"].as_str().unwrap_or_default().to_owned(),
-                r["outcome"].as_str().unwrap_or_default().to_owned(),
-            )
+            let check = r["check"].as_str().unwrap_or_default();
+            // A graph's results are per service: `worker#2/stops_within`.
+            let name = match r["service"].as_str() {
+                Some(service) => format!("{service}/{check}"),
+                None => check.to_owned(),
+            };
+            (name, r["outcome"].as_str().unwrap_or_default().to_owned())
         })
         .collect();
+    let timeline = json["timeline"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| {
+                    let at = e["at_ms"].as_u64().unwrap_or_default();
+                    (at, e["event"].as_str().unwrap_or_default().to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Judged {
         code,
         outcomes,
+        timeline,
         output,
     }
 }

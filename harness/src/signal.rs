@@ -15,6 +15,8 @@ pub enum SignalEvent {
 /// Receives [`SignalEvent`]s.
 pub struct SignalHandler {
     streams: Option<(Signal, Signal)>,
+    /// Events another handler passes on (see [`SignalHandler::relay`]).
+    relayed: Option<tokio::sync::watch::Receiver<SignalEvent>>,
 }
 
 impl SignalHandler {
@@ -26,16 +28,35 @@ impl SignalHandler {
                 signal(SignalKind::interrupt())?,
                 signal(SignalKind::terminate())?,
             )),
+            relayed: None,
         })
     }
 
     /// A handler that never fires.
     pub fn noop() -> Self {
-        SignalHandler { streams: None }
+        SignalHandler {
+            streams: None,
+            relayed: None,
+        }
+    }
+
+    /// A handler that yields each event sent on `events` after it was made: how one handler's
+    /// Ctrl-C reaches each of several runs that go on at once.
+    pub fn relay(events: &tokio::sync::watch::Sender<SignalEvent>) -> Self {
+        SignalHandler {
+            streams: None,
+            relayed: Some(events.subscribe()),
+        }
     }
 
     /// The next signal; pending forever for a no-op handler.
     pub async fn recv(&mut self) -> SignalEvent {
+        if let Some(rx) = &mut self.relayed {
+            return match rx.changed().await {
+                Ok(()) => *rx.borrow_and_update(),
+                Err(_) => std::future::pending().await,
+            };
+        }
         match &mut self.streams {
             Some((int, term)) => tokio::select! {
                 Some(()) = int.recv() => SignalEvent::Interrupt,

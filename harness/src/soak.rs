@@ -227,6 +227,7 @@ pub async fn soak(
         .flatten();
     cycle.verdict.results.push(CheckResult {
         check: CheckName::MemoryFlat,
+        service: None,
         outcome: memory_outcome(
             &memory,
             // The heap was judged alone exactly when some sample carried it.
@@ -254,6 +255,13 @@ fn soak_scenario(scenario: &Scenario, options: &SoakOptions) -> Result<Scenario,
         return Err(SoakError::Scenario(format!(
             "{}: a soak samples a process tree; an in-process graph shares the harness's \
              memory (run it as a process target)",
+            scenario.name
+        )));
+    }
+    if matches!(scenario.target, Target::Services(_)) {
+        return Err(SoakError::Scenario(format!(
+            "{}: a soak of [[services]] is not supported yet: it samples one process tree \
+             (soak each service as a [target])",
             scenario.name
         )));
     }

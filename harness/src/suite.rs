@@ -451,6 +451,7 @@ mod tests {
             backend: "local".into(),
             results: vec![crate::verdict::CheckResult {
                 check: crate::verdict::CheckName::StopsWithin,
+                service: None,
                 outcome,
             }],
             timeline: Vec::new(),

@@ -235,7 +235,7 @@ fn record(number: u64, cycle: &Cycle, out_dir: &std::path::Path) -> CycleRecord 
                 evidence: lines,
             } => {
                 failed_checks.push(result.check);
-                evidence.push(format!("{}: {summary}", result.check));
+                evidence.push(format!("{}: {summary}", result.label()));
                 evidence.extend(lines.iter().map(|l| format!("  {l}")));
             }
             Outcome::Inconclusive { .. } => inconclusive_checks.push(result.check),
@@ -246,8 +246,8 @@ fn record(number: u64, cycle: &Cycle, out_dir: &std::path::Path) -> CycleRecord 
         .verdict
         .unaccepted_inconclusive()
         .map(|r| match &r.outcome {
-            Outcome::Inconclusive { reason } => format!("{}: {reason}", r.check),
-            _ => r.check.to_string(),
+            Outcome::Inconclusive { reason } => format!("{}: {reason}", r.label()),
+            _ => r.label(),
         })
         .collect();
     let stuck = |phase: Phase| cycle.hangs.iter().find(|h| h.phase == phase);
@@ -434,7 +434,7 @@ mod tests {
                 backend: "local".into(),
                 results: outcomes
                     .into_iter()
-                    .map(|(check, outcome)| CheckResult { check, outcome })
+                    .map(|(check, outcome)| CheckResult::new(check, outcome))
                     .collect(),
                 timeline: Vec::new(),
                 interrupted: false,

@@ -31,7 +31,7 @@ pub fn junit_suite(verdict: &Verdict) -> TestSuite {
                 status
             }
         };
-        let mut case = TestCase::new(result.check.as_str(), status);
+        let mut case = TestCase::new(result.label(), status);
         case.set_classname(format!("quiesce.{}", verdict.scenario));
         if let Outcome::Pass { detail, .. } = &result.outcome {
             case.set_system_out(detail.as_str());

@@ -42,10 +42,12 @@ mod tests {
             results: vec![
                 CheckResult {
                     check: CheckName::StartsWithin,
+                    service: None,
                     outcome: Outcome::pass("ready in 412 ms (deadline 30000 ms)"),
                 },
                 CheckResult {
                     check: CheckName::StopsWithin,
+                    service: None,
                     outcome: Outcome::violation(
                         "stopped 7012 ms after SIGTERM, 2012 ms over the 5000 ms deadline",
                         vec![],
@@ -53,6 +55,7 @@ mod tests {
                 },
                 CheckResult {
                     check: CheckName::NoLeakedTasks,
+                    service: None,
                     outcome: Outcome::violation(
                         "2 leak signature line(s) in the target's output",
                         vec![
@@ -64,10 +67,12 @@ mod tests {
                 },
                 CheckResult {
                     check: CheckName::NoLeakedThreads,
+                    service: None,
                     outcome: Outcome::inconclusive("the target wrote no probe file"),
                 },
                 CheckResult {
                     check: CheckName::NoOrphanProcesses,
+                    service: None,
                     outcome: Outcome::Pass {
                         detail: "nothing the target started outlived it".into(),
                         limits: Some(
@@ -77,6 +82,7 @@ mod tests {
                 },
                 CheckResult {
                     check: CheckName::OffsetsCommitted,
+                    service: None,
                     outcome: Outcome::violation(
                         "committed offsets disagree with processing on 1 partition(s)",
                         vec![
@@ -86,12 +92,14 @@ mod tests {
                 },
                 CheckResult {
                     check: CheckName::NoMessageLoss,
+                    service: None,
                     outcome: Outcome::pass(
                         "all 1000 acknowledged input(s) processed or still to be consumed",
                     ),
                 },
                 CheckResult {
                     check: CheckName::NoRedelivery,
+                    service: None,
                     outcome: Outcome::Pass {
                         detail: "1000 input(s) processed once each".into(),
                         limits: Some("what a restart consumes (turned off: [kafka] restart = false)".into()),
@@ -99,6 +107,7 @@ mod tests {
                 },
                 CheckResult {
                     check: CheckName::ProducerFlushed,
+                    service: None,
                     outcome: Outcome::inconclusive(
                         "the target did not report how many outputs it sent (the probe's `outputs_sent`)",
                     ),

@@ -15,11 +15,11 @@ pub fn summary(verdict: &Verdict) -> String {
     let width = verdict
         .results
         .iter()
-        .map(|r| r.check.as_str().len())
+        .map(|r| r.label().len())
         .max()
         .unwrap_or(0);
     for result in &verdict.results {
-        let name = result.check.as_str();
+        let name = result.label();
         let label = result.outcome.label();
         match &result.outcome {
             Outcome::Pass { detail, limits } => {

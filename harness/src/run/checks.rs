@@ -27,10 +27,7 @@ fn ms(d: Duration) -> u128 {
 pub fn evaluate(scenario: &Scenario, run: &TargetRun, findings: &Findings) -> Vec<CheckResult> {
     scenario
         .enabled_checks()
-        .map(|check| CheckResult {
-            check,
-            outcome: decide(check, scenario, run, findings),
-        })
+        .map(|check| CheckResult::new(check, decide(check, scenario, run, findings)))
         .collect()
 }
 
@@ -142,6 +139,8 @@ fn starts_within(scenario: &Scenario, run: &TargetRun) -> Outcome {
                 crate::scenario::Target::Graph(_) => {
                     vec!["the graph never called ctx.ready()".to_owned()]
                 }
+                // Judged per service, each as a process target.
+                crate::scenario::Target::Services(_) => Vec::new(),
             };
             evidence.extend(hang_evidence(run, Phase::Ready));
             evidence.extend(log_tail_evidence(run));

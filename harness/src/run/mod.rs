@@ -10,6 +10,7 @@ mod kafka;
 mod lock_tap;
 mod readiness;
 mod redis;
+mod services;
 
 pub use checks::{BUILTIN_LEAK_SIGNATURES, evaluate};
 pub use redis::JobRun;
@@ -203,16 +204,11 @@ impl Session {
         options: &RunOptions,
         signals: &mut SignalHandler,
     ) -> Result<Cycle, RunError> {
+        if let Target::Services(graph) = &scenario.target {
+            return self.cycle_services(scenario, graph, options, signals).await;
+        }
         let begun = std::time::Instant::now();
-        let run_id = new_run_id(&scenario.name);
-        let out_dir = options
-            .out_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("quiesce-run-{run_id}")));
-        std::fs::create_dir_all(&out_dir).map_err(|source| RunError::OutDir {
-            path: out_dir.clone(),
-            source,
-        })?;
+        let (run_id, out_dir) = run_folder(scenario, options)?;
         // A port for the target's HTTP endpoints, when the scenario polls them: `{port}` in
         // its URLs becomes it, for the run and the report alike.
         let port = match scenario.needs_port() {
@@ -257,14 +253,7 @@ impl Session {
             target: scenario.target.describe(),
             backend: self.backend.to_string(),
             results,
-            timeline: observed
-                .timeline
-                .iter()
-                .map(|(at_ms, event)| TimelineEvent {
-                    at_ms: *at_ms,
-                    event: event.clone(),
-                })
-                .collect(),
+            timeline: timeline_events(&observed.timeline),
             interrupted: observed.interrupted,
             target_log: Some(out_dir.display().to_string()),
             allowed_inconclusive: scenario.checks.allow_inconclusive.clone(),
@@ -289,6 +278,31 @@ impl Session {
             _ = signals.recv() => Ok(()),
         }
     }
+}
+
+/// A timeline as a verdict gives it.
+fn timeline_events(timeline: &[(u64, String)]) -> Vec<TimelineEvent> {
+    timeline
+        .iter()
+        .map(|(at_ms, event)| TimelineEvent {
+            at_ms: *at_ms,
+            event: event.clone(),
+        })
+        .collect()
+}
+
+/// A new run id and the run's folder, made.
+fn run_folder(scenario: &Scenario, options: &RunOptions) -> Result<(String, PathBuf), RunError> {
+    let run_id = new_run_id(&scenario.name);
+    let out_dir = options
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("quiesce-run-{run_id}")));
+    std::fs::create_dir_all(&out_dir).map_err(|source| RunError::OutDir {
+        path: out_dir.clone(),
+        source,
+    })?;
+    Ok((run_id, out_dir))
 }
 
 /// What the Kafka and Redis phases decided, or why they could not.
@@ -587,6 +601,7 @@ impl<'a> Watchers<'a> {
                 }),
                 Target::Process(_) => Err("turned off ([redis] standby = false)"),
                 Target::Graph(_) => Err("a graph target has no standby"),
+                Target::Services(_) => Err("a service graph has no standby"),
             };
             let reach = redis::RedisReach {
                 url: &endpoints.redis_url,
@@ -833,6 +848,7 @@ async fn restart(
         signal: StopSignal::Term,
         after_ms,
         kill_after_ms: scenario.stop.kill_after_ms,
+        order: Vec::new(),
     };
     let restart_dir = out_dir.join("restart");
     let restart_files = crate::target::log_files(&restart_dir);
@@ -951,11 +967,16 @@ async fn start_target(
             )
             .await
         }
+        // A graph of services runs through `Session::cycle_services`, never here.
+        Target::Services(_) => Err(std::io::Error::other(
+            "a service graph is not one target: it runs service by service",
+        )),
     };
     observed.map_err(|source| RunError::TargetSpawn {
         program: match &scenario.target {
             Target::Process(p) => p.command[0].clone(),
             Target::Graph(g) => format!("graph {}", g.name()),
+            Target::Services(g) => g.services[0].command[0].clone(),
         },
         source,
     })

@@ -27,6 +27,7 @@
 
 mod checks;
 mod faults;
+mod services;
 pub mod template;
 mod workload;
 
@@ -35,6 +36,7 @@ pub use checks::{
     StartsWithinParams, StopsWithinParams, Tables,
 };
 pub use faults::{Action, FaultStep, Instance, Point};
+pub use services::{GraphError, MAX_REPLICAS, Service, ServiceGraph, ServiceStop};
 pub use workload::{
     INPUT_PLACEHOLDERS, KafkaWorkload, ProcessedBy, Readiness, RedisLeadership, StopRule,
 };
@@ -134,7 +136,7 @@ pub struct ProcessTarget {
     pub on_hang: Option<String>,
 }
 
-fn default_ready() -> ReadyProbe {
+pub(crate) fn default_ready() -> ReadyProbe {
     ReadyProbe::Started(true)
 }
 
@@ -144,6 +146,8 @@ fn default_ready() -> ReadyProbe {
 pub enum Target {
     Process(ProcessTarget),
     Graph(crate::target::Graph),
+    /// Several processes (`[[services]]`), each judged on its own.
+    Services(ServiceGraph),
 }
 
 impl Target {
@@ -152,8 +156,38 @@ impl Target {
         match self {
             Target::Process(p) => p.command.join(" "),
             Target::Graph(g) => format!("graph `{}`", g.name()),
+            Target::Services(graph) => {
+                let names: Vec<&str> = graph.services.iter().map(|s| s.name.as_str()).collect();
+                format!("services {}", names.join(", "))
+            }
         }
     }
+}
+
+/// What serde cannot check of a process: an empty command, a bad ready probe. `place` names
+/// it (`[target]`, ``[[services]] `api` ``).
+fn check_process(place: &str, target: &ProcessTarget) -> Result<(), String> {
+    if target.command.first().is_none_or(|c| c.is_empty()) {
+        return Err(format!(
+            "{place} command is empty (hint: command = [\"./my-service\"])"
+        ));
+    }
+    match &target.ready {
+        ReadyProbe::Log(pattern) => {
+            regex::Regex::new(pattern)
+                .map_err(|e| format!("{place} ready.log is not a regular expression: {e}"))?;
+        }
+        ReadyProbe::Http(url) if !url.starts_with("http://") => {
+            return Err(format!("{place} ready.http `{url}` must be an http:// URL"));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A file's target before it is read: `[[services]]` comes in its own key and replaces it.
+fn no_target() -> Target {
+    Target::Services(ServiceGraph::default())
 }
 
 impl Serialize for Target {
@@ -161,6 +195,7 @@ impl Serialize for Target {
         match self {
             Target::Process(p) => p.serialize(s),
             Target::Graph(g) => s.serialize_str(&format!("graph {}", g.name())),
+            Target::Services(graph) => graph.services.serialize(s),
         }
     }
 }
@@ -183,6 +218,10 @@ pub struct StopPlan {
     /// Milliseconds after the signal before the harness kills the process group.
     #[serde(default = "default_kill_after_ms")]
     pub kill_after_ms: u64,
+    /// With `[[services]]`: the order they are stopped in, each once it has exited the one
+    /// before it (every service named once). Default: the reverse of the start order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub order: Vec<String>,
 }
 
 fn default_after_ms() -> u64 {
@@ -199,6 +238,7 @@ impl Default for StopPlan {
             signal: StopSignal::Term,
             after_ms: default_after_ms(),
             kill_after_ms: default_kill_after_ms(),
+            order: Vec::new(),
         }
     }
 }
@@ -222,7 +262,12 @@ pub struct Scenario {
     pub name: String,
     #[serde(default)]
     pub infra: InfraConfig,
+    /// `[target]`, or the `[[services]]` of a graph once the file is read.
+    #[serde(default = "no_target")]
     pub target: Target,
+    /// `[[services]]` as the file gives them: moved into `target` once checked.
+    #[serde(default, rename = "services", skip_serializing)]
+    services_table: Vec<Service>,
     #[serde(default)]
     pub stop: StopPlan,
     /// A Kafka workload, and with it the Kafka checks.
@@ -269,6 +314,19 @@ impl Scenario {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        scenario.take_services().map_err(|e| {
+            let (line, column) = e
+                .near
+                .as_deref()
+                .and_then(|near| template::line_of(text, near))
+                .unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message,
+            }
+        })?;
         if let Err((place, value, e)) = template::check_target(&scenario) {
             // The placeholder's own line where it can be found, else the value's.
             let name = match &e {
@@ -297,6 +355,39 @@ impl Scenario {
         }
         scenario.validate(&path.display().to_string())?;
         Ok(scenario)
+    }
+
+    /// Moves a file's `[[services]]` into its target, checked and ordered; exactly one of
+    /// `[target]` and `[[services]]` must be there.
+    fn take_services(&mut self) -> Result<(), GraphError> {
+        let services = std::mem::take(&mut self.services_table);
+        let no_target = matches!(&self.target, Target::Services(g) if g.services.is_empty());
+        let err = |message: &str, near: &str| GraphError {
+            message: message.to_owned(),
+            near: Some(near.to_owned()),
+        };
+        match (services.is_empty(), no_target) {
+            (true, true) => Err(GraphError {
+                message: "no target: give a [target] table (one service) or [[services]] \
+                          entries (a graph)"
+                    .to_owned(),
+                near: None,
+            }),
+            (false, false) => Err(err(
+                "[target] and [[services]] are both given: one service is a [target], \
+                 several are [[services]] entries",
+                "[[services]]",
+            )),
+            (false, true) => {
+                self.target = Target::Services(ServiceGraph::new(services, &self.stop.order)?);
+                Ok(())
+            }
+            (true, false) if !self.stop.order.is_empty() => Err(err(
+                "[stop] order names services, and there is no [[services]] entry",
+                "order",
+            )),
+            (true, false) => Ok(()),
+        }
     }
 
     /// Checks what serde cannot: an empty command, a bad regular expression.
@@ -382,30 +473,29 @@ impl Scenario {
                 ));
             }
         }
-        let Target::Process(target) = &self.target else {
-            return Ok(());
-        };
-        if target.command.first().is_none_or(|c| c.is_empty()) {
-            return Err(bad(
-                "[target] command is empty (hint: command = [\"./my-service\"])".to_owned(),
-            ));
-        }
-        match &target.ready {
-            ReadyProbe::Log(pattern) => {
-                regex::Regex::new(pattern).map_err(|e| {
-                    bad(format!(
-                        "[target] ready.log is not a regular expression: {e}"
-                    ))
-                })?;
+        match &self.target {
+            Target::Process(target) => check_process("[target]", target).map_err(bad),
+            Target::Graph(_) => Ok(()),
+            Target::Services(graph) => {
+                let tables = [
+                    ("[kafka]", self.kafka.is_some()),
+                    ("[redis]", self.redis.is_some()),
+                    ("[readiness]", self.readiness.is_some()),
+                    ("[[faults]]", !self.faults.is_empty()),
+                ];
+                if let Some((table, _)) = tables.iter().find(|(_, given)| *given) {
+                    return Err(bad(format!(
+                        "{table} with [[services]] is not supported yet: a graph is judged on \
+                         each service's start and stop (use [target] for {table})"
+                    )));
+                }
+                for service in &graph.services {
+                    let place = format!("[[services]] `{}`", service.name);
+                    check_process(&place, &service.process()).map_err(bad)?;
+                }
+                Ok(())
             }
-            ReadyProbe::Http(url) if !url.starts_with("http://") => {
-                return Err(bad(format!(
-                    "[target] ready.http `{url}` must be an http:// URL"
-                )));
-            }
-            _ => {}
         }
-        Ok(())
     }
 
     /// Whether the target gets a port of its own: `[readiness]` polls it, the target's
@@ -428,6 +518,8 @@ impl Scenario {
             }
             // A graph may serve HTTP too; a port costs nothing.
             Target::Graph(_) => true,
+            // Each service's instance gets a port of its own when it starts.
+            Target::Services(_) => false,
         };
         in_probe || self.readiness.is_some()
     }
@@ -505,6 +597,7 @@ impl Scenario {
                 faults: Vec::new(),
                 checks: ChecksConfig::default(),
                 base_dir: PathBuf::from("."),
+                services_table: Vec::new(),
             },
             process_only: Vec::new(),
         }
@@ -542,7 +635,7 @@ impl ScenarioBuilder {
             Target::Process(p) => {
                 p.env.insert(key.into(), value.into());
             }
-            Target::Graph(_) => self.process_only.push("env"),
+            Target::Graph(_) | Target::Services(_) => self.process_only.push("env"),
         }
         self
     }
@@ -551,7 +644,7 @@ impl ScenarioBuilder {
     pub fn ready(mut self, ready: ReadyProbe) -> Self {
         match &mut self.scenario.target {
             Target::Process(p) => p.ready = ready,
-            Target::Graph(_) => self.process_only.push("ready"),
+            Target::Graph(_) | Target::Services(_) => self.process_only.push("ready"),
         }
         self
     }
@@ -781,5 +874,55 @@ mod tests {
         assert!(err.to_string().contains("unknown variant `smoke`"), "{err}");
         let err = parse("[target]\n").unwrap_err();
         assert!(err.to_string().contains("missing field `command`"), "{err}");
+    }
+
+    #[test]
+    fn services_make_a_graph_and_bad_ones_are_named_with_their_line() {
+        let two = "[[services]]\nname = \"a\"\ncommand = [\"x\"]\n\n\
+                   [[services]]\nname = \"b\"\ncommand = [\"y\", \"{port}\"]\ndepends_on = [\"a\"]\n";
+        let scenario = parse(two).unwrap();
+        let Target::Services(graph) = &scenario.target else {
+            panic!("not a graph: {:?}", scenario.target);
+        };
+        assert_eq!(
+            (graph.start_order.clone(), graph.stop_order.clone()),
+            (vec![0, 1], vec![1, 0])
+        );
+        assert_eq!(scenario.target.describe(), "services a, b");
+        let cases = [
+            (
+                format!("{two}[target]\ncommand = [\"x\"]\n"),
+                "s.toml:1:1: [target] and [[services]] are both given",
+            ),
+            ("name = \"n\"\n".to_owned(), "s.toml:1:1: no target"),
+            (
+                two.replace("depends_on = [\"a\"]", "depends_on = [\"b\"]"),
+                "s.toml:8:1: [[services]] depends_on has a cycle: b -> b",
+            ),
+            (
+                two.replace("depends_on", "needs"),
+                "s.toml:8:1: unknown field `needs`",
+            ),
+            (
+                two.replace("{port}", "{prot}"),
+                "[[services]] `b` command[1]: unknown placeholder `{prot}`",
+            ),
+            (
+                format!("{two}[kafka]\n"),
+                "[kafka] with [[services]] is not supported yet",
+            ),
+            (
+                format!("{two}[stop]\norder = [\"a\", \"c\"]\n"),
+                "[stop] order names `c`, which is not a service",
+            ),
+            (
+                "[target]\ncommand = [\"x\"]\n[stop]\norder = [\"a\"]\n".to_owned(),
+                "s.toml:4:1: [stop] order names services, and there is no [[services]]",
+            ),
+        ];
+        for (text, wanted) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(wanted), "{wanted}\nnot in: {err}");
+        }
     }
 }

@@ -369,8 +369,14 @@ mod tests {
 /// The error names where (`[target] command[2]`, `[target] env.PORT`), the offending text (to
 /// find its line in the file) and what is wrong.
 pub fn check_target(scenario: &super::Scenario) -> Result<(), (String, String, TemplateError)> {
-    let super::Target::Process(target) = &scenario.target else {
-        return Ok(());
+    let targets: Vec<(String, super::ProcessTarget)> = match &scenario.target {
+        super::Target::Process(target) => vec![("[target]".to_owned(), target.clone())],
+        super::Target::Services(graph) => graph
+            .services
+            .iter()
+            .map(|s| (format!("[[services]] `{}`", s.name), s.process()))
+            .collect(),
+        super::Target::Graph(_) => return Ok(()),
     };
     let mut tables = Vec::new();
     if scenario.kafka.is_some() {
@@ -382,19 +388,21 @@ pub fn check_target(scenario: &super::Scenario) -> Result<(), (String, String, T
             tables.push("redis.job_log");
         }
     }
-    let places = target
-        .command
-        .iter()
-        .enumerate()
-        .map(|(i, arg)| (format!("[target] command[{i}]"), arg))
-        .chain(
-            target
-                .env
-                .iter()
-                .map(|(key, value)| (format!("[target] env.{key}"), value)),
-        );
-    for (place, text) in places {
-        check(text, &tables).map_err(|e| (place, text.clone(), e))?;
+    for (table, target) in &targets {
+        let places = target
+            .command
+            .iter()
+            .enumerate()
+            .map(|(i, arg)| (format!("{table} command[{i}]"), arg))
+            .chain(
+                target
+                    .env
+                    .iter()
+                    .map(|(key, value)| (format!("{table} env.{key}"), value)),
+            );
+        for (place, text) in places {
+            check(text, &tables).map_err(|e| (place, text.clone(), e))?;
+        }
     }
     Ok(())
 }

@@ -26,6 +26,7 @@ mod orphans;
 mod probe;
 mod process;
 mod ready;
+mod services;
 
 pub use graph::{Graph, GraphContext, run_graph};
 pub use hang::{Hang, HookRun, LOOK as HANG_LOOK, Phase, Stuck, explain_process};
@@ -34,6 +35,7 @@ pub use orphans::{OrphanProcess, find_orphans};
 pub use probe::{ProbeReport, ProbeSet, ProbeTask, ProbeThread, read_probe};
 pub use process::{ProcessContext, describe_status, log_files, resolve_program, run_process};
 pub use ready::{http_status, wait_ready};
+pub use services::{GraphRun, InstanceRun, ServicesContext, run_services};
 
 /// Told a process target's pid once it is started, and `None` once its stop is asked for.
 pub type PidReporter = std::sync::Arc<tokio::sync::watch::Sender<Option<u32>>>;

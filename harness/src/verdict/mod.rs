@@ -264,8 +264,30 @@ impl Outcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CheckResult {
     pub check: CheckName,
+    /// The service of a graph it judges (`[[services]]`); none for a single target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     #[serde(flatten)]
     pub outcome: Outcome,
+}
+
+impl CheckResult {
+    /// A result of the whole target.
+    pub fn new(check: CheckName, outcome: Outcome) -> CheckResult {
+        CheckResult {
+            check,
+            service: None,
+            outcome,
+        }
+    }
+
+    /// Its name in reports: `stops_within`, or `worker/stops_within` for a graph's service.
+    pub fn label(&self) -> String {
+        match &self.service {
+            Some(service) => format!("{service}/{}", self.check),
+            None => self.check.to_string(),
+        }
+    }
 }
 
 /// Something that happened during the run, with its time since the target was started.
@@ -342,7 +364,7 @@ impl Verdict {
     pub fn marks(&self) -> String {
         self.results
             .iter()
-            .map(|r| format!("{}={}", r.check, r.outcome.mark()))
+            .map(|r| format!("{}={}", r.label(), r.outcome.mark()))
             .collect::<Vec<_>>()
             .join(" ")
     }

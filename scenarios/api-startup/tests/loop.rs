@@ -23,7 +23,7 @@ fn scenario(graph: bool) -> Scenario {
         Target::Process(target) => {
             target.command[0] = env!("CARGO_BIN_EXE_api-startup").to_owned();
         }
-        Target::Graph(_) => {}
+        Target::Graph(_) | Target::Services(_) => {}
     }
     scenario
 }

@@ -1,0 +1,432 @@
+//! A service graph's run: each service's instances started once everything it depends on is
+//! ready, the graph run for `[stop] after_ms`, then each service stopped in the stop order,
+//! the next one only once every instance of the one before has exited.
+//!
+//! Each instance is an ordinary process target ([`run_process`]) with its own process group,
+//! run id, folder and port, so each is judged on its own: its start, its stop, its exit code,
+//! what it leaked and what it left behind. The graph drives them through their hooks: a ready
+//! hook says when an instance is ready, an early-stop hook is how its stop is asked for, and
+//! Ctrl-C reaches every instance at once through a relayed signal handler.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::LocalBoxFuture;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{oneshot, watch};
+
+use crate::scenario::{ReadyProbe, ServiceGraph, StopPlan};
+use crate::signal::{SignalEvent, SignalHandler};
+use crate::target::{Hooks, ProcessContext, TargetRun, run_process};
+
+/// How long an instance runs when nothing stops it: the graph always does first.
+const UNTIL_STOPPED: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What every instance of a graph shares.
+pub struct ServicesContext<'a> {
+    /// Variables on top of each service's own `env` (endpoints, `--env`).
+    pub env: Vec<(String, String)>,
+    /// The run's id; instance `api#2` gets `RUN_ID.api.2`.
+    pub run_id: &'a str,
+    /// The run's folder; each instance writes its logs in a folder of its own under it.
+    pub out_dir: &'a Path,
+    /// The folder a relative `cwd` or command is resolved against.
+    pub base_dir: &'a Path,
+    pub ready_timeout: Duration,
+}
+
+/// One instance of one service: its run, or why it was never started.
+#[derive(Debug)]
+pub struct InstanceRun {
+    /// Index of its service in the graph.
+    pub service: usize,
+    /// `api`, or `worker#2` for the second of several replicas.
+    pub name: String,
+    pub out_dir: PathBuf,
+    pub run: Result<TargetRun, String>,
+}
+
+/// What the harness saw of a whole graph.
+#[derive(Debug)]
+pub struct GraphRun {
+    pub started_at: Instant,
+    pub instances: Vec<InstanceRun>,
+    /// The graph's own events (each service's start, ready, stop asked, exit) and each
+    /// instance's, named, by time since the graph started.
+    pub timeline: Vec<(u64, String)>,
+    pub interrupted: bool,
+}
+
+/// An instance: what does not change while the graph runs.
+struct Instance {
+    service: usize,
+    name: String,
+    run_id: String,
+    replica: u32,
+    out_dir: PathBuf,
+    probe_file: PathBuf,
+    port: u16,
+    target: crate::scenario::ProcessTarget,
+    plan: StopPlan,
+}
+
+/// An instance's state while the graph runs.
+#[derive(Default)]
+struct State {
+    started: bool,
+    ready: bool,
+    stop: Option<oneshot::Sender<String>>,
+    done: Option<std::io::Result<TargetRun>>,
+    /// Why it was never started.
+    blocked: Option<String>,
+}
+
+enum Event {
+    Ready(usize),
+    NotReady,
+    Done(usize, Box<std::io::Result<TargetRun>>),
+}
+
+/// The graph's notes, by time since it started.
+struct Notes {
+    started: Instant,
+    entries: Vec<(u64, String)>,
+}
+
+impl Notes {
+    fn note(&mut self, what: String) {
+        self.entries
+            .push((self.started.elapsed().as_millis() as u64, what));
+    }
+}
+
+/// Runs `graph` start to stop. Ctrl-C stops every running instance at once (each with its
+/// signal, killed at a second Ctrl-C or its `kill_after_ms`) and starts nothing more.
+pub async fn run_services(
+    graph: &ServiceGraph,
+    stop: &StopPlan,
+    ctx: ServicesContext<'_>,
+    signals: &mut SignalHandler,
+) -> std::io::Result<GraphRun> {
+    let instances = instances(graph, stop, &ctx)?;
+    let started = Instant::now();
+    let mut driver = Driver {
+        graph,
+        ctx: &ctx,
+        instances: &instances,
+        state: instances.iter().map(|_| State::default()).collect(),
+        events: FuturesUnordered::new(),
+        relay: watch::channel(SignalEvent::Interrupt).0,
+        notes: Notes {
+            started,
+            entries: Vec::new(),
+        },
+        interrupted: false,
+    };
+    driver.start_all(signals).await;
+    if driver.all_ready() {
+        driver.run_for(stop.after(), signals).await;
+    }
+    driver.stop_all(signals).await;
+    let Driver {
+        state,
+        mut notes,
+        interrupted,
+        ..
+    } = driver;
+    let mut runs = Vec::new();
+    for (instance, state) in instances.iter().zip(state) {
+        let run = match (state.done, state.blocked) {
+            (Some(Ok(run)), _) => {
+                let offset = run
+                    .started_at
+                    .saturating_duration_since(started)
+                    .as_millis() as u64;
+                for (at, what) in &run.timeline {
+                    notes
+                        .entries
+                        .push((offset + at, format!("{}: {what}", instance.name)));
+                }
+                Ok(run)
+            }
+            (Some(Err(e)), _) => return Err(e),
+            (None, Some(why)) => Err(why),
+            (None, None) => Err("not started: the run was interrupted first".to_owned()),
+        };
+        runs.push(InstanceRun {
+            service: instance.service,
+            name: instance.name.clone(),
+            out_dir: instance.out_dir.clone(),
+            run,
+        });
+    }
+    notes.entries.sort_by_key(|(at, _)| *at);
+    Ok(GraphRun {
+        started_at: started,
+        instances: runs,
+        timeline: notes.entries,
+        interrupted,
+    })
+}
+
+/// Every instance of every service, in the graph's order, each with its own id, folder,
+/// port, ready probe and stop.
+fn instances(
+    graph: &ServiceGraph,
+    stop: &StopPlan,
+    ctx: &ServicesContext<'_>,
+) -> std::io::Result<Vec<Instance>> {
+    let mut instances = Vec::new();
+    for (service, spec) in graph.services.iter().enumerate() {
+        for replica in 0..spec.replicas {
+            let name = spec.instance_name(replica);
+            let out_dir = ctx.out_dir.join(name.replace('#', "-"));
+            std::fs::create_dir_all(&out_dir)?;
+            let probe_file = out_dir.join("probe.json");
+            // A probe file from an earlier run in the same folder must not speak for this one.
+            let _ = std::fs::remove_file(&probe_file);
+            let port = free_port()?;
+            let mut target = spec.process();
+            if let ReadyProbe::Http(url) | ReadyProbe::Tcp(url) = &mut target.ready {
+                *url = url.replace("{port}", &port.to_string());
+            }
+            let own = spec.stop.as_ref();
+            let plan = StopPlan {
+                signal: own.and_then(|s| s.signal).unwrap_or(stop.signal),
+                after_ms: UNTIL_STOPPED.as_millis() as u64,
+                kill_after_ms: own
+                    .and_then(|s| s.kill_after_ms)
+                    .unwrap_or(stop.kill_after_ms),
+                order: Vec::new(),
+            };
+            instances.push(Instance {
+                service,
+                run_id: format!("{}.{}.{}", ctx.run_id, spec.name, replica + 1),
+                name,
+                replica,
+                out_dir,
+                probe_file,
+                port,
+                target,
+                plan,
+            });
+        }
+    }
+    Ok(instances)
+}
+
+/// The graph's moving parts while it runs.
+struct Driver<'g, 'c> {
+    graph: &'g ServiceGraph,
+    ctx: &'g ServicesContext<'c>,
+    instances: &'g [Instance],
+    state: Vec<State>,
+    events: FuturesUnordered<LocalBoxFuture<'g, Event>>,
+    /// Ctrl-C, passed on to every instance.
+    relay: watch::Sender<SignalEvent>,
+    notes: Notes,
+    interrupted: bool,
+}
+
+impl<'g> Driver<'g, '_> {
+    /// The instances of service `s`, by index.
+    fn of(&self, s: usize) -> impl Iterator<Item = usize> + 'g {
+        let instances = self.instances;
+        (0..instances.len()).filter(move |&k| instances[k].service == s)
+    }
+
+    fn all_ready(&self) -> bool {
+        !self.interrupted && self.state.iter().all(|s| s.ready && s.done.is_none())
+    }
+
+    /// Starts each service once every instance of what it depends on is ready; a service
+    /// whose dependency never became ready is never started. Returns once every instance
+    /// started is ready or gone and nothing more can start.
+    async fn start_all(&mut self, signals: &mut SignalHandler) {
+        loop {
+            if !self.interrupted {
+                for &s in &self.graph.start_order {
+                    if self
+                        .of(s)
+                        .any(|k| self.state[k].started || self.state[k].blocked.is_some())
+                    {
+                        continue;
+                    }
+                    let deps = self.graph.dependencies(s);
+                    let failed = deps.iter().find(|&&d| {
+                        self.of(d).any(|k| {
+                            let st = &self.state[k];
+                            st.blocked.is_some() || (st.done.is_some() && !st.ready)
+                        })
+                    });
+                    if let Some(&d) = failed {
+                        let why = format!(
+                            "not started: `{}`, which it depends on, never became ready",
+                            self.graph.services[d].name
+                        );
+                        self.notes
+                            .note(format!("`{}` {why}", self.graph.services[s].name));
+                        for k in self.of(s).collect::<Vec<_>>() {
+                            self.state[k].blocked = Some(why.clone());
+                        }
+                        continue;
+                    }
+                    if deps
+                        .iter()
+                        .all(|&d| self.of(d).all(|k| self.state[k].ready))
+                    {
+                        self.start(s);
+                    }
+                }
+            }
+            let settled = self
+                .state
+                .iter()
+                .all(|st| st.blocked.is_some() || (st.started && (st.ready || st.done.is_some())));
+            if settled || (self.interrupted && self.events.is_empty()) {
+                return;
+            }
+            if !self.next_event(signals).await {
+                return;
+            }
+        }
+    }
+
+    /// Lets the graph run for `after`; an instance that exits by itself is noted.
+    async fn run_for(&mut self, after: Duration, signals: &mut SignalHandler) {
+        self.notes.note(format!(
+            "every service ready: running {} ms",
+            after.as_millis()
+        ));
+        let deadline = tokio::time::Instant::now() + after;
+        while !self.interrupted {
+            let next = tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return,
+                next = self.next_event(signals) => next,
+            };
+            if !next {
+                return;
+            }
+        }
+    }
+
+    /// Stops each service in the stop order, every instance of it at once, and waits for all
+    /// of them to exit before the next. After Ctrl-C every instance is stopping already:
+    /// this only waits.
+    async fn stop_all(&mut self, signals: &mut SignalHandler) {
+        for &s in &self.graph.stop_order {
+            let running: Vec<usize> = self
+                .of(s)
+                .filter(|&k| self.state[k].started && self.state[k].done.is_none())
+                .collect();
+            if running.is_empty() {
+                continue;
+            }
+            if !self.interrupted {
+                self.notes
+                    .note(format!("stopping `{}`", self.graph.services[s].name));
+                for &k in &running {
+                    if let Some(tx) = self.state[k].stop.take() {
+                        let _ = tx.send("stopped in the graph's stop order".to_owned());
+                    }
+                }
+            }
+            while running.iter().any(|&k| self.state[k].done.is_none()) {
+                if !self.next_event(signals).await {
+                    break;
+                }
+            }
+        }
+        // Whatever is left (a Ctrl-C came between two services), to the end.
+        while self.state.iter().any(|st| st.started && st.done.is_none()) {
+            if !self.next_event(signals).await {
+                break;
+            }
+        }
+    }
+
+    /// Waits for the next instance event or Ctrl-C, and records it. False once nothing is
+    /// left to wait for.
+    async fn next_event(&mut self, signals: &mut SignalHandler) -> bool {
+        let event = tokio::select! {
+            event = self.events.next() => event,
+            _ = signals.recv() => {
+                if !self.interrupted {
+                    self.notes.note("interrupted (Ctrl-C): stopping every service".to_owned());
+                }
+                self.interrupted = true;
+                self.relay.send_replace(SignalEvent::Interrupt);
+                return true;
+            }
+        };
+        match event {
+            None => false,
+            Some(Event::NotReady) => true,
+            // Each instance's own timeline says when it was ready and how it exited.
+            Some(Event::Ready(k)) => {
+                self.state[k].ready = true;
+                true
+            }
+            Some(Event::Done(k, run)) => {
+                if let Err(e) = run.as_ref() {
+                    let name = &self.instances[k].name;
+                    self.notes.note(format!("`{name}` could not be run: {e}"));
+                }
+                self.state[k].done = Some(*run);
+                true
+            }
+        }
+    }
+
+    /// Starts every instance of service `s`.
+    fn start(&mut self, s: usize) {
+        let name = &self.graph.services[s].name;
+        self.notes.note(format!("`{name}` starting"));
+        for k in self.of(s).collect::<Vec<_>>() {
+            let instance = &self.instances[k];
+            let (ready_tx, ready_rx) = oneshot::channel();
+            let (stop_tx, stop_rx) = oneshot::channel();
+            self.state[k].started = true;
+            self.state[k].stop = Some(stop_tx);
+            let mut env = self.ctx.env.clone();
+            env.push(("QUIESCE_HTTP_PORT".to_owned(), instance.port.to_string()));
+            env.push(("QUIESCE_SERVICE".to_owned(), name.clone()));
+            env.push((
+                "QUIESCE_REPLICA".to_owned(),
+                (instance.replica + 1).to_string(),
+            ));
+            let process = ProcessContext {
+                env,
+                run_id: &instance.run_id,
+                out_dir: &instance.out_dir,
+                probe_file: &instance.probe_file,
+                base_dir: self.ctx.base_dir,
+                ready_timeout: self.ctx.ready_timeout,
+                hooks: Hooks {
+                    on_ready: vec![ready_tx],
+                    stop_early: Some(stop_rx),
+                    ..Hooks::default()
+                },
+            };
+            let mut relayed = SignalHandler::relay(&self.relay);
+            self.events.push(Box::pin(async move {
+                let run = run_process(&instance.target, &instance.plan, process, &mut relayed);
+                Event::Done(k, Box::new(run.await))
+            }));
+            self.events.push(Box::pin(async move {
+                match ready_rx.await {
+                    Ok(()) => Event::Ready(k),
+                    Err(_) => Event::NotReady,
+                }
+            }));
+        }
+    }
+}
+
+/// A free loopback port, for an instance to listen on.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}

@@ -1,0 +1,210 @@
+//! Service graphs (`[[services]]`): started in dependency order, stopped in mirror order or
+//! the file's, each service judged on its own (scenarios/graph/). Real processes, local
+//! backend; each wrong service must be blamed alone.
+
+use std::path::{Path, PathBuf};
+
+use quiesce::exit_codes;
+
+use crate::util::*;
+
+fn scenario_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/graph")
+}
+
+fn judge(env: &[(&str, &str)]) -> Judged {
+    let file = scenario_dir().join("graph.toml");
+    judge_hostile(file.to_str().unwrap(), &["--backend", "local"], env)
+}
+
+/// The graph scenario and its service, copied into a temp folder with `edit` applied to the
+/// scenario's text: its processes run there, so they can be found by that folder.
+fn graph_copy(edit: impl Fn(String) -> String) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        scenario_dir().join("service.py"),
+        dir.path().join("service.py"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(scenario_dir().join("graph.toml")).unwrap();
+    let file = dir.path().join("graph.toml");
+    std::fs::write(&file, edit(text)).unwrap();
+    (dir, file)
+}
+
+/// When `event` first happened, in ms since the graph started. Events of the same
+/// millisecond may stand in either order, so an order is asserted with `<=`.
+fn at(judged: &Judged, event: &str) -> u64 {
+    judged
+        .timeline
+        .iter()
+        .find(|(_, e)| e == event)
+        .map(|(at, _)| *at)
+        .unwrap_or_else(|| panic!("no `{event}` on the timeline:\n{}", judged.output))
+}
+
+const INSTANCES: [&str; 4] = ["store", "worker#1", "worker#2", "api"];
+
+#[test]
+fn services_start_after_what_they_depend_on_and_stop_in_mirror_order() {
+    let judged = judge(&[]);
+    assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
+    for instance in INSTANCES {
+        for check in [
+            "starts_within",
+            "stops_within",
+            "exit_code",
+            "no_orphan_processes",
+        ] {
+            let name = format!("{instance}/{check}");
+            assert_eq!(judged.outcome(&name), "pass", "{name}\n{}", judged.output);
+        }
+    }
+    // Start: each service once every instance of what it depends on is ready.
+    assert!(at(&judged, "store: ready") <= at(&judged, "`worker` starting"));
+    for worker in ["worker#1", "worker#2"] {
+        assert!(at(&judged, &format!("{worker}: ready")) <= at(&judged, "`api` starting"));
+        // Stop: the workers only once the API has exited, the store once both have.
+        assert!(at(&judged, "api: exited (exit code 0)") <= at(&judged, "stopping `worker`"));
+        let exited = at(&judged, &format!("{worker}: exited (exit code 0)"));
+        assert!(exited <= at(&judged, "stopping `store`"));
+    }
+    // Each with its own signal: the API's is SIGINT.
+    assert!(at(&judged, "api: sent SIGINT") <= at(&judged, "worker#1: sent SIGTERM"));
+}
+
+#[test]
+fn the_files_stop_order_is_followed() {
+    let (_dir, file) = graph_copy(|text| {
+        text.replace(
+            "[stop]\n",
+            "[stop]\norder = [\"worker\", \"store\", \"api\"]\n",
+        )
+    });
+    let judged = judge_hostile(file.to_str().unwrap(), &["--backend", "local"], &[]);
+    assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
+    let worker = at(&judged, "stopping `worker`");
+    let store = at(&judged, "stopping `store`");
+    assert!(worker <= store && store <= at(&judged, "stopping `api`"));
+    assert!(at(&judged, "worker#2: exited (exit code 0)") <= store);
+}
+
+#[test]
+fn a_service_that_ignores_sigterm_fails_alone_and_holds_back_the_next_stop() {
+    let judged = judge(&[("GRAPH_BUG", "stubborn-worker")]);
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    for worker in ["worker#1", "worker#2"] {
+        let name = format!("{worker}/stops_within");
+        assert_eq!(judged.outcome(&name), "violation", "{}", judged.output);
+    }
+    for service in ["store", "api"] {
+        let name = format!("{service}/stops_within");
+        assert_eq!(judged.outcome(&name), "pass", "{}", judged.output);
+    }
+    // The store is asked to stop only once the harness has killed both workers.
+    let store = at(&judged, "stopping `store`");
+    let killed = judged
+        .timeline
+        .iter()
+        .filter(|(_, e)| e.starts_with("worker#") && e.contains("killed"))
+        .count();
+    assert!(killed >= 2, "{}", judged.output);
+    let killed_before = judged
+        .timeline
+        .iter()
+        .filter(|(at, e)| *at <= store && e.starts_with("worker#") && e.contains("killed"))
+        .count();
+    assert!(killed_before >= 2, "{}", judged.output);
+}
+
+#[test]
+fn a_service_never_ready_keeps_what_depends_on_it_from_starting() {
+    let judged = judge(&[("GRAPH_BUG", "never-ready-store")]);
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    assert_eq!(
+        judged.outcome("store/starts_within"),
+        "violation",
+        "{}",
+        judged.output
+    );
+    for instance in ["worker#1", "worker#2", "api"] {
+        let name = format!("{instance}/starts_within");
+        assert_eq!(judged.outcome(&name), "inconclusive", "{}", judged.output);
+        let started = format!("{instance}: started");
+        assert!(
+            !judged.timeline.iter().any(|(_, e)| e.starts_with(&started)),
+            "{instance} was started:\n{}",
+            judged.output
+        );
+    }
+    assert!(
+        judged
+            .output
+            .contains("not started: `store`, which it depends on, never became ready")
+    );
+}
+
+#[test]
+fn an_orphan_is_blamed_on_the_service_that_left_it() {
+    let judged = judge(&[("GRAPH_BUG", "orphan-api")]);
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    assert_eq!(
+        judged.outcome("api/no_orphan_processes"),
+        "violation",
+        "{}",
+        judged.output
+    );
+    for instance in ["store", "worker#1", "worker#2"] {
+        let name = format!("{instance}/no_orphan_processes");
+        assert_eq!(judged.outcome(&name), "pass", "{}", judged.output);
+    }
+    assert!(judged.output.contains("sleep 300"), "{}", judged.output);
+}
+
+#[test]
+fn a_dependency_cycle_is_an_error_naming_it_and_its_line() {
+    let (dir, file) = graph_copy(|text| {
+        text.replace(
+            "name = \"store\"\n",
+            "name = \"store\"\ndepends_on = [\"api\"]\n",
+        )
+    });
+    let (code, out, err) = quiesce(dir.path(), &["run", file.to_str().unwrap()], &[]);
+    assert_eq!(code, exit_codes::BAD_INPUT, "{out}\n{err}");
+    let line = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("depends_on = [\"api\"]"))
+        .unwrap()
+        + 1;
+    let wanted = format!("graph.toml:{line}:");
+    assert!(err.contains(&wanted), "{wanted} in:\n{err}");
+    assert!(
+        err.contains("depends_on has a cycle: store -> api -> worker -> store"),
+        "{err}"
+    );
+    assert!(processes_mentioning(dir.path()).is_empty());
+}
+
+#[test]
+fn ctrl_c_stops_every_service_of_the_graph() {
+    let (dir, file) = graph_copy(|text| text.replace("after_ms = 500", "after_ms = 600000"));
+    let api_ready = || {
+        std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("quiesce-run-"))
+            .any(|run| {
+                std::fs::read_to_string(run.path().join("api/stdout.log"))
+                    .is_ok_and(|log| log.contains("api 1 ready"))
+            })
+    };
+    let args = ["run", file.to_str().unwrap(), "--backend", "local"];
+    let child = quiesce_until(dir.path(), &args, api_ready);
+    assert!(processes_mentioning(dir.path()).len() >= 4);
+    let (code, out) = interrupt(child);
+    assert_eq!(code, Some(exit_codes::INTERRUPTED), "{out}");
+    let left = processes_mentioning(dir.path());
+    assert!(left.is_empty(), "still running: {left:?}\n{out}");
+}
