@@ -232,3 +232,50 @@ fn ctrl_c_ends_the_loop_with_a_report_and_nothing_running() {
         "nothing left running"
     );
 }
+
+#[test]
+fn several_files_loop_one_after_another_with_one_report_and_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = scenario(dir.path());
+    // A second file whose target leaves a child behind: every cycle fails.
+    let bad = dir.path().join("orphan.toml");
+    let text = std::fs::read_to_string(&good)
+        .unwrap()
+        .replace("name = \"cli-loop\"", "name = \"cli-loop-orphan\"")
+        .replace("trap 'exit 0' TERM;", "sleep 300 & trap 'exit 0' TERM;");
+    std::fs::write(&bad, text).unwrap();
+    let out = dir.path().join("out");
+    let (files, out_s) = (dir.path().to_str().unwrap(), out.to_str().unwrap());
+    let (code, listed, _) = quiesce(dir.path(), &["loop", files, "--list"], &[]);
+    assert_eq!(code, exit_codes::OK);
+    let wanted = format!("{}\n{}\n", good.display(), bad.display());
+    assert_eq!(
+        listed.replace(&format!("{files}/"), ""),
+        wanted.replace(&format!("{files}/"), "")
+    );
+    let (code, _, _) = quiesce(
+        dir.path(),
+        &["loop", files, "-n", "2", "--json", "--out", out_s],
+        &[],
+    );
+    assert_eq!(code, exit_codes::VIOLATION);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("loops.json")).unwrap()).unwrap();
+    let scenarios = json["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), 2, "{json}");
+    assert_eq!(json["verdict"], "VIOLATION");
+    let verdicts: Vec<_> = scenarios
+        .iter()
+        .map(|s| s["verdict"].as_str().unwrap())
+        .collect();
+    // Sorted by path: loop.toml, then orphan.toml.
+    assert_eq!(verdicts, ["PASS", "FAIL"], "{json}");
+    assert_eq!(scenarios[1]["report"]["failed"], 2, "{json}");
+    assert!(out.join("01-loop/loop.json").is_file() && out.join("02-orphan/loop.json").is_file());
+    // A bad file among them is bad input before any loop starts.
+    std::fs::write(dir.path().join("zz.toml"), "[target]\ncommand = []\n").unwrap();
+    let (code, _, err) = quiesce(dir.path(), &["loop", files, "-n", "1"], &[]);
+    assert_eq!(code, exit_codes::BAD_INPUT, "{err}");
+    assert!(err.contains("zz.toml"), "{err}");
+    assert_eq!(processes_mentioning(dir.path()), Vec::<u32>::new());
+}

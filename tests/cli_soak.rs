@@ -234,3 +234,55 @@ fn resident_growth_over_a_flat_heap_is_retention_only_if_the_allocator_holds_it(
     assert_eq!(code, exit_codes::VIOLATION, "{stdout}{stderr}");
     assert!(stdout.contains("no allocator holdings"), "{stdout}");
 }
+
+#[test]
+fn several_files_soak_one_after_another_with_one_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = scenario(dir.path());
+    let second = dir.path().join("soak-2.toml");
+    let text = std::fs::read_to_string(&first).unwrap();
+    std::fs::write(&second, text.replace("cli-soak", "cli-soak-2")).unwrap();
+    let out = dir.path().join("out");
+    let (a, b, o) = (
+        first.to_str().unwrap(),
+        second.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let args = [
+        "soak",
+        a,
+        b,
+        "--duration",
+        "5s",
+        "--min-span",
+        "2s",
+        "--out",
+        o,
+    ];
+    let (code, stdout, stderr) = quiesce(dir.path(), &args, &[]);
+    // Five seconds of a shell show nothing of memory: each soak is inconclusive, and so is
+    // the whole.
+    assert_eq!(code, exit_codes::INCONCLUSIVE, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("[1/2] INCONCLUSIVE") && stderr.contains("[2/2] INCONCLUSIVE"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("soak verdict: INCONCLUSIVE (2 of 2 scenario(s) run"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("soaks.json")).unwrap()).unwrap();
+    assert_eq!(
+        json["scenarios"].as_array().map(Vec::len),
+        Some(2),
+        "{json}"
+    );
+    for folder in ["01-soak", "02-soak-2"] {
+        assert!(
+            out.join(folder).join("timeline.jsonl").is_file(),
+            "{folder}"
+        );
+    }
+    assert_eq!(processes_mentioning(dir.path()), Vec::<u32>::new());
+}

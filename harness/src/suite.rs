@@ -155,17 +155,7 @@ impl SuiteReport {
         let errors = scenarios.iter().filter(|e| e.error.is_some()).count();
         let passed = count(exit_codes::OK);
         let first_error = scenarios.iter().find_map(|e| e.error_code);
-        let (verdict, exit_code) = if failed > 0 {
-            ("VIOLATION", exit_codes::VIOLATION)
-        } else if let Some(code) = first_error.filter(|c| *c != exit_codes::INTERRUPTED) {
-            ("ERROR", code)
-        } else if interrupted || first_error.is_some() {
-            ("INTERRUPTED", exit_codes::INTERRUPTED)
-        } else if inconclusive > 0 {
-            ("INCONCLUSIVE", exit_codes::INCONCLUSIVE)
-        } else {
-            ("PASS", exit_codes::OK)
-        };
+        let (verdict, exit_code) = combined_verdict(failed, first_error, interrupted, inconclusive);
         SuiteReport {
             verdict,
             exit_code,
@@ -177,6 +167,27 @@ impl SuiteReport {
             elapsed_ms: elapsed.as_millis() as u64,
             scenarios,
         }
+    }
+}
+
+/// The verdict of several scenarios and its exit code: any violation, else the first harness
+/// or infrastructure error (its own code), else interrupted, else inconclusive, else pass.
+pub fn combined_verdict(
+    failed: usize,
+    first_error: Option<i32>,
+    interrupted: bool,
+    inconclusive: usize,
+) -> (&'static str, i32) {
+    if failed > 0 {
+        ("VIOLATION", exit_codes::VIOLATION)
+    } else if let Some(code) = first_error.filter(|c| *c != exit_codes::INTERRUPTED) {
+        ("ERROR", code)
+    } else if interrupted || first_error.is_some() {
+        ("INTERRUPTED", exit_codes::INTERRUPTED)
+    } else if inconclusive > 0 {
+        ("INCONCLUSIVE", exit_codes::INCONCLUSIVE)
+    } else {
+        ("PASS", exit_codes::OK)
     }
 }
 

@@ -1,4 +1,5 @@
-//! `quiesce loop`: one scenario in cycles against infrastructure started once.
+//! `quiesce loop`: one scenario in cycles against infrastructure started once; several, one
+//! after another, reported together (see [`super::many`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,8 +14,16 @@ use super::progress::*;
 
 #[derive(Debug, Args)]
 pub(super) struct LoopArgs {
-    /// The scenario file (TOML).
-    pub(super) scenario: PathBuf,
+    /// Scenario files (TOML), or folders: every `*.toml` under them but `Cargo.toml`. Several
+    /// loop one after another, with one report and one exit code.
+    #[arg(required = true, value_name = "FILE|DIR")]
+    pub(super) scenarios: Vec<PathBuf>,
+    /// Loop only this share of the files: K/N or hash:K/N, as `quiesce run`.
+    #[arg(long, value_name = "K/N")]
+    pub(super) partition: Option<crate::suite::Partition>,
+    /// Print the files the loop (and partition) would run, one a line, and run nothing.
+    #[arg(long)]
+    pub(super) list: bool,
     #[command(flatten)]
     pub(super) infra: BackendArgs,
     /// How many cycles (default 100; with --duration or --until-failure, at most this many,
@@ -46,8 +55,55 @@ pub(super) struct LoopArgs {
 }
 
 pub(super) async fn loop_scenario(args: LoopArgs) -> Result<i32, CliError> {
-    use crate::repeat::{LoopOptions, MAX_CYCLES, run_loop};
-    let mut scenario = args.common.load(&args.scenario, &args.infra)?;
+    let Some(files) = super::many::select(&args.scenarios, args.partition, args.list)? else {
+        return Ok(crate::exit_codes::OK);
+    };
+    let cycles = cycles(&args)?;
+    let mut scenarios = Vec::new();
+    for file in files {
+        let scenario = prepare(&args, &file)?;
+        scenarios.push((file, scenario));
+    }
+    let name = |s: &crate::scenario::Scenario| s.name.clone();
+    let (paths, partition) = (&args.scenarios, args.partition);
+    super::many::run(
+        "loop",
+        paths,
+        partition,
+        scenarios,
+        name,
+        &args.common,
+        async |scenario, dir| {
+            let report = loop_one(&args, &scenario, cycles, dir).await?;
+            Ok(super::many::Finished {
+                word: report.word(),
+                exit_code: report.exit_code(),
+                summary: crate::repeat::summary(&report),
+                json: serde_json::to_value(&report).unwrap_or_default(),
+                junit: crate::repeat::junit_suite(&report),
+            })
+        },
+    )
+    .await
+}
+
+/// How many cycles each loop runs, from `-n`, `--duration` and `--until-failure`.
+fn cycles(args: &LoopArgs) -> Result<u64, CliError> {
+    let bounded = args.duration.is_some() || args.until_failure;
+    match args.cycles {
+        Some(0) => Err(CliError::Config(infra::ConfigError::Value {
+            origin: "--cycles".to_owned(),
+            message: "`0`: a loop runs at least one cycle".to_owned(),
+        })),
+        Some(n) => Ok(n),
+        None if bounded => Ok(crate::repeat::MAX_CYCLES),
+        None => Ok(100),
+    }
+}
+
+/// The scenario of `path` with the command line's deadlines and hang command over its own.
+fn prepare(args: &LoopArgs, path: &std::path::Path) -> Result<crate::scenario::Scenario, CliError> {
+    let mut scenario = args.common.load(path, &args.infra)?;
     if let Some(ms) = args.ready_deadline {
         scenario.checks.starts_within.params.deadline_ms = ms;
     }
@@ -59,26 +115,20 @@ pub(super) async fn loop_scenario(args: LoopArgs) -> Result<i32, CliError> {
     {
         target.on_hang = Some(command.clone());
     }
-    let bounded = args.duration.is_some() || args.until_failure;
-    let cycles = match args.cycles {
-        Some(0) => {
-            return Err(CliError::Config(infra::ConfigError::Value {
-                origin: "--cycles".to_owned(),
-                message: "`0`: a loop runs at least one cycle".to_owned(),
-            }));
-        }
-        Some(n) => n,
-        None if bounded => MAX_CYCLES,
-        None => 100,
-    };
-    let out_dir = args
-        .common
-        .out
-        .clone()
-        .unwrap_or_else(|| fresh_out_dir("loop", &scenario.name));
+    Ok(scenario)
+}
+
+/// One scenario's loop, with its progress bar.
+async fn loop_one(
+    args: &LoopArgs,
+    scenario: &crate::scenario::Scenario,
+    cycles: u64,
+    out_dir: PathBuf,
+) -> Result<crate::repeat::LoopReport, CliError> {
+    use crate::repeat::{LoopOptions, run_loop};
     let options = LoopOptions {
         env: parse_env(&args.common.env)?,
-        out_dir: out_dir.clone(),
+        out_dir,
         cycles,
         duration: args.duration,
         until_failure: args.until_failure,
@@ -86,16 +136,7 @@ pub(super) async fn loop_scenario(args: LoopArgs) -> Result<i32, CliError> {
     };
     let mut signals = signal_handler()?;
     let mut bar = LoopProgress::new(cycles, args.duration);
-    let report = run_loop(&scenario, &options, &mut signals, |p| bar.update(p)).await;
+    let report = run_loop(scenario, &options, &mut signals, |p| bar.update(p)).await;
     bar.finish();
-    let report = report?;
-    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-    write_file(&out_dir.join("loop.json"), &json)?;
-    emit(
-        &args.common,
-        &crate::repeat::summary(&report),
-        &json,
-        || crate::repeat::junit_xml(&report),
-    )?;
-    Ok(report.exit_code())
+    Ok(report?)
 }

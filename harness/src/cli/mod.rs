@@ -9,6 +9,7 @@ mod explore;
 mod images;
 mod infra;
 mod r#loop;
+mod many;
 mod progress;
 mod run;
 mod soak;

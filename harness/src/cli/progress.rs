@@ -141,3 +141,41 @@ impl LoopProgress {
         }
     }
 }
+
+/// A suite's progress: on a terminal, a bar of scenarios with ETA above the line each
+/// finished scenario prints; else the lines alone (a CI log).
+pub(super) struct ScenariosBar {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl ScenariosBar {
+    pub(super) fn new(total: usize) -> ScenariosBar {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            let template = "{elapsed_precise} [{bar:30}] {pos}/{len} scenarios, ETA {eta}";
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        });
+        ScenariosBar { bar }
+    }
+
+    /// One scenario finished: its line, and the bar one step on.
+    pub(super) fn finished(&self, line: String) {
+        match &self.bar {
+            Some(bar) => {
+                bar.println(line);
+                bar.inc(1);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    pub(super) fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

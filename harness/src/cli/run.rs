@@ -67,6 +67,7 @@ pub(super) async fn run_scenario(args: RunArgs) -> Result<i32, CliError> {
         out_dir.display()
     );
     let mut signals = signal_handler()?;
+    let bar = super::progress::ScenariosBar::new(total);
     let report = run_suite(
         scenarios,
         &env,
@@ -80,17 +81,18 @@ pub(super) async fn run_scenario(args: RunArgs) -> Result<i32, CliError> {
             // ETA from the scenarios done so far.
             let each = p.elapsed.as_secs_f64() / p.done as f64;
             let left = each * (p.total - p.done) as f64;
-            eprintln!(
+            bar.finished(format!(
                 "[{}/{}] {word:<12} {} ({:.1} s; about {:.0} s left)",
                 p.done,
                 p.total,
                 p.entry.file,
                 p.entry.elapsed_ms as f64 / 1000.0,
                 left
-            );
+            ));
         },
     )
     .await;
+    bar.finish();
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
     write_file(&out_dir.join("suite.json"), &json)?;
     emit(&args.common, &crate::suite::summary(&report), &json, || {

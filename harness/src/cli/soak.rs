@@ -1,5 +1,6 @@
-//! `quiesce soak`: hours under load with a memory verdict in MB/day, and `soak report`, which
-//! judges a timeline again.
+//! `quiesce soak`: hours under load with a memory verdict in MB/day (several scenarios: one
+//! after another, each for `--duration`, reported together), and `soak report`, which judges a
+//! timeline again.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,9 +18,16 @@ use super::progress::*;
 pub(super) struct SoakArgs {
     #[command(subcommand)]
     pub(super) command: Option<SoakCommand>,
-    /// The scenario file (TOML): a process target.
-    #[arg(required = true)]
-    pub(super) scenario: Option<PathBuf>,
+    /// Scenario files (TOML), each a process target, or folders of them. Several soak one
+    /// after another, each for --duration, with one report and one exit code.
+    #[arg(required = true, value_name = "FILE|DIR")]
+    pub(super) scenarios: Vec<PathBuf>,
+    /// Soak only this share of the files: K/N or hash:K/N, as `quiesce run`.
+    #[arg(long, value_name = "K/N")]
+    pub(super) partition: Option<crate::suite::Partition>,
+    /// Print the files the soak (and partition) would run, one a line, and run nothing.
+    #[arg(long)]
+    pub(super) list: bool,
     #[command(flatten)]
     pub(super) infra: BackendArgs,
     /// How long: 90s, 30m, 2h.
@@ -78,19 +86,47 @@ pub(super) struct SoakReportArgs {
 }
 
 pub(super) async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
-    use crate::soak::{SoakOptions, soak};
-    let Some(path) = args.scenario.as_ref() else {
-        let Some(SoakCommand::Report(report)) = &args.command else {
-            unreachable!("clap requires a scenario or a subcommand");
-        };
+    if let Some(SoakCommand::Report(report)) = &args.command {
         return soak_report(report);
+    }
+    let Some(files) = super::many::select(&args.scenarios, args.partition, args.list)? else {
+        return Ok(exit_codes::OK);
     };
-    let scenario = args.common.load(path, &args.infra)?;
-    let out_dir = args
-        .common
-        .out
-        .clone()
-        .unwrap_or_else(|| fresh_out_dir("soak", &scenario.name));
+    let mut scenarios = Vec::new();
+    for file in files {
+        let scenario = args.common.load(&file, &args.infra)?;
+        scenarios.push((file, scenario));
+    }
+    let name = |s: &crate::scenario::Scenario| s.name.clone();
+    let (paths, partition) = (&args.scenarios, args.partition);
+    super::many::run(
+        "soak",
+        paths,
+        partition,
+        scenarios,
+        name,
+        &args.common,
+        async |scenario, dir| {
+            let (report, summary) = soak_one(&args, &scenario, dir).await?;
+            Ok(super::many::Finished {
+                word: report.verdict.word(),
+                exit_code: report.verdict.exit_code(),
+                summary,
+                json: serde_json::to_value(&report).unwrap_or_default(),
+                junit: crate::report::junit_suite(&report.verdict),
+            })
+        },
+    )
+    .await
+}
+
+/// One scenario's soak, with its progress bar: its report and terminal summary.
+async fn soak_one(
+    args: &SoakArgs,
+    scenario: &crate::scenario::Scenario,
+    out_dir: PathBuf,
+) -> Result<(crate::soak::SoakReport, String), CliError> {
+    use crate::soak::{SoakOptions, soak};
     let mut options = SoakOptions::new(args.duration, out_dir.clone());
     options.interval = args.interval;
     if let Some(warmup) = args.warmup {
@@ -113,14 +149,12 @@ pub(super) async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
     let mut signals = signal_handler()?;
     let bar = SoakProgress::new(args.duration);
     let shown = bar.clone();
-    let report = soak(&scenario, &options, &mut signals, move |status| {
+    let report = soak(scenario, &options, &mut signals, move |status| {
         shown.update(status)
     })
     .await;
     bar.finish();
     let report = report?;
-    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-    write_file(&out_dir.join("soak.json"), &json)?;
     let mut summary = crate::report::summary(&report.verdict);
     summary.push_str(&format!(
         "soak timeline {} ({} samples), plot {}\n",
@@ -128,10 +162,7 @@ pub(super) async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
         report.samples,
         report.plot.display()
     ));
-    emit(&args.common, &summary, &json, || {
-        crate::report::junit_xml(&report.verdict)
-    })?;
-    Ok(report.verdict.exit_code())
+    Ok((report, summary))
 }
 
 /// `quiesce soak report`: a timeline judged again, its plot redrawn.

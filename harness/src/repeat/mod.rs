@@ -16,7 +16,7 @@
 mod report;
 mod stats;
 
-pub use report::{junit_xml, summary};
+pub use report::{junit_suite, junit_xml, summary};
 pub use stats::{Percentiles, nearest_rank, wilson_upper};
 
 use std::collections::BTreeMap;

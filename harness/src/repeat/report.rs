@@ -135,6 +135,12 @@ pub fn summary(report: &LoopReport) -> String {
 /// case that fails when any cycle did.
 pub fn junit_xml(report: &LoopReport) -> String {
     let mut junit = Report::new("quiesce");
+    junit.add_test_suite(junit_suite(report));
+    junit.to_string().expect("a report always serializes")
+}
+
+/// The loop as one JUnit test suite: a case per failing or undecided cycle, and a summary.
+pub fn junit_suite(report: &LoopReport) -> TestSuite {
     let mut suite = TestSuite::new(format!("loop {}", report.scenario));
     let class = format!("quiesce.loop.{}", report.scenario);
     for cycle in &report.failing {
@@ -182,6 +188,5 @@ pub fn junit_xml(report: &LoopReport) -> String {
     case.set_classname(class.as_str());
     case.set_system_out(rate_line(report));
     suite.add_test_case(case);
-    junit.add_test_suite(suite);
-    junit.to_string().expect("a report always serializes")
+    suite
 }
