@@ -133,8 +133,9 @@ pub struct Session {
     backend: BackendKind,
     endpoints: Endpoints,
     switches: BTreeMap<DependencyKind, ProxySwitch>,
-    /// Where the next cycle's Kafka evidence begins.
-    kafka: kafka::Baseline,
+    /// Where the next cycle's Kafka evidence begins, by the topics and group it is of: the
+    /// scenarios of a suite share the session, each with its own topics.
+    kafka: BTreeMap<String, kafka::Baseline>,
     /// Told each process target's pid (see [`Session::report_pid_to`]).
     pid: Option<PidReporter>,
     /// What every client said to its group coordinator through the Kafka proxy.
@@ -181,7 +182,7 @@ impl Session {
             endpoints: infra.endpoints().clone(),
             infra: std::sync::Arc::new(tokio::sync::Mutex::new(infra)),
             switches,
-            kafka: kafka::Baseline::default(),
+            kafka: BTreeMap::new(),
             pid: None,
             groups,
         })
@@ -237,15 +238,17 @@ impl Session {
                 infra: self.infra.clone(),
                 switches: self.switches.clone(),
                 port,
-                kafka: self.kafka.clone(),
+                kafka: baseline_key(scenario)
+                    .and_then(|key| self.kafka.get(&key).cloned())
+                    .unwrap_or_default(),
                 pid: self.pid.clone(),
                 groups: self.groups.clone(),
             },
             signals,
         )
         .await?;
-        if let Some(next) = kafka {
-            self.kafka = next;
+        if let (Some(next), Some(key)) = (kafka, baseline_key(scenario)) {
+            self.kafka.insert(key, next);
         }
         let results = evaluate(scenario, &observed, &findings);
         let verdict = Verdict {
@@ -278,6 +281,12 @@ impl Session {
             _ = signals.recv() => Ok(()),
         }
     }
+}
+
+/// What a Kafka baseline is of: the scenario's input and output topics and its group.
+fn baseline_key(scenario: &Scenario) -> Option<String> {
+    let k = scenario.kafka.as_ref()?;
+    Some(format!("{} {} {}", k.input_topic, k.output_topic, k.group))
 }
 
 /// A timeline as a verdict gives it.

@@ -229,3 +229,38 @@ async fn loop_mode_gives_each_cycle_the_run_verdict() {
             .unwrap_or_else(|e| panic!("{variant}: {e}"));
     }
 }
+
+/// Two Kafka scenarios in one suite share the infrastructure, each on topics and a group of
+/// its own: the second's evidence must begin at its own topics' start, not where the first
+/// left its topics (that read the second's first outputs as the first's, and called 1000
+/// processed inputs lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suites_second_kafka_scenario_is_judged_on_its_own_topics() {
+    let first = scenario("event-pipeline.toml");
+    let second = scenario("event-pipeline.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("event-pipeline.toml");
+    let env = [("QUIESCE_VARIANT".to_owned(), "correct".to_owned())];
+    let mut signals = quiesce::signal::SignalHandler::noop();
+    let report = quiesce::suite::run_suite(
+        vec![(file.clone(), first), (file, second)],
+        &env,
+        dir.path(),
+        &mut signals,
+        |_| {},
+    )
+    .await;
+    assert_eq!(report.infrastructure_starts, 1);
+    for entry in &report.scenarios {
+        let verdict = entry
+            .verdict
+            .as_ref()
+            .unwrap_or_else(|| panic!("no verdict: {:?}", entry.error));
+        assert_eq!(
+            verdict.word(),
+            "PASS",
+            "{}",
+            quiesce::report::summary(verdict)
+        );
+    }
+}
