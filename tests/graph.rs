@@ -208,3 +208,99 @@ fn ctrl_c_stops_every_service_of_the_graph() {
     let left = processes_mentioning(dir.path());
     assert!(left.is_empty(), "still running: {left:?}\n{out}");
 }
+
+fn chain(bug: &str) -> Judged {
+    let file = scenario_dir().join("chain.toml");
+    judge_hostile(
+        file.to_str().unwrap(),
+        &["--backend", "local"],
+        &[("CHAIN_BUG", bug)],
+    )
+}
+
+/// VARIANTS.md, `chain.toml` `correct`: every order of the chain processed once end to end,
+/// each hop's commits judged against what it handed on.
+#[test]
+fn a_correct_chain_passes_hop_by_hop() {
+    let judged = chain("");
+    assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
+    for check in [
+        "offsets_committed",
+        "no_message_loss",
+        "no_redelivery",
+        "group_left",
+    ] {
+        assert_eq!(judged.outcome(check), "pass", "{check}\n{}", judged.output);
+    }
+    assert!(
+        judged
+            .output
+            .contains("group `chain-worker` on `orders-accepted`: committed =="),
+        "{}",
+        judged.output
+    );
+}
+
+/// `intake-no-flush`: the intake commits orders still in its send buffer and exits without a
+/// flush. The hop that lost them is named; the orders are lost end to end.
+#[test]
+fn an_intake_that_never_flushes_loses_orders_and_is_named() {
+    let judged = chain("intake-no-flush");
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    for check in [
+        "offsets_committed",
+        "no_message_loss",
+        "intake/no_leaked_tasks",
+    ] {
+        assert_eq!(
+            judged.outcome(check),
+            "violation",
+            "{check}\n{}",
+            judged.output
+        );
+    }
+    assert_eq!(
+        judged.outcome("worker/no_leaked_tasks"),
+        "pass",
+        "{}",
+        judged.output
+    );
+    assert!(
+        judged
+            .output
+            .contains("group `chain-intake` on `orders`: committed offsets disagree"),
+        "{}",
+        judged.output
+    );
+}
+
+/// `worker-assumes-topic`: the worker starts first and subscribes to a topic only the intake
+/// creates: it is never ready, and the intake, which waits for it, is never started.
+#[test]
+fn a_worker_that_waits_for_a_topic_nobody_made_yet_never_starts_the_chain() {
+    let judged = chain("worker-assumes-topic");
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    assert_eq!(
+        judged.outcome("worker/starts_within"),
+        "violation",
+        "{}",
+        judged.output
+    );
+    assert_eq!(
+        judged.outcome("intake/starts_within"),
+        "inconclusive",
+        "{}",
+        judged.output
+    );
+    assert_eq!(
+        judged.outcome("no_message_loss"),
+        "inconclusive",
+        "{}",
+        judged.output
+    );
+    assert!(
+        judged.output.contains("orders-accepted"),
+        "{}",
+        judged.output
+    );
+}

@@ -25,6 +25,17 @@ fn ms(d: Duration) -> u128 {
 /// Decides every enabled check of `scenario` from `run`; the Kafka and Redis checks come
 /// decided in `findings` (or with the reason they could not be).
 pub fn evaluate(scenario: &Scenario, run: &TargetRun, findings: &Findings) -> Vec<CheckResult> {
+    // A graph: the lifecycle checks per instance, the rest of the graph as a whole.
+    if let crate::scenario::Target::Services(graph) = &scenario.target {
+        let mut results = super::services::judge(scenario, graph, run);
+        results.extend(
+            scenario
+                .enabled_checks()
+                .filter(|c| !CheckName::LIFECYCLE.contains(c))
+                .map(|check| CheckResult::new(check, decide(check, scenario, run, findings))),
+        );
+        return results;
+    }
     scenario
         .enabled_checks()
         .map(|check| CheckResult::new(check, decide(check, scenario, run, findings)))

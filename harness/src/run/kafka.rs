@@ -358,6 +358,23 @@ pub struct AfterStop {
     /// The broker served less than it reported (see [`crate::kafka::ReadBack`]).
     pub stalled: Option<String>,
     pub committed: BTreeMap<i32, Option<i64>>,
+    /// A chain's hops (`[kafka] via`), the first from the input topic: each group's commits
+    /// and what of its topic reached the next one. Empty without `via`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hops: Vec<HopAfterStop>,
+}
+
+/// One hop of a chain after a stop: the group that consumes `topic`, its commits there, and
+/// which of the topic's records of this run reached the next topic.
+#[derive(serde::Serialize)]
+pub struct HopAfterStop {
+    pub group: String,
+    pub topic: String,
+    /// The topic's records of this run: the hop's inputs (the first hop's are the inputs the
+    /// broker acknowledged).
+    pub records: usize,
+    #[serde(skip)]
+    pub evidence: KafkaEvidence,
 }
 
 /// Where a run's Kafka evidence begins: what the earlier cycles of a loop left in the topics
@@ -424,12 +441,86 @@ pub async fn read_after_stop(
         workload.partitions,
     )
     .await?;
+    let hops = match workload.via.is_empty() {
+        true => Vec::new(),
+        false => read_hops(bootstrap, workload, baseline, acked).await?,
+    };
     Ok(AfterStop {
         processed,
         unmatched,
         committed,
         stalled: read.stalled,
+        hops,
     })
+}
+
+/// Each hop of a chain: its group's commits on the topic it consumes, judged against what of
+/// that topic reached the next (the first hop's topic is the input, the last's next the
+/// output). A hop's records are known by the input key they carry, as `processed` reads it.
+async fn read_hops(
+    bootstrap: &str,
+    workload: &KafkaWorkload,
+    baseline: &Baseline,
+    acked: &[AckedRecord],
+) -> Result<Vec<HopAfterStop>, KafkaError> {
+    let ours: std::collections::BTreeSet<&str> = acked.iter().map(|a| a.key.as_str()).collect();
+    let mut stages: Vec<(&str, &str)> = vec![(&workload.input_topic, &workload.group)];
+    stages.extend(
+        workload
+            .via
+            .iter()
+            .map(|h| (h.topic.as_str(), h.group.as_str())),
+    );
+    let mut records = acked.to_vec();
+    let mut hops = Vec::new();
+    for (i, (topic, group)) in stages.iter().enumerate() {
+        let (next, since) = match stages.get(i + 1) {
+            Some((next, _)) => (*next, BTreeMap::new()),
+            None => (workload.output_topic.as_str(), baseline.outputs.clone()),
+        };
+        let read = read_back(bootstrap, next, &since, &workload.processed).await?;
+        // The next hop's records of this run: where each is, and the input key it carries.
+        let next_records: Vec<AckedRecord> = read
+            .outputs
+            .iter()
+            .filter_map(|o| match (&o.input, o.at) {
+                (crate::kafka::InputRef::Key(key), Some((partition, offset)))
+                    if ours.contains(key.as_str()) =>
+                {
+                    Some(AckedRecord {
+                        partition,
+                        offset,
+                        key: key.clone(),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        let (processed, _) = resolve(read.outputs, &records);
+        let partitions = records
+            .iter()
+            .map(|r| r.partition + 1)
+            .max()
+            .unwrap_or(0)
+            .max(workload.partitions);
+        let committed = committed_offsets(bootstrap, group, topic, partitions).await?;
+        let floor = match i {
+            0 => baseline.committed.clone(),
+            _ => BTreeMap::new(),
+        };
+        hops.push(HopAfterStop {
+            group: (*group).to_owned(),
+            topic: (*topic).to_owned(),
+            records: records.len(),
+            evidence: KafkaEvidence {
+                acked: std::mem::replace(&mut records, next_records),
+                processed,
+                committed,
+                floor,
+            },
+        });
+    }
+    Ok(hops)
 }
 
 /// Everything the Kafka checks are decided from; written to `kafka.json` in the run's output
@@ -505,9 +596,10 @@ pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Ou
     let source = workload.processed.describe(&workload.output_topic);
     outcomes.insert(
         CheckName::OffsetsCommitted,
-        match first.processed.is_empty() {
-            true => consumed_nothing(run, workload, &source),
-            false => offsets_committed(&first, run.stop),
+        match (first.processed.is_empty(), run.first.hops.is_empty()) {
+            (true, _) => consumed_nothing(run, workload, &source),
+            (false, true) => offsets_committed(&first, run.stop),
+            (false, false) => hops_committed(&run.first.hops, run.stop),
         },
     );
     outcomes.insert(
@@ -530,6 +622,33 @@ pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Ou
     outcomes.insert(CheckName::NoRedelivery, redelivery);
     qualify(&mut outcomes, run, &source);
     outcomes
+}
+
+/// `offsets_committed` for a chain: every hop's group judged against what of its topic
+/// reached the next; a violation in any hop fails the check, naming the group.
+fn hops_committed(hops: &[HopAfterStop], stop: StopKind) -> Outcome {
+    let mut passed = Vec::new();
+    let mut failed = Vec::new();
+    let mut unsure = Vec::new();
+    for hop in hops {
+        let name = format!("group `{}` on `{}`", hop.group, hop.topic);
+        match offsets_committed(&hop.evidence, stop) {
+            Outcome::Pass { detail, .. } => passed.push(format!("{name}: {detail}")),
+            Outcome::Violation { summary, evidence } => {
+                failed.push(format!("{name}: {summary}"));
+                failed.extend(evidence.into_iter().map(|l| format!("  {l}")));
+            }
+            Outcome::Inconclusive { reason } => unsure.push(format!("{name}: {reason}")),
+        }
+    }
+    match (failed.is_empty(), unsure.is_empty()) {
+        (false, _) => Outcome::violation(
+            "a hop of the chain committed what it had not handed on",
+            failed.into_iter().chain(passed).collect(),
+        ),
+        (true, false) => Outcome::inconclusive(unsure.join("; ")),
+        (true, true) => Outcome::pass(passed.join("; ")),
+    }
 }
 
 /// Nothing processed while inputs waited: the absence is the bug when the harness waited for
@@ -795,7 +914,59 @@ mod tests {
             unmatched: Unmatched::default(),
             stalled: None,
             committed: BTreeMap::from([(0, committed)]),
+            hops: Vec::new(),
         }
+    }
+
+    fn hop(group: &str, done: std::ops::Range<i64>, committed: i64) -> HopAfterStop {
+        HopAfterStop {
+            group: group.into(),
+            topic: format!("{group}-in"),
+            records: 10,
+            evidence: KafkaEvidence {
+                acked: acked(10),
+                processed: processed(done),
+                committed: BTreeMap::from([(0, Some(committed))]),
+                floor: BTreeMap::new(),
+            },
+        }
+    }
+
+    /// A chain's first hop commits what it handed to the next topic, which the end of the
+    /// chain has not reached yet: each hop judged on its own passes; the end-to-end view
+    /// would have called the lag a loss. A hop that commits what it never handed on fails,
+    /// named.
+    #[test]
+    fn a_chain_is_judged_hop_by_hop() {
+        // The end of the chain has 0..4; the intake handed on 0..8 and committed 8.
+        let mut first = after(0..4, Some(8));
+        first.hops = vec![hop("intake", 0..8, 8), hop("worker", 0..4, 4)];
+        let workload = KafkaWorkload {
+            processed: ProcessedBy::Key {},
+            ..KafkaWorkload::default()
+        };
+        let judged = judge(
+            &run(first, Restart::Consumed(after(0..10, Some(10)))),
+            &workload,
+        );
+        let outcome = &judged[&CheckName::OffsetsCommitted];
+        assert!(matches!(outcome, Outcome::Pass { .. }), "{outcome:?}");
+        // The worker commits 7 with only 0..4 handed on: 4..7 can never come again.
+        let mut first = after(0..4, Some(8));
+        first.hops = vec![hop("intake", 0..8, 8), hop("worker", 0..4, 7)];
+        let judged = judge(
+            &run(first, Restart::Consumed(after(0..10, Some(10)))),
+            &workload,
+        );
+        let Outcome::Violation { evidence, .. } = &judged[&CheckName::OffsetsCommitted] else {
+            panic!("{judged:?}")
+        };
+        let all = evidence.join("\n");
+        assert!(
+            all.contains("group `worker` on `worker-in`: committed offsets disagree"),
+            "{all}"
+        );
+        assert!(!all.contains("group `intake` on `intake-in`: committed offsets disagree"));
     }
 
     fn run(first: AfterStop, restart: Restart) -> KafkaRun {

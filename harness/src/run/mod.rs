@@ -205,9 +205,6 @@ impl Session {
         options: &RunOptions,
         signals: &mut SignalHandler,
     ) -> Result<Cycle, RunError> {
-        if let Target::Services(graph) = &scenario.target {
-            return self.cycle_services(scenario, graph, options, signals).await;
-        }
         let begun = std::time::Instant::now();
         let (run_id, out_dir) = run_folder(scenario, options)?;
         // A port for the target's HTTP endpoints, when the scenario polls them: `{port}` in
@@ -976,10 +973,16 @@ async fn start_target(
             )
             .await
         }
-        // A graph of services runs through `Session::cycle_services`, never here.
-        Target::Services(_) => Err(std::io::Error::other(
-            "a service graph is not one target: it runs service by service",
-        )),
+        Target::Services(graph) => {
+            let ctx = crate::target::ServicesContext {
+                env: settings.to_vec(),
+                run_id,
+                out_dir,
+                base_dir: &scenario.base_dir,
+                ready_timeout,
+            };
+            crate::target::run_services(graph, stop, ctx, hooks, signals).await
+        }
     };
     observed.map_err(|source| RunError::TargetSpawn {
         program: match &scenario.target {

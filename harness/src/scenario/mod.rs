@@ -477,8 +477,12 @@ impl Scenario {
             Target::Process(target) => check_process("[target]", target).map_err(bad),
             Target::Graph(_) => Ok(()),
             Target::Services(graph) => {
+                let by_log = self
+                    .kafka
+                    .as_ref()
+                    .is_some_and(|k| matches!(k.processed, ProcessedBy::Log { .. }));
                 let tables = [
-                    ("[kafka]", self.kafka.is_some()),
+                    ("[kafka] processed = { by = \"log\" }", by_log),
                     ("[redis]", self.redis.is_some()),
                     ("[readiness]", self.readiness.is_some()),
                     ("[[faults]]", !self.faults.is_empty()),
@@ -486,7 +490,8 @@ impl Scenario {
                 if let Some((table, _)) = tables.iter().find(|(_, given)| *given) {
                     return Err(bad(format!(
                         "{table} with [[services]] is not supported yet: a graph is judged on \
-                         each service's start and stop (use [target] for {table})"
+                         each service's start and stop, and on [kafka] by its topics (use \
+                         [target] for {table})"
                     )));
                 }
                 for service in &graph.services {
@@ -908,8 +913,12 @@ mod tests {
                 "[[services]] `b` command[1]: unknown placeholder `{prot}`",
             ),
             (
-                format!("{two}[kafka]\n"),
-                "[kafka] with [[services]] is not supported yet",
+                format!("{two}[redis]\n"),
+                "[redis] with [[services]] is not supported yet",
+            ),
+            (
+                format!("{two}[kafka]\nprocessed = {{ by = \"log\", pattern = \"(?<key>x)\" }}\n"),
+                "[kafka] processed = { by = \"log\" } with [[services]] is not supported yet",
             ),
             (
                 format!("{two}[stop]\norder = [\"a\", \"c\"]\n"),

@@ -63,6 +63,20 @@ pub struct KafkaWorkload {
     /// How the harness learns which inputs the target processed (see [`ProcessedBy`]).
     #[serde(default)]
     pub processed: ProcessedBy,
+    /// A chain of services (`[[services]]`): the topics between the input and the output, in
+    /// order, each with the group that consumes it. Each hop's commits are then judged
+    /// against what reached the next topic (each record naming its input as `processed`
+    /// says), not against the end of the chain, which lags them by design.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub via: Vec<Hop>,
+}
+
+/// A topic inside a chain and the group that consumes it: `[[kafka.via]]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hop {
+    pub topic: String,
+    pub group: String,
 }
 
 /// Where the evidence that an input was processed comes from. Every input the harness
@@ -99,6 +113,15 @@ impl Default for ProcessedBy {
 }
 
 impl ProcessedBy {
+    /// Whether an output names its input by the input's key (not by where it was, and not in
+    /// a log).
+    pub fn names_by_key(&self) -> bool {
+        matches!(
+            self,
+            ProcessedBy::Key {} | ProcessedBy::JsonPointer { .. } | ProcessedBy::Header { .. }
+        )
+    }
+
     /// What the checks' evidence says the processed inputs were learned from.
     pub fn describe(&self, output_topic: &str) -> String {
         match self {
@@ -219,6 +242,7 @@ impl Default for KafkaWorkload {
             restart_timeout_ms: default_restart_timeout(),
             input_value: default_input_value(),
             processed: ProcessedBy::Contract {},
+            via: Vec::new(),
         }
     }
 }
@@ -287,11 +311,18 @@ impl KafkaWorkload {
                 self.partitions
             ));
         }
+        let hops = self
+            .via
+            .iter()
+            .flat_map(|hop| [("via.topic", &hop.topic), ("via.group", &hop.group)]);
         for (key, name) in [
             ("input_topic", &self.input_topic),
             ("output_topic", &self.output_topic),
             ("group", &self.group),
-        ] {
+        ]
+        .into_iter()
+        .chain(hops)
+        {
             let valid = !name.is_empty()
                 && name.len() <= 249
                 && name
@@ -315,6 +346,24 @@ impl KafkaWorkload {
                 "[kafka] linger_ms = {} (need at most 900000)",
                 self.linger_ms
             ));
+        }
+        if !self.via.is_empty() && !self.processed.names_by_key() {
+            return Err(
+                "[kafka] via: a hop's records are matched to the next hop's by the \
+                        input's key, and `processed` names inputs by where they were (hint: \
+                        processed = { by = \"key\" }, or by header or json_pointer)"
+                    .to_owned(),
+            );
+        }
+        let mut topics = vec![&self.input_topic, &self.output_topic];
+        for hop in &self.via {
+            if topics.contains(&&hop.topic) {
+                return Err(format!(
+                    "[kafka] via: topic `{}` is in the chain twice",
+                    hop.topic
+                ));
+            }
+            topics.push(&hop.topic);
         }
         if let (Some(n), Some(all)) = (self.stop_after_processed, self.stop_when_processed) {
             return Err(format!(

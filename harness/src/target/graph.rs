@@ -476,6 +476,7 @@ pub async fn run_graph(
         interrupted: false,
         timeline: Vec::new(),
         hangs: Vec::new(),
+        instances: Vec::new(),
     };
     let mut returned: Option<(Result<(), String>, Instant)> = None;
 

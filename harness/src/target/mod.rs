@@ -35,7 +35,7 @@ pub use orphans::{OrphanProcess, find_orphans};
 pub use probe::{ProbeReport, ProbeSet, ProbeTask, ProbeThread, read_probe};
 pub use process::{ProcessContext, describe_status, log_files, resolve_program, run_process};
 pub use ready::{http_status, wait_ready};
-pub use services::{GraphRun, InstanceRun, ServicesContext, run_services};
+pub use services::{InstanceRun, ServicesContext, run_services};
 
 /// Told a process target's pid once it is started, and `None` once its stop is asked for.
 pub type PidReporter = std::sync::Arc<tokio::sync::watch::Sender<Option<u32>>>;

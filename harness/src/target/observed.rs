@@ -53,6 +53,14 @@ pub enum TargetExit {
 }
 
 impl TargetExit {
+    /// The same ending again (an exit status is a value; a graph's result is copied).
+    pub fn same(&self) -> TargetExit {
+        match self {
+            TargetExit::Process(status) => TargetExit::Process(*status),
+            TargetExit::Graph(result) => TargetExit::Graph(result.clone()),
+        }
+    }
+
     /// In words: `exit code 3`, `killed by SIGTERM`, `returned Ok`, `returned an error: …`.
     pub fn describe(&self) -> String {
         match self {
@@ -99,4 +107,7 @@ pub struct TargetRun {
     pub hangs: Vec<Hang>,
     /// (ms since start, what happened)
     pub timeline: Vec<(u64, String)>,
+    /// A service graph's instances, each judged on its own; this run is then the whole graph
+    /// (ready once every instance is, stopped once the last is gone).
+    pub instances: Vec<crate::target::InstanceRun>,
 }

@@ -121,6 +121,7 @@ async fn drive_process(
         interrupted: false,
         timeline: Vec::new(),
         hangs: Vec::new(),
+        instances: Vec::new(),
     };
     let mut phase = Drive {
         target,

@@ -7,6 +7,10 @@
 //! what it leaked and what it left behind. The graph drives them through their hooks: a ready
 //! hook says when an instance is ready, an early-stop hook is how its stop is asked for, and
 //! Ctrl-C reaches every instance at once through a relayed signal handler.
+//!
+//! The run around the graph sees it as one target through graph-level hooks: ready once
+//! every instance is, stopping when the first service is asked to, and stopped early (a Kafka
+//! workload's `stop_when_processed`) as a single target is.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -18,7 +22,9 @@ use tokio::sync::{oneshot, watch};
 
 use crate::scenario::{ReadyProbe, ServiceGraph, StopPlan};
 use crate::signal::{SignalEvent, SignalHandler};
-use crate::target::{Hooks, ProcessContext, TargetRun, run_process};
+use crate::target::{
+    Hooks, ProbeReport, ProcessContext, ReadyState, TargetExit, TargetRun, run_process,
+};
 
 /// How long an instance runs when nothing stops it: the graph always does first.
 const UNTIL_STOPPED: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -45,17 +51,6 @@ pub struct InstanceRun {
     pub name: String,
     pub out_dir: PathBuf,
     pub run: Result<TargetRun, String>,
-}
-
-/// What the harness saw of a whole graph.
-#[derive(Debug)]
-pub struct GraphRun {
-    pub started_at: Instant,
-    pub instances: Vec<InstanceRun>,
-    /// The graph's own events (each service's start, ready, stop asked, exit) and each
-    /// instance's, named, by time since the graph started.
-    pub timeline: Vec<(u64, String)>,
-    pub interrupted: bool,
 }
 
 /// An instance: what does not change while the graph runs.
@@ -101,14 +96,16 @@ impl Notes {
     }
 }
 
-/// Runs `graph` start to stop. Ctrl-C stops every running instance at once (each with its
-/// signal, killed at a second Ctrl-C or its `kill_after_ms`) and starts nothing more.
+/// Runs `graph` start to stop, and returns it as one target with each instance's run in
+/// `instances`. Ctrl-C stops every running instance at once (each with its signal, killed at
+/// a second Ctrl-C or its `kill_after_ms`) and starts nothing more.
 pub async fn run_services(
     graph: &ServiceGraph,
     stop: &StopPlan,
     ctx: ServicesContext<'_>,
+    hooks: Hooks,
     signals: &mut SignalHandler,
-) -> std::io::Result<GraphRun> {
+) -> std::io::Result<TargetRun> {
     let instances = instances(graph, stop, &ctx)?;
     let started = Instant::now();
     let mut driver = Driver {
@@ -123,9 +120,11 @@ pub async fn run_services(
             entries: Vec::new(),
         },
         interrupted: false,
+        hooks,
     };
     driver.start_all(signals).await;
     if driver.all_ready() {
+        driver.hooks.ready();
         driver.run_for(stop.after(), signals).await;
     }
     driver.stop_all(signals).await;
@@ -162,12 +161,109 @@ pub async fn run_services(
         });
     }
     notes.entries.sort_by_key(|(at, _)| *at);
-    Ok(GraphRun {
+    Ok(whole(started, runs, notes.entries, stop, interrupted))
+}
+
+/// The graph as one target: ready once its last instance is, asked to stop when its first
+/// was, stopped when its last was gone; what any instance left behind, or hung on.
+fn whole(
+    started: Instant,
+    instances: Vec<InstanceRun>,
+    timeline: Vec<(u64, String)>,
+    stop: &StopPlan,
+    interrupted: bool,
+) -> TargetRun {
+    let runs: Vec<&TargetRun> = instances
+        .iter()
+        .filter_map(|i| i.run.as_ref().ok())
+        .collect();
+    let sent: Vec<Instant> = runs
+        .iter()
+        .filter_map(|r| Some(r.started_at + r.stop_sent_at?))
+        .collect();
+    let first_sent = sent.iter().min().copied();
+    let orphans = runs
+        .iter()
+        .map(|r| r.orphans.clone())
+        .collect::<Option<Vec<_>>>()
+        .map(|all| all.into_iter().flatten().collect());
+    TargetRun {
         started_at: started,
-        instances: runs,
-        timeline: notes.entries,
+        ready: ready(started, &instances, interrupted),
+        exited_early: runs
+            .iter()
+            .find_map(|r| r.exited_early.as_ref())
+            .map(TargetExit::same),
+        stop_sent_at: first_sent.map(|at| at.saturating_duration_since(started)),
+        stop_signal: stop.signal,
+        trigger: "the graph's stop order".to_owned(),
+        stopped_after: stopped_after(&runs),
+        killed_by_harness: runs.iter().any(|r| r.killed_by_harness),
+        exit: None,
+        orphans,
+        alive_at_kill: None,
+        probe: outputs_probe(&instances),
+        stdout: None,
+        stderr: None,
         interrupted,
-    })
+        hangs: runs.iter().flat_map(|r| r.hangs.iter().cloned()).collect(),
+        timeline,
+        instances,
+    }
+}
+
+/// The graph is ready once its last instance is; otherwise it is in the state of the first
+/// that was not (one never started is not: what it waited on is).
+fn ready(started: Instant, instances: &[InstanceRun], interrupted: bool) -> ReadyState {
+    if interrupted {
+        return ReadyState::Interrupted;
+    }
+    let mut last = Duration::ZERO;
+    for observed in instances.iter().filter_map(|i| i.run.as_ref().ok()) {
+        match &observed.ready {
+            ReadyState::Ready { after } => {
+                let at = observed.started_at.saturating_duration_since(started) + *after;
+                last = last.max(at);
+            }
+            other => return other.clone(),
+        }
+    }
+    ReadyState::Ready { after: last }
+}
+
+/// From the first stop signal sent to the last instance gone, when every instance went by
+/// itself after its signal.
+fn stopped_after(runs: &[&TargetRun]) -> Option<Duration> {
+    let mut first: Option<Instant> = None;
+    let mut last: Option<Instant> = None;
+    for run in runs {
+        let sent = run.started_at + run.stop_sent_at?;
+        let gone = sent + run.stopped_after?;
+        first = Some(first.map_or(sent, |f| f.min(sent)));
+        last = Some(last.map_or(gone, |l| l.max(gone)));
+    }
+    Some(last?.saturating_duration_since(first?))
+}
+
+/// The output records the graph handed to its producers, for `producer_flushed`: what the
+/// instances of the one service whose probe counts them say together. When probes of several
+/// services count (a chain, each hop producing), which one feeds the output topic is not
+/// known: none is used.
+fn outputs_probe(instances: &[InstanceRun]) -> Option<Result<ProbeReport, String>> {
+    let counting: Vec<(usize, &ProbeReport)> = instances
+        .iter()
+        .filter_map(|i| match &i.run.as_ref().ok()?.probe {
+            Some(Ok(report)) if report.outputs_sent.is_some() => Some((i.service, report)),
+            _ => None,
+        })
+        .collect();
+    let (service, first) = counting.first()?;
+    if counting.iter().any(|(s, _)| s != service) {
+        return None;
+    }
+    let mut report = (*first).clone();
+    report.outputs_sent = Some(counting.iter().filter_map(|(_, r)| r.outputs_sent).sum());
+    Some(Ok(report))
 }
 
 /// Every instance of every service, in the graph's order, each with its own id, folder,
@@ -227,6 +323,8 @@ struct Driver<'g, 'c> {
     relay: watch::Sender<SignalEvent>,
     notes: Notes,
     interrupted: bool,
+    /// The run around the graph: told when it is ready and stopping, and able to stop it.
+    hooks: Hooks,
 }
 
 impl<'g> Driver<'g, '_> {
@@ -300,9 +398,24 @@ impl<'g> Driver<'g, '_> {
             after.as_millis()
         ));
         let deadline = tokio::time::Instant::now() + after;
+        // The run's early stop (never, when it has none).
+        let early = self.hooks.stop_early.take();
+        let mut early = std::pin::pin!(async move {
+            match early {
+                Some(rx) => match rx.await {
+                    Ok(reason) => reason,
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        });
         while !self.interrupted {
             let next = tokio::select! {
                 () = tokio::time::sleep_until(deadline) => return,
+                reason = &mut early => {
+                    self.notes.note(reason);
+                    return;
+                }
                 next = self.next_event(signals) => next,
             };
             if !next {
@@ -324,6 +437,7 @@ impl<'g> Driver<'g, '_> {
                 continue;
             }
             if !self.interrupted {
+                self.hooks.stopping(Instant::now());
                 self.notes
                     .note(format!("stopping `{}`", self.graph.services[s].name));
                 for &k in &running {
@@ -354,6 +468,7 @@ impl<'g> Driver<'g, '_> {
             _ = signals.recv() => {
                 if !self.interrupted {
                     self.notes.note("interrupted (Ctrl-C): stopping every service".to_owned());
+                    self.hooks.stopping(Instant::now());
                 }
                 self.interrupted = true;
                 self.relay.send_replace(SignalEvent::Interrupt);
