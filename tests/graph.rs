@@ -304,3 +304,36 @@ fn a_worker_that_waits_for_a_topic_nobody_made_yet_never_starts_the_chain() {
         judged.output
     );
 }
+
+/// `quiesce loop` cycles the whole graph: every cycle starts and stops every service, and a
+/// service's failure fails its cycle.
+#[test]
+fn a_loop_cycles_the_whole_graph() {
+    let (dir, file) = graph_copy(|text| text);
+    let out = dir.path().join("out");
+    let (file, out_s) = (file.to_str().unwrap(), out.to_str().unwrap());
+    let args = [
+        "loop",
+        file,
+        "-n",
+        "2",
+        "--backend",
+        "local",
+        "--out",
+        out_s,
+    ];
+    let (code, stdout, stderr) = quiesce(dir.path(), &args, &[]);
+    assert_eq!(code, exit_codes::OK, "{stdout}\n{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("loop.json")).unwrap()).unwrap();
+    assert_eq!(
+        (json["cycles"].as_u64(), json["failed"].as_u64()),
+        (Some(2), Some(0)),
+        "{json}"
+    );
+    let env = [("GRAPH_BUG", "stubborn-worker")];
+    let (code, stdout, _) = quiesce(dir.path(), &args, &env);
+    assert_eq!(code, exit_codes::VIOLATION, "{stdout}");
+    assert!(stdout.contains("worker#1/stops_within"), "{stdout}");
+    assert!(processes_mentioning(dir.path()).is_empty());
+}
