@@ -337,3 +337,51 @@ fn a_loop_cycles_the_whole_graph() {
     assert!(stdout.contains("worker#1/stops_within"), "{stdout}");
     assert!(processes_mentioning(dir.path()).is_empty());
 }
+
+/// A `[[faults]]` signal naming a service goes to its every running instance while the rest
+/// run on; the graph's stop then passes it by. Each instance judges that signal as its stop.
+#[test]
+fn the_fault_schedule_kills_one_service_while_the_rest_run() {
+    let (_dir, file) = graph_copy(|text| {
+        text.replace(
+            "[stop]\n",
+            "[[faults]]\nafter = \"ready\"\nat_ms = 200\naction = \"signal\"\nservice = \"worker\"\nsignal = \"kill\"\n\n[stop]\n",
+        )
+        .replace("after_ms = 500", "after_ms = 1500")
+    });
+    let judged = judge_hostile(file.to_str().unwrap(), &["--backend", "local"], &[]);
+    for worker in ["worker#1", "worker#2"] {
+        let killed = at(
+            &judged,
+            &format!("`{worker}`: SIGKILL from the fault schedule"),
+        );
+        assert!(killed <= at(&judged, "stopping `api`"), "{}", judged.output);
+        let name = format!("{worker}/exit_code");
+        assert_eq!(judged.outcome(&name), "inconclusive", "{}", judged.output);
+    }
+    for instance in ["store", "api"] {
+        let name = format!("{instance}/stops_within");
+        assert_eq!(judged.outcome(&name), "pass", "{}", judged.output);
+    }
+    assert!(
+        !judged
+            .timeline
+            .iter()
+            .any(|(_, e)| e == "stopping `worker`"),
+        "{}",
+        judged.output
+    );
+    // A signal in a graph names its service; a service is a graph's word.
+    let (dir, bad) = graph_copy(|text| {
+        text.replace(
+            "[stop]\n",
+            "[[faults]]\naction = \"signal\"\nsignal = \"term\"\n\n[stop]\n",
+        )
+    });
+    let (code, out, err) = quiesce(dir.path(), &["check", bad.to_str().unwrap()], &[]);
+    assert_eq!(code, exit_codes::BAD_INPUT, "{out}{err}");
+    assert!(
+        out.contains("[[faults]] step 1: a signal in a graph goes to a service"),
+        "{out}{err}"
+    );
+}

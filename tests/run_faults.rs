@@ -40,6 +40,7 @@ fn step(action: Action, at_ms: u64) -> FaultStep {
         action,
         dependency: Some(quiesce::infra::DependencyKind::Redis),
         signal: None,
+        service: None,
         instance: Instance::All,
         latency_ms: None,
         jitter_ms: None,
@@ -95,6 +96,7 @@ fn signal(after: Point, at_ms: u64, signal: StopSignal) -> FaultStep {
         after,
         dependency: None,
         signal: Some(signal),
+        service: None,
         ..step(Action::Signal, at_ms)
     }
 }

@@ -127,6 +127,7 @@ impl Space {
             action,
             dependency: (action != Action::Signal).then_some(dependency),
             signal: (action == Action::Signal).then_some(signal),
+            service: None,
             instance: match proxy && dependency == DependencyKind::Redis {
                 true => instance,
                 false => Instance::All,

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fault::{FaultError, FaultProxy, ProxySwitch, Toxic};
 use crate::infra::{DependencyKind, Infra, LifecycleAction};
-use crate::scenario::{Action, FaultStep, Instance, Point, StopSignal};
+use crate::scenario::{Action, FaultStep, Instance, Point};
 use crate::target::Hooks;
 
 /// The proxies a schedule may act on.
@@ -26,7 +26,7 @@ pub type SharedInfra = Arc<Mutex<Infra>>;
 pub struct Reachable {
     proxies: Proxies,
     infra: Option<SharedInfra>,
-    signals: mpsc::UnboundedSender<StopSignal>,
+    signals: mpsc::UnboundedSender<crate::target::Scheduled>,
 }
 
 /// A run's fault schedule: its player, and the target's own Redis proxy when a step
@@ -244,7 +244,10 @@ async fn act(
             // The target's runner sends it, and says so on the timeline.
             Some(signal) => reach
                 .signals
-                .send(signal)
+                .send(crate::target::Scheduled {
+                    service: step.service.clone(),
+                    signal,
+                })
                 .map_err(|_| "the target is gone".to_owned()),
             None => Err("no signal named".to_owned()),
         },

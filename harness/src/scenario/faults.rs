@@ -13,6 +13,7 @@
 //! instance = "primary"     # all (default): every client; primary: the target alone
 //! latency_ms = 1500        # latency: latency_ms, jitter_ms; timeout, reset_peer: timeout_ms;
 //!                          # bandwidth: rate_kb; signal: signal = "term" | "int" | "kill"
+//! service = "worker"       # signal, in a graph ([[services]]): the service it goes to
 //! every_ms = 600000        # optional: played again this long after each time (not signal)
 //! times = 6                # optional, with every_ms: at most this many times in all
 //! ```
@@ -172,6 +173,10 @@ pub struct FaultStep {
     /// `signal`'s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<StopSignal>,
+    /// `signal`'s, in a graph (`[[services]]`): the service whose every running instance it
+    /// goes to, while the rest of the graph runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     #[serde(default)]
     pub instance: Instance,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -215,9 +220,13 @@ impl FaultStep {
     pub fn describe(&self) -> String {
         let what = match self.action {
             Action::Signal => {
+                let to = match &self.service {
+                    Some(service) => format!("service `{service}`"),
+                    None => "the target".to_owned(),
+                };
                 return match self.signal {
-                    Some(signal) => format!("{signal} to the target"),
-                    None => "a signal to the target".to_owned(),
+                    Some(signal) => format!("{signal} to {to}"),
+                    None => format!("a signal to {to}"),
                 };
             }
             Action::Stop | Action::Start | Action::Kill | Action::Pause | Action::Resume => {
@@ -295,6 +304,11 @@ impl FaultStep {
             return Err(format!(
                 "`{action}` acts on the dependency itself, which every client shares: \
                  `instance = \"primary\"` is for proxy actions"
+            ));
+        }
+        if self.service.is_some() && self.action != Action::Signal {
+            return Err(format!(
+                "`service` names where a signal goes: `{action}` acts on a dependency"
             ));
         }
         if self.instance == Instance::Primary && self.action == Action::Signal {

@@ -459,6 +459,9 @@ impl Scenario {
                 && step.action == Action::Signal
                 && step.signal == Some(StopSignal::Kill);
             let checked = match graph_kill {
+                _ if step.service.is_some() && !matches!(self.target, Target::Services(_)) => Err(
+                    "`service` names a [[services]] entry: this scenario has one target".to_owned(),
+                ),
                 true => Err("an in-process graph cannot be sent SIGKILL: its one stop \
                              trigger is its shutdown token (send TERM or INT)"
                     .to_owned()),
@@ -485,7 +488,6 @@ impl Scenario {
                     ("[kafka] processed = { by = \"log\" }", by_log),
                     ("[redis]", self.redis.is_some()),
                     ("[readiness]", self.readiness.is_some()),
-                    ("[[faults]]", !self.faults.is_empty()),
                 ];
                 if let Some((table, _)) = tables.iter().find(|(_, given)| *given) {
                     return Err(bad(format!(
@@ -497,6 +499,25 @@ impl Scenario {
                 for service in &graph.services {
                     let place = format!("[[services]] `{}`", service.name);
                     check_process(&place, &service.process()).map_err(bad)?;
+                }
+                for (i, step) in self.faults.iter().enumerate() {
+                    let wrong = match (&step.service, step.action) {
+                        (None, Action::Signal) => Some(
+                            "a signal in a graph goes to a service: name it (`service = \"...\"`)"
+                                .to_owned(),
+                        ),
+                        (Some(name), _) if !graph.services.iter().any(|s| &s.name == name) => {
+                            Some(format!("`service = \"{name}\"` is no [[services]] entry"))
+                        }
+                        _ if step.instance == Instance::Primary => Some(
+                            "`instance = \"primary\"` needs a single target: a graph has none"
+                                .to_owned(),
+                        ),
+                        _ => None,
+                    };
+                    if let Some(m) = wrong {
+                        return Err(bad(format!("[[faults]] step {}: {m}", i + 1)));
+                    }
                 }
                 Ok(())
             }

@@ -110,10 +110,22 @@ impl Hooks {
 }
 
 /// Signals a fault schedule sends the target.
-type ScheduledSignals = Option<tokio::sync::mpsc::UnboundedReceiver<crate::scenario::StopSignal>>;
+type ScheduledSignals = Option<tokio::sync::mpsc::UnboundedReceiver<Scheduled>>;
+
+/// A signal the fault schedule sends: to the target, or, in a graph, to one service.
+#[derive(Clone, Debug)]
+pub struct Scheduled {
+    pub service: Option<String>,
+    pub signal: crate::scenario::StopSignal,
+}
 
 /// The next signal the schedule sends; never, without a schedule or once it is done.
 async fn next_scheduled(signals: &mut ScheduledSignals) -> crate::scenario::StopSignal {
+    next_scheduled_to(signals).await.signal
+}
+
+/// The next signal the schedule sends, with the service it names.
+async fn next_scheduled_to(signals: &mut ScheduledSignals) -> Scheduled {
     if let Some(rx) = signals.as_mut() {
         match rx.recv().await {
             Some(signal) => return signal,

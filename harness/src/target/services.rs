@@ -20,10 +20,10 @@ use futures::future::LocalBoxFuture;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{oneshot, watch};
 
-use crate::scenario::{ReadyProbe, ServiceGraph, StopPlan};
+use crate::scenario::{ReadyProbe, ServiceGraph, StopPlan, StopSignal};
 use crate::signal::{SignalEvent, SignalHandler};
 use crate::target::{
-    Hooks, ProbeReport, ProcessContext, ReadyState, TargetExit, TargetRun, run_process,
+    Hooks, ProbeReport, ProcessContext, ReadyState, Scheduled, TargetExit, TargetRun, run_process,
 };
 
 /// How long an instance runs when nothing stops it: the graph always does first.
@@ -72,6 +72,8 @@ struct State {
     started: bool,
     ready: bool,
     stop: Option<oneshot::Sender<String>>,
+    /// Where the fault schedule's signals to its service reach it.
+    signals: Option<tokio::sync::mpsc::UnboundedSender<Scheduled>>,
     done: Option<std::io::Result<TargetRun>>,
     /// Why it was never started.
     blocked: Option<String>,
@@ -120,8 +122,11 @@ pub async fn run_services(
             entries: Vec::new(),
         },
         interrupted: false,
+        schedule: None,
+        stop_began: None,
         hooks,
     };
+    driver.schedule = driver.hooks.signals.take();
     driver.start_all(signals).await;
     if driver.all_ready() {
         driver.hooks.ready();
@@ -132,6 +137,7 @@ pub async fn run_services(
         state,
         mut notes,
         interrupted,
+        stop_began,
         ..
     } = driver;
     let mut runs = Vec::new();
@@ -161,7 +167,14 @@ pub async fn run_services(
         });
     }
     notes.entries.sort_by_key(|(at, _)| *at);
-    Ok(whole(started, runs, notes.entries, stop, interrupted))
+    Ok(whole(
+        started,
+        runs,
+        notes.entries,
+        stop,
+        stop_began,
+        interrupted,
+    ))
 }
 
 /// The graph as one target: ready once its last instance is, asked to stop when its first
@@ -171,17 +184,13 @@ fn whole(
     instances: Vec<InstanceRun>,
     timeline: Vec<(u64, String)>,
     stop: &StopPlan,
+    stop_began: Option<Instant>,
     interrupted: bool,
 ) -> TargetRun {
     let runs: Vec<&TargetRun> = instances
         .iter()
         .filter_map(|i| i.run.as_ref().ok())
         .collect();
-    let sent: Vec<Instant> = runs
-        .iter()
-        .filter_map(|r| Some(r.started_at + r.stop_sent_at?))
-        .collect();
-    let first_sent = sent.iter().min().copied();
     let orphans = runs
         .iter()
         .map(|r| r.orphans.clone())
@@ -194,8 +203,14 @@ fn whole(
             .iter()
             .find_map(|r| r.exited_early.as_ref())
             .map(TargetExit::same),
-        stop_sent_at: first_sent.map(|at| at.saturating_duration_since(started)),
-        stop_signal: stop.signal,
+        // The graph's stop, not a service the fault schedule signalled while the rest ran.
+        stop_sent_at: stop_began.map(|at| at.saturating_duration_since(started)),
+        // A service the schedule killed (SIGKILL) makes the graph's stop a kill: its commits
+        // may lag what it processed, as a killed target's may.
+        stop_signal: match runs.iter().any(|r| r.stop_signal == StopSignal::Kill) {
+            true => StopSignal::Kill,
+            false => stop.signal,
+        },
         trigger: "the graph's stop order".to_owned(),
         stopped_after: stopped_after(&runs),
         killed_by_harness: runs.iter().any(|r| r.killed_by_harness),
@@ -325,6 +340,10 @@ struct Driver<'g, 'c> {
     interrupted: bool,
     /// The run around the graph: told when it is ready and stopping, and able to stop it.
     hooks: Hooks,
+    /// The fault schedule's signals, each to a service.
+    schedule: super::ScheduledSignals,
+    /// When the graph's stop began: its first service asked to stop, or Ctrl-C.
+    stop_began: Option<Instant>,
 }
 
 impl<'g> Driver<'g, '_> {
@@ -437,6 +456,7 @@ impl<'g> Driver<'g, '_> {
                 continue;
             }
             if !self.interrupted {
+                self.stop_began.get_or_insert_with(Instant::now);
                 self.hooks.stopping(Instant::now());
                 self.notes
                     .note(format!("stopping `{}`", self.graph.services[s].name));
@@ -465,9 +485,14 @@ impl<'g> Driver<'g, '_> {
     async fn next_event(&mut self, signals: &mut SignalHandler) -> bool {
         let event = tokio::select! {
             event = self.events.next() => event,
+            scheduled = super::next_scheduled_to(&mut self.schedule) => {
+                self.deliver(scheduled);
+                return true;
+            }
             _ = signals.recv() => {
                 if !self.interrupted {
                     self.notes.note("interrupted (Ctrl-C): stopping every service".to_owned());
+                    self.stop_began.get_or_insert_with(Instant::now);
                     self.hooks.stopping(Instant::now());
                 }
                 self.interrupted = true;
@@ -494,6 +519,37 @@ impl<'g> Driver<'g, '_> {
         }
     }
 
+    /// A signal of the fault schedule, to every running instance of its service: for each, it
+    /// is its stop (as a scheduled signal is a single target's), while the rest run on.
+    fn deliver(&mut self, scheduled: Scheduled) {
+        let name = scheduled.service.unwrap_or_default();
+        let Some(s) = self.graph.services.iter().position(|x| x.name == name) else {
+            self.notes
+                .note(format!("fault schedule: no service `{name}` to signal"));
+            return;
+        };
+        for k in self.of(s).collect::<Vec<_>>() {
+            let state = &self.state[k];
+            let running = state.started && state.done.is_none();
+            let sent = running
+                && state.signals.as_ref().is_some_and(|tx| {
+                    tx.send(Scheduled {
+                        service: None,
+                        signal: scheduled.signal,
+                    })
+                    .is_ok()
+                });
+            let instance = &self.instances[k].name;
+            self.notes.note(match sent {
+                true => format!("`{instance}`: {} from the fault schedule", scheduled.signal),
+                false => format!(
+                    "`{instance}`: not running, so not sent {} from the fault schedule",
+                    scheduled.signal
+                ),
+            });
+        }
+    }
+
     /// Starts every instance of service `s`.
     fn start(&mut self, s: usize) {
         let name = &self.graph.services[s].name;
@@ -502,8 +558,10 @@ impl<'g> Driver<'g, '_> {
             let instance = &self.instances[k];
             let (ready_tx, ready_rx) = oneshot::channel();
             let (stop_tx, stop_rx) = oneshot::channel();
+            let (signals_tx, signals_rx) = tokio::sync::mpsc::unbounded_channel();
             self.state[k].started = true;
             self.state[k].stop = Some(stop_tx);
+            self.state[k].signals = Some(signals_tx);
             let mut env = self.ctx.env.clone();
             env.push(("QUIESCE_HTTP_PORT".to_owned(), instance.port.to_string()));
             env.push(("QUIESCE_SERVICE".to_owned(), name.clone()));
@@ -521,6 +579,7 @@ impl<'g> Driver<'g, '_> {
                 hooks: Hooks {
                     on_ready: vec![ready_tx],
                     stop_early: Some(stop_rx),
+                    signals: Some(signals_rx),
                     ..Hooks::default()
                 },
             };
