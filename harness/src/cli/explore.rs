@@ -85,6 +85,15 @@ pub(super) async fn explore_scenario(args: ExploreArgs) -> Result<i32, CliError>
     if !actions.is_empty() {
         options.actions = actions;
     }
+    let graph = matches!(scenario.target, crate::scenario::Target::Services(_));
+    if graph && options.actions == [crate::scenario::Action::Signal] {
+        return Err(bad(
+            "--actions",
+            "`signal` alone: a graph's signal goes to a named service, which explore does not \
+             draw (yet); give proxy or dependency actions"
+                .to_owned(),
+        ));
+    }
     options.shrink_runs = args.shrink_runs;
     options.retries = args.retries;
     options.checks = checks;

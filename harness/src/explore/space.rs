@@ -60,8 +60,14 @@ impl Space {
             true => vec![StopSignal::Term, StopSignal::Int],
             false => vec![StopSignal::Term, StopSignal::Int, StopSignal::Kill],
         };
+        // A graph's signal goes to one named service: not a move of this space (yet).
+        let services = matches!(scenario.target, Target::Services(_));
         Space {
-            actions: actions.to_vec(),
+            actions: actions
+                .iter()
+                .copied()
+                .filter(|a| !(services && *a == Action::Signal))
+                .collect(),
             dependencies,
             primary: !graph && scenario.redis.as_ref().is_some_and(|r| r.standby),
             signals,
