@@ -253,12 +253,14 @@ fn several_files_loop_one_after_another_with_one_report_and_exit_code() {
         listed.replace(&format!("{files}/"), ""),
         wanted.replace(&format!("{files}/"), "")
     );
-    let (code, _, _) = quiesce(
+    let (code, _, err) = quiesce(
         dir.path(),
         &["loop", files, "-n", "2", "--json", "--out", out_s],
         &[],
     );
-    assert_eq!(code, exit_codes::VIOLATION);
+    assert_eq!(code, exit_codes::VIOLATION, "{err}");
+    // Both files ask for the same [infra]: it started once, for both loops.
+    assert!(err.contains("infrastructure started 1 time(s)"), "{err}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("loops.json")).unwrap()).unwrap();
     let scenarios = json["scenarios"].as_array().unwrap();

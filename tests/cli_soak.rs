@@ -268,6 +268,10 @@ fn several_files_soak_one_after_another_with_one_report() {
         "{stderr}"
     );
     assert!(
+        stderr.contains("infrastructure started 1 time(s)"),
+        "{stderr}"
+    );
+    assert!(
         stdout.contains("soak verdict: INCONCLUSIVE (2 of 2 scenario(s) run"),
         "{stdout}"
     );

@@ -138,13 +138,30 @@ pub async fn soak(
     signals: &mut SignalHandler,
     progress: impl Fn(&Status) + Send + Sync + 'static,
 ) -> Result<SoakReport, SoakError> {
+    let soaked = soak_scenario(scenario, options)?;
+    let mut session = Session::start(&soaked, signals).await?;
+    let report = soak_on(&mut session, scenario, options, signals, progress).await;
+    let closed = session.close(signals).await;
+    let report = report?;
+    closed?;
+    Ok(report)
+}
+
+/// [`soak`] on a session already started (several soaks on one infrastructure, one after
+/// another): it is left running.
+pub async fn soak_on(
+    session: &mut Session,
+    scenario: &Scenario,
+    options: &SoakOptions,
+    signals: &mut SignalHandler,
+    progress: impl Fn(&Status) + Send + Sync + 'static,
+) -> Result<SoakReport, SoakError> {
     let scenario = soak_scenario(scenario, options)?;
     std::fs::create_dir_all(&options.out_dir).map_err(|source| RunError::OutDir {
         path: options.out_dir.clone(),
         source,
     })?;
     let timeline = options.out_dir.join("timeline.jsonl");
-    let mut session = Session::start(&scenario, signals).await?;
     // A target with quiesce's probe writes its live heap here (see quiesce-probe).
     let heap_file = std::path::absolute(options.out_dir.join("heap"))
         .unwrap_or_else(|_| options.out_dir.join("heap"));
@@ -183,9 +200,7 @@ pub async fn soak(
     let cycle = session.cycle(&scenario, &run, signals).await;
     done.cancel();
     let sampled = sampler.await.unwrap_or_else(|e| Err(e.to_string()));
-    let closed = session.close(signals).await;
     let mut cycle = cycle?;
-    closed?;
     let output = |message: String| SoakError::Output {
         path: timeline.clone(),
         message,

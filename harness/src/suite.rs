@@ -201,7 +201,7 @@ pub struct SuiteProgress<'a> {
 
 /// Gives `scenario` topic, group and key names no earlier scenario on the same
 /// infrastructure used: a suffix `-2`, `-3`, ... on a name already taken.
-fn own_names(scenario: &mut Scenario, taken: &mut BTreeSet<String>) {
+pub(crate) fn own_names(scenario: &mut Scenario, taken: &mut BTreeSet<String>) {
     let mut claim = |name: &mut String| {
         let mut candidate = name.clone();
         let mut n = 1;

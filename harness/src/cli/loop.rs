@@ -66,15 +66,19 @@ pub(super) async fn loop_scenario(args: LoopArgs) -> Result<i32, CliError> {
     }
     let name = |s: &crate::scenario::Scenario| s.name.clone();
     let (paths, partition) = (&args.scenarios, args.partition);
-    super::many::run(
+    // One start of each distinct [infra], kept from one scenario's loop to the next.
+    let shared = tokio::sync::Mutex::new((super::many::Sessions::default(), signal_handler()?));
+    let done = super::many::run(
         "loop",
         paths,
         partition,
         scenarios,
         name,
         &args.common,
-        async |scenario, dir| {
-            let report = loop_one(&args, &scenario, cycles, dir).await?;
+        async |mut scenario, dir| {
+            let (sessions, signals) = &mut *shared.lock().await;
+            let session = sessions.for_scenario(&mut scenario, signals).await?;
+            let report = loop_one(&args, session, &scenario, cycles, dir, signals).await?;
             Ok(super::many::Finished {
                 word: report.word(),
                 exit_code: report.exit_code(),
@@ -84,7 +88,16 @@ pub(super) async fn loop_scenario(args: LoopArgs) -> Result<i32, CliError> {
             })
         },
     )
-    .await
+    .await;
+    let (sessions, mut signals) = shared.into_inner();
+    if paths.len() > 1 || paths.iter().any(|p| p.is_dir()) {
+        eprintln!(
+            "quiesce loop: infrastructure started {} time(s)",
+            sessions.count()
+        );
+    }
+    sessions.close(&mut signals).await;
+    done
 }
 
 /// How many cycles each loop runs, from `-n`, `--duration` and `--until-failure`.
@@ -121,11 +134,13 @@ fn prepare(args: &LoopArgs, path: &std::path::Path) -> Result<crate::scenario::S
 /// One scenario's loop, with its progress bar.
 async fn loop_one(
     args: &LoopArgs,
+    session: &mut crate::run::Session,
     scenario: &crate::scenario::Scenario,
     cycles: u64,
     out_dir: PathBuf,
+    signals: &mut crate::signal::SignalHandler,
 ) -> Result<crate::repeat::LoopReport, CliError> {
-    use crate::repeat::{LoopOptions, run_loop};
+    use crate::repeat::{LoopOptions, run_loop_on};
     let options = LoopOptions {
         env: parse_env(&args.common.env)?,
         out_dir,
@@ -134,9 +149,8 @@ async fn loop_one(
         until_failure: args.until_failure,
         keep_passing: args.keep_passing,
     };
-    let mut signals = signal_handler()?;
     let mut bar = LoopProgress::new(cycles, args.duration);
-    let report = run_loop(scenario, &options, &mut signals, |p| bar.update(p)).await;
+    let report = run_loop_on(session, scenario, &options, signals, |p| bar.update(p)).await;
     bar.finish();
     Ok(report?)
 }

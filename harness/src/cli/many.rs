@@ -3,6 +3,7 @@
 //! exit code by the suite's rule (a violation over an error over Ctrl-C over inconclusive).
 //! Every file is read before the first starts: a bad one is bad input, and nothing runs.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -250,4 +251,58 @@ fn report(
         junit.to_string().expect("a report always serializes")
     })?;
     Ok(exit_code)
+}
+
+/// The infrastructure of several scenarios run one after another: started once per distinct
+/// `[infra]` and kept for every later scenario that asks for the same one, each of which gets
+/// topic, group and key names no earlier one on it used (as a suite's do). Closed at the end.
+#[derive(Default)]
+pub(super) struct Sessions {
+    started: Vec<(
+        crate::infra::InfraConfig,
+        crate::run::Session,
+        BTreeSet<String>,
+    )>,
+}
+
+impl Sessions {
+    /// The session for `scenario`'s `[infra]`, started if none is; renames what `scenario`
+    /// would share with an earlier scenario on it.
+    pub(super) async fn for_scenario(
+        &mut self,
+        scenario: &mut crate::scenario::Scenario,
+        signals: &mut crate::signal::SignalHandler,
+    ) -> Result<&mut crate::run::Session, crate::run::RunError> {
+        let at = match self
+            .started
+            .iter()
+            .position(|(c, _, _)| *c == scenario.infra)
+        {
+            Some(at) => at,
+            None => {
+                let session = crate::run::Session::start(scenario, signals).await?;
+                self.started
+                    .push((scenario.infra.clone(), session, BTreeSet::new()));
+                self.started.len() - 1
+            }
+        };
+        let (_, session, taken) = &mut self.started[at];
+        crate::suite::own_names(scenario, taken);
+        Ok(session)
+    }
+
+    /// How many infrastructures were started.
+    pub(super) fn count(&self) -> usize {
+        self.started.len()
+    }
+
+    /// Stops every infrastructure started; a failure to stop one is said, and the rest are
+    /// still stopped.
+    pub(super) async fn close(self, signals: &mut crate::signal::SignalHandler) {
+        for (_, session, _) in self.started {
+            if let Err(e) = session.close(signals).await {
+                eprintln!("quiesce: stopping an infrastructure: {e}");
+            }
+        }
+    }
 }

@@ -99,15 +99,19 @@ pub(super) async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
     }
     let name = |s: &crate::scenario::Scenario| s.name.clone();
     let (paths, partition) = (&args.scenarios, args.partition);
-    super::many::run(
+    // One start of each distinct [infra], kept from one scenario's soak to the next.
+    let shared = tokio::sync::Mutex::new((super::many::Sessions::default(), signal_handler()?));
+    let done = super::many::run(
         "soak",
         paths,
         partition,
         scenarios,
         name,
         &args.common,
-        async |scenario, dir| {
-            let (report, summary) = soak_one(&args, &scenario, dir).await?;
+        async |mut scenario, dir| {
+            let (sessions, signals) = &mut *shared.lock().await;
+            let session = sessions.for_scenario(&mut scenario, signals).await?;
+            let (report, summary) = soak_one(&args, session, &scenario, dir, signals).await?;
             Ok(super::many::Finished {
                 word: report.verdict.word(),
                 exit_code: report.verdict.exit_code(),
@@ -117,16 +121,27 @@ pub(super) async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
             })
         },
     )
-    .await
+    .await;
+    let (sessions, mut signals) = shared.into_inner();
+    if paths.len() > 1 || paths.iter().any(|p| p.is_dir()) {
+        eprintln!(
+            "quiesce soak: infrastructure started {} time(s)",
+            sessions.count()
+        );
+    }
+    sessions.close(&mut signals).await;
+    done
 }
 
 /// One scenario's soak, with its progress bar: its report and terminal summary.
 async fn soak_one(
     args: &SoakArgs,
+    session: &mut crate::run::Session,
     scenario: &crate::scenario::Scenario,
     out_dir: PathBuf,
+    signals: &mut crate::signal::SignalHandler,
 ) -> Result<(crate::soak::SoakReport, String), CliError> {
-    use crate::soak::{SoakOptions, soak};
+    use crate::soak::{SoakOptions, soak_on};
     let mut options = SoakOptions::new(args.duration, out_dir.clone());
     options.interval = args.interval;
     if let Some(warmup) = args.warmup {
@@ -146,10 +161,9 @@ async fn soak_one(
         options.warmup.as_secs(),
         out_dir.join("timeline.jsonl").display()
     );
-    let mut signals = signal_handler()?;
     let bar = SoakProgress::new(args.duration);
     let shown = bar.clone();
-    let report = soak(scenario, &options, &mut signals, move |status| {
+    let report = soak_on(session, scenario, &options, signals, move |status| {
         shown.update(status)
     })
     .await;

@@ -293,16 +293,48 @@ pub async fn run_loop(
     signals: &mut SignalHandler,
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<LoopReport, RunError> {
+    let begun = out_dir(options)?;
+    let mut session = Session::start(scenario, signals).await?;
+    let backend = session.backend().to_string();
+    let done = cycles(&mut session, scenario, options, signals, &mut progress).await;
+    let closed = session.close(signals).await;
+    conclude(scenario, options, done, closed, backend, begun)
+}
+
+/// Makes the loop's folder; the loop's clock starts then.
+fn out_dir(options: &LoopOptions) -> Result<Instant, RunError> {
     std::fs::create_dir_all(&options.out_dir).map_err(|source| RunError::OutDir {
         path: options.out_dir.clone(),
         source,
     })?;
-    let begun = Instant::now();
-    let mut session = Session::start(scenario, signals).await?;
+    Ok(Instant::now())
+}
+
+/// [`run_loop`] on a session already started (several scenarios' loops on one
+/// infrastructure, one after another): it is left running.
+pub async fn run_loop_on(
+    session: &mut Session,
+    scenario: &Scenario,
+    options: &LoopOptions,
+    signals: &mut SignalHandler,
+    mut progress: impl FnMut(Progress<'_>),
+) -> Result<LoopReport, RunError> {
+    let begun = out_dir(options)?;
     let backend = session.backend().to_string();
-    let (all, ended, error) = cycles(&mut session, scenario, options, signals, &mut progress).await;
-    let closed = session.close(signals).await;
-    // An error before any cycle is the loop's error; after some, the report keeps them.
+    let done = cycles(session, scenario, options, signals, &mut progress).await;
+    conclude(scenario, options, done, Ok(()), backend, begun)
+}
+
+/// The loop's report from its cycles and how the session closed. An error before any cycle
+/// is the loop's error; after some, the report keeps them.
+fn conclude(
+    scenario: &Scenario,
+    options: &LoopOptions,
+    (all, ended, error): (Vec<CycleRecord>, Ended, Option<RunError>),
+    closed: Result<(), RunError>,
+    backend: String,
+    begun: Instant,
+) -> Result<LoopReport, RunError> {
     let error = match (error, closed) {
         (Some(e), _) | (None, Err(e)) if all.is_empty() => return Err(e),
         (Some(e), _) | (None, Err(e)) => Some(e),
