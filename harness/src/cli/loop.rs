@@ -64,21 +64,15 @@ pub(super) async fn loop_scenario(args: LoopArgs) -> Result<i32, CliError> {
         let scenario = prepare(&args, &file)?;
         scenarios.push((file, scenario));
     }
-    let name = |s: &crate::scenario::Scenario| s.name.clone();
     let (paths, partition) = (&args.scenarios, args.partition);
-    // One start of each distinct [infra], kept from one scenario's loop to the next.
-    let shared = tokio::sync::Mutex::new((super::many::Sessions::default(), signal_handler()?));
-    let done = super::many::run(
+    super::many::run_on_sessions(
         "loop",
         paths,
         partition,
         scenarios,
-        name,
         &args.common,
-        async |mut scenario, dir| {
-            let (sessions, signals) = &mut *shared.lock().await;
-            let session = sessions.for_scenario(&mut scenario, signals).await?;
-            let report = loop_one(&args, session, &scenario, cycles, dir, signals).await?;
+        async |session, scenario, dir, signals| {
+            let report = loop_one(&args, session, scenario, cycles, dir, signals).await?;
             Ok(super::many::Finished {
                 word: report.word(),
                 exit_code: report.exit_code(),
@@ -88,16 +82,7 @@ pub(super) async fn loop_scenario(args: LoopArgs) -> Result<i32, CliError> {
             })
         },
     )
-    .await;
-    let (sessions, mut signals) = shared.into_inner();
-    if paths.len() > 1 || paths.iter().any(|p| p.is_dir()) {
-        eprintln!(
-            "quiesce loop: infrastructure started {} time(s)",
-            sessions.count()
-        );
-    }
-    sessions.close(&mut signals).await;
-    done
+    .await
 }
 
 /// How many cycles each loop runs, from `-n`, `--duration` and `--until-failure`.

@@ -253,6 +253,50 @@ fn report(
     Ok(exit_code)
 }
 
+/// [`run`] with each scenario on its [`Sessions`] session: `each` gets the session, the
+/// scenario as renamed for it, its folder and the command's signal handler. Every
+/// infrastructure started is stopped at the end.
+pub(super) async fn run_on_sessions(
+    job: &str,
+    paths: &[PathBuf],
+    partition: Option<Partition>,
+    scenarios: Vec<(PathBuf, crate::scenario::Scenario)>,
+    common: &ScenarioArgs,
+    mut each: impl AsyncFnMut(
+        &mut crate::run::Session,
+        &crate::scenario::Scenario,
+        PathBuf,
+        &mut crate::signal::SignalHandler,
+    ) -> Result<Finished, CliError>,
+) -> Result<i32, CliError> {
+    // One start of each distinct [infra], kept from one scenario to the next.
+    let shared = tokio::sync::Mutex::new((Sessions::default(), signal_handler()?));
+    let name = |s: &crate::scenario::Scenario| s.name.clone();
+    let done = run(
+        job,
+        paths,
+        partition,
+        scenarios,
+        name,
+        common,
+        async |mut scenario, dir| {
+            let (sessions, signals) = &mut *shared.lock().await;
+            let session = sessions.for_scenario(&mut scenario, signals).await?;
+            each(session, &scenario, dir, signals).await
+        },
+    )
+    .await;
+    let (sessions, mut signals) = shared.into_inner();
+    if !single(paths, partition) {
+        eprintln!(
+            "quiesce {job}: infrastructure started {} time(s)",
+            sessions.count()
+        );
+    }
+    sessions.close(&mut signals).await;
+    done
+}
+
 /// The infrastructure of several scenarios run one after another: started once per distinct
 /// `[infra]` and kept for every later scenario that asks for the same one, each of which gets
 /// topic, group and key names no earlier one on it used (as a suite's do). Closed at the end.

@@ -97,21 +97,15 @@ pub(super) async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
         let scenario = args.common.load(&file, &args.infra)?;
         scenarios.push((file, scenario));
     }
-    let name = |s: &crate::scenario::Scenario| s.name.clone();
     let (paths, partition) = (&args.scenarios, args.partition);
-    // One start of each distinct [infra], kept from one scenario's soak to the next.
-    let shared = tokio::sync::Mutex::new((super::many::Sessions::default(), signal_handler()?));
-    let done = super::many::run(
+    super::many::run_on_sessions(
         "soak",
         paths,
         partition,
         scenarios,
-        name,
         &args.common,
-        async |mut scenario, dir| {
-            let (sessions, signals) = &mut *shared.lock().await;
-            let session = sessions.for_scenario(&mut scenario, signals).await?;
-            let (report, summary) = soak_one(&args, session, &scenario, dir, signals).await?;
+        async |session, scenario, dir, signals| {
+            let (report, summary) = soak_one(&args, session, scenario, dir, signals).await?;
             Ok(super::many::Finished {
                 word: report.verdict.word(),
                 exit_code: report.verdict.exit_code(),
@@ -121,16 +115,7 @@ pub(super) async fn soak_scenario(args: SoakArgs) -> Result<i32, CliError> {
             })
         },
     )
-    .await;
-    let (sessions, mut signals) = shared.into_inner();
-    if paths.len() > 1 || paths.iter().any(|p| p.is_dir()) {
-        eprintln!(
-            "quiesce soak: infrastructure started {} time(s)",
-            sessions.count()
-        );
-    }
-    sessions.close(&mut signals).await;
-    done
+    .await
 }
 
 /// One scenario's soak, with its progress bar: its report and terminal summary.

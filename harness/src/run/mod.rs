@@ -26,7 +26,9 @@ use crate::kafka::wire::{GroupTap, StopWindow};
 use crate::kafka::{AckedRecord, KafkaError, StopKind};
 use crate::scenario::{GroupLeftParams, KafkaWorkload, Scenario, StopPlan, StopSignal, Target};
 use crate::signal::SignalHandler;
-use crate::target::{Hang, Hooks, PidReporter, ReadyState, TargetRun, run_graph, run_process};
+use crate::target::{
+    Hang, Hooks, PidReporter, ReadyState, TargetRun, free_port, run_graph, run_process,
+};
 use crate::verdict::{CheckName, Outcome, TimelineEvent, Verdict};
 
 /// Settings of one run that are not part of the scenario.
@@ -344,13 +346,6 @@ struct Driven {
     findings: Findings,
     /// Where the next cycle's Kafka evidence begins, when this one read Kafka back.
     kafka: Option<kafka::Baseline>,
-}
-
-/// A free loopback port, for the target to listen on.
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// How the target was stopped, for the Kafka and Redis judgements.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{Findings, evaluate};
-use crate::scenario::{Scenario, ServiceGraph, StopPlan, Target};
+use crate::scenario::{Scenario, ServiceGraph, Target};
 use crate::target::TargetRun;
 use crate::verdict::{CheckName, CheckResult, Outcome};
 
@@ -12,17 +12,9 @@ use crate::verdict::{CheckName, CheckResult, Outcome};
 /// stop signal and kill deadline.
 fn as_service(scenario: &Scenario, graph: &ServiceGraph, service: usize) -> Scenario {
     let spec = &graph.services[service];
-    let own = spec.stop.as_ref();
     let mut one = scenario.clone();
     one.target = Target::Process(spec.process());
-    one.stop = StopPlan {
-        signal: own.and_then(|s| s.signal).unwrap_or(scenario.stop.signal),
-        after_ms: scenario.stop.after_ms,
-        kill_after_ms: own
-            .and_then(|s| s.kill_after_ms)
-            .unwrap_or(scenario.stop.kill_after_ms),
-        order: Vec::new(),
-    };
+    one.stop = spec.stop_plan(&scenario.stop, scenario.stop.after_ms);
     one
 }
 

@@ -82,6 +82,20 @@ impl Service {
         }
     }
 
+    /// How each instance is stopped: its own signal and kill deadline over the scenario's
+    /// `[stop]`, run for `after_ms` once ready.
+    pub fn stop_plan(&self, stop: &super::StopPlan, after_ms: u64) -> super::StopPlan {
+        let own = self.stop.as_ref();
+        super::StopPlan {
+            signal: own.and_then(|s| s.signal).unwrap_or(stop.signal),
+            after_ms,
+            kill_after_ms: own
+                .and_then(|s| s.kill_after_ms)
+                .unwrap_or(stop.kill_after_ms),
+            order: Vec::new(),
+        }
+    }
+
     /// The name of instance `replica` in reports: the service's name alone when it has one
     /// replica, `name#2` for the second of several.
     pub fn instance_name(&self, replica: u32) -> String {

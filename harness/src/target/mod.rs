@@ -37,6 +37,13 @@ pub use process::{ProcessContext, describe_status, log_files, resolve_program, r
 pub use ready::{http_status, wait_ready};
 pub use services::{InstanceRun, ServicesContext, run_services};
 
+/// A free loopback port, for a target (or a graph's instance) to listen on.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// Told a process target's pid once it is started, and `None` once its stop is asked for.
 pub type PidReporter = std::sync::Arc<tokio::sync::watch::Sender<Option<u32>>>;
 

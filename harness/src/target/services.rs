@@ -297,20 +297,12 @@ fn instances(
             let probe_file = out_dir.join("probe.json");
             // A probe file from an earlier run in the same folder must not speak for this one.
             let _ = std::fs::remove_file(&probe_file);
-            let port = free_port()?;
+            let port = super::free_port()?;
             let mut target = spec.process();
             if let ReadyProbe::Http(url) | ReadyProbe::Tcp(url) = &mut target.ready {
                 *url = url.replace("{port}", &port.to_string());
             }
-            let own = spec.stop.as_ref();
-            let plan = StopPlan {
-                signal: own.and_then(|s| s.signal).unwrap_or(stop.signal),
-                after_ms: UNTIL_STOPPED.as_millis() as u64,
-                kill_after_ms: own
-                    .and_then(|s| s.kill_after_ms)
-                    .unwrap_or(stop.kill_after_ms),
-                order: Vec::new(),
-            };
+            let plan = spec.stop_plan(stop, UNTIL_STOPPED.as_millis() as u64);
             instances.push(Instance {
                 service,
                 run_id: format!("{}.{}.{}", ctx.run_id, spec.name, replica + 1),
@@ -596,11 +588,4 @@ impl<'g> Driver<'g, '_> {
             }));
         }
     }
-}
-
-/// A free loopback port, for an instance to listen on.
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
