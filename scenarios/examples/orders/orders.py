@@ -62,9 +62,10 @@ def main():
             "session.timeout.ms": 10000,
         }
     )
-    # Shipments are batched for half a second: what is queued at the stop goes out only by a
-    # flush.
-    producer = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 500})
+    # Shipments are batched for up to two seconds: what is queued at the stop goes out only by
+    # a flush. (The stop comes once a batch is seen: the next ones are then younger than the
+    # time to stop, by far. With half a second, a slow stop sometimes found them sent.)
+    producer = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 2000})
     consumer.subscribe([ORDERS])
     print(f"orders: consuming {ORDERS} as {GROUP}", flush=True)
 
