@@ -209,6 +209,19 @@ fn ctrl_c_stops_every_service_of_the_graph() {
     assert!(left.is_empty(), "still running: {left:?}\n{out}");
 }
 
+/// Asserts the Kafka checks a correct graph passes, and `more`, passed.
+fn passed(judged: &Judged, more: &[&str]) {
+    let kafka = [
+        "offsets_committed",
+        "no_message_loss",
+        "no_redelivery",
+        "group_left",
+    ];
+    for check in kafka.iter().chain(more) {
+        assert_eq!(judged.outcome(check), "pass", "{check}\n{}", judged.output);
+    }
+}
+
 fn chain(bug: &str) -> Judged {
     let file = scenario_dir().join("chain.toml");
     judge_hostile(
@@ -224,14 +237,7 @@ fn chain(bug: &str) -> Judged {
 fn a_correct_chain_passes_hop_by_hop() {
     let judged = chain("");
     assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
-    for check in [
-        "offsets_committed",
-        "no_message_loss",
-        "no_redelivery",
-        "group_left",
-    ] {
-        assert_eq!(judged.outcome(check), "pass", "{check}\n{}", judged.output);
-    }
+    passed(&judged, &[]);
     assert!(
         judged
             .output
@@ -383,5 +389,93 @@ fn the_fault_schedule_kills_one_service_while_the_rest_run() {
     assert!(
         out.contains("[[faults]] step 1: a signal in a graph goes to a service"),
         "{out}{err}"
+    );
+}
+
+fn ingress(bug: &str) -> Judged {
+    let file = scenario_dir().join("ingress.toml");
+    judge_hostile(
+        file.to_str().unwrap(),
+        &["--backend", "local"],
+        &[("API_BUG", bug)],
+    )
+}
+
+/// The JSON evidence `no_message_loss` gave.
+fn loss_evidence(judged: &Judged) -> String {
+    let json: serde_json::Value = serde_json::from_str(
+        judged
+            .output
+            .split("--- stdout\n")
+            .nth(1)
+            .and_then(|o| o.split("\n--- stderr").next())
+            .unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("not a JSON verdict ({e}):\n{}", judged.output));
+    json["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["check"] == "no_message_loss")
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| panic!("no no_message_loss:\n{}", judged.output))
+}
+
+/// VARIANTS.md, `ingress.toml` `correct`: the API drains (503s while in flight requests end),
+/// flushes, and every order it answered 202 reaches the end of the graph once. The refusals
+/// are counted, not lost.
+#[test]
+fn an_api_that_drains_and_flushes_passes_every_acknowledged_request() {
+    let judged = ingress("");
+    assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
+    passed(&judged, &["api/stops_within", "worker/stops_within"]);
+    let evidence = loss_evidence(&judged);
+    assert!(
+        evidence.contains("`api` answered") && evidence.contains("acknowledged (2xx)"),
+        "{evidence}"
+    );
+    assert!(
+        evidence.contains("refused (503 x"),
+        "the drain's refusals are counted:\n{evidence}"
+    );
+}
+
+/// Runs `ingress.toml` with `API_BUG=bug`, asserts `no_message_loss` alone of the Kafka
+/// checks fails, and returns its evidence.
+fn ingress_loses(bug: &str) -> String {
+    let judged = ingress(bug);
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    assert_eq!(
+        judged.outcome("no_message_loss"),
+        "violation",
+        "{}",
+        judged.output
+    );
+    for check in ["offsets_committed", "no_redelivery", "api/stops_within"] {
+        assert_eq!(judged.outcome(check), "pass", "{check}\n{}", judged.output);
+    }
+    loss_evidence(&judged)
+}
+
+/// `no-flush`: the API answers 202 and its shutdown forgets the producer. The worker, its
+/// group and the restart all did right by what reached `orders`: only the door lost orders,
+/// and `no_message_loss` names the API and the keys.
+#[test]
+fn an_api_that_never_flushes_acknowledges_orders_it_loses() {
+    let evidence = ingress_loses("no-flush");
+    assert!(
+        evidence.contains("answered 2xx by `api` never reached `orders`"),
+        "{evidence}"
+    );
+}
+
+/// `producer-first`: the shutdown's order inverted: the producer flushed before the server
+/// stops, which goes on answering 202 into a producer nobody flushes again.
+#[test]
+fn an_api_that_flushes_before_it_stops_serving_loses_what_it_accepts_after() {
+    let evidence = ingress_loses("producer-first");
+    assert!(
+        !evidence.contains("refused (503"),
+        "this API refused nothing while stopping:\n{evidence}"
     );
 }

@@ -66,6 +66,17 @@ pub struct AckedRecord {
     pub key: String,
 }
 
+impl AckedRecord {
+    /// A request an HTTP ingress acknowledged, before its record is found in the input topic.
+    pub fn unplaced(key: String) -> AckedRecord {
+        AckedRecord {
+            partition: -1,
+            offset: -1,
+            key,
+        }
+    }
+}
+
 /// One piece of evidence that the service processed the input at (`partition`, `offset`):
 /// an output record, or a line of its log.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -304,21 +315,10 @@ pub async fn produce_counted(
             workload.batching.max_records.to_string(),
         );
     let producer: FutureProducer = producer.create().map_err(|e| failed("producer", e))?;
-    let started = Instant::now();
     let topic = workload.topic;
-    let rate = workload.rate;
     let (prefix, template) = (workload.prefix, workload.value);
     let producer = &producer;
-    // Paced before the stop is looked at, so a stop ends the sending at once.
-    let mut acked: Vec<AckedRecord> = futures::stream::iter(0..workload.count)
-        .then(|n| async move {
-            if rate > 0 {
-                let due = started + Duration::from_secs_f64(n as f64 / f64::from(rate));
-                tokio::time::sleep_until(due.into()).await;
-            }
-            n
-        })
-        .take_until(stop.cancelled())
+    let mut acked: Vec<AckedRecord> = paced(workload.count, workload.rate, stop)
         .map(|n| {
             let key = format!("{prefix}-{n}");
             async move {
@@ -346,6 +346,25 @@ pub async fn produce_counted(
         .await;
     acked.sort();
     Ok(acked)
+}
+
+/// `0..count`, `rate` a second (0: all at once), until `stop` is cancelled. Paced before the
+/// stop is looked at, so a stop ends the sending at once.
+pub fn paced(
+    count: usize,
+    rate: u32,
+    stop: &CancellationToken,
+) -> impl futures::Stream<Item = usize> + '_ {
+    let started = Instant::now();
+    futures::stream::iter(0..count)
+        .then(move |n| async move {
+            if rate > 0 {
+                let due = started + Duration::from_secs_f64(n as f64 / f64::from(rate));
+                tokio::time::sleep_until(due.into()).await;
+            }
+            n
+        })
+        .take_until(stop.cancelled())
 }
 
 /// How many output records a topic holds, as [`count_processed`] sees them.

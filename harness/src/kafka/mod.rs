@@ -41,7 +41,7 @@ pub mod wire;
 pub(crate) use client::config as client_config;
 pub use client::{
     AckedRecord, Batching, InputRef, KafkaError, Output, OutputCount, ProcessedRecord, ReadBack,
-    Unmatched, Workload, committed_offsets, count_processed, create_topic, produce_counted,
+    Unmatched, Workload, committed_offsets, count_processed, create_topic, paced, produce_counted,
     produce_sequence, produce_until, read_back, read_processed, resolve,
 };
 pub use judge::{

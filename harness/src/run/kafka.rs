@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::ingress::{Answers, IngressEvidence, IngressTarget, send_requests};
 use crate::kafka::{
     AckedRecord, KafkaError, KafkaEvidence, OutputCount, ProcessedRecord, StopKind, Unmatched,
     Workload, committed_offsets, count_processed, create_topic, no_message_loss, no_redelivery,
@@ -105,6 +107,16 @@ impl Counting {
 pub struct Producer {
     task: tokio::task::JoinHandle<Result<Vec<AckedRecord>, KafkaError>>,
     stop: CancellationToken,
+    /// With `[kafka.ingress]`: where the requests go and what they got.
+    ingress: Option<(IngressTarget, Arc<Mutex<Answers>>)>,
+}
+
+/// What the workload sent and what acknowledged it.
+pub struct Sent {
+    /// The records the broker acknowledged; with an ingress, the acknowledged requests, their
+    /// records not yet found (`partition` -1: see [`super::ingress::locate`]).
+    pub acked: Vec<AckedRecord>,
+    pub ingress: Option<(IngressTarget, Answers)>,
 }
 
 impl Producer {
@@ -113,13 +125,19 @@ impl Producer {
     /// `in_process`: the target shares this process (a graph), so the workload ends when the
     /// target is told to stop, and its Kafka clients are gone before the graph's threads are
     /// counted; else they would be counted as the graph's.
-    pub fn start(counting: Counting, in_process: bool) -> (Producer, Hooks) {
+    /// `ingress`: the requests' target, with `[kafka.ingress]`.
+    pub fn start(
+        counting: Counting,
+        in_process: bool,
+        ingress: Option<IngressTarget>,
+    ) -> (Producer, Hooks) {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let (quiet_tx, quiet_rx) = oneshot::channel::<()>();
         let stop = CancellationToken::new();
+        let ingress = ingress.map(|target| (target, Arc::new(Mutex::new(Answers::default()))));
         let task = tokio::spawn({
-            let drive = drive(counting, ready_rx, stop_tx, stop.clone());
+            let drive = drive(counting, ingress.clone(), ready_rx, stop_tx, stop.clone());
             async move {
                 let acked = drive.await;
                 drop(quiet_tx);
@@ -142,22 +160,38 @@ impl Producer {
             hooks.on_stop.push(stopping_tx);
             hooks.quiet.push(quiet_rx);
         }
-        (Producer { task, stop }, hooks)
+        (
+            Producer {
+                task,
+                stop,
+                ingress,
+            },
+            hooks,
+        )
     }
 
     /// Ends the sending (sends in flight still get their acknowledgement) and returns what
-    /// the broker acknowledged.
-    pub async fn finish(self) -> Result<Vec<AckedRecord>, KafkaError> {
+    /// was acknowledged.
+    pub async fn finish(self) -> Result<Sent, KafkaError> {
         self.stop.cancel();
-        self.task.await.map_err(|e| KafkaError {
+        let acked = self.task.await.map_err(|e| KafkaError {
             what: "workload".to_owned(),
             reason: e.to_string(),
-        })?
+        })??;
+        let ingress = self.ingress.map(|(target, answers)| {
+            let answers = answers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            (target, answers)
+        });
+        Ok(Sent { acked, ingress })
     }
 }
 
 async fn drive(
     counting: Counting,
+    ingress: Option<(IngressTarget, Arc<Mutex<Answers>>)>,
     ready: oneshot::Receiver<()>,
     stop_tx: oneshot::Sender<String>,
     stop: CancellationToken,
@@ -185,7 +219,16 @@ async fn drive(
                 let _ = tx.send(what);
             }
         };
-        let producing = produce_counted(bootstrap, &sequence, &stop, &acked_so_far);
+        let producing = async {
+            match &ingress {
+                None => produce_counted(bootstrap, &sequence, &stop, &acked_so_far).await,
+                Some((target, answers)) => {
+                    let keys =
+                        send_requests(target, &sequence, &stop, &acked_so_far, answers).await;
+                    Ok(keys.into_iter().map(AckedRecord::unplaced).collect())
+                }
+            }
+        };
         tokio::pin!(producing);
         let rule = workload.stop_rule();
         let acked = match rule {
@@ -530,6 +573,10 @@ pub struct KafkaRun {
     /// What earlier cycles left; the outputs and commits below begin there.
     pub baseline: Baseline,
     pub acked: Vec<AckedRecord>,
+    /// With `[kafka.ingress]`: what the requests got, and the acknowledged ones the service
+    /// never wrote to the input topic (`acked` holds those it wrote).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressEvidence>,
     pub stop: StopKind,
     /// After the first stop.
     pub first: AfterStop,
@@ -578,12 +625,26 @@ const ALL_PROCESSED: &str = "acknowledged input(s) processed: stopping";
 pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Outcome> {
     let mut outcomes = BTreeMap::new();
     if run.acked.is_empty() {
-        let reason = format!(
-            "the broker acknowledged none of the {} input record(s)",
-            workload.records
-        );
+        let reason = match &run.ingress {
+            None => format!(
+                "the broker acknowledged none of the {} input record(s)",
+                workload.records
+            ),
+            Some(ingress) => format!(
+                "no request `{}` acknowledged is in `{}` ({})",
+                ingress.service,
+                workload.input_topic,
+                ingress.answers.describe()
+            ),
+        };
         for check in CheckName::KAFKA {
             outcomes.insert(check, Outcome::inconclusive(reason.clone()));
+        }
+        if let Some(ingress) = &run.ingress {
+            outcomes.insert(
+                CheckName::NoMessageLoss,
+                super::ingress::judge_loss(ingress, workload, None),
+            );
         }
         return outcomes;
     }
@@ -621,6 +682,13 @@ pub fn judge(run: &KafkaRun, workload: &KafkaWorkload) -> BTreeMap<CheckName, Ou
     outcomes.insert(CheckName::NoMessageLoss, loss);
     outcomes.insert(CheckName::NoRedelivery, redelivery);
     qualify(&mut outcomes, run, &source);
+    if let Some(ingress) = &run.ingress {
+        let beyond = outcomes.remove(&CheckName::NoMessageLoss);
+        outcomes.insert(
+            CheckName::NoMessageLoss,
+            super::ingress::judge_loss(ingress, workload, beyond),
+        );
+    }
     outcomes
 }
 
@@ -973,6 +1041,7 @@ mod tests {
         KafkaRun {
             baseline: Baseline::default(),
             acked: acked(10),
+            ingress: None,
             stop: StopKind::Clean,
             first,
             outputs_sent: Some(5),
@@ -1173,5 +1242,92 @@ mod tests {
         assert_eq!(crate::run::kafka_faults_played(&timeline, Some(500)), 1);
         assert_eq!(crate::run::kafka_faults_played(&timeline, Some(100)), 0);
         assert_eq!(crate::run::kafka_faults_played(&timeline, None), 0);
+    }
+
+    fn ingress(acknowledged: usize, lost: &[&str]) -> IngressEvidence {
+        IngressEvidence {
+            service: "api".into(),
+            answers: crate::run::ingress::Answers {
+                sent: acknowledged + 3,
+                acknowledged,
+                refused: BTreeMap::from([(503, 3)]),
+                ..Default::default()
+            },
+            lost: lost.iter().map(|k| (*k).to_owned()).collect(),
+            written_twice: 0,
+        }
+    }
+
+    /// Hostile: an API that answers 202 and drops some requests before Kafka. Everything it
+    /// did write was processed, committed and not redelivered: the graph beyond the door
+    /// passes, and the loss at the door still fails `no_message_loss`, naming the keys.
+    #[test]
+    fn an_ingress_that_acknowledges_what_it_never_wrote_fails_no_message_loss() {
+        let done = Restart::Consumed(after(0..10, Some(10)));
+        let mut honest = run(after(0..5, Some(5)), done);
+        honest.ingress = Some(ingress(10, &[]));
+        let judged = judge(&honest, &KafkaWorkload::default());
+        assert_eq!(
+            marks(&judged),
+            "offsets_committed=P no_message_loss=P no_redelivery=P producer_flushed=P"
+        );
+        let Outcome::Pass { detail, .. } = &judged[&CheckName::NoMessageLoss] else {
+            unreachable!()
+        };
+        assert!(
+            detail.contains(
+                "`api` answered 13 request(s): 10 acknowledged (2xx), 3 refused (503 x3)"
+            ),
+            "{detail}"
+        );
+
+        let mut dropping = run(
+            after(0..5, Some(5)),
+            Restart::Consumed(after(0..10, Some(10))),
+        );
+        dropping.ingress = Some(ingress(12, &["k10", "k11"]));
+        let judged = judge(&dropping, &KafkaWorkload::default());
+        assert_eq!(
+            marks(&judged),
+            "offsets_committed=P no_message_loss=F no_redelivery=P producer_flushed=P"
+        );
+        let Outcome::Violation { summary, evidence } = &judged[&CheckName::NoMessageLoss] else {
+            unreachable!()
+        };
+        assert!(
+            summary.starts_with("2 request(s) answered 2xx by `api` never reached"),
+            "{summary}"
+        );
+        assert!(
+            evidence.iter().any(|l| l.contains("`k10`, `k11`")),
+            "{evidence:?}"
+        );
+    }
+
+    /// An API that wrote none of what it acknowledged: nothing reached Kafka to judge the
+    /// rest on, and the loss is still a violation; one that acknowledged nothing owes nothing.
+    #[test]
+    fn an_ingress_that_wrote_nothing_fails_and_one_that_acknowledged_nothing_is_undecided() {
+        let mut black_hole = run(after([], None), Restart::Consumed(after([], None)));
+        black_hole.acked.clear();
+        black_hole.ingress = Some(ingress(4, &["a", "b", "c", "d"]));
+        let judged = judge(&black_hole, &KafkaWorkload::default());
+        assert_eq!(
+            marks(&judged),
+            "offsets_committed=? no_message_loss=F no_redelivery=? producer_flushed=? group_left=?"
+        );
+        black_hole.ingress = Some(ingress(0, &[]));
+        let judged = judge(&black_hole, &KafkaWorkload::default());
+        assert_eq!(
+            marks(&judged),
+            "offsets_committed=? no_message_loss=? no_redelivery=? producer_flushed=? group_left=?"
+        );
+        let Outcome::Inconclusive { reason } = &judged[&CheckName::NoMessageLoss] else {
+            unreachable!()
+        };
+        assert!(
+            reason.contains("acknowledged none of its requests"),
+            "{reason}"
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 mod checks;
 mod faults;
+mod ingress;
 mod kafka;
 mod lock_tap;
 mod readiness;
@@ -223,6 +224,15 @@ impl Session {
             }
             None => scenario,
         };
+        let ports = match &scenario.target {
+            Target::Services(graph) => graph
+                .services
+                .iter()
+                .map(|s| (0..s.replicas).map(|_| free_port()).collect())
+                .collect::<Result<Vec<Vec<u16>>, _>>()
+                .map_err(RunError::Port)?,
+            _ => Vec::new(),
+        };
         let Driven {
             observed,
             findings,
@@ -237,6 +247,7 @@ impl Session {
                 infra: self.infra.clone(),
                 switches: self.switches.clone(),
                 port,
+                ports,
                 kafka: baseline_key(scenario)
                     .and_then(|key| self.kafka.get(&key).cloned())
                     .unwrap_or_default(),
@@ -333,6 +344,9 @@ struct Reach {
     switches: BTreeMap<DependencyKind, ProxySwitch>,
     /// The target's HTTP port (`QUIESCE_HTTP_PORT`), when the scenario polls its endpoints.
     port: Option<u16>,
+    /// Each service's instances' ports, for `[[services]]` (known before they start, for an
+    /// ingress to send to).
+    ports: Vec<Vec<u16>>,
     /// What earlier cycles left in the Kafka topics and group.
     kafka: kafka::Baseline,
     /// Told the target's pid.
@@ -373,7 +387,8 @@ async fn drive(
         mut endpoints,
         infra,
         switches,
-        port: _,
+        port,
+        ports,
         kafka: baseline,
         pid,
         groups,
@@ -385,6 +400,7 @@ async fn drive(
         endpoints: &endpoints,
         settings: &settings,
         baseline: &baseline,
+        ingress: ingress_target(scenario, port, &ports),
     };
     let (watchers, hooks) = Watchers::start(start, infra, switches, pid).await?;
 
@@ -409,7 +425,7 @@ async fn drive(
         run_id,
         out_dir,
         &endpoints,
-        &settings,
+        (&settings, &ports),
         hooks,
         signals,
     )
@@ -452,7 +468,19 @@ async fn drive(
     }
     let mut next = None;
     if let (Some(workload), Some(producer)) = (&scenario.kafka, watchers.producer) {
-        let acked = producer.finish().await.map_err(RunError::Kafka)?;
+        let sent = producer.finish().await.map_err(RunError::Kafka)?;
+        let (acked, ingress) = match sent.ingress {
+            None => (sent.acked, None),
+            Some((target, answers)) => {
+                let keys = sent.acked.into_iter().map(|a| a.key).collect();
+                let bootstrap = &endpoints.kafka_bootstrap;
+                let (acked, evidence) = tokio::select! {
+                    located = ingress::locate(bootstrap, workload, &target, keys, answers) => located.map_err(RunError::Kafka)?,
+                    _ = signals.recv() => return Err(RunError::Interrupted),
+                };
+                (acked, Some(evidence))
+            }
+        };
         let ctx = KafkaPhase {
             scenario,
             workload,
@@ -463,7 +491,8 @@ async fn drive(
             settings: &settings,
             held,
         };
-        let (mut decided, after) = kafka_phase(ctx, acked, &mut observed, signals).await?;
+        let (mut decided, after) =
+            kafka_phase(ctx, (acked, ingress), &mut observed, signals).await?;
         if let (Ok(outcomes), Some(outcome)) = (&mut decided, group_left) {
             outcomes.insert(CheckName::GroupLeft, outcome);
         }
@@ -525,6 +554,7 @@ struct WatchStart<'a, 'b> {
     endpoints: &'b Endpoints,
     settings: &'b [(String, String)],
     baseline: &'b kafka::Baseline,
+    ingress: Option<ingress::IngressTarget>,
 }
 
 /// What runs beside the target and takes part through its hooks.
@@ -551,6 +581,7 @@ impl<'a> Watchers<'a> {
             endpoints,
             settings,
             baseline,
+            ingress,
         } = start;
         let mut hooks = Hooks {
             pid,
@@ -584,8 +615,11 @@ impl<'a> Watchers<'a> {
                 crate::target::log_files(out_dir).to_vec(),
                 run_id,
             );
-            let (producer, more) =
-                kafka::Producer::start(counting, matches!(scenario.target, Target::Graph(_)));
+            let (producer, more) = kafka::Producer::start(
+                counting,
+                matches!(scenario.target, Target::Graph(_)),
+                ingress,
+            );
             hooks = std::mem::take(&mut hooks).merge(more);
             producer
         });
@@ -720,7 +754,7 @@ fn kafka_faults_played(timeline: &[(u64, String)], stop_ms: Option<u64>) -> usiz
 /// returns where the next cycle's evidence begins, when Kafka was read back.
 async fn kafka_phase(
     ctx: KafkaPhase<'_>,
-    acked: Vec<AckedRecord>,
+    (acked, ingress): (Vec<AckedRecord>, Option<ingress::IngressEvidence>),
     observed: &mut TargetRun,
     signals: &mut SignalHandler,
 ) -> Result<(Decided, Option<kafka::Baseline>), RunError> {
@@ -774,6 +808,7 @@ async fn kafka_phase(
     let evidence = kafka::KafkaRun {
         baseline: baseline.clone(),
         acked,
+        ingress,
         stop,
         first,
         outputs_sent,
@@ -876,7 +911,7 @@ async fn restart(
         run_id,
         &restart_dir,
         endpoints,
-        settings,
+        (settings, &[]),
         hooks,
         signals,
     )
@@ -930,6 +965,28 @@ fn restart_logs(second: &TargetRun) -> Vec<String> {
     lines
 }
 
+/// Where `[kafka.ingress]` sends its requests: the target's port, or the named service's
+/// instances' ports.
+fn ingress_target(
+    scenario: &Scenario,
+    port: Option<u16>,
+    ports: &[Vec<u16>],
+) -> Option<ingress::IngressTarget> {
+    let spec = scenario.kafka.as_ref()?.ingress.clone()?;
+    let (service, ports) = match (&scenario.target, &spec.service) {
+        (Target::Services(graph), Some(name)) => {
+            let s = graph.services.iter().position(|s| &s.name == name)?;
+            (name.clone(), ports.get(s)?.clone())
+        }
+        _ => ("target".to_owned(), port.into_iter().collect()),
+    };
+    Some(ingress::IngressTarget {
+        spec,
+        service,
+        addresses: ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+    })
+}
+
 /// One run of the target, process or graph.
 #[allow(clippy::too_many_arguments)]
 async fn start_target(
@@ -938,7 +995,7 @@ async fn start_target(
     run_id: &str,
     out_dir: &Path,
     endpoints: &Endpoints,
-    settings: &[(String, String)],
+    (settings, ports): (&[(String, String)], &[Vec<u16>]),
     hooks: Hooks,
     signals: &mut SignalHandler,
 ) -> Result<TargetRun, RunError> {
@@ -975,6 +1032,7 @@ async fn start_target(
         Target::Services(graph) => {
             let ctx = crate::target::ServicesContext {
                 env: settings.to_vec(),
+                ports: ports.to_vec(),
                 run_id,
                 out_dir,
                 base_dir: &scenario.base_dir,

@@ -38,7 +38,7 @@ pub use checks::{
 pub use faults::{Action, FaultStep, Instance, Point};
 pub use services::{GraphError, MAX_REPLICAS, Service, ServiceGraph, ServiceStop};
 pub use workload::{
-    INPUT_PLACEHOLDERS, KafkaWorkload, ProcessedBy, Readiness, RedisLeadership, StopRule,
+    INPUT_PLACEHOLDERS, Ingress, KafkaWorkload, ProcessedBy, Readiness, RedisLeadership, StopRule,
 };
 
 use std::collections::BTreeMap;
@@ -438,6 +438,9 @@ impl Scenario {
         }
         if let Some(kafka) = &self.kafka {
             kafka.validate().map_err(bad)?;
+            if let Some(ingress) = &kafka.ingress {
+                self.check_ingress(ingress).map_err(bad)?;
+            }
             if matches!(kafka.processed, ProcessedBy::Log { .. })
                 && matches!(self.target, Target::Graph(_))
             {
@@ -547,7 +550,40 @@ impl Scenario {
             // Each service's instance gets a port of its own when it starts.
             Target::Services(_) => false,
         };
-        in_probe || self.readiness.is_some()
+        let ingress = self.kafka.as_ref().is_some_and(|k| k.ingress.is_some());
+        in_probe || self.readiness.is_some() || ingress
+    }
+
+    /// Who answers `[kafka.ingress]`: a service of the graph, named; a `[target]`, unnamed.
+    fn check_ingress(&self, ingress: &Ingress) -> Result<(), String> {
+        match (&self.target, &ingress.service) {
+            (Target::Services(graph), Some(name)) => {
+                match graph.services.iter().any(|s| &s.name == name) {
+                    true => Ok(()),
+                    false => Err(format!(
+                        "[kafka.ingress] service = `{name}` names no [[services]] entry (there \
+                         are: {})",
+                        graph
+                            .services
+                            .iter()
+                            .map(|s| format!("`{}`", s.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                }
+            }
+            (Target::Services(_), None) => Err("[kafka.ingress] service: which of the \
+                 [[services]] answers the requests (hint: service = \"api\")"
+                .to_owned()),
+            (Target::Process(_), Some(name)) => Err(format!(
+                "[kafka.ingress] service = `{name}`: this scenario has one [target], which \
+                 answers on `{{port}}` (remove `service`)"
+            )),
+            (Target::Process(_), None) => Ok(()),
+            (Target::Graph(_), _) => Err("[kafka.ingress]: an in-process graph answers no \
+                 requests of its own (give it a [target] command, or [[services]])"
+                .to_owned()),
+        }
     }
 
     /// The scenario with `{port}` in its URLs (the target's `ready`, `[readiness]`) replaced
@@ -746,6 +782,76 @@ mod tests {
         assert_eq!(target.ready, ReadyProbe::Started(true));
         let checks: Vec<_> = s.enabled_checks().collect();
         assert_eq!(checks, crate::verdict::CheckName::LIFECYCLE);
+    }
+
+    /// `[kafka.ingress]`: who answers must be clear, and a request must name its key.
+    #[test]
+    fn an_ingress_names_who_answers_and_the_key() {
+        let graph = "[[services]]\nname = \"api\"\ncommand = [\"x\"]\n\
+                     [[services]]\nname = \"worker\"\ncommand = [\"y\"]\n";
+        let ingress = |target: &str, table: &str| {
+            parse(&format!(
+                "{target}[kafka]\nprocessed = {{ by = \"key\" }}\n[kafka.ingress]\n{table}"
+            ))
+        };
+        let body = "body = '{{\"id\": \"{key}\"}}'\n";
+        let ok = ingress(
+            graph,
+            &format!("service = \"api\"\npath = \"/orders\"\n{body}"),
+        )
+        .unwrap();
+        let spec = ok.kafka.unwrap().ingress.unwrap();
+        assert_eq!(
+            (spec.method.as_str(), spec.written(&ProcessedBy::Key {})),
+            ("POST", ProcessedBy::Key {})
+        );
+        let one = "[target]\ncommand = [\"x\", \"{port}\"]\n";
+        assert!(
+            ingress(one, &format!("path = \"/o\"\n{body}"))
+                .unwrap()
+                .needs_port()
+        );
+        for (target, table, says) in [
+            (
+                graph,
+                format!("service = \"apii\"\npath = \"/o\"\n{body}"),
+                "names no [[services]] entry (there are: `api`, `worker`)",
+            ),
+            (
+                graph,
+                format!("path = \"/o\"\n{body}"),
+                "which of the [[services]] answers",
+            ),
+            (
+                one,
+                format!("service = \"api\"\npath = \"/o\"\n{body}"),
+                "this scenario has one [target]",
+            ),
+            (
+                one,
+                "path = \"/o\"\nbody = \"{{}}\"\n".to_owned(),
+                "neither `path` nor `body` holds `{key}`",
+            ),
+            (one, format!("path = \"orders\"\n{body}"), "begins with `/`"),
+            (
+                one,
+                format!("method = \"SEND\"\npath = \"/o\"\n{body}"),
+                "method = `SEND`",
+            ),
+            (
+                one,
+                format!("path = \"/o\"\n{body}written = {{ by = \"contract\" }}\n"),
+                "[kafka.ingress] written",
+            ),
+            (
+                one,
+                format!("path = \"/{{nope}}\"\n{body}"),
+                "[kafka.ingress] path",
+            ),
+        ] {
+            let err = ingress(target, &table).unwrap_err().to_string();
+            assert!(err.contains(says), "{table}: {err}");
+        }
     }
 
     #[test]

@@ -69,6 +69,103 @@ pub struct KafkaWorkload {
     /// says), not against the end of the chain, which lags them by design.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub via: Vec<Hop>,
+    /// The workload comes in over HTTP, not Kafka: `[kafka.ingress]`. The service that answers
+    /// writes each request it acknowledges to `input_topic` itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Ingress>,
+}
+
+/// HTTP requests as the workload, for a graph that begins at an API: `records` requests at
+/// `rate`, each naming a key unique to the run (`{key}` in `path` or `body`). A 2xx answer
+/// acknowledges a request; any other answer, or none, does not (a 503 while the API drains is
+/// a refusal, not a loss). Every acknowledged request must reach `input_topic`, written there
+/// by the service and naming its key as `written` says, and from there the output, as any input.
+///
+/// ```toml
+/// [kafka.ingress]
+/// service = "api"                 # a [[services]] entry: its replicas take turns
+/// method = "POST"
+/// path = "/orders"
+/// body = '{{"order_id": "{key}", "amount": {seq}}}'
+/// written = { by = "json_pointer", pointer = "/order_id" }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ingress {
+    /// The `[[services]]` entry whose instances answer; none with a `[target]`, which answers
+    /// on `{port}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// The request's path: `{key}`, `{seq}` and `{run_id}` are filled in.
+    pub path: String,
+    /// The request's body, filled in as `path` is (empty: no body).
+    #[serde(default)]
+    pub body: String,
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+    /// How a record the service wrote to `input_topic` names the request it came from (not
+    /// written: as `processed` names inputs when that is by key, header or JSON pointer; else
+    /// by the record's key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<ProcessedBy>,
+}
+
+fn default_method() -> String {
+    "POST".to_owned()
+}
+
+fn default_content_type() -> String {
+    "application/json".to_owned()
+}
+
+impl Ingress {
+    /// How a record in the input topic names its request.
+    pub fn written(&self, processed: &ProcessedBy) -> ProcessedBy {
+        match (&self.written, processed.names_by_key()) {
+            (Some(written), _) => written.clone(),
+            (None, true) => processed.clone(),
+            (None, false) => ProcessedBy::Key {},
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&self.method.as_str()) {
+            return Err(format!(
+                "[kafka.ingress] method = `{}` (need GET, POST, PUT, PATCH or DELETE)",
+                self.method
+            ));
+        }
+        if !self.path.starts_with('/') || self.path.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "[kafka.ingress] path = `{}`: a request path begins with `/` and holds no \
+                 spaces (the host is the service's, on its own port)",
+                self.path
+            ));
+        }
+        for (key, text) in [("path", &self.path), ("body", &self.body)] {
+            crate::scenario::template::check_among(text, &INPUT_PLACEHOLDERS)
+                .map_err(|e| format!("[kafka.ingress] {key}: {e}"))?;
+        }
+        if !(self.path.contains("{key}") || self.body.contains("{key}")) {
+            return Err(
+                "[kafka.ingress]: neither `path` nor `body` holds `{key}`: a request \
+                        must name its key for its record to be found (hint: body = \
+                        '{{\"id\": \"{key}\"}}')"
+                    .to_owned(),
+            );
+        }
+        match &self.written {
+            Some(written) if !written.names_by_key() => Err(
+                "[kafka.ingress] written: a record the service wrote is matched to its request \
+                 by the request's key (by = \"key\", \"header\" or \"json_pointer\")"
+                    .to_owned(),
+            ),
+            Some(written) => written.validate(),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A topic inside a chain and the group that consumes it: `[[kafka.via]]`.
@@ -243,6 +340,7 @@ impl Default for KafkaWorkload {
             input_value: default_input_value(),
             processed: ProcessedBy::Contract {},
             via: Vec::new(),
+            ingress: None,
         }
     }
 }
@@ -354,6 +452,9 @@ impl KafkaWorkload {
                         processed = { by = \"key\" }, or by header or json_pointer)"
                     .to_owned(),
             );
+        }
+        if let Some(ingress) = &self.ingress {
+            ingress.validate()?;
         }
         let mut topics = vec![&self.input_topic, &self.output_topic];
         for hop in &self.via {

@@ -33,6 +33,8 @@ const UNTIL_STOPPED: Duration = Duration::from_secs(7 * 24 * 3600);
 pub struct ServicesContext<'a> {
     /// Variables on top of each service's own `env` (endpoints, `--env`).
     pub env: Vec<(String, String)>,
+    /// Each service's instances' ports, chosen before the start (empty: chosen at the start).
+    pub ports: Vec<Vec<u16>>,
     /// The run's id; instance `api#2` gets `RUN_ID.api.2`.
     pub run_id: &'a str,
     /// The run's folder; each instance writes its logs in a folder of its own under it.
@@ -297,7 +299,10 @@ fn instances(
             let probe_file = out_dir.join("probe.json");
             // A probe file from an earlier run in the same folder must not speak for this one.
             let _ = std::fs::remove_file(&probe_file);
-            let port = super::free_port()?;
+            let port = match ctx.ports.get(service).and_then(|p| p.get(replica as usize)) {
+                Some(port) => *port,
+                None => super::free_port()?,
+            };
             let mut target = spec.process();
             if let ReadyProbe::Http(url) | ReadyProbe::Tcp(url) = &mut target.ready {
                 *url = url.replace("{port}", &port.to_string());
