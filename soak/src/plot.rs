@@ -5,6 +5,11 @@
 //! answers: the samples, the warm-up left out of the fit, the fitted trend, and the threshold
 //! drawn from where the trend starts so the two slopes can be compared by eye.
 //!
+//! The frame fits the samples the trend was fitted to, not the warm-up's climb (a leak of a
+//! MB an hour over a climb from a few MB is a flat line); the warm-up's samples are drawn
+//! faint and may leave the frame. The samples are drawn last, over the trend, and the notes
+//! are wrapped to the width.
+//!
 //! SVG is text, so a plotting crate (plotters and its dependency tree) would buy nothing a
 //! few hundred lines do not. The output is deterministic: the same inputs give the same bytes,
 //! so a plot can be a CI artifact and compared between runs.
@@ -21,6 +26,8 @@ const TITLE_Y: f64 = 28.0;
 const LEGEND_Y: f64 = 54.0;
 const NOTES_TOP: f64 = PLOT_BOTTOM + 70.0;
 const NOTE_LINE: f64 = 18.0;
+/// The most characters of a note on one line: the width, less a margin each side.
+const NOTE_CHARS: usize = ((WIDTH - 48.0) / CHAR_WIDTH) as usize;
 /// An estimate of the advance of one character at the 12 px font size, for laying out the
 /// legend; SVG has no text measurement.
 const CHAR_WIDTH: f64 = 6.8;
@@ -30,6 +37,8 @@ const SAMPLE_COLOUR: &str = "#1f5fa8";
 const TREND_COLOUR: &str = "#e07b00";
 const THRESHOLD_COLOUR: &str = "#c4161c";
 const WARMUP_COLOUR: &str = "#e6e6e6";
+/// The warm-up's samples: faint, and free to leave the frame, which fits the judged ones.
+const WARMUP_SAMPLE_COLOUR: &str = "#a9c1dd";
 const GRID_COLOUR: &str = "#ececec";
 const MARK_COLOUR: &str = "#7a3db8";
 
@@ -94,6 +103,10 @@ pub fn svg_with_marks(
         .filter(|(t, mb)| t.is_finite() && mb.is_finite())
         .collect();
     let trend = trend.filter(|(slope, intercept)| slope.is_finite() && intercept.is_finite());
+    let notes: Vec<String> = notes
+        .iter()
+        .flat_map(|note| wrap(note, NOTE_CHARS))
+        .collect();
     let height = if notes.is_empty() {
         PLOT_BOTTOM + 56.0
     } else {
@@ -135,7 +148,7 @@ pub fn svg_with_marks(
 
     for (i, note) in notes.iter().enumerate() {
         out.push_str(&format!(
-            "<text x=\"24\" y=\"{}\">{}</text>\n",
+            "<text x=\"24\" y=\"{}\" xml:space=\"preserve\">{}</text>\n",
             NOTES_TOP + NOTE_LINE * i as f64,
             escape(note)
         ));
@@ -178,7 +191,11 @@ fn plot(
                 ((t0, mb0), (x_max, mb0 + slope * (x_max - t0)))
             });
 
-    let (mut y_lo, mut y_hi) = samples
+    // The axis fits the samples the trend was fitted to: a warm-up climb from a few MB
+    // would flatten a leak of one MB an hour into a line. The warm-up's samples are drawn
+    // faint and may leave the frame.
+    let (warming, judged) = samples.split_at(samples.partition_point(|s| s.0 < fit_start));
+    let (mut y_lo, mut y_hi) = judged
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| {
             (lo.min(s.1), hi.max(s.1))
@@ -262,15 +279,11 @@ fn plot(
             Some("2 3"),
         );
     }
-    let points: Vec<String> = thin(samples)
-        .iter()
-        .map(|&(t, mb)| format!("{:.1},{:.1}", scale.x(t), scale.y(mb)))
-        .collect();
-    out.push_str(&format!(
-        "<polyline points=\"{}\" fill=\"none\" stroke=\"{SAMPLE_COLOUR}\" \
-         stroke-width=\"1.2\" stroke-linejoin=\"round\"/>\n",
-        points.join(" ")
-    ));
+    if !warming.is_empty() {
+        // Joined to the first judged sample, so the two read as one series.
+        let joined: Vec<(f64, f64)> = warming.iter().chain(judged.first()).copied().collect();
+        out.push_str(&scale.polyline("warm-up", &joined, WARMUP_SAMPLE_COLOUR));
+    }
     if let (Some(line), Some((slope, _))) = (trend_line, trend) {
         out.push_str(&scale.line(line, TREND_COLOUR, 2.0, None));
         legend.line(
@@ -287,6 +300,8 @@ fn plot(
             Some("7 4"),
         );
     }
+    // Last, so the samples stay visible over the trend fitted through them.
+    out.push_str(&scale.polyline("samples", judged, SAMPLE_COLOUR));
     out.push_str("</g>\n");
     out.push_str(&frame());
 
@@ -348,6 +363,19 @@ impl Scale {
 
     fn y(&self, mb: f64) -> f64 {
         PLOT_BOTTOM - (mb - self.y_min) / (self.y_max - self.y_min) * (PLOT_BOTTOM - PLOT_TOP)
+    }
+
+    /// `samples` as one line, thinned to at most [`MAX_POINTS`].
+    fn polyline(&self, class: &str, samples: &[(f64, f64)], colour: &str) -> String {
+        let points: Vec<String> = thin(samples)
+            .iter()
+            .map(|&(t, mb)| format!("{:.1},{:.1}", self.x(t), self.y(mb)))
+            .collect();
+        format!(
+            "<polyline class=\"{class}\" points=\"{}\" fill=\"none\" stroke=\"{colour}\" \
+             stroke-width=\"1.2\" stroke-linejoin=\"round\"/>\n",
+            points.join(" ")
+        )
     }
 
     fn line(
@@ -637,6 +665,39 @@ pub(crate) fn thin(samples: &[(f64, f64)]) -> Vec<(f64, f64)> {
 
 /// `text` made safe for XML text and attribute values. Characters XML 1.0 forbids (control
 /// characters other than tab and line breaks) become U+FFFD.
+/// `text` in lines of at most `width` characters, broken at spaces; the lines after the
+/// first are indented as far as the first, and four more, so a wrapped note reads as one. A
+/// word longer than a line is cut.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let words = text.trim_start();
+    let lead = &text[..text.len() - words.len()];
+    // At most half a line, so cutting a long word always gets on.
+    let more: String = format!("{lead}    ").chars().take(width / 2).collect();
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = lead.to_owned();
+    let mut empty = true;
+    for word in words.split(' ').filter(|w| !w.is_empty()) {
+        let needed = line.chars().count() + usize::from(!empty) + word.chars().count();
+        if !empty && needed > width {
+            lines.push(std::mem::replace(&mut line, more.clone()));
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+        while line.chars().count() > width {
+            let cut: String = line.chars().take(width).collect();
+            let rest: String = line.chars().skip(width).collect();
+            lines.push(cut);
+            line = format!("{more}{rest}");
+        }
+    }
+    lines.push(line);
+    lines
+}
+
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -702,8 +763,10 @@ mod tests {
         assert_eq!(roots, ["svg"]);
     }
 
+    /// How many points the judged samples' line has.
     fn polyline_points(svg: &str) -> usize {
-        let start = svg.find("<polyline points=\"").expect("a polyline") + 18;
+        let marker = "<polyline class=\"samples\" points=\"";
+        let start = svg.find(marker).expect("a polyline") + marker.len();
         let end = start + svg[start..].find('"').unwrap();
         svg[start..end].split(' ').count()
     }
@@ -794,7 +857,8 @@ mod tests {
             assert!(svg.contains(entry), "legend lacks {entry}");
         }
         assert!(svg.contains("time since start (min)"));
-        assert_eq!(polyline_points(&svg), samples.len());
+        let judged = samples.iter().filter(|s| s.0 >= 1800.0).count();
+        assert_eq!(polyline_points(&svg), judged);
     }
 
     #[test]
@@ -899,6 +963,103 @@ mod tests {
         );
         assert_well_formed(&svg);
         let path = std::env::temp_dir().join("soak-plot-example.svg");
+        std::fs::write(&path, svg).unwrap();
+    }
+
+    /// The y coordinates of a polyline's points, by its class.
+    fn ys(svg: &str, class: &str) -> Vec<f64> {
+        let marker = format!("<polyline class=\"{class}\" points=\"");
+        let start = svg.find(&marker).expect("the polyline") + marker.len();
+        let end = start + svg[start..].find('"').unwrap();
+        svg[start..end]
+            .split(' ')
+            .map(|p| p.split(',').nth(1).unwrap().parse().unwrap())
+            .collect()
+    }
+
+    /// The plot that hid a leak: 30 minutes of 60 MB/day, the judged samples from 24 to
+    /// 25.6 MB after a warm-up climbing from 2 MB, its verdict a long line. The frame fits
+    /// what was judged (the rise spans most of its height, not a twentieth), the samples are
+    /// drawn over the trend, and every note line fits the width.
+    fn hidden_leak() -> (String, Vec<(f64, f64)>) {
+        let warmup = 300.0;
+        let samples: Vec<(f64, f64)> = (0..=180)
+            .map(|i| {
+                let t = i as f64 * 10.0;
+                let mb = match t < warmup {
+                    true => 2.0 + 22.0 * t / warmup,
+                    false => 24.0 + 60.0 * (t - warmup) / SECONDS_PER_DAY + (i % 3) as f64 * 0.05,
+                };
+                (t, mb)
+            })
+            .collect();
+        let trend = fit(&samples, warmup);
+        let notes = [
+            "memory_flat: anonymous memory grows 60.4 MB/day after the warm-up (r² 0.99, 150 \
+             samples over 25 min), over the 10 MB/day threshold: the leak is steady, not a step \
+             after a fault, and the allocator's own holdings did not grow with it"
+                .to_owned(),
+            "    the heap: grows 58.2 MB/day".to_owned(),
+        ];
+        let svg = svg(&samples, Some(trend), 10.0, warmup, "soak: leak", &notes);
+        (svg, samples)
+    }
+
+    #[test]
+    fn the_frame_fits_the_judged_samples_and_the_warm_up_may_leave_it() {
+        let (svg, _) = hidden_leak();
+        assert_well_formed(&svg);
+        let judged = ys(&svg, "samples");
+        let (top, bottom) = judged
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| {
+                (lo.min(*y), hi.max(*y))
+            });
+        assert!(
+            bottom - top >= 0.5 * (PLOT_BOTTOM - PLOT_TOP),
+            "the judged rise spans {:.0} of {} px",
+            bottom - top,
+            PLOT_BOTTOM - PLOT_TOP
+        );
+        // The warm-up's climb starts far below the frame.
+        assert!(ys(&svg, "warm-up").iter().any(|y| *y > PLOT_BOTTOM));
+    }
+
+    #[test]
+    fn the_samples_are_drawn_over_the_trend_and_the_threshold() {
+        let (svg, _) = hidden_leak();
+        let samples = svg.find("class=\"samples\"").unwrap();
+        for line in [TREND_COLOUR, THRESHOLD_COLOUR] {
+            let at = svg
+                .find(&format!("stroke=\"{line}\" stroke-width"))
+                .unwrap();
+            assert!(at < samples, "{line} is drawn over the samples");
+        }
+    }
+
+    #[test]
+    fn long_notes_wrap_inside_the_width() {
+        let (svg, _) = hidden_leak();
+        let notes: Vec<&str> = svg
+            .lines()
+            .filter(|l| l.starts_with("<text x=\"24\""))
+            .collect();
+        assert!(notes.len() >= 3, "the long note is wrapped: {notes:?}");
+        for line in &notes {
+            let text = &line[line.find('>').unwrap() + 1..line.rfind("</text>").unwrap()];
+            let width = 24.0 + text.chars().count() as f64 * CHAR_WIDTH;
+            assert!(width <= WIDTH, "{text:?} is {width} px wide");
+        }
+        assert!(
+            notes[1].contains(">    "),
+            "a continuation is indented: {notes:?}"
+        );
+        assert_eq!(
+            wrap("  abc defghijklmno", 12),
+            ["  abc", "      defghi", "      jklmno"]
+        );
+        assert_eq!(wrap("abcdef", 1), ["a", "b", "c", "d", "e", "f"]);
+        let path = std::env::temp_dir().join("soak-plot-hidden-leak.svg");
         std::fs::write(&path, svg).unwrap();
     }
 }
