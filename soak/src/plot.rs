@@ -10,9 +10,15 @@
 //! faint and may leave the frame. The samples are drawn last, over the trend, and the notes
 //! are wrapped to the width.
 //!
-//! SVG is text, so a plotting crate (plotters and its dependency tree) would buy nothing a
-//! few hundred lines do not. The output is deterministic: the same inputs give the same bytes,
-//! so a plot can be a CI artifact and compared between runs.
+//! Written by hand, not with plotters: its SVG backend (plotters-svg 0.3.7, `SVGTag`) writes
+//! eight kinds of element (svg, circle, line, polyline, rect, text, image, polygon) and nothing
+//! inside them, so a mark could not carry the event it stands for as its `<title>` (what a
+//! reader hovers to learn which fault a line is), nor could the plot area clip the warm-up's
+//! samples that leave the frame. Without a font file its text measurement is an estimate too
+//! (175 px for 32 characters at 12 px, measured), as the fixed advance used here for the
+//! legend and the notes is. The output is deterministic:
+//! the same inputs give the same bytes, so a plot can be a CI artifact and compared between
+//! runs.
 
 /// At most this many points go into the samples' polyline; more add bytes, not detail.
 pub const MAX_POINTS: usize = 2000;
