@@ -405,6 +405,153 @@ async fn explain(inspect: &Inspect, phase: Phase) -> Hang {
     }
 }
 
+/// What the graph's thread says when the graph's future returns: its result, and when.
+type Returned = (Result<(), String>, Instant);
+
+/// The graph's thread, seen from the harness through one run: each phase a method.
+struct Watch {
+    started: Instant,
+    timeline: Vec<(u64, String)>,
+    returned_rx: oneshot::Receiver<Returned>,
+    returned: Option<Returned>,
+    /// The graph's runtime, to explain a hang; none if it could not be built.
+    inspect: Option<Inspect>,
+    interrupted: bool,
+    hangs: Vec<Hang>,
+}
+
+impl Watch {
+    fn note(&mut self, what: String) {
+        self.timeline
+            .push((self.started.elapsed().as_millis() as u64, what));
+    }
+
+    /// When the thread died without a word, that is what it returned.
+    fn died(result: Result<Returned, oneshot::error::RecvError>) -> Returned {
+        result.unwrap_or((Err("the graph's thread died".into()), Instant::now()))
+    }
+
+    /// Phase 1: ready, returned, timed out, or Ctrl-C. A dropped ready sender means only that
+    /// the graph will never say it is ready (a closure may not even capture it), not that it
+    /// returned: that is `returned_rx`'s to say.
+    async fn ready(
+        &mut self,
+        mut ready_rx: oneshot::Receiver<()>,
+        ready_timeout: Duration,
+        signals: &mut SignalHandler,
+    ) -> ReadyState {
+        let deadline = tokio::time::sleep(ready_timeout);
+        tokio::pin!(deadline);
+        let mut ready_dropped = false;
+        let ready = loop {
+            tokio::select! {
+                ready = &mut ready_rx, if !ready_dropped => match ready {
+                    Ok(()) => break ReadyState::Ready { after: self.started.elapsed() },
+                    Err(_) => ready_dropped = true,
+                },
+                result = &mut self.returned_rx => {
+                    let result = Self::died(result);
+                    let status = TargetExit::Graph(result.0.clone()).describe();
+                    self.returned = Some(result);
+                    break ReadyState::Exited { after: self.started.elapsed(), status };
+                }
+                () = &mut deadline => break ReadyState::TimedOut { deadline: ready_timeout },
+                _ = signals.recv() => break ReadyState::Interrupted,
+            }
+        };
+        self.interrupted = ready == ReadyState::Interrupted;
+        self.note(ready.describe());
+        if let (ReadyState::TimedOut { .. }, Some(inspect)) = (&ready, &self.inspect) {
+            let hang = explain(inspect, Phase::Ready).await;
+            self.note(hang.headline());
+            self.hangs.push(hang);
+        }
+        ready
+    }
+
+    /// Phase 2: run for `[stop] after_ms`, unless the workload asks for the stop, the fault
+    /// schedule sends a signal, the graph returns, or Ctrl-C comes.
+    async fn run_for(
+        &mut self,
+        run: &mut TargetRun,
+        stop: &StopPlan,
+        hooks: &mut super::Hooks,
+        signals: &mut SignalHandler,
+    ) {
+        let mut schedule_signals = hooks.signals.take();
+        tokio::select! {
+            () = tokio::time::sleep(stop.after()) => {}
+            reason = hooks.stop_early() => self.note(reason),
+            signal = super::next_scheduled(&mut schedule_signals) => {
+                // A graph's one trigger is its token: the signal becomes its cancellation.
+                run.trigger = format!("the shutdown token, for the fault schedule's {signal}");
+                run.stop_signal = signal;
+                self.note(format!("the fault schedule sent {signal}"));
+            }
+            result = &mut self.returned_rx => {
+                let result = Self::died(result);
+                self.note(format!("returned by itself ({})", TargetExit::Graph(result.0.clone()).describe()));
+                run.exited_early = Some(TargetExit::Graph(result.0.clone()));
+                self.returned = Some(result);
+            }
+            _ = signals.recv() => {
+                self.interrupted = true;
+                self.note("interrupted (Ctrl-C)".to_owned());
+            }
+        }
+    }
+
+    /// Phase 3: cancel the token and wait for the graph to return; past `kill_after_ms`,
+    /// explain the hang and drop the graph's future.
+    async fn stop(
+        &mut self,
+        run: &mut TargetRun,
+        (stop, shutdown, kill): (&StopPlan, &CancellationToken, oneshot::Sender<()>),
+        hooks: &mut super::Hooks,
+        signals: &mut SignalHandler,
+    ) {
+        let sent = Instant::now();
+        shutdown.cancel();
+        hooks.stopping(sent);
+        self.note("cancelled the shutdown token".to_owned());
+        if matches!(run.ready, ReadyState::Ready { .. }) && !self.interrupted {
+            run.stop_sent_at = Some(sent.duration_since(self.started));
+        }
+        let waited = tokio::select! {
+            result = tokio::time::timeout(stop.kill_after(), &mut self.returned_rx) => result.ok(),
+            _ = signals.recv() => { self.interrupted = true; None }
+        };
+        if let Some(result) = waited {
+            let result = Self::died(result);
+            if run.stop_sent_at.is_some() {
+                run.stopped_after = Some(result.1.saturating_duration_since(sent));
+            }
+            self.note(format!(
+                "returned ({})",
+                TargetExit::Graph(result.0.clone()).describe()
+            ));
+            self.returned = Some(result);
+            return;
+        }
+        run.killed_by_harness = !self.interrupted;
+        if let (false, Some(inspect)) = (self.interrupted, &self.inspect) {
+            let hang = explain(inspect, Phase::Stop).await;
+            self.note(hang.headline());
+            self.hangs.push(hang);
+        }
+        // Dropping the graph's future is the kill; a task that blocks its worker thread can
+        // still keep it from returning: then the graph is abandoned.
+        let _ = kill.send(());
+        match tokio::time::timeout(KILL_WAIT, &mut self.returned_rx).await {
+            Ok(Ok(result)) => {
+                self.note("killed: its future was dropped".to_owned());
+                self.returned = Some(result);
+            }
+            _ => self.note("did not return when killed; abandoned".to_owned()),
+        }
+    }
+}
+
 /// Runs `graph` through start, ready, the run and the stop, and counts what it left alive.
 pub async fn run_graph(
     graph: &Graph,
@@ -415,9 +562,9 @@ pub async fn run_graph(
     mut hooks: super::Hooks,
     signals: &mut SignalHandler,
 ) -> std::io::Result<TargetRun> {
-    let (ready_tx, mut ready_rx) = oneshot::channel();
+    let (ready_tx, ready_rx) = oneshot::channel();
     let outputs_sent = Arc::new(AtomicU64::new(0));
-    let (returned_tx, mut returned_rx) = oneshot::channel();
+    let (returned_tx, returned_rx) = oneshot::channel();
     let (counted_tx, counted_rx) = oneshot::channel();
     let (inspect_tx, inspect_rx) = oneshot::channel();
     let (kill_tx, kill_rx) = oneshot::channel();
@@ -434,8 +581,6 @@ pub async fn run_graph(
         .map(|(tid, _)| tid)
         .collect();
     let started = Instant::now();
-    let mut timeline = Vec::new();
-    let mut note = |what: String| timeline.push((started.elapsed().as_millis() as u64, what));
     let graph_for_thread = graph.clone();
     let quiet = std::mem::take(&mut hooks.quiet);
     std::thread::Builder::new()
@@ -454,9 +599,17 @@ pub async fn run_graph(
                 },
             )
         })?;
-    // Sent as soon as the runtime is built; none if it could not be.
-    let inspect = inspect_rx.await.ok();
-    note(format!("started graph `{}`", graph.name()));
+    let mut watch = Watch {
+        started,
+        timeline: Vec::new(),
+        returned_rx,
+        returned: None,
+        // Sent as soon as the runtime is built; none if it could not be.
+        inspect: inspect_rx.await.ok(),
+        interrupted: false,
+        hangs: Vec::new(),
+    };
+    watch.note(format!("started graph `{}`", graph.name()));
 
     let mut run = TargetRun {
         started_at: started,
@@ -478,118 +631,23 @@ pub async fn run_graph(
         hangs: Vec::new(),
         instances: Vec::new(),
     };
-    let mut returned: Option<(Result<(), String>, Instant)> = None;
-
-    // 1. Ready, returned, timed out, or Ctrl-C. A dropped ready sender means only that the
-    //    graph will never say it is ready (a closure may not even capture it), not that it
-    //    returned: that is `returned_rx`'s to say.
-    let deadline = tokio::time::sleep(ready_timeout);
-    tokio::pin!(deadline);
-    let mut ready_dropped = false;
-    run.ready = loop {
-        tokio::select! {
-            ready = &mut ready_rx, if !ready_dropped => match ready {
-                Ok(()) => break ReadyState::Ready { after: started.elapsed() },
-                Err(_) => ready_dropped = true,
-            },
-            result = &mut returned_rx => {
-                let result = result.unwrap_or((Err("the graph's thread died".into()), Instant::now()));
-                let status = TargetExit::Graph(result.0.clone()).describe();
-                returned = Some(result);
-                break ReadyState::Exited { after: started.elapsed(), status };
-            }
-            () = &mut deadline => break ReadyState::TimedOut { deadline: ready_timeout },
-            _ = signals.recv() => break ReadyState::Interrupted,
-        }
-    };
-    let mut interrupted = run.ready == ReadyState::Interrupted;
-    note(run.ready.describe());
-    if let (ReadyState::TimedOut { .. }, Some(inspect)) = (&run.ready, &inspect) {
-        let hang = explain(inspect, Phase::Ready).await;
-        note(hang.headline());
-        run.hangs.push(hang);
-    }
+    run.ready = watch.ready(ready_rx, ready_timeout, signals).await;
     if matches!(run.ready, ReadyState::Ready { .. }) {
         hooks.ready();
+        watch.run_for(&mut run, stop, &mut hooks, signals).await;
+    }
+    if watch.returned.is_none() {
+        let kill = (stop, &shutdown, kill_tx);
+        watch.stop(&mut run, kill, &mut hooks, signals).await;
     }
 
-    // 2. Run for `after`, unless it returns or Ctrl-C comes.
-    let mut schedule_signals = hooks.signals.take();
-    if matches!(run.ready, ReadyState::Ready { .. }) {
-        tokio::select! {
-            () = tokio::time::sleep(stop.after()) => {}
-            reason = hooks.stop_early() => note(reason),
-            signal = super::next_scheduled(&mut schedule_signals) => {
-                // A graph's one trigger is its token: the signal becomes its cancellation.
-                run.trigger = format!("the shutdown token, for the fault schedule's {signal}");
-                run.stop_signal = signal;
-                note(format!("the fault schedule sent {signal}"));
-            }
-            result = &mut returned_rx => {
-                let result = result.unwrap_or((Err("the graph's thread died".into()), Instant::now()));
-                note(format!("returned by itself ({})", TargetExit::Graph(result.0.clone()).describe()));
-                run.exited_early = Some(TargetExit::Graph(result.0.clone()));
-                returned = Some(result);
-            }
-            _ = signals.recv() => {
-                interrupted = true;
-                note("interrupted (Ctrl-C)".to_owned());
-            }
-        }
-    }
-
-    // 3. Stop: cancel the token and wait for the graph to return.
-    if returned.is_none() {
-        let sent = Instant::now();
-        shutdown.cancel();
-        hooks.stopping(sent);
-        note("cancelled the shutdown token".to_owned());
-        if matches!(run.ready, ReadyState::Ready { .. }) && !interrupted {
-            run.stop_sent_at = Some(sent.duration_since(started));
-        }
-        let waited = tokio::select! {
-            result = tokio::time::timeout(stop.kill_after(), &mut returned_rx) => result.ok(),
-            _ = signals.recv() => { interrupted = true; None }
-        };
-        match waited {
-            Some(result) => {
-                let result =
-                    result.unwrap_or((Err("the graph's thread died".into()), Instant::now()));
-                if run.stop_sent_at.is_some() {
-                    run.stopped_after = Some(result.1.saturating_duration_since(sent));
-                }
-                note(format!(
-                    "returned ({})",
-                    TargetExit::Graph(result.0.clone()).describe()
-                ));
-                returned = Some(result);
-            }
-            None => {
-                run.killed_by_harness = !interrupted;
-                if let (false, Some(inspect)) = (interrupted, &inspect) {
-                    let hang = explain(inspect, Phase::Stop).await;
-                    note(hang.headline());
-                    run.hangs.push(hang);
-                }
-                // Dropping the graph's future is the kill; a task that blocks its worker
-                // thread can still keep it from returning: then the graph is abandoned.
-                let _ = kill_tx.send(());
-                match tokio::time::timeout(KILL_WAIT, &mut returned_rx).await {
-                    Ok(Ok(result)) => {
-                        note("killed: its future was dropped".to_owned());
-                        returned = Some(result);
-                    }
-                    _ => note("did not return when killed; abandoned".to_owned()),
-                }
-            }
-        }
-    }
+    // 4. Count what it left, unless it was killed: as after SIGKILL, nothing ran on the way
+    //    out, so nothing is counted; the runtime is shut down (its tasks dropped) before the
+    //    next run starts.
     if run.killed_by_harness {
-        // As after SIGKILL: nothing ran on the way out, so nothing is counted; the runtime
-        // is shut down (its tasks dropped) before the next run starts.
-        run.exit = returned.map(|(result, _)| TargetExit::Graph(result));
+        run.exit = watch.returned.map(|(result, _)| TargetExit::Graph(result));
         let _ = tokio::time::timeout(COUNT_TIMEOUT, counted_rx).await;
-    } else if let Some((result, _)) = returned {
+    } else if let Some((result, _)) = watch.returned {
         run.exit = Some(TargetExit::Graph(result));
         run.probe = match tokio::time::timeout(COUNT_TIMEOUT, counted_rx).await {
             Ok(Ok(mut report)) => {
@@ -599,7 +657,8 @@ pub async fn run_graph(
             _ => Some(Err("the graph's runtime could not be inspected".to_owned())),
         };
     }
-    run.interrupted = interrupted;
-    run.timeline = timeline;
+    run.interrupted = watch.interrupted;
+    run.timeline = watch.timeline;
+    run.hangs = watch.hangs;
     Ok(run)
 }
