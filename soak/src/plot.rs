@@ -163,14 +163,30 @@ pub fn svg_with_marks(
     out
 }
 
-/// Everything between the title and the notes, for at least one sample.
-fn plot(
+/// Where everything goes: the axes fitted to the samples, the trend and the threshold.
+struct Layout {
+    x_min: f64,
+    warmup_end: f64,
+    /// Where the trend was fitted from: the samples before it are the warm-up's.
+    fit_start: f64,
+    trend_line: Option<Line>,
+    threshold_line: Option<Line>,
+    x_axis: Axis,
+    unit: TimeUnit,
+    y_axis: Axis,
+    scale: Scale,
+}
+
+/// From one (seconds, MB) point to another.
+type Line = ((f64, f64), (f64, f64));
+
+/// Lays out at least one sample.
+fn layout(
     samples: &[(f64, f64)],
     trend: Option<(f64, f64)>,
     threshold_mb_per_day: f64,
     warmup_secs: f64,
-    marks: &[(f64, String)],
-) -> String {
+) -> Layout {
     let first_t = samples[0].0;
     let x_min = first_t.min(0.0);
     let mut x_max = samples.iter().map(|s| s.0).fold(first_t, f64::max);
@@ -200,7 +216,7 @@ fn plot(
     // The axis fits the samples the trend was fitted to: a warm-up climb from a few MB
     // would flatten a leak of one MB an hour into a line. The warm-up's samples are drawn
     // faint and may leave the frame.
-    let (warming, judged) = samples.split_at(samples.partition_point(|s| s.0 < fit_start));
+    let judged = &samples[samples.partition_point(|s| s.0 < fit_start)..];
     let (mut y_lo, mut y_hi) = judged
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| {
@@ -227,6 +243,84 @@ fn plot(
         y_max: y_axis.max,
     };
 
+    Layout {
+        x_min,
+        warmup_end,
+        fit_start,
+        trend_line,
+        threshold_line,
+        x_axis,
+        unit,
+        y_axis,
+        scale,
+    }
+}
+
+/// The axes' ticks, labels and names, outside the frame.
+fn axes(layout: &Layout) -> String {
+    let Layout {
+        x_axis,
+        y_axis,
+        scale,
+        unit,
+        ..
+    } = layout;
+    let mut out = String::new();
+    for (&tick, label) in y_axis.ticks.iter().zip(&y_axis.labels) {
+        let y = scale.y(tick);
+        out.push_str(&format!(
+            "<line x1=\"{}\" y1=\"{y:.1}\" x2=\"{PLOT_LEFT}\" y2=\"{y:.1}\" stroke=\"#333\"/>\n\
+             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>\n",
+            PLOT_LEFT - 5.0,
+            PLOT_LEFT - 8.0,
+            y + 4.0,
+        ));
+    }
+    for (&tick, label) in x_axis.ticks.iter().zip(&x_axis.labels) {
+        let x = scale.x(tick);
+        out.push_str(&format!(
+            "<line x1=\"{x:.1}\" y1=\"{PLOT_BOTTOM}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#333\"/>\n\
+             <text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n",
+            PLOT_BOTTOM + 5.0,
+            PLOT_BOTTOM + 19.0,
+        ));
+    }
+    out.push_str(&format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">time since start ({})</text>\n",
+        (PLOT_LEFT + PLOT_RIGHT) / 2.0,
+        PLOT_BOTTOM + 40.0,
+        unit.name()
+    ));
+    let mid = (PLOT_TOP + PLOT_BOTTOM) / 2.0;
+    out.push_str(&format!(
+        "<text x=\"20\" y=\"{mid}\" text-anchor=\"middle\" \
+         transform=\"rotate(-90 20 {mid})\">MB</text>\n"
+    ));
+    out
+}
+
+/// Everything between the title and the notes, for at least one sample.
+fn plot(
+    samples: &[(f64, f64)],
+    trend: Option<(f64, f64)>,
+    threshold_mb_per_day: f64,
+    warmup_secs: f64,
+    marks: &[(f64, String)],
+) -> String {
+    let layout = layout(samples, trend, threshold_mb_per_day, warmup_secs);
+    let Layout {
+        x_min,
+        warmup_end,
+        fit_start,
+        trend_line,
+        threshold_line,
+        ref x_axis,
+        ref y_axis,
+        ref scale,
+        ..
+    } = layout;
+    let x_max = scale.x_max;
+    let (warming, judged) = samples.split_at(samples.partition_point(|s| s.0 < fit_start));
     let mut out = String::new();
     out.push_str(&format!(
         "<defs><clipPath id=\"plot-area\"><rect x=\"{PLOT_LEFT}\" y=\"{PLOT_TOP}\" \
@@ -311,36 +405,7 @@ fn plot(
     out.push_str("</g>\n");
     out.push_str(&frame());
 
-    for (&tick, label) in y_axis.ticks.iter().zip(&y_axis.labels) {
-        let y = scale.y(tick);
-        out.push_str(&format!(
-            "<line x1=\"{}\" y1=\"{y:.1}\" x2=\"{PLOT_LEFT}\" y2=\"{y:.1}\" stroke=\"#333\"/>\n\
-             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>\n",
-            PLOT_LEFT - 5.0,
-            PLOT_LEFT - 8.0,
-            y + 4.0,
-        ));
-    }
-    for (&tick, label) in x_axis.ticks.iter().zip(&x_axis.labels) {
-        let x = scale.x(tick);
-        out.push_str(&format!(
-            "<line x1=\"{x:.1}\" y1=\"{PLOT_BOTTOM}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#333\"/>\n\
-             <text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n",
-            PLOT_BOTTOM + 5.0,
-            PLOT_BOTTOM + 19.0,
-        ));
-    }
-    out.push_str(&format!(
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">time since start ({})</text>\n",
-        (PLOT_LEFT + PLOT_RIGHT) / 2.0,
-        PLOT_BOTTOM + 40.0,
-        unit.name()
-    ));
-    let mid = (PLOT_TOP + PLOT_BOTTOM) / 2.0;
-    out.push_str(&format!(
-        "<text x=\"20\" y=\"{mid}\" text-anchor=\"middle\" \
-         transform=\"rotate(-90 20 {mid})\">MB</text>\n"
-    ));
+    out.push_str(&axes(&layout));
     out.push_str(&legend.svg);
     out
 }
