@@ -469,18 +469,7 @@ async fn drive(
     let mut next = None;
     if let (Some(workload), Some(producer)) = (&scenario.kafka, watchers.producer) {
         let sent = producer.finish().await.map_err(RunError::Kafka)?;
-        let (acked, ingress) = match sent.ingress {
-            None => (sent.acked, None),
-            Some((target, answers)) => {
-                let keys = sent.acked.into_iter().map(|a| a.key).collect();
-                let bootstrap = &endpoints.kafka_bootstrap;
-                let (acked, evidence) = tokio::select! {
-                    located = ingress::locate(bootstrap, workload, &target, keys, answers) => located.map_err(RunError::Kafka)?,
-                    _ = signals.recv() => return Err(RunError::Interrupted),
-                };
-                (acked, Some(evidence))
-            }
-        };
+        let acked = acknowledged(sent, &endpoints.kafka_bootstrap, workload, signals).await?;
         let ctx = KafkaPhase {
             scenario,
             workload,
@@ -491,8 +480,7 @@ async fn drive(
             settings: &settings,
             held,
         };
-        let (mut decided, after) =
-            kafka_phase(ctx, (acked, ingress), &mut observed, signals).await?;
+        let (mut decided, after) = kafka_phase(ctx, acked, &mut observed, signals).await?;
         if let (Ok(outcomes), Some(outcome)) = (&mut decided, group_left) {
             outcomes.insert(CheckName::GroupLeft, outcome);
         }
@@ -504,6 +492,27 @@ async fn drive(
         findings,
         kafka: next,
     })
+}
+
+/// What the workload sent that was acknowledged: the records the broker acknowledged, or,
+/// with an ingress, the requests answered 2xx, each found in the input topic.
+async fn acknowledged(
+    sent: kafka::Sent,
+    bootstrap: &str,
+    workload: &crate::scenario::KafkaWorkload,
+    signals: &mut SignalHandler,
+) -> Result<(Vec<AckedRecord>, Option<ingress::IngressEvidence>), RunError> {
+    let Some((target, answers)) = sent.ingress else {
+        return Ok((sent.acked, None));
+    };
+    let keys = sent.acked.into_iter().map(|a| a.key).collect();
+    tokio::select! {
+        located = ingress::locate(bootstrap, workload, &target, keys, answers) => {
+            let (acked, evidence) = located.map_err(RunError::Kafka)?;
+            Ok((acked, Some(evidence)))
+        }
+        _ = signals.recv() => Err(RunError::Interrupted),
+    }
 }
 
 /// The dependencies made ready for the target (the topics created, a leader key left by an

@@ -482,48 +482,7 @@ impl Scenario {
         match &self.target {
             Target::Process(target) => check_process("[target]", target).map_err(bad),
             Target::Graph(_) => Ok(()),
-            Target::Services(graph) => {
-                let by_log = self
-                    .kafka
-                    .as_ref()
-                    .is_some_and(|k| matches!(k.processed, ProcessedBy::Log { .. }));
-                let tables = [
-                    ("[kafka] processed = { by = \"log\" }", by_log),
-                    ("[redis]", self.redis.is_some()),
-                    ("[readiness]", self.readiness.is_some()),
-                ];
-                if let Some((table, _)) = tables.iter().find(|(_, given)| *given) {
-                    return Err(bad(format!(
-                        "{table} with [[services]] is not supported yet: a graph is judged on \
-                         each service's start and stop, and on [kafka] by its topics (use \
-                         [target] for {table})"
-                    )));
-                }
-                for service in &graph.services {
-                    let place = format!("[[services]] `{}`", service.name);
-                    check_process(&place, &service.process()).map_err(bad)?;
-                }
-                for (i, step) in self.faults.iter().enumerate() {
-                    let wrong = match (&step.service, step.action) {
-                        (None, Action::Signal) => Some(
-                            "a signal in a graph goes to a service: name it (`service = \"...\"`)"
-                                .to_owned(),
-                        ),
-                        (Some(name), _) if !graph.services.iter().any(|s| &s.name == name) => {
-                            Some(format!("`service = \"{name}\"` is no [[services]] entry"))
-                        }
-                        _ if step.instance == Instance::Primary => Some(
-                            "`instance = \"primary\"` needs a single target: a graph has none"
-                                .to_owned(),
-                        ),
-                        _ => None,
-                    };
-                    if let Some(m) = wrong {
-                        return Err(bad(format!("[[faults]] step {}: {m}", i + 1)));
-                    }
-                }
-                Ok(())
-            }
+            Target::Services(graph) => self.check_services(graph).map_err(bad),
         }
     }
 
@@ -552,6 +511,49 @@ impl Scenario {
         };
         let ingress = self.kafka.as_ref().is_some_and(|k| k.ingress.is_some());
         in_probe || self.readiness.is_some() || ingress
+    }
+
+    /// A graph's services: what it supports yet, each service's command, the faults' names.
+    fn check_services(&self, graph: &ServiceGraph) -> Result<(), String> {
+        let by_log = self
+            .kafka
+            .as_ref()
+            .is_some_and(|k| matches!(k.processed, ProcessedBy::Log { .. }));
+        let tables = [
+            ("[kafka] processed = { by = \"log\" }", by_log),
+            ("[redis]", self.redis.is_some()),
+            ("[readiness]", self.readiness.is_some()),
+        ];
+        if let Some((table, _)) = tables.iter().find(|(_, given)| *given) {
+            return Err(format!(
+                "{table} with [[services]] is not supported yet: a graph is judged on \
+                 each service's start and stop, and on [kafka] by its topics (use \
+                 [target] for {table})"
+            ));
+        }
+        for service in &graph.services {
+            let place = format!("[[services]] `{}`", service.name);
+            check_process(&place, &service.process())?;
+        }
+        for (i, step) in self.faults.iter().enumerate() {
+            let wrong = match (&step.service, step.action) {
+                (None, Action::Signal) => Some(
+                    "a signal in a graph goes to a service: name it (`service = \"...\"`)"
+                        .to_owned(),
+                ),
+                (Some(name), _) if !graph.services.iter().any(|s| &s.name == name) => {
+                    Some(format!("`service = \"{name}\"` is no [[services]] entry"))
+                }
+                _ if step.instance == Instance::Primary => Some(
+                    "`instance = \"primary\"` needs a single target: a graph has none".to_owned(),
+                ),
+                _ => None,
+            };
+            if let Some(m) = wrong {
+                return Err(format!("[[faults]] step {}: {m}", i + 1));
+            }
+        }
+        Ok(())
     }
 
     /// Who answers `[kafka.ingress]`: a service of the graph, named; a `[target]`, unnamed.
