@@ -479,3 +479,30 @@ fn an_api_that_flushes_before_it_stops_serving_loses_what_it_accepts_after() {
         "this API refused nothing while stopping:\n{evidence}"
     );
 }
+
+/// Hostile shapes a correct worker must not be blamed for: the API writes every other order
+/// and then answers 503 (refused at the door, still an input), and writes each order twice (a
+/// retried produce: two inputs with one key). The worker processes all of it once: PASS, and
+/// the evidence says what the API wrote beyond what it acknowledged.
+#[test]
+fn what_an_api_writes_beyond_its_acknowledgements_is_judged_as_input() {
+    let judged = ingress("write-then-503,written-twice");
+    assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
+    passed(&judged, &[]);
+    let evidence = loss_evidence(&judged);
+    for says in [
+        "not acknowledged were written all the same",
+        "written twice or more",
+        "refused (503 x",
+    ] {
+        assert!(evidence.contains(says), "{says}:\n{evidence}");
+    }
+}
+
+/// A `103 Early Hints` before the 202 is not the answer: the 202 is, and the orders the API
+/// then loses (`no-flush`) are owed.
+#[test]
+fn an_interim_answer_is_not_the_acknowledgement() {
+    let evidence = ingress_loses("early-hints,no-flush");
+    assert!(!evidence.contains("(103"), "{evidence}");
+}

@@ -16,6 +16,14 @@ then flushes its producer: shutdown mirrors startup. API_BUG makes it wrong:
                   batch die in the producer's buffer
   producer-first  the shutdown flushes the producer first and only then stops the server:
                   orders it still answers 202 in between are queued behind the flush, and die
+
+and these shapes, with which a service must be judged as what it does (API_BUG takes several,
+comma-separated):
+
+  write-then-503  writes every other order, then answers 503 (a timeout after the produce):
+                  refused at the door, yet an input the worker owes processing
+  written-twice   writes each order twice (a retried produce): two inputs with one key
+  early-hints     answers 103 Early Hints before its 202: the 202 is the answer
 """
 
 import json
@@ -39,7 +47,7 @@ except ImportError as e:
 FLUSH_EVERY = 100
 # How long the API answers 503 after the stop before its server stops.
 DRAIN_S = 0.5
-BUG = os.environ.get("API_BUG", "")
+BUGS = set(os.environ.get("API_BUG", "").split(","))
 
 
 def main(port, bootstrap, topic):
@@ -76,6 +84,12 @@ def main(port, bootstrap, topic):
             except (ValueError, TypeError, KeyError):
                 return self.answer(400, b"not an order")
             producer.produce(topic, key=key, value=raw)
+            if "written-twice" in BUGS:
+                producer.produce(topic, key=key, value=raw)
+            if "write-then-503" in BUGS and order.get("amount", 0) % 2 == 1:
+                return self.answer(503, b"try again")
+            if "early-hints" in BUGS:
+                self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n")
             with lock:
                 accepted[0] += 1
                 batch_full = accepted[0] % FLUSH_EVERY == 0
@@ -96,7 +110,7 @@ def main(port, bootstrap, topic):
     print(f"api listening on {port}", flush=True)
 
     stopping.wait()
-    if BUG == "producer-first":
+    if "producer-first" in BUGS:
         producer.flush(30)
     else:
         draining.set()
@@ -105,7 +119,7 @@ def main(port, bootstrap, topic):
     server.shutdown()
     serving.join()
     server.server_close()
-    if BUG not in ("no-flush", "producer-first"):
+    if not BUGS & {"no-flush", "producer-first"}:
         producer.flush(30)
     print(f"api stopped after {accepted[0]} order(s)", flush=True)
 

@@ -181,14 +181,23 @@ pub struct Output {
 /// The processed records `outputs` stand for: each one's input found among `acked` by key
 /// (an output naming its input's place is taken as it is); the rest are unmatched.
 pub fn resolve(outputs: Vec<Output>, acked: &[AckedRecord]) -> (Vec<ProcessedRecord>, Unmatched) {
-    let by_key: BTreeMap<&str, &AckedRecord> = acked.iter().map(|a| (a.key.as_str(), a)).collect();
+    // A key written more than once (a service's retried produce) is several inputs: its
+    // outputs go to its copies in turn, the last copy taking any beyond one each.
+    let mut by_key: BTreeMap<&str, (Vec<&AckedRecord>, usize)> = BTreeMap::new();
+    for a in acked {
+        by_key.entry(a.key.as_str()).or_default().0.push(a);
+    }
     let mut unmatched = Unmatched::default();
     let mut processed = Vec::with_capacity(outputs.len());
     for output in outputs {
         let (partition, offset) = match &output.input {
             InputRef::At(p, o) => (*p, *o),
-            InputRef::Key(key) => match by_key.get(key.as_str()) {
-                Some(a) => (a.partition, a.offset),
+            InputRef::Key(key) => match by_key.get_mut(key.as_str()) {
+                Some((copies, used)) => {
+                    let a = copies[(*used).min(copies.len() - 1)];
+                    *used += 1;
+                    (a.partition, a.offset)
+                }
                 None => {
                     unmatched.add(|| match output.at {
                         Some((p, o)) => {
@@ -689,4 +698,45 @@ pub async fn committed_offsets(
     })
     .await
     .map_err(|e| failed("committed offsets", e))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(key: &str, offset: i64) -> Output {
+        Output {
+            input: InputRef::Key(key.to_owned()),
+            key: key.to_owned(),
+            at: Some((0, offset)),
+        }
+    }
+
+    /// Hostile: a service that writes a request twice (a retried produce) makes two inputs
+    /// with one key. Each processed once is each copy once, not one copy twice (which called
+    /// a correct consumer's work a redelivery and the other copy's offset a loss); a third
+    /// output for the key goes to the last copy, a redelivery.
+    #[test]
+    fn a_key_written_twice_is_two_inputs_each_processed_in_turn() {
+        let acked = [("k", 4), ("k", 9), ("j", 5)].map(|(key, offset)| AckedRecord {
+            partition: 0,
+            offset,
+            key: key.to_owned(),
+        });
+        let (processed, unmatched) = resolve(
+            vec![
+                output("k", 100),
+                output("j", 101),
+                output("k", 102),
+                output("k", 103),
+            ],
+            &acked,
+        );
+        assert_eq!(unmatched.count, 0);
+        let offsets: Vec<(&str, i64)> = processed
+            .iter()
+            .map(|p| (p.key.as_str(), p.offset))
+            .collect();
+        assert_eq!(offsets, [("k", 4), ("j", 5), ("k", 9), ("k", 9)]);
+    }
 }

@@ -165,30 +165,64 @@ async fn request(
         .map_err(|e| format!("writing to {address}: {e}"))?;
     let mut reply = Vec::new();
     let mut chunk = [0u8; 1024];
-    while !reply.windows(2).any(|w| w == b"\r\n") {
+    loop {
+        // An interim answer (1xx: 100 Continue, 103 Early Hints) is not the answer: the final
+        // one follows it, after the blank line that ends its head.
+        if let Some(code) = final_status(&reply) {
+            return code.ok_or_else(|| {
+                let line = String::from_utf8_lossy(&reply);
+                format!(
+                    "{address} answered `{}`, not HTTP",
+                    line.lines().next().unwrap_or_default()
+                )
+            });
+        }
         let n = stream
             .read(&mut chunk)
             .await
             .map_err(|e| format!("reading from {address}: {e}"))?;
         if n == 0 || reply.len() > STATUS_LINE_MAX {
             return Err(format!(
-                "{address} closed the connection without a status line"
+                "{address} closed the connection without a final status line"
             ));
         }
         reply.extend_from_slice(&chunk[..n]);
     }
-    status_code(&reply).ok_or_else(|| {
-        let line = String::from_utf8_lossy(&reply);
-        format!(
-            "{address} answered `{}`, not HTTP",
-            line.lines().next().unwrap_or_default()
-        )
-    })
+}
+
+/// The code of the first status line of `reply` that is not interim: `None` while more must
+/// be read, `Some(None)` when a line there is not HTTP. Lines end in CRLF or a bare LF.
+fn final_status(reply: &[u8]) -> Option<Option<u16>> {
+    let mut rest = reply;
+    loop {
+        let end = rest.iter().position(|b| *b == b'\n')?;
+        let Some(code) = status_code(&rest[..end]) else {
+            return Some(None);
+        };
+        if !(100..200).contains(&code) {
+            return Some(Some(code));
+        }
+        // Past the interim answer's head: its lines up to the first empty one.
+        let mut head = &rest[end + 1..];
+        loop {
+            let line_end = head.iter().position(|b| *b == b'\n')?;
+            let empty = head[..line_end].iter().all(|b| *b == b'\r');
+            head = &head[line_end + 1..];
+            if empty {
+                break;
+            }
+        }
+        rest = head;
+    }
 }
 
 /// The code of a status line, `HTTP/1.1 202 Accepted`.
 fn status_code(reply: &[u8]) -> Option<u16> {
-    let line = std::str::from_utf8(reply).ok()?.lines().next()?;
+    let line = std::str::from_utf8(reply)
+        .ok()?
+        .lines()
+        .next()?
+        .trim_end_matches('\r');
     let mut parts = line.split(' ');
     parts.next().filter(|v| v.starts_with("HTTP/"))?;
     parts
@@ -204,87 +238,101 @@ pub struct IngressEvidence {
     /// The service that answered.
     pub service: String,
     pub answers: Answers,
-    /// Acknowledged, and in no record of the input topic.
+    /// Acknowledged, and in no record of the input topic once the graph had stopped.
     pub lost: Vec<String>,
-    /// Acknowledged requests written more than once (the first record is the one judged).
+    /// Requests written more than once (each copy is an input).
     pub written_twice: usize,
+    /// Requests not acknowledged (refused, unanswered) that were written all the same: inputs
+    /// like the rest, owed nothing at the door.
+    pub written_unacknowledged: usize,
+    /// Records of the input topic in which `written` found no request key: a sign that
+    /// `written` is wrong for this service.
+    pub unreadable: crate::kafka::Unmatched,
 }
 
-/// Finds each acknowledged request's record in the input topic, once the service has stopped:
-/// the records the rest of the run is judged on, and what the service lost on the way in.
+/// Finds the records the service wrote to the input topic for this run's requests (keys
+/// beginning `prefix-`), once the graph has stopped: every one of them is an input the rest
+/// of the graph owes processing (acknowledged or not, and each copy of one written twice). An
+/// acknowledged request in none of them is what the service lost on the way in.
 pub async fn locate(
     bootstrap: &str,
     workload: &KafkaWorkload,
     target: &IngressTarget,
-    keys: Vec<String>,
+    (acknowledged, prefix): (Vec<String>, &str),
     answers: Answers,
 ) -> Result<(Vec<AckedRecord>, IngressEvidence), KafkaError> {
     let written = target.spec.written(&workload.processed);
     let read = read_back(bootstrap, &workload.input_topic, &BTreeMap::new(), &written).await?;
-    let wanted: BTreeSet<&str> = keys.iter().map(String::as_str).collect();
-    let mut found: BTreeMap<String, (i32, i64)> = BTreeMap::new();
-    let mut written_twice = 0;
+    let ours = format!("{prefix}-");
+    let mut records = Vec::new();
+    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
     for output in read.outputs {
-        if let (InputRef::Key(key), Some(at)) = (output.input, output.at)
-            && wanted.contains(key.as_str())
+        if let (InputRef::Key(key), Some((partition, offset))) = (output.input, output.at)
+            && key.starts_with(&ours)
         {
-            match found.contains_key(&key) {
-                true => written_twice += 1,
-                false => {
-                    found.insert(key, at);
-                }
-            }
-        }
-    }
-    let mut acked = Vec::new();
-    let mut lost = Vec::new();
-    for key in keys {
-        match found.get(&key) {
-            Some((partition, offset)) => acked.push(AckedRecord {
-                partition: *partition,
-                offset: *offset,
+            *copies.entry(key.clone()).or_default() += 1;
+            records.push(AckedRecord {
+                partition,
+                offset,
                 key,
-            }),
-            None => lost.push(key),
+            });
         }
     }
-    acked.sort();
-    Ok((
-        acked,
-        IngressEvidence {
-            service: target.service.clone(),
-            answers,
-            lost,
-            written_twice,
-        },
-    ))
+    records.sort();
+    let acknowledged_set: BTreeSet<&str> = acknowledged.iter().map(String::as_str).collect();
+    let lost = acknowledged
+        .iter()
+        .filter(|k| !copies.contains_key(k.as_str()))
+        .cloned()
+        .collect();
+    let evidence = IngressEvidence {
+        service: target.service.clone(),
+        answers,
+        lost,
+        written_twice: copies.values().filter(|n| **n > 1).count(),
+        written_unacknowledged: copies
+            .keys()
+            .filter(|k| !acknowledged_set.contains(k.as_str()))
+            .count(),
+        unreadable: read.unmatched,
+    };
+    Ok((records, evidence))
 }
 
-/// `no_message_loss` seen from the door: an acknowledged request missing from the input topic
-/// is lost, whatever the rest of the graph did; else what was judged beyond the door stands,
-/// saying what the requests got.
+/// `no_message_loss` seen from the door: an acknowledged request in no record of the input
+/// topic is lost, whatever the rest of the graph did (unless the topic holds records
+/// `written` cannot read, when the scenario may be what is wrong); else what was judged
+/// beyond the door stands, saying what the requests got.
 pub fn judge_loss(
     evidence: &IngressEvidence,
     workload: &KafkaWorkload,
     beyond: Option<Outcome>,
 ) -> Outcome {
-    let answered = evidence.answers.describe();
+    let door = evidence.describe(&workload.input_topic);
     if !evidence.lost.is_empty() {
-        let mut lines = vec![
-            format!("`{}` answered {answered}", evidence.service),
-            format!(
-                "{} of them acknowledged but in no record of `{}`, e.g. {}",
-                evidence.lost.len(),
-                workload.input_topic,
-                evidence
-                    .lost
-                    .iter()
-                    .take(3)
-                    .map(|k| format!("`{k}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ];
+        let lost = format!(
+            "{} request(s) answered 2xx by `{}` were not in `{}` once the graph had stopped, \
+             e.g. {}",
+            evidence.lost.len(),
+            evidence.service,
+            workload.input_topic,
+            evidence
+                .lost
+                .iter()
+                .take(3)
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if evidence.unreadable.count > 0 {
+            return Outcome::inconclusive(format!(
+                "{lost}; but {} record(s) there name no request as [kafka.ingress] `written` \
+                 reads them (e.g. {}): is `written` right for this service? ({door})",
+                evidence.unreadable.count,
+                evidence.unreadable.examples.join("; ")
+            ));
+        }
+        let mut lines = vec![door, lost];
         if let Some(Outcome::Violation { summary, evidence }) = beyond {
             lines.push(format!("and beyond `{}`: {summary}", workload.input_topic));
             lines.extend(evidence);
@@ -301,20 +349,39 @@ pub fn judge_loss(
     }
     match beyond {
         None if evidence.answers.acknowledged == 0 => Outcome::inconclusive(format!(
-            "`{}` acknowledged none of its requests ({answered}): nothing was owed",
+            "`{}` acknowledged none of its requests: nothing was owed ({door})",
             evidence.service
         )),
         None => Outcome::inconclusive(format!(
-            "`{}` answered {answered}, all written to `{}`; what became of them was not judged",
-            evidence.service, workload.input_topic
+            "what became of the requests beyond `{}` was not judged ({door})",
+            workload.input_topic
         )),
-        Some(outcome) => outcome.sourced(
-            &format!(
-                "; `{}` answered {answered}, every acknowledged one written to `{}`",
-                evidence.service, workload.input_topic
-            ),
-            format!("`{}` answered {answered}", evidence.service),
-        ),
+        Some(outcome) => outcome.sourced(&format!("; {door}"), door),
+    }
+}
+
+impl IngressEvidence {
+    /// `` `api` answered 1000 request(s): ..., every acknowledged one written to `orders` ``,
+    /// with what else was written.
+    fn describe(&self, topic: &str) -> String {
+        let mut text = format!("`{}` answered {}", self.service, self.answers.describe());
+        if self.lost.is_empty() && self.answers.acknowledged > 0 {
+            text.push_str(&format!(", every acknowledged one written to `{topic}`"));
+        }
+        if self.written_unacknowledged > 0 {
+            text.push_str(&format!(
+                "; {} request(s) not acknowledged were written all the same (inputs like the \
+                 rest)",
+                self.written_unacknowledged
+            ));
+        }
+        if self.written_twice > 0 {
+            text.push_str(&format!(
+                "; {} request(s) written twice or more (each copy an input)",
+                self.written_twice
+            ));
+        }
+        text
     }
 }
 
@@ -331,6 +398,25 @@ mod tests {
         );
         assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), None);
         assert_eq!(status_code(b"HTTP/1.1 20 OK\r\n"), None);
+    }
+
+    /// An interim answer is not the answer; a bare LF ends a line as CRLF does; a reply cut
+    /// short is read further.
+    #[test]
+    fn the_final_status_comes_after_interim_answers() {
+        let hinted = b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 202 Accepted\r\n";
+        assert_eq!(final_status(hinted), Some(Some(202)));
+        assert_eq!(
+            final_status(b"HTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\n"),
+            Some(Some(200))
+        );
+        assert_eq!(final_status(b"HTTP/1.1 202 Accepted\n"), Some(Some(202)));
+        assert_eq!(
+            final_status(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n"),
+            None
+        );
+        assert_eq!(final_status(b"HTTP/1.1 202 Acc"), None);
+        assert_eq!(final_status(b"220 smtp ready\r\n"), Some(None));
     }
 
     #[test]

@@ -1255,6 +1255,8 @@ mod tests {
             },
             lost: lost.iter().map(|k| (*k).to_owned()).collect(),
             written_twice: 0,
+            written_unacknowledged: 0,
+            unreadable: Unmatched::default(),
         }
     }
 
@@ -1301,6 +1303,22 @@ mod tests {
         assert!(
             evidence.iter().any(|l| l.contains("`k10`, `k11`")),
             "{evidence:?}"
+        );
+
+        // The same, with records in `orders` that `written` cannot read: the scenario may be
+        // what is wrong, and no service is blamed.
+        let mut misread = ingress(12, &["k10", "k11"]);
+        misread
+            .unreadable
+            .add(|| "partition 0 offset 3: no `/id` in the value".to_owned());
+        dropping.ingress = Some(misread);
+        let judged = judge(&dropping, &KafkaWorkload::default());
+        let Outcome::Inconclusive { reason } = &judged[&CheckName::NoMessageLoss] else {
+            panic!("{judged:?}")
+        };
+        assert!(
+            reason.contains("is `written` right for this service?"),
+            "{reason}"
         );
     }
 

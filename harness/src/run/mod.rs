@@ -469,7 +469,13 @@ async fn drive(
     let mut next = None;
     if let (Some(workload), Some(producer)) = (&scenario.kafka, watchers.producer) {
         let sent = producer.finish().await.map_err(RunError::Kafka)?;
-        let acked = acknowledged(sent, &endpoints.kafka_bootstrap, workload, signals).await?;
+        let acked = acknowledged(
+            sent,
+            (&endpoints.kafka_bootstrap, run_id),
+            workload,
+            signals,
+        )
+        .await?;
         let ctx = KafkaPhase {
             scenario,
             workload,
@@ -498,7 +504,7 @@ async fn drive(
 /// with an ingress, the requests answered 2xx, each found in the input topic.
 async fn acknowledged(
     sent: kafka::Sent,
-    bootstrap: &str,
+    (bootstrap, run_id): (&str, &str),
     workload: &crate::scenario::KafkaWorkload,
     signals: &mut SignalHandler,
 ) -> Result<(Vec<AckedRecord>, Option<ingress::IngressEvidence>), RunError> {
@@ -506,8 +512,9 @@ async fn acknowledged(
         return Ok((sent.acked, None));
     };
     let keys = sent.acked.into_iter().map(|a| a.key).collect();
+    let prefix = kafka::key_prefix(run_id);
     tokio::select! {
-        located = ingress::locate(bootstrap, workload, &target, keys, answers) => {
+        located = ingress::locate(bootstrap, workload, &target, (keys, &prefix), answers) => {
             let (acked, evidence) = located.map_err(RunError::Kafka)?;
             Ok((acked, Some(evidence)))
         }
