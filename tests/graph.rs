@@ -506,3 +506,39 @@ fn an_interim_answer_is_not_the_acknowledgement() {
     let evidence = ingress_loses("early-hints,no-flush");
     assert!(!evidence.contains("(103"), "{evidence}");
 }
+
+/// `[readiness]` on a graph, judged on the service it names: the reference API (api-startup)
+/// in front of a worker. Its truthful `/ready` passes through a Kafka and a Redis outage and
+/// the drain; `ready-always-200` fails, the Kafka outage named.
+#[test]
+fn readiness_is_judged_on_the_service_that_serves_it() {
+    let file = scenario_dir().join("readiness.toml");
+    let judge = |variant: &str| {
+        judge_hostile(
+            file.to_str().unwrap(),
+            &["--backend", "local"],
+            &[("QUIESCE_VARIANT", variant)],
+        )
+    };
+    let truthful = judge("correct");
+    assert_eq!(truthful.code, exit_codes::OK, "{}", truthful.output);
+    assert_eq!(truthful.outcome("readiness_truthful"), "pass");
+    assert!(
+        truthful.output.contains("kafka down: /ready 503 after"),
+        "{}",
+        truthful.output
+    );
+    let lying = judge("ready-always-200");
+    assert_eq!(lying.code, exit_codes::VIOLATION, "{}", lying.output);
+    assert_eq!(
+        lying.outcome("readiness_truthful"),
+        "violation",
+        "{}",
+        lying.output
+    );
+    assert!(
+        lying.output.contains("/ready answered 200 throughout"),
+        "{}",
+        lying.output
+    );
+}

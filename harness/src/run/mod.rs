@@ -210,20 +210,6 @@ impl Session {
     ) -> Result<Cycle, RunError> {
         let begun = std::time::Instant::now();
         let (run_id, out_dir) = run_folder(scenario, options)?;
-        // A port for the target's HTTP endpoints, when the scenario polls them: `{port}` in
-        // its URLs becomes it, for the run and the report alike.
-        let port = match scenario.needs_port() {
-            true => Some(free_port().map_err(RunError::Port)?),
-            false => None,
-        };
-        let filled;
-        let scenario = match port {
-            Some(port) => {
-                filled = scenario.with_port(port);
-                &filled
-            }
-            None => scenario,
-        };
         let ports = match &scenario.target {
             Target::Services(graph) => graph
                 .services
@@ -232,6 +218,26 @@ impl Session {
                 .collect::<Result<Vec<Vec<u16>>, _>>()
                 .map_err(RunError::Port)?,
             _ => Vec::new(),
+        };
+        // A port for the target's HTTP endpoints, when the scenario polls them: `{port}` in
+        // its URLs becomes it, for the run and the report alike. In a graph, `[readiness]`
+        // polls its service's first instance.
+        let port = match &scenario.target {
+            Target::Services(graph) => scenario
+                .readiness
+                .as_ref()
+                .and_then(|r| graph.index_of(r.service.as_deref()?))
+                .and_then(|s| ports.get(s)?.first().copied()),
+            _ if scenario.needs_port() => Some(free_port().map_err(RunError::Port)?),
+            _ => None,
+        };
+        let filled;
+        let scenario = match port {
+            Some(port) => {
+                filled = scenario.with_port(port);
+                &filled
+            }
+            None => scenario,
         };
         let Driven {
             observed,
@@ -991,7 +997,7 @@ fn ingress_target(
     let spec = scenario.kafka.as_ref()?.ingress.clone()?;
     let (service, ports) = match (&scenario.target, &spec.service) {
         (Target::Services(graph), Some(name)) => {
-            let s = graph.services.iter().position(|s| &s.name == name)?;
+            let s = graph.index_of(name)?;
             (name.clone(), ports.get(s)?.clone())
         }
         _ => ("target".to_owned(), port.into_iter().collect()),

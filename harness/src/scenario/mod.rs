@@ -456,6 +456,15 @@ impl Scenario {
         }
         if let Some(readiness) = &self.readiness {
             readiness.validate().map_err(bad)?;
+            if let (Some(name), false) = (
+                &readiness.service,
+                matches!(self.target, Target::Services(_)),
+            ) {
+                return Err(bad(format!(
+                    "[readiness] service = `{name}` names a [[services]] entry: this scenario \
+                     has one target, whose `{{port}}` it is (remove `service`)"
+                )));
+            }
         }
         for (i, step) in self.faults.iter().enumerate() {
             let graph_kill = matches!(self.target, Target::Graph(_))
@@ -506,8 +515,8 @@ impl Scenario {
             }
             // A graph may serve HTTP too; a port costs nothing.
             Target::Graph(_) => true,
-            // Each service's instance gets a port of its own when it starts.
-            Target::Services(_) => false,
+            // Each service's instance gets a port of its own (see `ports`).
+            Target::Services(_) => return false,
         };
         let ingress = self.kafka.as_ref().is_some_and(|k| k.ingress.is_some());
         in_probe || self.readiness.is_some() || ingress
@@ -522,7 +531,6 @@ impl Scenario {
         let tables = [
             ("[kafka] processed = { by = \"log\" }", by_log),
             ("[redis]", self.redis.is_some()),
-            ("[readiness]", self.readiness.is_some()),
         ];
         if let Some((table, _)) = tables.iter().find(|(_, given)| *given) {
             return Err(format!(
@@ -534,6 +542,21 @@ impl Scenario {
         for service in &graph.services {
             let place = format!("[[services]] `{}`", service.name);
             check_process(&place, &service.process())?;
+        }
+        if let Some(readiness) = &self.readiness {
+            match &readiness.service {
+                None => {
+                    return Err("[readiness] service: which of the [[services]] serves \
+                                `/health` and `/ready` (hint: service = \"api\")"
+                        .to_owned());
+                }
+                Some(name) if graph.index_of(name).is_none() => {
+                    return Err(format!(
+                        "[readiness] service = `{name}` names no [[services]] entry"
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         for (i, step) in self.faults.iter().enumerate() {
             let wrong = match (&step.service, step.action) {
@@ -559,21 +582,19 @@ impl Scenario {
     /// Who answers `[kafka.ingress]`: a service of the graph, named; a `[target]`, unnamed.
     fn check_ingress(&self, ingress: &Ingress) -> Result<(), String> {
         match (&self.target, &ingress.service) {
-            (Target::Services(graph), Some(name)) => {
-                match graph.services.iter().any(|s| &s.name == name) {
-                    true => Ok(()),
-                    false => Err(format!(
-                        "[kafka.ingress] service = `{name}` names no [[services]] entry (there \
+            (Target::Services(graph), Some(name)) => match graph.index_of(name).is_some() {
+                true => Ok(()),
+                false => Err(format!(
+                    "[kafka.ingress] service = `{name}` names no [[services]] entry (there \
                          are: {})",
-                        graph
-                            .services
-                            .iter()
-                            .map(|s| format!("`{}`", s.name))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
-                }
-            }
+                    graph
+                        .services
+                        .iter()
+                        .map(|s| format!("`{}`", s.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            },
             (Target::Services(_), None) => Err("[kafka.ingress] service: which of the \
                  [[services]] answers the requests (hint: service = \"api\")"
                 .to_owned()),
@@ -1048,6 +1069,20 @@ mod tests {
             (
                 format!("{two}[kafka]\nprocessed = {{ by = \"log\", pattern = \"(?<key>x)\" }}\n"),
                 "[kafka] processed = { by = \"log\" } with [[services]] is not supported yet",
+            ),
+            (
+                format!("{two}[readiness]\nrequired = [\"kafka\"]\n"),
+                "[readiness] service: which of the [[services]] serves",
+            ),
+            (
+                format!("{two}[readiness]\nrequired = [\"kafka\"]\nservice = \"c\"\n"),
+                "[readiness] service = `c` names no [[services]] entry",
+            ),
+            (
+                "[target]\ncommand = [\"x\", \"{port}\"]\n[readiness]\nrequired = [\"kafka\"]\n\
+                 service = \"a\"\n"
+                    .to_owned(),
+                "this scenario has one target, whose `{port}` it is",
             ),
             (
                 format!("{two}[stop]\norder = [\"a\", \"c\"]\n"),

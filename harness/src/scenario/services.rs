@@ -228,6 +228,11 @@ impl ServiceGraph {
         })
     }
 
+    /// The index of the service named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.services.iter().position(|s| s.name == name)
+    }
+
     /// Indices of the services `i` depends on.
     pub fn dependencies(&self, i: usize) -> Vec<usize> {
         self.services[i]

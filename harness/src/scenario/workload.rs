@@ -664,6 +664,10 @@ pub struct Readiness {
     /// Stop the target once the outages are over (else at `[stop] after_ms`).
     #[serde(default = "yes")]
     pub stop_after_outages: bool,
+    /// With `[[services]]`: the service whose `/health` and `/ready` these are (its first
+    /// instance's `{port}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 fn default_health() -> String {
@@ -692,6 +696,7 @@ impl Default for Readiness {
             within_ms: default_within(),
             outage_ms: default_outage(),
             stop_after_outages: true,
+            service: None,
         }
     }
 }

@@ -381,12 +381,40 @@ impl Drive<'_> {
 }
 
 /// A program named with a slash is relative to the scenario's folder; a bare name is looked
-/// up on PATH by the OS.
+/// up on PATH by the OS. The path is made absolute: with a `cwd`, a relative one would be
+/// looked up from there (`../../target/x` from `scenarios/graph/scenarios/graph`).
 pub fn resolve_program(program: &str, base_dir: &Path) -> PathBuf {
     let path = Path::new(program);
     if path.is_absolute() || !program.contains('/') {
         path.to_owned()
     } else {
-        base_dir.join(path)
+        let joined = base_dir.join(path);
+        std::path::absolute(&joined).unwrap_or(joined)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A program relative to a scenario in a relative folder, run with a `cwd`: the child
+    /// must not look for it from its `cwd` (the graph's `readiness.toml` could not start
+    /// `../../target/release/api-startup`).
+    #[test]
+    fn a_relative_program_is_resolved_to_an_absolute_path() {
+        let program = resolve_program("../../bin/svc", Path::new("scenarios/graph"));
+        assert!(program.is_absolute(), "{program:?}");
+        assert!(
+            program.ends_with("scenarios/graph/../../bin/svc"),
+            "{program:?}"
+        );
+        assert_eq!(
+            resolve_program("python3", Path::new("x")),
+            Path::new("python3")
+        );
+        assert_eq!(
+            resolve_program("/bin/sh", Path::new("x")),
+            Path::new("/bin/sh")
+        );
     }
 }
