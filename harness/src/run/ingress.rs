@@ -28,13 +28,14 @@ const IN_FLIGHT: usize = 64;
 /// The most of a reply read while looking for its status line.
 const STATUS_LINE_MAX: usize = 8192;
 
-/// Where the requests go: the service's instances, each `127.0.0.1:port`, in turn.
+/// Where the requests go: the service's instances, each on `127.0.0.1:port`, in turn.
 #[derive(Clone, Debug)]
 pub struct IngressTarget {
     pub spec: Ingress,
     /// The name the report gives the answering service (`api`, or `the target`).
     pub service: String,
-    pub addresses: Vec<String>,
+    /// Each instance's name (`api#2`) and port; request `n` goes to instance `n % len`.
+    pub instances: Vec<(String, u16)>,
 }
 
 /// What the requests got as answers.
@@ -105,7 +106,10 @@ pub async fn send_requests(
     let mut acked: Vec<String> = paced(workload.count, workload.rate, stop)
         .map(|n| {
             let key = format!("{prefix}-{n}");
-            let address = &target.addresses[n % target.addresses.len()];
+            let address = format!(
+                "127.0.0.1:{}",
+                target.instances[n % target.instances.len()].1
+            );
             async move {
                 let seq = n.to_string();
                 let vars = [("key", key.as_str()), ("seq", &seq), ("run_id", prefix)];
@@ -113,7 +117,7 @@ pub async fn send_requests(
                 let body = crate::scenario::template::fill_with(&spec.body, &vars);
                 let answer = tokio::time::timeout(
                     REQUEST_TIMEOUT,
-                    request(address, &spec.method, &path, &spec.content_type, &body),
+                    request(&address, &spec.method, &path, &spec.content_type, &body),
                 )
                 .await
                 .unwrap_or_else(|_| {
@@ -237,6 +241,8 @@ fn status_code(reply: &[u8]) -> Option<u16> {
 pub struct IngressEvidence {
     /// The service that answered.
     pub service: String,
+    /// Its instances, in the order they took the requests.
+    pub instances: Vec<String>,
     pub answers: Answers,
     /// Acknowledged, and in no record of the input topic once the graph had stopped.
     pub lost: Vec<String>,
@@ -287,6 +293,11 @@ pub async fn locate(
         .collect();
     let evidence = IngressEvidence {
         service: target.service.clone(),
+        instances: target
+            .instances
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect(),
         answers,
         lost,
         written_twice: copies.values().filter(|n| **n > 1).count(),
@@ -333,6 +344,9 @@ pub fn judge_loss(
             ));
         }
         let mut lines = vec![door, lost];
+        if evidence.instances.len() > 1 {
+            lines.push(evidence.lost_by_instance());
+        }
         if let Some(Outcome::Violation { summary, evidence }) = beyond {
             lines.push(format!("and beyond `{}`: {summary}", workload.input_topic));
             lines.extend(evidence);
@@ -361,6 +375,21 @@ pub fn judge_loss(
 }
 
 impl IngressEvidence {
+    /// `` lost by instance: `api#1` 12, `api#2` 9 ``: request `n` went to instance
+    /// `n % instances`, `n` the key's last part.
+    fn lost_by_instance(&self) -> String {
+        let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+        for key in &self.lost {
+            let seq = key.rsplit('-').next().and_then(|n| n.parse::<usize>().ok());
+            if let Some(seq) = seq {
+                *by.entry(&self.instances[seq % self.instances.len()])
+                    .or_default() += 1;
+            }
+        }
+        let counts: Vec<String> = by.iter().map(|(i, n)| format!("`{i}` {n}")).collect();
+        format!("lost by instance: {}", counts.join(", "))
+    }
+
     /// `` `api` answered 1000 request(s): ..., every acknowledged one written to `orders` ``,
     /// with what else was written.
     fn describe(&self, topic: &str) -> String {

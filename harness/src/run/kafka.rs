@@ -1247,6 +1247,7 @@ mod tests {
     fn ingress(acknowledged: usize, lost: &[&str]) -> IngressEvidence {
         IngressEvidence {
             service: "api".into(),
+            instances: vec!["api#1".into(), "api#2".into()],
             answers: crate::run::ingress::Answers {
                 sent: acknowledged + 3,
                 acknowledged,
@@ -1287,7 +1288,7 @@ mod tests {
             after(0..5, Some(5)),
             Restart::Consumed(after(0..10, Some(10))),
         );
-        dropping.ingress = Some(ingress(12, &["k10", "k11"]));
+        dropping.ingress = Some(ingress(12, &["r-10", "r-11"]));
         let judged = judge(&dropping, &KafkaWorkload::default());
         assert_eq!(
             marks(&judged),
@@ -1301,13 +1302,20 @@ mod tests {
             "{summary}"
         );
         assert!(
-            evidence.iter().any(|l| l.contains("`k10`, `k11`")),
+            evidence.iter().any(|l| l.contains("`r-10`, `r-11`")),
+            "{evidence:?}"
+        );
+        // Key `r-10` is request 10, sent to `api#1`; `r-11` to `api#2`.
+        assert!(
+            evidence
+                .iter()
+                .any(|l| l == "lost by instance: `api#1` 1, `api#2` 1"),
             "{evidence:?}"
         );
 
         // The same, with records in `orders` that `written` cannot read: the scenario may be
         // what is wrong, and no service is blamed.
-        let mut misread = ingress(12, &["k10", "k11"]);
+        let mut misread = ingress(12, &["r-10", "r-11"]);
         misread
             .unreadable
             .add(|| "partition 0 offset 3: no `/id` in the value".to_owned());

@@ -995,17 +995,23 @@ fn ingress_target(
     ports: &[Vec<u16>],
 ) -> Option<ingress::IngressTarget> {
     let spec = scenario.kafka.as_ref()?.ingress.clone()?;
-    let (service, ports) = match (&scenario.target, &spec.service) {
+    let (service, instances) = match (&scenario.target, &spec.service) {
         (Target::Services(graph), Some(name)) => {
             let s = graph.index_of(name)?;
-            (name.clone(), ports.get(s)?.clone())
+            let instances = (ports.get(s)?.iter().enumerate())
+                .map(|(r, port)| (graph.services[s].instance_name(r as u32), *port))
+                .collect();
+            (name.clone(), instances)
         }
-        _ => ("target".to_owned(), port.into_iter().collect()),
+        _ => (
+            "target".to_owned(),
+            port.map(|p| ("target".to_owned(), p)).into_iter().collect(),
+        ),
     };
     Some(ingress::IngressTarget {
         spec,
         service,
-        addresses: ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+        instances,
     })
 }
 
