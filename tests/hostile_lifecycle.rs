@@ -22,6 +22,21 @@ fn a_child_left_in_the_process_group_without_the_run_mark_is_an_orphan() {
     assert!(judged.output.contains("sleep 300"), "{}", judged.output);
 }
 
+/// A daemon in a new session with an empty environment: out of the group, no mark. The
+/// harness inherits it (a subreaper) when the service exits, and finds it there.
+#[test]
+fn a_daemon_that_left_the_group_and_the_run_mark_is_an_orphan() {
+    let judged = judge("lifecycle-daemon.toml");
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    assert_eq!(
+        judged.outcome("no_orphan_processes"),
+        "violation",
+        "{}",
+        judged.output
+    );
+    assert!(judged.output.contains("sleep 300"), "{}", judged.output);
+}
+
 #[test]
 fn a_hung_targets_children_are_seen_before_its_group_is_killed() {
     let judged = judge("lifecycle-hung-with-child.toml");

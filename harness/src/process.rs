@@ -21,6 +21,37 @@ use tokio::process::{Child, Command};
 
 /// Every process group the harness started and has not yet seen gone. The last stop path,
 /// when the CLI exits, stops what is left here (a task the runtime abandoned held it).
+/// The pids of the processes this harness spawned (and has not dropped): its children that
+/// are no orphan re-parented to it (see [`crate::target::orphans`]).
+fn spawned() -> &'static std::sync::Mutex<std::collections::BTreeSet<u32>> {
+    static SPAWNED: OnceLock<std::sync::Mutex<std::collections::BTreeSet<u32>>> = OnceLock::new();
+    SPAWNED.get_or_init(Default::default)
+}
+
+/// Whether `pid` is a process this harness spawned and still holds.
+pub fn is_spawned(pid: u32) -> bool {
+    spawned()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .contains(&pid)
+}
+
+/// Marks `pid` as spawned by the harness (for a child not started as a [`ChildProcess`]) until
+/// [`forget_spawned`].
+pub fn note_spawned(pid: u32) {
+    spawned()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(pid);
+}
+
+pub fn forget_spawned(pid: u32) {
+    spawned()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&pid);
+}
+
 pub fn teardown() -> &'static Teardown {
     static TEARDOWN: OnceLock<Teardown> = OnceLock::new();
     TEARDOWN.get_or_init(Teardown::new)
@@ -137,6 +168,7 @@ impl ChildProcess {
             .id()
             .map(|id| Pid::from_raw(id as i32))
             .ok_or_else(|| std::io::Error::other("child exited before its pid was read"))?;
+        note_spawned(pid.as_raw() as u32);
         let reaped = Arc::new(AtomicBool::new(false));
         let gone = reaped.clone();
         let registration = teardown.register(
@@ -270,6 +302,7 @@ impl Drop for ChildProcess {
         // The group's SIGKILL, unless it ran already or the leader was reaped; tokio's
         // kill_on_drop then reaps the leader.
         drop(self.registration.take());
+        forget_spawned(self.pid());
     }
 }
 

@@ -261,8 +261,15 @@ async fn run_hook(command: &str, pid: u32) -> HookRun {
         }
     };
     let group = child.id();
-    let (status, output) = match tokio::time::timeout(HOOK_TIMEOUT, child.wait_with_output()).await
-    {
+    // A child of the harness, not an orphan of the target (see `orphans::reparented`).
+    if let Some(pid) = group {
+        crate::process::note_spawned(pid);
+    }
+    let waited = tokio::time::timeout(HOOK_TIMEOUT, child.wait_with_output()).await;
+    if let Some(pid) = group {
+        crate::process::forget_spawned(pid);
+    }
+    let (status, output) = match waited {
         Ok(Ok(out)) => {
             let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
             text.push_str(&String::from_utf8_lossy(&out.stderr));

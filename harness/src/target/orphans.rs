@@ -3,7 +3,9 @@
 //! Everything a target starts inherits its environment, so it carries the run's
 //! `QUIESCE_RUN_ID`; that finds descendants even when they left the process group (`setsid`) or
 //! were double-forked away from the target. The harness is also a child subreaper, so such
-//! orphans are re-parented to it rather than to init and can be reaped once killed.
+//! orphans are re-parented to it rather than to init and can be reaped once killed; and so is
+//! one that cleared its environment and left the group both: a child of the harness it never
+//! spawned is an orphan of a run.
 
 use std::time::Duration;
 
@@ -66,6 +68,33 @@ fn marked(run_id: &str) -> Vec<OrphanProcess> {
         .filter(|pid| *pid != me && environ_has(*pid, &marker))
         .filter_map(describe)
         .collect();
+    found.sort_by_key(|o| o.pid);
+    found
+}
+
+/// Live children of the harness it did not spawn: descendants of a target (or of a helper)
+/// re-parented to it, the subreaper, when their parent exited. Found whatever their
+/// environment and process group.
+fn reparented() -> Vec<OrphanProcess> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me && !crate::process::is_spawned(*pid))
+        .filter_map(describe)
+        .filter(|o| o.ppid == me)
+        .collect()
+}
+
+/// The run's marked processes and the harness's re-parented ones.
+fn left_behind(run_id: &str) -> Vec<OrphanProcess> {
+    let mut found = marked(run_id);
+    for orphan in reparented() {
+        if !found.iter().any(|o| o.pid == orphan.pid) {
+            found.push(orphan);
+        }
+    }
     found.sort_by_key(|o| o.pid);
     found
 }
@@ -141,14 +170,14 @@ async fn kill_and_reap(pids: &[u32]) {
 /// own shutdown is not blamed). Every survivor is then killed and, where it is ours, reaped.
 pub async fn find_orphans(run_id: &str) -> Vec<OrphanProcess> {
     let mut pause = Duration::from_millis(1);
-    let mut found = marked(run_id);
+    let mut found = left_behind(run_id);
     for _ in 0..20 {
         if found.is_empty() {
             return found;
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(100));
-        found = marked(run_id);
+        found = left_behind(run_id);
     }
     let pids: Vec<u32> = found.iter().map(|o| o.pid).collect();
     kill_and_reap(&pids).await;
