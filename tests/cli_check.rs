@@ -78,6 +78,14 @@ fn every_shipped_scenario_file_is_valid() {
     let (code, out, err) = quiesce(dir.path(), &["check", root.to_str().unwrap()], &[]);
     assert_eq!(code, exit_codes::OK, "{out}{err}");
     assert!(out.contains("0 with errors"), "{out}");
+    // What an HTTP ingress will send, and what it will owe.
+    assert!(
+        out.contains(
+            "requests: 1000 HTTP POST /orders to `api` at 100/s; a 2xx acknowledges, and an \
+             acknowledged request must be in `orders`"
+        ),
+        "{out}"
+    );
 }
 
 /// A `[redis]` table without evidence of leader-only work: the job checks are off, and both

@@ -44,6 +44,9 @@ struct Resolved {
     /// Where the Kafka checks learn what was processed (with `[kafka]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     processed: Option<String>,
+    /// What the workload sends, when it comes in over HTTP (`[kafka.ingress]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ingress: Option<String>,
     checks: Vec<Needs>,
     /// Checks off for want of evidence, and why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -129,6 +132,22 @@ fn check_file(path: &Path) -> Checked {
                     .kafka
                     .as_ref()
                     .map(|k| k.processed.describe(&k.output_topic)),
+                ingress: scenario.kafka.as_ref().and_then(|k| {
+                    let ingress = k.ingress.as_ref()?;
+                    Some(format!(
+                        "{} HTTP {} {} to `{}`{}; a 2xx acknowledges, and an acknowledged \
+                         request must be in `{}`",
+                        k.records,
+                        ingress.method,
+                        ingress.path,
+                        ingress.service.as_deref().unwrap_or("the target"),
+                        match k.rate {
+                            0 => String::new(),
+                            rate => format!(" at {rate}/s"),
+                        },
+                        k.input_topic
+                    ))
+                }),
                 checks: scenario
                     .enabled_checks()
                     .map(|check| Needs {
@@ -154,6 +173,9 @@ fn print(checked: &Checked) {
         checked.file, resolved.name, resolved.target
     );
     println!("  stop: {}", resolved.stop);
+    if let Some(ingress) = &resolved.ingress {
+        println!("  requests: {ingress}");
+    }
     if let Some(processed) = &resolved.processed {
         println!("  processed: {processed}");
     }
