@@ -542,3 +542,31 @@ fn readiness_is_judged_on_the_service_that_serves_it() {
         lying.output
     );
 }
+
+/// The graph's stop order inverted, worker first: the API goes on acknowledging while the
+/// worker is gone. With a topic between them that loses nothing: what the API wrote waits in
+/// `orders` for the restart, and a correct graph passes. (The inverted order that loses
+/// orders is inside the API: `producer-first`.) The timeline shows the order.
+#[test]
+fn a_worker_stopped_before_the_api_loses_nothing_with_a_topic_between() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["api.py", "chain.py"] {
+        std::fs::copy(scenario_dir().join(file), dir.path().join(file)).unwrap();
+    }
+    let text = std::fs::read_to_string(scenario_dir().join("ingress.toml")).unwrap();
+    let file = dir.path().join("ingress.toml");
+    std::fs::write(
+        &file,
+        text.replace("[stop]\n", "[stop]\norder = [\"worker\", \"api\"]\n"),
+    )
+    .unwrap();
+    let judged = judge_hostile(file.to_str().unwrap(), &["--backend", "local"], &[]);
+    assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
+    passed(&judged, &[]);
+    assert!(
+        at(&judged, "stopping `worker`") <= at(&judged, "stopping `api`"),
+        "{}",
+        judged.output
+    );
+}
+
