@@ -569,4 +569,3 @@ fn a_worker_stopped_before_the_api_loses_nothing_with_a_topic_between() {
         judged.output
     );
 }
-
