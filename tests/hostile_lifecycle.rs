@@ -34,7 +34,13 @@ fn a_daemon_that_left_the_group_and_the_run_mark_is_an_orphan() {
         "{}",
         judged.output
     );
-    assert!(judged.output.contains("sleep 300"), "{}", judged.output);
+    assert!(
+        judged
+            .output
+            .contains("(re-parented to the harness): sleep 300"),
+        "{}",
+        judged.output
+    );
 }
 
 #[test]

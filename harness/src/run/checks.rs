@@ -429,7 +429,11 @@ fn no_orphan_processes(run: &TargetRun) -> Outcome {
     let list = |procs: &[crate::target::OrphanProcess]| -> Vec<String> {
         procs
             .iter()
-            .map(|o| format!("pid {} (parent {}): {}", o.pid, o.ppid, o.command))
+            .map(|o| match o.ppid == std::process::id() {
+                // The harness is a subreaper: its parent exited, leaving it to the harness.
+                true => format!("pid {} (re-parented to the harness): {}", o.pid, o.command),
+                false => format!("pid {} (parent {}): {}", o.pid, o.ppid, o.command),
+            })
             .collect()
     };
     if let Some(alive) = &run.alive_at_kill {
