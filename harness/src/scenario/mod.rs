@@ -550,12 +550,22 @@ impl Scenario {
                                 `/health` and `/ready` (hint: service = \"api\")"
                         .to_owned());
                 }
-                Some(name) if graph.index_of(name).is_none() => {
-                    return Err(format!(
-                        "[readiness] service = `{name}` names no [[services]] entry"
-                    ));
-                }
-                Some(_) => {}
+                Some(name) => match graph.index_of(name).map(|s| graph.services[s].replicas) {
+                    None => {
+                        return Err(format!(
+                            "[readiness] service = `{name}` names no [[services]] entry"
+                        ));
+                    }
+                    // One instance is polled: the others' /ready would go unjudged.
+                    Some(replicas) if replicas > 1 => {
+                        return Err(format!(
+                            "[readiness] service = `{name}` has replicas = {replicas}: \
+                             readiness_truthful polls one instance, and would leave the \
+                             others unjudged (give it one replica)"
+                        ));
+                    }
+                    Some(_) => {}
+                },
             }
         }
         for (i, step) in self.faults.iter().enumerate() {
@@ -1077,6 +1087,13 @@ mod tests {
             (
                 format!("{two}[readiness]\nrequired = [\"kafka\"]\nservice = \"c\"\n"),
                 "[readiness] service = `c` names no [[services]] entry",
+            ),
+            (
+                format!(
+                    "{}[readiness]\nrequired = [\"kafka\"]\nservice = \"a\"\n",
+                    two.replacen("[[services]]\n", "[[services]]\nreplicas = 2\n", 1)
+                ),
+                "has replicas = 2: readiness_truthful polls one instance",
             ),
             (
                 "[target]\ncommand = [\"x\", \"{port}\"]\n[readiness]\nrequired = [\"kafka\"]\n\
