@@ -4,7 +4,8 @@
 //! A request is acknowledged by a 2xx answer and by nothing else: a 503 while the service
 //! drains, a closed port after it exited, or no answer within [`REQUEST_TIMEOUT`] is a refusal
 //! the client would retry, not a loss. An acknowledged request must then be in the input
-//! topic, naming its key as `written` says; from there it is an input like any other.
+//! topic, naming its key as `written` says; from there every record of the run's requests
+//! (acknowledged or not, each copy of one written twice) is an input like any other.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -32,7 +33,7 @@ const STATUS_LINE_MAX: usize = 8192;
 #[derive(Clone, Debug)]
 pub struct IngressTarget {
     pub spec: Ingress,
-    /// The name the report gives the answering service (`api`, or `the target`).
+    /// The name the report gives the answering service: its `[[services]]` name, or `target`.
     pub service: String,
     /// Each instance's name (`api#2`) and port; request `n` goes to instance `n % len`.
     pub instances: Vec<(String, u16)>,
