@@ -569,3 +569,37 @@ fn a_worker_stopped_before_the_api_loses_nothing_with_a_topic_between() {
         judged.output
     );
 }
+
+/// Not an orphan: a service starts a helper through a subshell that exits at once (so the
+/// helper is re-parented to the harness, in the service's group, with its run's mark) and
+/// stops it itself at its own stop. Another service exiting first must not be blamed for it.
+#[test]
+fn a_helper_a_running_service_still_manages_is_nobodys_orphan() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("helper.pid");
+    let file = dir.path().join("graph-helper.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"graph-helper\"\n\n[[services]]\nname = \"store\"\ncommand = [\"sh\", \"-c\", \
+             \"(sleep 300 & echo $! > {p}); echo ready; trap 'kill $(cat {p}); exit 0' TERM; \
+             while :; do sleep 0.1; done\"]\nready = {{ log = \"^ready$\" }}\n\n[[services]]\n\
+             name = \"api\"\ncommand = [\"sh\", \"-c\", \"echo ready; trap 'exit 0' TERM; while :; \
+             do sleep 0.1; done\"]\nready = {{ log = \"^ready$\" }}\ndepends_on = [\"store\"]\n\n\
+             [stop]\nafter_ms = 500\nkill_after_ms = 3000\n\n[checks]\n\
+             allow_inconclusive = [\"no_leaked_tasks\", \"no_leaked_threads\"]\n",
+            p = pid_file.display()
+        ),
+    )
+    .unwrap();
+    let judged = judge_hostile(file.to_str().unwrap(), &["--backend", "local"], &[]);
+    assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
+    for instance in ["api", "store"] {
+        assert_eq!(
+            judged.outcome(&format!("{instance}/no_orphan_processes")),
+            "pass",
+            "{}",
+            judged.output
+        );
+    }
+}

@@ -85,3 +85,46 @@ fn a_target_without_a_ready_probe_is_never_called_ready() {
         judged.output
     );
 }
+
+/// Hostile: the daemon's main thread has called `pthread_exit` while a worker thread runs on,
+/// so its leader shows as a zombie in `/proc`. It is alive all the same, and an orphan.
+#[test]
+fn a_daemon_whose_main_thread_exited_is_still_an_orphan() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("daemon.c");
+    std::fs::write(
+        &source,
+        "#include <pthread.h>\n#include <unistd.h>\n\
+         static void *work(void *a) { (void)a; for (;;) sleep(1); return 0; }\n\
+         int main(void) { pthread_t t; pthread_create(&t, 0, work, 0); pthread_exit(0); }\n",
+    )
+    .unwrap();
+    let daemon = dir.path().join("daemon");
+    let built = std::process::Command::new("cc")
+        .args(["-pthread", "-o"])
+        .arg(&daemon)
+        .arg(&source)
+        .status()
+        .expect("cc, to build the hostile daemon");
+    assert!(built.success(), "cc failed: {built}");
+    let file = dir.path().join("zombie-leader.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"zombie-leader\"\n[target]\ncommand = [\"sh\", \"-c\", \"env -i setsid {} & \
+             echo ready; trap 'exit 0' TERM; while :; do sleep 0.1; done\"]\n\
+             ready = {{ log = \"^ready$\" }}\n[stop]\nafter_ms = 200\n[checks]\n\
+             allow_inconclusive = [\"no_leaked_tasks\", \"no_leaked_threads\"]\n",
+            daemon.display()
+        ),
+    )
+    .unwrap();
+    let judged = judge(file.to_str().unwrap());
+    assert_eq!(
+        judged.outcome("no_orphan_processes"),
+        "violation",
+        "{}",
+        judged.output
+    );
+    assert!(judged.output.contains("daemon"), "{}", judged.output);
+}

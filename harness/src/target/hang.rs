@@ -267,6 +267,8 @@ async fn run_hook(command: &str, pid: u32) -> HookRun {
     }
     let waited = tokio::time::timeout(HOOK_TIMEOUT, child.wait_with_output()).await;
     if let Some(pid) = group {
+        // What the hook left running is the harness's to stop, not the target's orphan.
+        crate::target::orphans::kill_group_members(pid).await;
         crate::process::forget_spawned(pid);
     }
     let (status, output) = match waited {

@@ -42,8 +42,10 @@ fn describe(pid: u32) -> Option<OrphanProcess> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace();
     let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None; // dead, only not reaped yet
+    // Dead, only not reaped yet; unless its main thread alone exited (`pthread_exit`) and
+    // others run on, which leaves the leader a zombie and the process alive.
+    if (state == "Z" || state == "X") && threads(pid) <= 1 {
+        return None;
     }
     let ppid = fields.next()?.parse().ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -54,6 +56,19 @@ fn describe(pid: u32) -> Option<OrphanProcess> {
         .collect::<Vec<_>>()
         .join(" ");
     Some(OrphanProcess { pid, ppid, command })
+}
+
+/// How many threads `pid` has (0 if it is gone).
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+/// The process group of `pid`.
+fn pgid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // Fields after the name: state, ppid, pgrp.
+    rest.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// Live processes carrying `QUIESCE_RUN_ID=run_id`.
@@ -72,9 +87,10 @@ fn marked(run_id: &str) -> Vec<OrphanProcess> {
     found
 }
 
-/// Live children of the harness it did not spawn: descendants of a target (or of a helper)
-/// re-parented to it, the subreaper, when their parent exited. Found whatever their
-/// environment and process group.
+/// Live children of the harness it did not spawn: descendants of a target re-parented to it,
+/// the subreaper, when their parent exited, that no run can claim: without any run's mark
+/// (a marked one is its own run's to find) and outside the process group of a process the
+/// harness spawned and still holds (a helper a running service started and still manages).
 fn reparented() -> Vec<OrphanProcess> {
     let me = std::process::id();
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -84,7 +100,15 @@ fn reparented() -> Vec<OrphanProcess> {
         .filter(|pid| *pid != me && !crate::process::is_spawned(*pid))
         .filter_map(describe)
         .filter(|o| o.ppid == me)
+        .filter(|o| !pgid(o.pid).is_some_and(crate::process::is_spawned))
+        .filter(|o| !environ_has_prefix(o.pid, b"QUIESCE_RUN_ID="))
         .collect()
+}
+
+fn environ_has_prefix(pid: u32, prefix: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|b| *b == 0).any(|var| var.starts_with(prefix)))
+        .unwrap_or(false)
 }
 
 /// The run's marked processes and the harness's re-parented ones.
