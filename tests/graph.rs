@@ -512,7 +512,23 @@ fn an_interim_answer_is_not_the_acknowledgement() {
 /// the drain; `ready-always-200` fails, the Kafka outage named.
 #[test]
 fn readiness_is_judged_on_the_service_that_serves_it() {
-    let file = scenario_dir().join("readiness.toml");
+    // The file and its worker in a temp folder, the API the test build's own.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        scenario_dir().join("service.py"),
+        dir.path().join("service.py"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(scenario_dir().join("readiness.toml")).unwrap();
+    let file = dir.path().join("readiness.toml");
+    std::fs::write(
+        &file,
+        text.replace(
+            "../../target/release/api-startup",
+            &workspace_bin("api-startup"),
+        ),
+    )
+    .unwrap();
     let judge = |variant: &str| {
         judge_hostile(
             file.to_str().unwrap(),

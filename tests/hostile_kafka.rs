@@ -7,14 +7,7 @@ use crate::util::*;
 
 /// The event pipeline's binary, beside the quiesce binary the tests run.
 fn event_pipeline() -> String {
-    let quiesce = std::path::Path::new(env!("CARGO_BIN_EXE_quiesce"));
-    let bin = quiesce.with_file_name("event-pipeline");
-    assert!(
-        bin.is_file(),
-        "{} is not built (hint: cargo build -p event-pipeline; scripts/test builds the workspace)",
-        bin.display()
-    );
-    bin.display().to_string()
+    workspace_bin("event-pipeline")
 }
 
 fn judge(file: &str) -> Judged {

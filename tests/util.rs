@@ -627,3 +627,16 @@ pub fn judge_hostile(file: &str, args: &[&str], env: &[(&str, &str)]) -> Judged 
         output,
     }
 }
+
+/// A binary of the workspace (a reference service), beside the quiesce binary the tests run:
+/// the build the test command made, not a release build that may or may not be there.
+pub fn workspace_bin(name: &str) -> String {
+    let quiesce = Path::new(env!("CARGO_BIN_EXE_quiesce"));
+    let bin = quiesce.with_file_name(name);
+    assert!(
+        bin.is_file(),
+        "{} is not built (hint: cargo build -p {name}; scripts/test builds the workspace)",
+        bin.display()
+    );
+    bin.display().to_string()
+}
