@@ -17,19 +17,27 @@ fn judge(env: &[(&str, &str)]) -> Judged {
     judge_hostile(file.to_str().unwrap(), &["--backend", "local"], env)
 }
 
-/// The graph scenario and its service, copied into a temp folder with `edit` applied to the
-/// scenario's text: its processes run there, so they can be found by that folder.
-fn graph_copy(edit: impl Fn(String) -> String) -> (tempfile::TempDir, PathBuf) {
+/// Scenario `file` of scenarios/graph and the `services` it runs, copied into a temp folder
+/// with `edit` applied to the scenario's text: its processes run there, so they can be found
+/// by that folder.
+fn copy_scenario(
+    file: &str,
+    services: &[&str],
+    edit: impl Fn(String) -> String,
+) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        scenario_dir().join("service.py"),
-        dir.path().join("service.py"),
-    )
-    .unwrap();
-    let text = std::fs::read_to_string(scenario_dir().join("graph.toml")).unwrap();
-    let file = dir.path().join("graph.toml");
-    std::fs::write(&file, edit(text)).unwrap();
-    (dir, file)
+    for service in services {
+        std::fs::copy(scenario_dir().join(service), dir.path().join(service)).unwrap();
+    }
+    let text = std::fs::read_to_string(scenario_dir().join(file)).unwrap();
+    let copy = dir.path().join(file);
+    std::fs::write(&copy, edit(text)).unwrap();
+    (dir, copy)
+}
+
+/// graph.toml and its service, copied (see [`copy_scenario`]).
+fn graph_copy(edit: impl Fn(String) -> String) -> (tempfile::TempDir, PathBuf) {
+    copy_scenario("graph.toml", &["service.py"], edit)
 }
 
 /// When `event` first happened, in ms since the graph started. Events of the same
@@ -513,22 +521,10 @@ fn an_interim_answer_is_not_the_acknowledgement() {
 #[test]
 fn readiness_is_judged_on_the_service_that_serves_it() {
     // The file and its worker in a temp folder, the API the test build's own.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        scenario_dir().join("service.py"),
-        dir.path().join("service.py"),
-    )
-    .unwrap();
-    let text = std::fs::read_to_string(scenario_dir().join("readiness.toml")).unwrap();
-    let file = dir.path().join("readiness.toml");
-    std::fs::write(
-        &file,
-        text.replace(
-            "../../target/release/api-startup",
-            &workspace_bin("api-startup"),
-        ),
-    )
-    .unwrap();
+    let api = workspace_bin("api-startup");
+    let (_dir, file) = copy_scenario("readiness.toml", &["service.py"], |text| {
+        text.replace("../../target/release/api-startup", &api)
+    });
     let judge = |variant: &str| {
         judge_hostile(
             file.to_str().unwrap(),
@@ -565,17 +561,9 @@ fn readiness_is_judged_on_the_service_that_serves_it() {
 /// orders is inside the API: `producer-first`.) The timeline shows the order.
 #[test]
 fn a_worker_stopped_before_the_api_loses_nothing_with_a_topic_between() {
-    let dir = tempfile::tempdir().unwrap();
-    for file in ["api.py", "chain.py"] {
-        std::fs::copy(scenario_dir().join(file), dir.path().join(file)).unwrap();
-    }
-    let text = std::fs::read_to_string(scenario_dir().join("ingress.toml")).unwrap();
-    let file = dir.path().join("ingress.toml");
-    std::fs::write(
-        &file,
-        text.replace("[stop]\n", "[stop]\norder = [\"worker\", \"api\"]\n"),
-    )
-    .unwrap();
+    let (_dir, file) = copy_scenario("ingress.toml", &["api.py", "chain.py"], |text| {
+        text.replace("[stop]\n", "[stop]\norder = [\"worker\", \"api\"]\n")
+    });
     let judged = judge_hostile(file.to_str().unwrap(), &["--backend", "local"], &[]);
     assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
     passed(&judged, &[]);

@@ -9,9 +9,9 @@ fn judge(file: &str) -> Judged {
     judge_hostile(file, &["--backend", "local"], &[])
 }
 
-#[test]
-fn a_child_left_in_the_process_group_without_the_run_mark_is_an_orphan() {
-    let judged = judge("lifecycle-group-child.toml");
+/// Runs `file` and asserts a violation with `no_orphan_processes` failed, naming `named`.
+fn orphan_named(file: &str, named: &str) {
+    let judged = judge(file);
     assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
     assert_eq!(
         judged.outcome("no_orphan_processes"),
@@ -19,27 +19,21 @@ fn a_child_left_in_the_process_group_without_the_run_mark_is_an_orphan() {
         "{}",
         judged.output
     );
-    assert!(judged.output.contains("sleep 300"), "{}", judged.output);
+    assert!(judged.output.contains(named), "{}", judged.output);
+}
+
+#[test]
+fn a_child_left_in_the_process_group_without_the_run_mark_is_an_orphan() {
+    orphan_named("lifecycle-group-child.toml", "sleep 300");
 }
 
 /// A daemon in a new session with an empty environment: out of the group, no mark. The
 /// harness inherits it (a subreaper) when the service exits, and finds it there.
 #[test]
 fn a_daemon_that_left_the_group_and_the_run_mark_is_an_orphan() {
-    let judged = judge("lifecycle-daemon.toml");
-    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
-    assert_eq!(
-        judged.outcome("no_orphan_processes"),
-        "violation",
-        "{}",
-        judged.output
-    );
-    assert!(
-        judged
-            .output
-            .contains("(re-parented to the harness): sleep 300"),
-        "{}",
-        judged.output
+    orphan_named(
+        "lifecycle-daemon.toml",
+        "(re-parented to the harness): sleep 300",
     );
 }
 
@@ -119,12 +113,5 @@ fn a_daemon_whose_main_thread_exited_is_still_an_orphan() {
         ),
     )
     .unwrap();
-    let judged = judge(file.to_str().unwrap());
-    assert_eq!(
-        judged.outcome("no_orphan_processes"),
-        "violation",
-        "{}",
-        judged.output
-    );
-    assert!(judged.output.contains("daemon"), "{}", judged.output);
+    orphan_named(file.to_str().unwrap(), "daemon");
 }

@@ -31,10 +31,20 @@ pub fn become_subreaper() -> std::io::Result<()> {
     Ok(())
 }
 
-fn environ_has(pid: u32, marker: &[u8]) -> bool {
+/// Whether a variable of `pid`'s environment (`NAME=value`) is one `wanted` takes.
+fn environ_any(pid: u32, wanted: impl Fn(&[u8]) -> bool) -> bool {
     std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|env| env.split(|b| *b == 0).any(|var| var == marker))
+        .map(|env| env.split(|b| *b == 0).any(wanted))
         .unwrap_or(false)
+}
+
+/// Every process's pid, from `/proc`.
+fn pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .collect()
 }
 
 fn describe(pid: u32) -> Option<OrphanProcess> {
@@ -75,12 +85,9 @@ fn pgid(pid: u32) -> Option<u32> {
 fn marked(run_id: &str) -> Vec<OrphanProcess> {
     let marker = format!("QUIESCE_RUN_ID={run_id}").into_bytes();
     let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut found: Vec<OrphanProcess> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me && environ_has(*pid, &marker))
+    let mut found: Vec<OrphanProcess> = pids()
+        .into_iter()
+        .filter(|pid| *pid != me && environ_any(*pid, |var| var == marker))
         .filter_map(describe)
         .collect();
     found.sort_by_key(|o| o.pid);
@@ -93,22 +100,14 @@ fn marked(run_id: &str) -> Vec<OrphanProcess> {
 /// harness spawned and still holds (a helper a running service started and still manages).
 fn reparented() -> Vec<OrphanProcess> {
     let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    pids()
+        .into_iter()
         .filter(|pid| *pid != me && !crate::process::is_spawned(*pid))
         .filter_map(describe)
         .filter(|o| o.ppid == me)
         .filter(|o| !pgid(o.pid).is_some_and(crate::process::is_spawned))
-        .filter(|o| !environ_has_prefix(o.pid, b"QUIESCE_RUN_ID="))
+        .filter(|o| !environ_any(o.pid, |var| var.starts_with(b"QUIESCE_RUN_ID=")))
         .collect()
-}
-
-fn environ_has_prefix(pid: u32, prefix: &[u8]) -> bool {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|env| env.split(|b| *b == 0).any(|var| var.starts_with(prefix)))
-        .unwrap_or(false)
 }
 
 /// The run's marked processes and the harness's re-parented ones.
@@ -125,18 +124,9 @@ fn left_behind(run_id: &str) -> Vec<OrphanProcess> {
 
 /// The processes in process group `pgid` other than its leader.
 fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != pgid)
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                let rest = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
-                // Fields after the name: state, ppid, pgrp.
-                rest.split_whitespace().nth(2) == Some(pgid.to_string().as_str())
-            })
-        })
+    pids()
+        .into_iter()
+        .filter(|pid| *pid != pgid && self::pgid(*pid) == Some(pgid))
         .collect()
 }
 
