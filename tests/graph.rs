@@ -230,13 +230,18 @@ fn passed(judged: &Judged, more: &[&str]) {
     }
 }
 
-fn chain(bug: &str) -> Judged {
-    let file = scenario_dir().join("chain.toml");
+/// Scenario `file` of scenarios/graph, its `chain.py` services given `CHAIN_BUG=bug`.
+fn chain_py(file: &str, bug: &str) -> Judged {
+    let file = scenario_dir().join(file);
     judge_hostile(
         file.to_str().unwrap(),
         &["--backend", "local"],
         &[("CHAIN_BUG", bug)],
     )
+}
+
+fn chain(bug: &str) -> Judged {
+    chain_py("chain.toml", bug)
 }
 
 /// VARIANTS.md, `chain.toml` `correct`: every order of the chain processed once end to end,
@@ -283,6 +288,166 @@ fn an_intake_that_never_flushes_loses_orders_and_is_named() {
         judged
             .output
             .contains("group `chain-intake` on `orders`: committed offsets disagree"),
+        "{}",
+        judged.output
+    );
+}
+
+fn store(bug: &str) -> Judged {
+    chain_py("store.toml", bug)
+}
+
+/// VARIANTS.md, `store.toml` `correct`: the worker and its store start together (no
+/// `depends_on`); the worker waits for the store, which it finds by `{port:store}`, before
+/// it consumes, at the first start and at the restart alike.
+#[test]
+fn a_worker_that_waits_for_its_store_loses_nothing_when_started_beside_it() {
+    let judged = store("");
+    assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
+    passed(&judged, &[]);
+    // Both started at once, twice: nothing in the file held the worker back.
+    let starts = |service: &str| {
+        let first = format!("`{service}` starting");
+        let again = format!("restart: {first}");
+        (judged.timeline.iter())
+            .filter(|(_, e)| *e == first || *e == again)
+            .count()
+    };
+    assert_eq!(
+        (starts("store"), starts("worker")),
+        (2, 2),
+        "{}",
+        judged.output
+    );
+}
+
+/// `worker-no-wait`: the worker consumes as soon as it starts; at the restart its store is
+/// still loading, and the orders it refuses are skipped and committed: lost end to end.
+#[test]
+fn a_worker_that_consumes_before_its_store_is_ready_loses_orders() {
+    let judged = store("worker-no-wait");
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    assert_eq!(
+        judged.outcome("no_message_loss"),
+        "violation",
+        "{}",
+        judged.output
+    );
+    for instance in ["store", "worker"] {
+        for check in ["starts_within", "stops_within", "exit_code"] {
+            let check = format!("{instance}/{check}");
+            assert_eq!(judged.outcome(&check), "pass", "{check}\n{}", judged.output);
+        }
+    }
+}
+
+/// graph.toml with its workers restarted 200 ms after the graph is ready, run for `run_ms`.
+fn restarted(bug: &str, run_ms: u64) -> Judged {
+    let (_dir, file) = graph_copy(|text| {
+        text.replace(
+            "[stop]\n",
+            "[[faults]]\nat_ms = 200\naction = \"restart\"\nservice = \"worker\"\n\n[stop]\n",
+        )
+        .replace("after_ms = 500", &format!("after_ms = {run_ms}"))
+    });
+    judge_hostile(
+        file.to_str().unwrap(),
+        &["--backend", "local"],
+        &[("GRAPH_BUG", bug)],
+    )
+}
+
+/// `restart` of one service: each worker stopped with its own signal while the rest run, and
+/// started again once it has exited (`worker#1@2`); both incarnations judged, the new ones
+/// stopped in the graph's order.
+#[test]
+fn a_restart_replaces_each_instance_once_it_has_exited() {
+    let judged = restarted("", 3_000);
+    assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
+    for worker in ["worker#1", "worker#2"] {
+        let sent = at(
+            &judged,
+            &format!("`{worker}`: SIGTERM from the fault schedule's restart"),
+        );
+        let replaced = at(
+            &judged,
+            &format!("`{worker}` exited: `{worker}@2` starting in its place"),
+        );
+        assert!(sent <= replaced, "{}", judged.output);
+        assert!(
+            replaced <= at(&judged, "stopping `api`"),
+            "{}",
+            judged.output
+        );
+        for (instance, check) in [
+            (worker.to_owned(), "stops_within"),
+            (worker.to_owned(), "exit_code"),
+            (format!("{worker}@2"), "starts_within"),
+            (format!("{worker}@2"), "stops_within"),
+        ] {
+            let name = format!("{instance}/{check}");
+            assert_eq!(judged.outcome(&name), "pass", "{name}\n{}", judged.output);
+        }
+    }
+    // The replacements are stopped in the graph's order: after the API, before the store.
+    let workers = at(&judged, "stopping `worker`");
+    assert!(
+        at(&judged, "stopping `api`") <= workers,
+        "{}",
+        judged.output
+    );
+    assert!(
+        workers <= at(&judged, "stopping `store`"),
+        "{}",
+        judged.output
+    );
+}
+
+/// `stubborn-worker` restarted: a worker that ignores SIGTERM fails its stop at the restart,
+/// killed at `kill_after_ms`, and its replacement starts only after the kill.
+#[test]
+fn a_restart_of_a_service_that_ignores_sigterm_fails_its_stop() {
+    // Long enough for the kill (kill_after_ms = 3000) and the replacement's start.
+    let judged = restarted("stubborn-worker", 6_000);
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    for worker in ["worker#1", "worker#2"] {
+        let name = format!("{worker}/stops_within");
+        assert_eq!(judged.outcome(&name), "violation", "{}", judged.output);
+        let sent = at(
+            &judged,
+            &format!("`{worker}`: SIGTERM from the fault schedule's restart"),
+        );
+        let replaced = at(
+            &judged,
+            &format!("`{worker}` exited: `{worker}@2` starting in its place"),
+        );
+        // kill_after_ms is 3000: the replacement waited for the kill.
+        assert!(replaced >= sent + 2_900, "{}", judged.output);
+    }
+    assert_eq!(
+        judged.outcome("store/stops_within"),
+        "pass",
+        "{}",
+        judged.output
+    );
+}
+
+/// chain.toml with its worker restarted mid-stream (a deploy of one service): the group
+/// rebalances twice while the intake runs on; the orders are judged end to end as ever.
+#[test]
+fn a_worker_restarted_mid_stream_loses_and_repeats_nothing() {
+    let (_dir, file) = copy_scenario("chain.toml", &["chain.py"], |text| {
+        text.replace(
+            "[stop]\n",
+            "[[faults]]\nat_ms = 3000\naction = \"restart\"\nservice = \"worker\"\n\n[stop]\n",
+        )
+    });
+    let judged = judge_hostile(file.to_str().unwrap(), &["--backend", "local"], &[]);
+    assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
+    passed(&judged, &["worker/stops_within", "worker@2/starts_within"]);
+    let replaced = at(&judged, "`worker` exited: `worker@2` starting in its place");
+    assert!(
+        replaced <= at(&judged, "stopping `intake`"),
         "{}",
         judged.output
     );

@@ -5,7 +5,11 @@ contract, its settings from its command line and environment.
       consumes IN_TOPIC as GROUP, accepts each order (same key, same value) into MID_TOPIC,
       commits what it has handed on
   python3 chain.py worker BOOTSTRAP MID_TOPIC OUT_TOPIC GROUP
-      consumes MID_TOPIC as GROUP, writes each processed order to OUT_TOPIC under the same key
+      consumes MID_TOPIC as GROUP, writes each processed order to OUT_TOPIC under the same key;
+      with ORDERS_STORE set (an http:// URL), stores each order there first
+  python3 chain.py store PORT
+      the order store: an HTTP server on 127.0.0.1:PORT that loads for STORE_LOAD_MS (5000)
+      before it answers /ready and takes writes (PUT /orders/KEY), 503 until then
 
 Each creates the topic between them if it is not there yet, so either may start first. On
 SIGTERM or SIGINT each stops taking input, flushes its producer, commits, and stops its
@@ -17,12 +21,21 @@ clients. CHAIN_BUG makes one of them wrong:
   intake-no-flush   commits what it consumed but never waits for its producer on the way out
                     (the lifespan's shutdown forgets `await producer.flush()`): orders it
                     accepted and committed can die in its send buffer
+
+  worker-no-wait    the worker consumes as soon as it starts, without waiting for its store to
+                    be ready; an order the store refuses is logged and skipped, as an
+                    `except Exception: log` does, and committed with the rest
 """
 
 import asyncio
+import http.server
 import os
 import signal
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 
 CACHE = os.environ.get("QUIESCE_CACHE") or os.path.join(
     os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "quiesce"
@@ -49,11 +62,104 @@ async def ensure_topic(bootstrap, topic):
         await admin.close()
 
 
+def store(port):
+    """The order store: refuses everything while it loads, then keeps what it is given."""
+    loaded_at = time.monotonic() + int(os.environ.get("STORE_LOAD_MS", "5000")) / 1000
+    orders = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self, status):
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self):
+            if self.path != "/ready":
+                return self.answer(404)
+            self.answer(200 if time.monotonic() >= loaded_at else 503)
+
+        def do_PUT(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if not self.path.startswith("/orders/"):
+                return self.answer(404)
+            if time.monotonic() < loaded_at:
+                return self.answer(503)
+            orders[self.path[len("/orders/"):]] = body
+            self.answer(204)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), Handler)
+    stopped = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopped.set())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print("store loading", flush=True)
+    while not stopped.wait(0.1):
+        pass
+    server.shutdown()
+    server.server_close()
+    print(f"store stopped with {len(orders)} orders", flush=True)
+
+
+def put(url, key, value):
+    """Stores one order: raises unless the store took it."""
+    request = urllib.request.Request(f"{url}/orders/{key}", data=value, method="PUT")
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        answer.read()
+
+
+async def store_ready(url, stop):
+    """Waits, as long as it takes or until the stop, for the store to answer /ready."""
+    loop = asyncio.get_running_loop()
+
+    def ready():
+        try:
+            with urllib.request.urlopen(f"{url}/ready", timeout=2) as answer:
+                return answer.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+    while not stop.is_set():
+        if await loop.run_in_executor(None, ready):
+            return True
+        try:
+            await asyncio.wait_for(stop.wait(), 0.2)
+        except asyncio.TimeoutError:
+            pass
+    return False
+
+
+async def store_order(url, record, bug, stop):
+    """Stores one order: True once stored; False for one the buggy worker skipped; None when
+    the stop came before the store took it (not done: not committed)."""
+    loop = asyncio.get_running_loop()
+    key = record.key.decode()
+    while True:
+        try:
+            await loop.run_in_executor(None, put, url, key, record.value)
+            return True
+        except (OSError, urllib.error.URLError) as e:
+            if bug == "worker-no-wait":
+                print(f"worker: order {key} not stored ({e}): skipped", flush=True)
+                return False
+        try:
+            await asyncio.wait_for(stop.wait(), 0.2)
+            return None
+        except asyncio.TimeoutError:
+            pass
+
+
 async def main(role, bootstrap, source, sink, group, bug):
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    orders_store = os.environ.get("ORDERS_STORE") if role == "worker" else None
+    if orders_store and bug != "worker-no-wait" and not await store_ready(orders_store, stop):
+        print(f"{role} stopped before its store was ready", flush=True)
+        return
 
     middle = sink if role == "intake" else source
     if not (role == "worker" and bug == "worker-assumes-topic"):
@@ -94,8 +200,14 @@ async def main(role, bootstrap, source, sink, group, bug):
         sent = []
         for tp, records in getter.result().items():
             for record in records:
-                sent.append(await producer.send(sink, key=record.key, value=record.value))
+                kept = True
+                if orders_store:
+                    kept = await store_order(orders_store, record, bug, stop)
+                    if kept is None:
+                        break
                 positions[tp] = record.offset + 1
+                if kept:
+                    sent.append(await producer.send(sink, key=record.key, value=record.value))
         if role == "intake" and bug == "intake-no-flush":
             # Committed as soon as handed to the producer, delivered or not.
             if positions:
@@ -115,9 +227,12 @@ async def main(role, bootstrap, source, sink, group, bug):
     print(f"{role} stopped", flush=True)
 
 
-role = sys.argv[1]
+role = sys.argv[1] if len(sys.argv) > 1 else ""
+if role == "store" and len(sys.argv) == 3:
+    store(sys.argv[2])
+    sys.exit(0)
 if role not in ("intake", "worker") or len(sys.argv) != 6:
-    print("usage: chain.py intake|worker BOOTSTRAP SOURCE SINK GROUP", file=sys.stderr)
+    print("usage: chain.py intake|worker BOOTSTRAP SOURCE SINK GROUP | store PORT", file=sys.stderr)
     sys.exit(2)
 loop = asyncio.new_event_loop()
 loop.run_until_complete(main(*sys.argv[1:], os.environ.get("CHAIN_BUG", "")))

@@ -86,11 +86,20 @@ pub(super) async fn explore_scenario(args: ExploreArgs) -> Result<i32, CliError>
         options.actions = actions;
     }
     let graph = matches!(scenario.target, crate::scenario::Target::Services(_));
-    if graph && options.actions == [crate::scenario::Action::Signal] {
+    use crate::scenario::Action;
+    let to_services = |a: &Action| matches!(a, Action::Signal | Action::Restart);
+    if graph && options.actions.iter().all(to_services) {
         return Err(bad(
             "--actions",
-            "`signal` alone: a graph's signal goes to a named service, which explore does not \
+            "`signal` and `restart` alone: they go to a named service, which explore does not \
              draw (yet); give proxy or dependency actions"
+                .to_owned(),
+        ));
+    }
+    if !graph && options.actions == [Action::Restart] {
+        return Err(bad(
+            "--actions",
+            "`restart` restarts a service of a graph ([[services]]); this scenario has none"
                 .to_owned(),
         ));
     }

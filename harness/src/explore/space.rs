@@ -66,7 +66,8 @@ impl Space {
             actions: actions
                 .iter()
                 .copied()
-                .filter(|a| !(services && *a == Action::Signal))
+                // A restart names a service: not a move of this space (yet).
+                .filter(|a| !(services && *a == Action::Signal) && *a != Action::Restart)
                 .collect(),
             dependencies,
             primary: !graph && scenario.redis.as_ref().is_some_and(|r| r.standby),

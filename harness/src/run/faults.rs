@@ -247,10 +247,22 @@ async fn act(
                 .send(crate::target::Scheduled {
                     service: step.service.clone(),
                     signal,
+                    restart: false,
+                    own_signal: false,
                 })
                 .map_err(|_| "the target is gone".to_owned()),
             None => Err("no signal named".to_owned()),
         },
+        // The graph's runner stops and starts the service's instances.
+        (Action::Restart, _) => reach
+            .signals
+            .send(crate::target::Scheduled {
+                service: step.service.clone(),
+                signal: step.signal.unwrap_or_default(),
+                restart: true,
+                own_signal: step.signal.is_none(),
+            })
+            .map_err(|_| "the target is gone".to_owned()),
         (_, None) => Err("no dependency named".to_owned()),
         (action, Some(dependency)) => match (action.lifecycle(), &reach.infra) {
             (Some(lifecycle), Some(infra)) => {

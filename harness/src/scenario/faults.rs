@@ -8,12 +8,12 @@
 //! at_ms = 1000             # this long after it
 //! action = "latency"       # proxy:      down | up | latency | timeout | reset_peer | bandwidth | clear
 //!                          # dependency: stop | start | kill | pause | resume
-//!                          # target:     signal
-//! dependency = "redis"     # every action but signal
+//!                          # target:     signal; a graph's service: signal | restart
+//! dependency = "redis"     # every action but signal and restart
 //! instance = "primary"     # all (default): every client; primary: the target alone
 //! latency_ms = 1500        # latency: latency_ms, jitter_ms; timeout, reset_peer: timeout_ms;
 //!                          # bandwidth: rate_kb; signal: signal = "term" | "int" | "kill"
-//! service = "worker"       # signal, in a graph ([[services]]): the service it goes to
+//! service = "worker"       # signal, restart, in a graph ([[services]]): the service
 //! every_ms = 600000        # optional: played again this long after each time (not signal)
 //! times = 6                # optional, with every_ms: at most this many times in all
 //! ```
@@ -26,6 +26,10 @@
 //! own, and `stops_within` counts from it. One sent after the stop (a second SIGTERM, a
 //! SIGKILL during the drain) is delivered as it is. A dependency stopped, killed or paused by
 //! the schedule is started or resumed when the run ends.
+//!
+//! `restart`, in a graph, stops every running instance of the service (with `signal`, else
+//! its own stop signal, killed at its `kill_after_ms`) and starts each again once it has
+//! exited, while the rest of the graph runs on: a deploy of one service.
 //!
 //! `instance = "primary"` puts a proxy of its own between the target and the dependency's
 //! proxy, so the target alone is partitioned while its standby (and the harness) still reach
@@ -97,11 +101,13 @@ pub enum Action {
     Resume,
     /// `signal` to the target.
     Signal,
+    /// A graph's service stopped and started again, instance by instance.
+    Restart,
 }
 
 impl Action {
     /// Every action, in the order a scenario file's comment lists them.
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Action::Down,
         Action::Up,
         Action::Latency,
@@ -115,6 +121,7 @@ impl Action {
         Action::Pause,
         Action::Resume,
         Action::Signal,
+        Action::Restart,
     ];
 
     /// The name a scenario file gives it.
@@ -133,6 +140,7 @@ impl Action {
             Action::Pause => "pause",
             Action::Resume => "resume",
             Action::Signal => "signal",
+            Action::Restart => "restart",
         }
     }
 
@@ -170,11 +178,11 @@ pub struct FaultStep {
     /// Every action's but `signal`'s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dependency: Option<DependencyKind>,
-    /// `signal`'s.
+    /// `signal`'s; `restart`'s, if not the service's own stop signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<StopSignal>,
-    /// `signal`'s, in a graph (`[[services]]`): the service whose every running instance it
-    /// goes to, while the rest of the graph runs on.
+    /// `signal`'s and `restart`'s, in a graph (`[[services]]`): the service whose every
+    /// running instance it goes to, while the rest of the graph runs on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     #[serde(default)]
@@ -219,6 +227,13 @@ impl FaultStep {
     /// In words, for the timeline: `latency 1500 ms on redis (primary)`.
     pub fn describe(&self) -> String {
         let what = match self.action {
+            Action::Restart => {
+                let service = self.service.as_deref().unwrap_or("?");
+                return match self.signal {
+                    Some(signal) => format!("restart of service `{service}` ({signal})"),
+                    None => format!("restart of service `{service}`"),
+                };
+            }
             Action::Signal => {
                 let to = match &self.service {
                     Some(service) => format!("service `{service}`"),
@@ -273,6 +288,7 @@ impl FaultStep {
             Action::Timeout | Action::ResetPeer => (&["dependency"], &["dependency", "timeout_ms"]),
             Action::Bandwidth => (&["dependency", "rate_kb"], &["dependency", "rate_kb"]),
             Action::Signal => (&["signal"], &["signal"]),
+            Action::Restart => (&[], &["signal"]),
             _ => (&["dependency"], &["dependency"]),
         };
         let action = self.action;
@@ -306,10 +322,27 @@ impl FaultStep {
                  `instance = \"primary\"` is for proxy actions"
             ));
         }
-        if self.service.is_some() && self.action != Action::Signal {
+        let to_service = matches!(self.action, Action::Signal | Action::Restart);
+        if self.service.is_some() && !to_service {
             return Err(format!(
                 "`service` names where a signal goes: `{action}` acts on a dependency"
             ));
+        }
+        if self.action == Action::Restart && self.service.is_none() {
+            return Err(
+                "`restart` needs `service`: it restarts a service of a graph ([[services]])"
+                    .to_owned(),
+            );
+        }
+        if self.action == Action::Restart && self.after != Point::Ready {
+            return Err(format!(
+                "a restart is timed from `ready`: one from `{}` would meet the graph starting \
+                 or stopping",
+                self.after
+            ));
+        }
+        if self.instance == Instance::Primary && self.action == Action::Restart {
+            return Err("`restart` goes to a service: it has no `instance`".to_owned());
         }
         if self.instance == Instance::Primary && self.action == Action::Signal {
             return Err("`signal` goes to the target: it has no `instance`".to_owned());
@@ -389,5 +422,22 @@ mod tests {
         assert!(e.contains("`times = 0`"), "{e}");
         let e = step("action = \"signal\"\nsignal = \"term\"\nevery_ms = 1000").unwrap_err();
         assert!(e.contains("not repeated"), "{e}");
+    }
+
+    #[test]
+    fn a_restart_names_its_service_and_is_timed_from_ready() {
+        let s = step("action = \"restart\"\nservice = \"worker\"\nevery_ms = 60000").unwrap();
+        assert_eq!(s.describe(), "restart of service `worker`");
+        let s = step("action = \"restart\"\nservice = \"api\"\nsignal = \"int\"").unwrap();
+        assert_eq!(s.describe(), "restart of service `api` (SIGINT)");
+        let e = step("action = \"restart\"").unwrap_err();
+        assert!(e.contains("`restart` needs `service`"), "{e}");
+        let e = step("action = \"restart\"\nservice = \"w\"\nafter = \"stop\"").unwrap_err();
+        assert!(e.contains("timed from `ready`"), "{e}");
+        let e = step("action = \"restart\"\nservice = \"w\"\ndependency = \"redis\"").unwrap_err();
+        assert!(
+            e.contains("`dependency` is not a setting of `restart`"),
+            "{e}"
+        );
     }
 }

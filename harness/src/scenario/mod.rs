@@ -332,6 +332,7 @@ impl Scenario {
             let name = match &e {
                 template::TemplateError::Unknown(name)
                 | template::TemplateError::NeedsTable { name, .. } => format!("{{{name}}}"),
+                template::TemplateError::NoService(name) => format!("{{port:{name}}}"),
                 template::TemplateError::Unbalanced => value.clone(),
             };
             let (line, column) = template::line_of(text, &name)
@@ -1071,6 +1072,17 @@ mod tests {
             (
                 two.replace("{port}", "{prot}"),
                 "[[services]] `b` command[1]: unknown placeholder `{prot}`",
+            ),
+            (
+                two.replace("{port}", "{port:c}"),
+                "[[services]] `b` command[1]: placeholder `{port:c}` is the port of a \
+                 [[services]] entry, and there is none named `c`",
+            ),
+            (
+                "[target]\ncommand = [\"x\"]\n[[faults]]\naction = \"restart\"\nservice = \"x\"\n"
+                    .to_owned(),
+                "[[faults]] step 1: `service` names a [[services]] entry: this scenario has one \
+                 target",
             ),
             (
                 format!("{two}[redis]\n"),

@@ -132,6 +132,8 @@ pub enum TemplateError {
     NeedsTable { name: String, table: &'static str },
     /// A `{` without its `}`, or a lone `}`.
     Unbalanced,
+    /// `{port:NAME}` names no service of the graph.
+    NoService(String),
 }
 
 impl std::fmt::Display for TemplateError {
@@ -163,6 +165,11 @@ impl std::fmt::Display for TemplateError {
             TemplateError::Unbalanced => f.write_str(
                 "a `{` without its `}` (or a lone `}`): write `{{` and `}}` for literal braces",
             ),
+            TemplateError::NoService(name) => write!(
+                f,
+                "placeholder `{{port:{name}}}` is the port of a [[services]] entry, and there is \
+                 none named `{name}`"
+            ),
         }
     }
 }
@@ -187,7 +194,8 @@ fn pieces(text: &str) -> Result<Vec<(bool, String)>, TemplateError> {
                 loop {
                     match chars.next() {
                         Some('}') => break,
-                        Some(c) if c.is_ascii_alphanumeric() || c == '_' => name.push(c),
+                        // `{port:api-gw}`: a service's name after the colon.
+                        Some(c) if c.is_ascii_alphanumeric() || "_:-".contains(c) => name.push(c),
                         _ => return Err(TemplateError::Unbalanced),
                     }
                 }
@@ -202,10 +210,26 @@ fn pieces(text: &str) -> Result<Vec<(bool, String)>, TemplateError> {
     Ok(out)
 }
 
-/// Checks every placeholder of `text` against the tables the scenario has (`kafka`, `redis`).
+/// The variable that holds the port of service `name`'s first instance, in a graph: what
+/// `{port:NAME}` stands for.
+pub fn port_variable(name: &str) -> String {
+    format!(
+        "QUIESCE_PORT_{}",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// Checks every placeholder of `text` against the tables the scenario has (`kafka`, `redis`,
+/// and `service:NAME` for each service of a graph).
 pub fn check(text: &str, tables: &[&str]) -> Result<(), TemplateError> {
     for (is_name, name) in pieces(text)? {
         if !is_name {
+            continue;
+        }
+        if let Some(service) = name.strip_prefix("port:") {
+            if !tables.contains(&format!("service:{service}").as_str()) {
+                return Err(TemplateError::NoService(service.to_owned()));
+            }
             continue;
         }
         let Some(known) = PLACEHOLDERS.iter().find(|p| p.name == name) else {
@@ -357,6 +381,11 @@ mod tests {
         for bad in ["{kafka", "kafka}", "{a b}"] {
             assert_eq!(check(bad, &[]), Err(TemplateError::Unbalanced), "{bad}");
         }
+        assert_eq!(check("{port:api-gw}", &["service:api-gw"]), Ok(()));
+        assert_eq!(
+            check("{port:store}", &["service:api"]),
+            Err(TemplateError::NoService("store".into()))
+        );
         let message = TemplateError::Unknown("kafak".into()).to_string();
         assert!(
             message.starts_with("unknown placeholder `{kafak}` (known: {kafka},"),
@@ -380,14 +409,18 @@ pub fn check_target(scenario: &super::Scenario) -> Result<(), (String, String, T
     };
     let mut tables = Vec::new();
     if scenario.kafka.is_some() {
-        tables.push("kafka");
+        tables.push("kafka".to_owned());
     }
     if let Some(redis) = &scenario.redis {
-        tables.push("redis");
+        tables.push("redis".to_owned());
         if redis.job_log.is_some() {
-            tables.push("redis.job_log");
+            tables.push("redis.job_log".to_owned());
         }
     }
+    if let super::Target::Services(graph) = &scenario.target {
+        tables.extend(graph.services.iter().map(|s| format!("service:{}", s.name)));
+    }
+    let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
     for (table, target) in &targets {
         let places = target
             .command
@@ -443,12 +476,20 @@ pub fn command_and_env(
     let mut variables = run.to_vec();
     variables.extend(derived_env(run));
     let values = values(&variables);
-    let command = target.command.iter().map(|a| fill(a, &values)).collect();
+    // `{port:store}`: another service's port, from the variable the graph gives it.
+    let value = |name: &str| {
+        values.get(name).cloned().or_else(|| {
+            let variable = port_variable(name.strip_prefix("port:")?);
+            let (_, v) = variables.iter().rev().find(|(k, _)| *k == variable)?;
+            Some(v.clone())
+        })
+    };
+    let command = target.command.iter().map(|a| fill_by(a, value)).collect();
     let env = target
         .env
         .iter()
-        .map(|(k, v)| (k.clone(), fill(v, &values)))
-        .chain(variables)
+        .map(|(k, v)| (k.clone(), fill_by(v, value)))
+        .chain(variables.iter().cloned())
         .collect();
     (command, env)
 }

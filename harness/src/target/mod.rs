@@ -124,6 +124,10 @@ type ScheduledSignals = Option<tokio::sync::mpsc::UnboundedReceiver<Scheduled>>;
 pub struct Scheduled {
     pub service: Option<String>,
     pub signal: crate::scenario::StopSignal,
+    /// A graph's service to be started again once each instance has exited (`restart`);
+    /// `signal` is then its stop, unless `own_signal` says to use the service's own.
+    pub restart: bool,
+    pub own_signal: bool,
 }
 
 /// The next signal the schedule sends; never, without a schedule or once it is done.

@@ -52,15 +52,20 @@ pub struct InstanceRun {
     /// `api`, or `worker#2` for the second of several replicas.
     pub name: String,
     pub out_dir: PathBuf,
+    /// 1 for the instance the graph started; 2 for the one a `restart` started in its place
+    /// (`worker#1@2`), and so on.
+    pub incarnation: u32,
     pub run: Result<TargetRun, String>,
 }
 
-/// An instance: what does not change while the graph runs.
+/// An instance: what does not change while it runs.
+#[derive(Clone)]
 struct Instance {
     service: usize,
     name: String,
     run_id: String,
     replica: u32,
+    incarnation: u32,
     out_dir: PathBuf,
     probe_file: PathBuf,
     port: u16,
@@ -79,6 +84,8 @@ struct State {
     done: Option<std::io::Result<TargetRun>>,
     /// Why it was never started.
     blocked: Option<String>,
+    /// A `restart` stopped it: once it has exited, another takes its place.
+    restarting: bool,
 }
 
 enum Event {
@@ -115,7 +122,6 @@ pub async fn run_services(
     let mut driver = Driver {
         graph,
         ctx: &ctx,
-        instances: &instances,
         state: instances.iter().map(|_| State::default()).collect(),
         events: FuturesUnordered::new(),
         relay: watch::channel(SignalEvent::Interrupt).0,
@@ -126,6 +132,17 @@ pub async fn run_services(
         interrupted: false,
         schedule: None,
         stop_began: None,
+        ports: graph
+            .services
+            .iter()
+            .enumerate()
+            .filter_map(|(s, spec)| {
+                let first = instances.iter().find(|i| i.service == s)?;
+                let variable = crate::scenario::template::port_variable(&spec.name);
+                Some((variable, first.port.to_string()))
+            })
+            .collect(),
+        instances,
         hooks,
     };
     driver.schedule = driver.hooks.signals.take();
@@ -136,6 +153,7 @@ pub async fn run_services(
     }
     driver.stop_all(signals).await;
     let Driver {
+        instances,
         state,
         mut notes,
         interrupted,
@@ -165,6 +183,7 @@ pub async fn run_services(
             service: instance.service,
             name: instance.name.clone(),
             out_dir: instance.out_dir.clone(),
+            incarnation: instance.incarnation,
             run,
         });
     }
@@ -214,7 +233,7 @@ fn whole(
             false => stop.signal,
         },
         trigger: "the graph's stop order".to_owned(),
-        stopped_after: stopped_after(&runs),
+        stopped_after: stopped_after(&runs, stop_began),
         killed_by_harness: runs.iter().any(|r| r.killed_by_harness),
         exit: None,
         orphans,
@@ -236,7 +255,9 @@ fn ready(started: Instant, instances: &[InstanceRun], interrupted: bool) -> Read
         return ReadyState::Interrupted;
     }
     let mut last = Duration::ZERO;
-    for observed in instances.iter().filter_map(|i| i.run.as_ref().ok()) {
+    // An instance a restart started came after the graph was ready.
+    let first = instances.iter().filter(|i| i.incarnation == 1);
+    for observed in first.filter_map(|i| i.run.as_ref().ok()) {
         match &observed.ready {
             ReadyState::Ready { after } => {
                 let at = observed.started_at.saturating_duration_since(started) + *after;
@@ -248,13 +269,17 @@ fn ready(started: Instant, instances: &[InstanceRun], interrupted: bool) -> Read
     ReadyState::Ready { after: last }
 }
 
-/// From the first stop signal sent to the last instance gone, when every instance went by
-/// itself after its signal.
-fn stopped_after(runs: &[&TargetRun]) -> Option<Duration> {
+/// From the first stop signal of the graph's stop sent to the last instance gone, when every
+/// instance went by itself after its signal. An instance the fault schedule stopped before
+/// (signalled, restarted) is not part of the graph's stop.
+fn stopped_after(runs: &[&TargetRun], stop_began: Option<Instant>) -> Option<Duration> {
     let mut first: Option<Instant> = None;
     let mut last: Option<Instant> = None;
     for run in runs {
         let sent = run.started_at + run.stop_sent_at?;
+        if stop_began.is_some_and(|began| sent < began) {
+            continue;
+        }
         let gone = sent + run.stopped_after?;
         first = Some(first.map_or(sent, |f| f.min(sent)));
         last = Some(last.map_or(gone, |l| l.max(gone)));
@@ -313,6 +338,7 @@ fn instances(
                 run_id: format!("{}.{}.{}", ctx.run_id, spec.name, replica + 1),
                 name,
                 replica,
+                incarnation: 1,
                 out_dir,
                 probe_file,
                 port,
@@ -324,11 +350,35 @@ fn instances(
     Ok(instances)
 }
 
+impl Instance {
+    /// The instance a `restart` starts in this one's place: the same replica, port and stop,
+    /// its own name (`worker#1@2`), run id and folder.
+    fn next(&self, ctx: &ServicesContext<'_>) -> std::io::Result<Instance> {
+        let incarnation = self.incarnation + 1;
+        let base = self.name.split('@').next().unwrap_or(&self.name);
+        let name = format!("{base}@{incarnation}");
+        let out_dir = ctx.out_dir.join(name.replace('#', "-"));
+        std::fs::create_dir_all(&out_dir)?;
+        let probe_file = out_dir.join("probe.json");
+        let _ = std::fs::remove_file(&probe_file);
+        let run_id = self.run_id.split('@').next().unwrap_or(&self.run_id);
+        Ok(Instance {
+            run_id: format!("{run_id}@{incarnation}"),
+            name,
+            incarnation,
+            out_dir,
+            probe_file,
+            ..self.clone()
+        })
+    }
+}
+
 /// The graph's moving parts while it runs.
 struct Driver<'g, 'c> {
     graph: &'g ServiceGraph,
     ctx: &'g ServicesContext<'c>,
-    instances: &'g [Instance],
+    /// Every instance started or to start, in the graph's order, then those restarts added.
+    instances: Vec<Instance>,
     state: Vec<State>,
     events: FuturesUnordered<LocalBoxFuture<'g, Event>>,
     /// Ctrl-C, passed on to every instance.
@@ -341,13 +391,16 @@ struct Driver<'g, 'c> {
     schedule: super::ScheduledSignals,
     /// When the graph's stop began: its first service asked to stop, or Ctrl-C.
     stop_began: Option<Instant>,
+    /// Each service's first instance's port (`QUIESCE_PORT_STORE`, `{port:store}`): how the
+    /// services of a graph find one another.
+    ports: Vec<(String, String)>,
 }
 
 impl<'g> Driver<'g, '_> {
     /// The instances of service `s`, by index.
-    fn of(&self, s: usize) -> impl Iterator<Item = usize> + 'g {
-        let instances = self.instances;
-        (0..instances.len()).filter(move |&k| instances[k].service == s)
+    fn of(&self, s: usize) -> impl Iterator<Item = usize> + use<'g> {
+        let services: Vec<usize> = self.instances.iter().map(|i| i.service).collect();
+        (0..services.len()).filter(move |&k| services[k] == s)
     }
 
     fn all_ready(&self) -> bool {
@@ -511,6 +564,9 @@ impl<'g> Driver<'g, '_> {
                     self.notes.note(format!("`{name}` could not be run: {e}"));
                 }
                 self.state[k].done = Some(*run);
+                if self.state[k].restarting {
+                    self.replace(k);
+                }
                 true
             }
         }
@@ -525,25 +581,62 @@ impl<'g> Driver<'g, '_> {
                 .note(format!("fault schedule: no service `{name}` to signal"));
             return;
         };
+        let what = match scheduled.restart {
+            true => "restart",
+            false => "signal",
+        };
         for k in self.of(s).collect::<Vec<_>>() {
-            let state = &self.state[k];
-            let running = state.started && state.done.is_none();
+            let signal = match scheduled.own_signal {
+                true => self.instances[k].plan.signal,
+                false => scheduled.signal,
+            };
+            let state = &mut self.state[k];
+            let running = state.started && state.done.is_none() && !state.restarting;
             let sent = running
                 && state.signals.as_ref().is_some_and(|tx| {
                     tx.send(Scheduled {
                         service: None,
-                        signal: scheduled.signal,
+                        signal,
+                        restart: false,
+                        own_signal: false,
                     })
                     .is_ok()
                 });
+            state.restarting |= sent && scheduled.restart;
             let instance = &self.instances[k].name;
             self.notes.note(match sent {
-                true => format!("`{instance}`: {} from the fault schedule", scheduled.signal),
+                true => format!("`{instance}`: {signal} from the fault schedule's {what}"),
                 false => format!(
-                    "`{instance}`: not running, so not sent {} from the fault schedule",
-                    scheduled.signal
+                    "`{instance}`: not running, so not sent {signal} from the fault schedule's \
+                     {what}"
                 ),
             });
+        }
+    }
+
+    /// Starts, in the place of instance `k` that a restart stopped and that has exited,
+    /// the next; not once the graph's stop has begun.
+    fn replace(&mut self, k: usize) {
+        let old = &self.instances[k].name;
+        if self.interrupted || self.stop_began.is_some() {
+            self.notes.note(format!(
+                "`{old}` exited: not started again, the graph is stopping"
+            ));
+            return;
+        }
+        match self.instances[k].next(self.ctx) {
+            Ok(next) => {
+                self.notes.note(format!(
+                    "`{old}` exited: `{}` starting in its place",
+                    next.name
+                ));
+                self.instances.push(next);
+                self.state.push(State::default());
+                self.start_instance(self.instances.len() - 1);
+            }
+            Err(e) => self
+                .notes
+                .note(format!("`{old}` exited: could not be started again: {e}")),
         }
     }
 
@@ -552,45 +645,54 @@ impl<'g> Driver<'g, '_> {
         let name = &self.graph.services[s].name;
         self.notes.note(format!("`{name}` starting"));
         for k in self.of(s).collect::<Vec<_>>() {
-            let instance = &self.instances[k];
-            let (ready_tx, ready_rx) = oneshot::channel();
-            let (stop_tx, stop_rx) = oneshot::channel();
-            let (signals_tx, signals_rx) = tokio::sync::mpsc::unbounded_channel();
-            self.state[k].started = true;
-            self.state[k].stop = Some(stop_tx);
-            self.state[k].signals = Some(signals_tx);
-            let mut env = self.ctx.env.clone();
-            env.push(("QUIESCE_HTTP_PORT".to_owned(), instance.port.to_string()));
-            env.push(("QUIESCE_SERVICE".to_owned(), name.clone()));
-            env.push((
-                "QUIESCE_REPLICA".to_owned(),
-                (instance.replica + 1).to_string(),
-            ));
+            self.start_instance(k);
+        }
+    }
+
+    /// Starts instance `k`.
+    fn start_instance(&mut self, k: usize) {
+        let name = &self.graph.services[self.instances[k].service].name;
+        let instance = self.instances[k].clone();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (signals_tx, signals_rx) = tokio::sync::mpsc::unbounded_channel();
+        self.state[k].started = true;
+        self.state[k].stop = Some(stop_tx);
+        self.state[k].signals = Some(signals_tx);
+        let mut env = self.ctx.env.clone();
+        env.push(("QUIESCE_HTTP_PORT".to_owned(), instance.port.to_string()));
+        env.push(("QUIESCE_SERVICE".to_owned(), name.clone()));
+        env.push((
+            "QUIESCE_REPLICA".to_owned(),
+            (instance.replica + 1).to_string(),
+        ));
+        env.extend(self.ports.iter().cloned());
+        let hooks = Hooks {
+            on_ready: vec![ready_tx],
+            stop_early: Some(stop_rx),
+            signals: Some(signals_rx),
+            ..Hooks::default()
+        };
+        let (base_dir, ready_timeout) = (self.ctx.base_dir, self.ctx.ready_timeout);
+        let mut relayed = SignalHandler::relay(&self.relay);
+        self.events.push(Box::pin(async move {
             let process = ProcessContext {
                 env,
                 run_id: &instance.run_id,
                 out_dir: &instance.out_dir,
                 probe_file: &instance.probe_file,
-                base_dir: self.ctx.base_dir,
-                ready_timeout: self.ctx.ready_timeout,
-                hooks: Hooks {
-                    on_ready: vec![ready_tx],
-                    stop_early: Some(stop_rx),
-                    signals: Some(signals_rx),
-                    ..Hooks::default()
-                },
+                base_dir,
+                ready_timeout,
+                hooks,
             };
-            let mut relayed = SignalHandler::relay(&self.relay);
-            self.events.push(Box::pin(async move {
-                let run = run_process(&instance.target, &instance.plan, process, &mut relayed);
-                Event::Done(k, Box::new(run.await))
-            }));
-            self.events.push(Box::pin(async move {
-                match ready_rx.await {
-                    Ok(()) => Event::Ready(k),
-                    Err(_) => Event::NotReady,
-                }
-            }));
-        }
+            let run = run_process(&instance.target, &instance.plan, process, &mut relayed);
+            Event::Done(k, Box::new(run.await))
+        }));
+        self.events.push(Box::pin(async move {
+            match ready_rx.await {
+                Ok(()) => Event::Ready(k),
+                Err(_) => Event::NotReady,
+            }
+        }));
     }
 }
