@@ -290,3 +290,73 @@ fn several_files_soak_one_after_another_with_one_report() {
     }
     assert_eq!(processes_mentioning(dir.path()), Vec::<u32>::new());
 }
+
+/// A graph soaked: each instance sampled into a timeline and a plot of its own and judged
+/// `memory_flat` on its own: the service that grows fails, named; the flat one passes.
+#[test]
+fn a_graph_soak_judges_each_instance_and_names_the_one_that_leaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("graph-soak.toml");
+    // `leaky` keeps 256 KiB more every 100 ms: about 200 GiB a day.
+    let text = format!(
+        r#"name = "graph-soak"
+[infra]
+backend = "local"
+
+[[services]]
+name = "steady"
+cwd = "{dir}"
+command = ["sh", "-c", "trap 'exit 0' TERM; echo steady ready; while :; do sleep 0.05; done"]
+ready = {{ log = "^steady ready$" }}
+
+[[services]]
+name = "leaky"
+cwd = "{dir}"
+command = ["python3", "-c", "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\nkept = []\nprint('leaky ready', flush=True)\nwhile True:\n    kept.append(b'x' * 262144)\n    time.sleep(0.1)\n"]
+ready = {{ log = "^leaky ready$" }}
+"#,
+        dir = dir.path().display()
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("out");
+    let args = [
+        "soak",
+        file.to_str().unwrap(),
+        // 60 samples after the warm-up are the least a verdict rests on.
+        "--duration",
+        "75s",
+        "--interval",
+        "1s",
+        "--warmup",
+        "5s",
+        "--min-span",
+        "30s",
+        // A minute cannot rule out 25 MB/day of a flat shell (its upper bound reached 44);
+        // the leak is thousands of times over this one.
+        "--threshold",
+        "5000",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let (code, stdout, stderr) = quiesce(dir.path(), &args, &[]);
+    assert_eq!(code, exit_codes::VIOLATION, "{stdout}\n{stderr}");
+    let line = |check: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(check))
+            .unwrap_or_else(|| panic!("no {check} line:\n{stdout}"))
+            .to_owned()
+    };
+    assert!(line("leaky/memory_flat").contains("FAIL"), "{stdout}");
+    assert!(line("steady/memory_flat").contains("PASS"), "{stdout}");
+    for instance in ["steady", "leaky"] {
+        let folder = out.join(instance);
+        assert!(samples(&folder.join("timeline.jsonl")) >= 60, "{instance}");
+        assert!(folder.join("soak.svg").is_file(), "{instance}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("soak.json")).unwrap()).unwrap();
+    let soaked = json["soaked"].as_array().cloned().unwrap_or_default();
+    assert_eq!(soaked.len(), 2, "{json}");
+    assert_eq!(processes_mentioning(dir.path()), Vec::<u32>::new());
+}

@@ -453,6 +453,68 @@ fn a_worker_restarted_mid_stream_loses_and_repeats_nothing() {
     );
 }
 
+/// A restart due once the graph's stop has begun is not played: the stop order decides, and
+/// no draining instance gets a second signal. The workers ignore SIGTERM, so the stop lasts
+/// until their kill (3 s) and the restart (1.5 s after ready) falls inside it.
+#[test]
+fn a_restart_due_during_the_graphs_stop_is_not_played() {
+    let (_dir, file) = graph_copy(|text| {
+        text.replace(
+            "[stop]\n",
+            "[[faults]]\nat_ms = 1500\naction = \"restart\"\nservice = \"store\"\n\n[stop]\n",
+        )
+        .replace("after_ms = 500", "after_ms = 300")
+    });
+    let judged = judge_hostile(
+        file.to_str().unwrap(),
+        &["--backend", "local"],
+        &[("GRAPH_BUG", "stubborn-worker")],
+    );
+    at(
+        &judged,
+        "fault schedule: the restart of `store` not played, the graph is stopping",
+    );
+    if let Some((_, e)) = judged
+        .timeline
+        .iter()
+        .find(|(_, e)| e.contains("`store`: SIG"))
+    {
+        panic!(
+            "the store was signalled by the schedule ({e}):\n{}",
+            judged.output
+        );
+    }
+    for check in ["store/stops_within", "store/exit_code"] {
+        assert_eq!(judged.outcome(check), "pass", "{check}\n{}", judged.output);
+    }
+    assert_eq!(
+        judged.outcome("worker#1/stops_within"),
+        "violation",
+        "{}",
+        judged.output
+    );
+}
+
+/// `{port:NAME}` in a ready URL is the named service's port: the API is ready once the
+/// store's `/ready` answers.
+#[test]
+fn a_ready_url_may_name_another_services_port() {
+    let (_dir, file) = graph_copy(|text| {
+        text.replace(
+            "ready = { log = \"^api 1 ready$\" }",
+            "ready = { http = \"http://127.0.0.1:{port:store}/ready\" }",
+        )
+    });
+    let judged = judge_hostile(file.to_str().unwrap(), &["--backend", "local"], &[]);
+    assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
+    assert_eq!(
+        judged.outcome("api/starts_within"),
+        "pass",
+        "{}",
+        judged.output
+    );
+}
+
 /// `worker-assumes-topic`: the worker starts first and subscribes to a topic only the intake
 /// creates: it is never ready, and the intake, which waits for it, is never started.
 #[test]

@@ -121,8 +121,18 @@ pub struct Status {
 /// What a soak found.
 #[derive(Debug, Serialize)]
 pub struct SoakReport {
-    /// The run's verdict, `memory_flat` included.
+    /// The run's verdict, `memory_flat` included (one per instance for a graph).
     pub verdict: Verdict,
+    /// What each process sampled showed: the target's, or each instance's of a graph.
+    pub soaked: Vec<Soaked>,
+}
+
+/// One process's soak: its memory verdict, its timeline and its plot.
+#[derive(Debug, Serialize)]
+pub struct Soaked {
+    /// The graph's instance (`worker#2`); none for a single target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     pub memory: quiesce_soak::Verdict,
     /// Each series judged alone (see [`Judged::each`]).
     pub series: Vec<quiesce_soak::Verdict>,
@@ -161,19 +171,6 @@ pub async fn soak_on(
         path: options.out_dir.clone(),
         source,
     })?;
-    let timeline = options.out_dir.join("timeline.jsonl");
-    // A target with quiesce's probe writes its live heap here (see quiesce-probe).
-    let heap_file = std::path::absolute(options.out_dir.join("heap"))
-        .unwrap_or_else(|_| options.out_dir.join("heap"));
-    // Left by an earlier soak into the same folder, it would be read as this target's.
-    let _ = std::fs::remove_file(&heap_file);
-    let mut env = options.env.clone();
-    env.push((
-        "QUIESCE_HEAP_FILE".to_owned(),
-        heap_file.display().to_string(),
-    ));
-    let (pid_tx, pid_rx) = tokio::sync::watch::channel(None);
-    session.report_pid_to(pid_tx);
     let done = CancellationToken::new();
     let header = quiesce_soak::Header {
         scenario: scenario.name.clone(),
@@ -184,40 +181,203 @@ pub async fn soak_on(
         heap_threshold_mb_per_day: options.thresholds.heap,
         warmup_ms: options.warmup.as_millis() as u64,
     };
-    let sampler = tokio::spawn(sample(
-        timeline.clone(),
-        heap_file.clone(),
-        header,
-        pid_rx,
-        options.clone(),
-        done.clone(),
-        Box::new(progress),
-    ));
+    let mut env = options.env.clone();
+    let samplers = match &scenario.target {
+        // Each instance of a graph is sampled on its own, into a folder of its own.
+        Target::Services(_) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            session.report_instances_to(tx);
+            tokio::spawn(sample_instances(
+                rx,
+                header,
+                options.clone(),
+                done.clone(),
+                Box::new(progress),
+            ))
+        }
+        _ => {
+            // A target with quiesce's probe writes its live heap here (see quiesce-probe).
+            let heap_file = std::path::absolute(options.out_dir.join("heap"))
+                .unwrap_or_else(|_| options.out_dir.join("heap"));
+            // Left by an earlier soak into the same folder, it would be read as this
+            // target's.
+            let _ = std::fs::remove_file(&heap_file);
+            env.push((
+                "QUIESCE_HEAP_FILE".to_owned(),
+                heap_file.display().to_string(),
+            ));
+            let (pid_tx, pid_rx) = tokio::sync::watch::channel(None);
+            session.report_pid_to(pid_tx);
+            let timeline = options.out_dir.join("timeline.jsonl");
+            let taken = sample(
+                timeline.clone(),
+                heap_file,
+                header,
+                pid_rx,
+                options.clone(),
+                done.clone(),
+                Box::new(progress),
+            );
+            tokio::spawn(async move {
+                vec![Sampled {
+                    instance: None,
+                    timeline,
+                    taken: taken.await,
+                }]
+            })
+        }
+    };
     let run = RunOptions {
         env,
         out_dir: Some(options.out_dir.join("run")),
     };
     let cycle = session.cycle(&scenario, &run, signals).await;
     done.cancel();
-    let sampled = sampler.await.unwrap_or_else(|e| Err(e.to_string()));
+    let sampled = samplers.await.map_err(|e| SoakError::Output {
+        path: options.out_dir.clone(),
+        message: e.to_string(),
+    })?;
     let mut cycle = cycle?;
+    let stalled = (scenario.kafka.is_some() && !cycle.interrupted)
+        .then(|| workload_unfinished(&options.out_dir.join("run").join("kafka.json")))
+        .flatten();
+    let mut soaked = Vec::new();
+    for sampled in sampled {
+        let (one, outcome) = settle(sampled, &cycle, options, stalled.as_deref())?;
+        cycle.verdict.results.push(CheckResult {
+            check: CheckName::MemoryFlat,
+            service: one.instance.clone(),
+            outcome,
+        });
+        soaked.push(one);
+    }
+    if matches!(scenario.target, Target::Services(_)) && soaked.is_empty() {
+        cycle.verdict.results.push(CheckResult {
+            check: CheckName::MemoryFlat,
+            service: None,
+            outcome: Outcome::inconclusive(
+                "no instance of the graph was started: nothing was sampled",
+            ),
+        });
+    }
+    Ok(SoakReport {
+        verdict: cycle.verdict,
+        soaked,
+    })
+}
+
+/// One process's samples, as its sampler left them.
+struct Sampled {
+    /// The graph's instance; none for a single target.
+    instance: Option<String>,
+    timeline: PathBuf,
+    taken: Result<(usize, Option<quiesce_soak::TimelineWriter>), String>,
+}
+
+/// Samples each instance of a graph as it is announced, into `OUT/<instance>/timeline.jsonl`,
+/// until the run ends. Progress is the first instance's.
+async fn sample_instances(
+    mut announced: tokio::sync::mpsc::UnboundedReceiver<crate::target::InstancePid>,
+    header: quiesce_soak::Header,
+    options: SoakOptions,
+    done: CancellationToken,
+    progress: Box<dyn Fn(&Status) + Send + Sync>,
+) -> Vec<Sampled> {
+    let mut progress = Some(progress);
+    let mut samplers = Vec::new();
+    loop {
+        let (instance, pid_rx) = tokio::select! {
+            next = announced.recv() => match next {
+                Some(next) => next,
+                None => break,
+            },
+            () = done.cancelled() => break,
+        };
+        let folder = options.out_dir.join(instance.replace('#', "-"));
+        let timeline = folder.join("timeline.jsonl");
+        let header = quiesce_soak::Header {
+            scenario: format!("{} / {instance}", header.scenario),
+            ..header.clone()
+        };
+        let (options, done) = (options.clone(), done.clone());
+        let progress = progress.take().unwrap_or_else(|| Box::new(|_: &Status| {}));
+        samplers.push(tokio::spawn(async move {
+            let taken = match std::fs::create_dir_all(&folder) {
+                // No heap file: the instances would share it (a graph's services run with
+                // no probe heap of their own).
+                Ok(()) => {
+                    let heap = folder.join("heap");
+                    let sampled = sample(
+                        timeline.clone(),
+                        heap,
+                        header,
+                        pid_rx,
+                        options,
+                        done,
+                        progress,
+                    );
+                    sampled.await
+                }
+                Err(e) => Err(format!("{}: {e}", folder.display())),
+            };
+            Sampled {
+                instance: Some(instance),
+                timeline,
+                taken,
+            }
+        }));
+    }
+    let mut sampled = Vec::new();
+    for sampler in samplers {
+        if let Ok(one) = sampler.await {
+            sampled.push(one);
+        }
+    }
+    sampled
+}
+
+/// One process's soak: its timeline closed with the run's faults on it, judged and plotted.
+fn settle(
+    sampled: Sampled,
+    cycle: &crate::run::Cycle,
+    options: &SoakOptions,
+    stalled: Option<&str>,
+) -> Result<(Soaked, Outcome), SoakError> {
+    let Sampled {
+        instance,
+        timeline,
+        taken,
+    } = sampled;
     let output = |message: String| SoakError::Output {
         path: timeline.clone(),
         message,
     };
-    let (samples, writer) = sampled.map_err(output)?;
+    let (samples, writer) = taken.map_err(output)?;
     // The schedule's faults, each where it took effect: the run's timeline counts from the
-    // target's spawn, and so does the sampler, to within the moment its pid was reported.
-    // They are written when the run ends, so a soak killed outright has its samples only.
+    // target's spawn (a graph's from its start: an instance's own spawn is subtracted), and
+    // so does the sampler, to within the moment its pid was reported. They are written when
+    // the run ends, so a soak killed outright has its samples only.
     if let Some(mut writer) = writer {
+        let spawned = match &instance {
+            Some(name) => {
+                let started = format!("{name}: started pid ");
+                let events = cycle.verdict.timeline.iter();
+                events
+                    .filter(|e| e.event.starts_with(&started))
+                    .map(|e| e.at_ms)
+                    .next()
+                    .unwrap_or(0)
+            }
+            None => 0,
+        };
         for event in cycle
             .verdict
             .timeline
             .iter()
-            .filter(|e| e.event.starts_with("fault"))
+            .filter(|e| e.event.starts_with("fault") && e.at_ms >= spawned)
         {
             let fault = quiesce_soak::Event {
-                t_ms: event.at_ms,
+                t_ms: event.at_ms - spawned,
                 event: event.event.clone(),
             };
             writer
@@ -237,31 +397,25 @@ pub async fn soak_on(
         options.warmup,
         options.min_span,
     )?;
-    let stalled = (scenario.kafka.is_some() && !cycle.interrupted)
-        .then(|| workload_unfinished(&options.out_dir.join("run").join("kafka.json")))
-        .flatten();
-    cycle.verdict.results.push(CheckResult {
-        check: CheckName::MemoryFlat,
-        service: None,
-        outcome: memory_outcome(
-            &memory,
-            // The heap was judged alone exactly when some sample carried it.
-            series
-                .iter()
-                .any(|alone| alone.series() == quiesce_soak::Series::Heap),
-            stalled.as_deref(),
-            allocator.as_deref(),
-            cycle.interrupted,
-        ),
-    });
-    Ok(SoakReport {
-        verdict: cycle.verdict,
+    let outcome = memory_outcome(
+        &memory,
+        // The heap was judged alone exactly when some sample carried it.
+        series
+            .iter()
+            .any(|alone| alone.series() == quiesce_soak::Series::Heap),
+        stalled,
+        allocator.as_deref(),
+        cycle.interrupted,
+    );
+    let soaked = Soaked {
+        instance,
         memory,
         series,
         samples,
         timeline,
         plot,
-    })
+    };
+    Ok((soaked, outcome))
 }
 
 /// The scenario as the soak runs it: as long as the soak, with a steady workload.
@@ -270,13 +424,6 @@ fn soak_scenario(scenario: &Scenario, options: &SoakOptions) -> Result<Scenario,
         return Err(SoakError::Scenario(format!(
             "{}: a soak samples a process tree; an in-process graph shares the harness's \
              memory (run it as a process target)",
-            scenario.name
-        )));
-    }
-    if matches!(scenario.target, Target::Services(_)) {
-        return Err(SoakError::Scenario(format!(
-            "{}: a soak of [[services]] is not supported yet: it samples one process tree \
-             (soak each service as a [target])",
             scenario.name
         )));
     }

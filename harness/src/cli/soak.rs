@@ -138,13 +138,17 @@ async fn soak_one(
     options.rate = args.rate;
     options.min_span = args.min_span;
     options.env = parse_env(&args.common.env)?;
+    let timeline = match &scenario.target {
+        crate::scenario::Target::Services(_) => out_dir.join("INSTANCE").join("timeline.jsonl"),
+        _ => out_dir.join("timeline.jsonl"),
+    };
     eprintln!(
         "quiesce soak: {} for {}, a sample every {} s, judged after {} s; timeline {}",
         scenario.name,
         humantime(args.duration),
-        options.interval.as_secs(),
+        options.interval.as_secs_f64(),
         options.warmup.as_secs(),
-        out_dir.join("timeline.jsonl").display()
+        timeline.display()
     );
     let bar = SoakProgress::new(args.duration);
     let shown = bar.clone();
@@ -155,12 +159,18 @@ async fn soak_one(
     bar.finish();
     let report = report?;
     let mut summary = crate::report::summary(&report.verdict);
-    summary.push_str(&format!(
-        "soak timeline {} ({} samples), plot {}\n",
-        report.timeline.display(),
-        report.samples,
-        report.plot.display()
-    ));
+    for soaked in &report.soaked {
+        let whose = soaked
+            .instance
+            .as_ref()
+            .map_or_else(String::new, |name| format!("`{name}`: "));
+        summary.push_str(&format!(
+            "{whose}soak timeline {} ({} samples), plot {}\n",
+            soaked.timeline.display(),
+            soaked.samples,
+            soaked.plot.display()
+        ));
+    }
     Ok((report, summary))
 }
 

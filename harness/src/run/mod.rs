@@ -194,7 +194,16 @@ impl Session {
     /// From now on, each cycle's process target tells `pid` its pid once started (the
     /// restart of a Kafka workload's read-back is not a cycle's target: it does not).
     pub fn report_pid_to(&mut self, pid: tokio::sync::watch::Sender<Option<u32>>) {
-        self.pid = Some(std::sync::Arc::new(pid));
+        self.pid = Some(PidReporter::One(std::sync::Arc::new(pid)));
+    }
+
+    /// From now on, each cycle's graph of services tells `instances` of each instance it
+    /// starts, with a receiver of its pid.
+    pub fn report_instances_to(
+        &mut self,
+        instances: tokio::sync::mpsc::UnboundedSender<crate::target::InstancePid>,
+    ) {
+        self.pid = Some(PidReporter::Instances(instances));
     }
 
     pub fn backend(&self) -> BackendKind {

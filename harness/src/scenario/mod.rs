@@ -331,6 +331,7 @@ impl Scenario {
             // The placeholder's own line where it can be found, else the value's.
             let name = match &e {
                 template::TemplateError::Unknown(name)
+                | template::TemplateError::NotInReady(name)
                 | template::TemplateError::NeedsTable { name, .. } => format!("{{{name}}}"),
                 template::TemplateError::NoService(name) => format!("{{port:{name}}}"),
                 template::TemplateError::Unbalanced => value.clone(),
@@ -1072,6 +1073,15 @@ mod tests {
             (
                 two.replace("{port}", "{prot}"),
                 "[[services]] `b` command[1]: unknown placeholder `{prot}`",
+            ),
+            (
+                format!("{two}ready = {{ http = \"http://127.0.0.1:{{port:a}}/{{kafka}}\" }}\n"),
+                "[[services]] `b` ready: placeholder `{kafka}` has no value in a ready URL",
+            ),
+            (
+                format!("{two}ready = {{ tcp = \"127.0.0.1:{{port:z}}\" }}\n"),
+                "[[services]] `b` ready: placeholder `{port:z}` is the port of a [[services]] \
+                 entry, and there is none named `z`",
             ),
             (
                 two.replace("{port}", "{port:c}"),

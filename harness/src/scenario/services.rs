@@ -158,6 +158,21 @@ impl ServiceGraph {
                     near,
                 ));
             }
+            // `{port:a-b}` reads QUIESCE_PORT_A_B: `a_b` would read the same.
+            let variable = super::template::port_variable(&service.name);
+            if let Some(other) = services[..i]
+                .iter()
+                .find(|o| super::template::port_variable(&o.name) == variable)
+            {
+                return Err(err(
+                    format!(
+                        "[[services]] `{}` and `{}` share the variable {variable} (their \
+                         `{{port:...}}`): names must differ in more than case, `-` and `_`",
+                        other.name, service.name
+                    ),
+                    near,
+                ));
+            }
             if service.command.is_empty() || service.command[0].is_empty() {
                 return Err(err(
                     format!("[[services]] `{}` has an empty command", service.name),
@@ -172,6 +187,27 @@ impl ServiceGraph {
                     ),
                     Some(format!("replicas = {}", service.replicas)),
                 ));
+            }
+            // Each instance writes in a folder named after it, `#` as `-`.
+            let folders = |s: &Service| {
+                (0..s.replicas.min(MAX_REPLICAS))
+                    .map(|r| (s.instance_name(r), s.instance_name(r).replace('#', "-")))
+                    .collect::<Vec<_>>()
+            };
+            for other in &services[..i] {
+                for (theirs, folder) in folders(other) {
+                    let clash = folders(service).into_iter().find(|(_, f)| *f == folder);
+                    if let Some((ours, _)) = clash {
+                        return Err(err(
+                            format!(
+                                "[[services]] instances `{theirs}` and `{ours}` would share \
+                                 the folder `{folder}`: rename `{}`",
+                                service.name
+                            ),
+                            near,
+                        ));
+                    }
+                }
             }
             for dep in &service.depends_on {
                 if !index.contains_key(dep.as_str()) {
@@ -369,7 +405,23 @@ mod tests {
 
     #[test]
     fn bad_graphs_are_named() {
-        let cases: [(Vec<Service>, &[&str], &str); 6] = [
+        let cases: [(Vec<Service>, &[&str], &str); 8] = [
+            (
+                vec![service("a-b", &[]), service("A_b", &[])],
+                &[],
+                "`a-b` and `A_b` share the variable QUIESCE_PORT_A_B",
+            ),
+            (
+                vec![
+                    Service {
+                        replicas: 2,
+                        ..service("w", &[])
+                    },
+                    service("w-2", &[]),
+                ],
+                &[],
+                "instances `w#2` and `w-2` would share the folder `w-2`",
+            ),
             (
                 vec![service("api", &["wroker"]), service("worker", &[])],
                 &[],

@@ -134,6 +134,8 @@ pub enum TemplateError {
     Unbalanced,
     /// `{port:NAME}` names no service of the graph.
     NoService(String),
+    /// A placeholder a graph's ready URL does not fill (it takes ports alone).
+    NotInReady(String),
 }
 
 impl std::fmt::Display for TemplateError {
@@ -164,6 +166,11 @@ impl std::fmt::Display for TemplateError {
             ),
             TemplateError::Unbalanced => f.write_str(
                 "a `{` without its `}` (or a lone `}`): write `{{` and `}}` for literal braces",
+            ),
+            TemplateError::NotInReady(name) => write!(
+                f,
+                "placeholder `{{{name}}}` has no value in a ready URL, which takes `{{port}}` and \
+                 `{{port:NAME}}`"
             ),
             TemplateError::NoService(name) => write!(
                 f,
@@ -435,6 +442,29 @@ pub fn check_target(scenario: &super::Scenario) -> Result<(), (String, String, T
             );
         for (place, text) in places {
             check(text, &tables).map_err(|e| (place, text.clone(), e))?;
+        }
+        // A graph's ready URL is filled with `{port}` and `{port:NAME}` alone.
+        if let (
+            super::Target::Services(_),
+            super::ReadyProbe::Http(url) | super::ReadyProbe::Tcp(url),
+        ) = (&scenario.target, &target.ready)
+        {
+            let ports: Vec<&str> = tables
+                .iter()
+                .copied()
+                .filter(|t| t.starts_with("service:"))
+                .collect();
+            let place = format!("{table} ready");
+            for (is_name, name) in pieces(url).map_err(|e| (place.clone(), url.clone(), e))? {
+                if is_name && name != "port" {
+                    check(&format!("{{{name}}}"), &ports)
+                        .and_then(|()| match name.starts_with("port:") {
+                            true => Ok(()),
+                            false => Err(TemplateError::NotInReady(name.clone())),
+                        })
+                        .map_err(|e| (place.clone(), url.clone(), e))?;
+                }
+            }
         }
     }
     Ok(())

@@ -44,8 +44,39 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// Told a process target's pid once it is started, and `None` once its stop is asked for.
-pub type PidReporter = std::sync::Arc<tokio::sync::watch::Sender<Option<u32>>>;
+/// Who is told the pids of the processes a run starts (a soak, which samples them).
+#[derive(Clone, Debug)]
+pub enum PidReporter {
+    /// Told a process target's pid once it is started, and `None` once its stop is asked
+    /// for.
+    One(std::sync::Arc<tokio::sync::watch::Sender<Option<u32>>>),
+    /// Told of each instance of a graph as it starts, by name, with a receiver of its pid
+    /// as [`PidReporter::One`] is told it.
+    Instances(tokio::sync::mpsc::UnboundedSender<InstancePid>),
+}
+
+/// An instance of a graph and its pid: see [`PidReporter::Instances`].
+pub type InstancePid = (String, tokio::sync::watch::Receiver<Option<u32>>);
+
+impl PidReporter {
+    /// A process's pid, or `None` once its stop is asked for (a graph's reporter is told
+    /// of its instances instead).
+    fn report(&self, pid: Option<u32>) {
+        if let PidReporter::One(tx) = self {
+            tx.send_replace(pid);
+        }
+    }
+
+    /// The reporter of instance `name` of a graph, if this one wants them.
+    fn instance(&self, name: &str) -> Option<PidReporter> {
+        let PidReporter::Instances(tx) = self else {
+            return None;
+        };
+        let (pid_tx, pid_rx) = tokio::sync::watch::channel(None);
+        tx.send((name.to_owned(), pid_rx)).ok()?;
+        Some(PidReporter::One(std::sync::Arc::new(pid_tx)))
+    }
+}
 
 /// How the run around a target takes part while the target runs.
 #[derive(Debug, Default)]

@@ -101,7 +101,7 @@ async fn drive_process(
     let mut child = ChildProcess::spawn(&spec)?;
     notes.note(format!("started pid {}", child.pid()));
     if let Some(pid) = &ctx.hooks.pid {
-        pid.send_replace(Some(child.pid()));
+        pid.report(Some(child.pid()));
     }
     let mut run = TargetRun {
         started_at: started,
@@ -320,7 +320,7 @@ impl Drive<'_> {
         let sent = Instant::now();
         // Whoever watches the pid (a soak's sampler) is told the stop has begun.
         if let Some(pid) = &ctx.hooks.pid {
-            pid.send_replace(None);
+            pid.report(None);
         }
         // To the target alone: stopping what it started is its job, and the orphan check
         // sees whether it did.

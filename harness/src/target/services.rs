@@ -347,6 +347,23 @@ fn instances(
             });
         }
     }
+    // `{port:store}` in a ready URL: the store's first instance's port.
+    let firsts: Vec<(String, u16)> = graph
+        .services
+        .iter()
+        .enumerate()
+        .filter_map(|(s, spec)| {
+            let first = instances.iter().find(|i| i.service == s)?;
+            Some((format!("{{port:{}}}", spec.name), first.port))
+        })
+        .collect();
+    for instance in &mut instances {
+        if let ReadyProbe::Http(url) | ReadyProbe::Tcp(url) = &mut instance.target.ready {
+            for (placeholder, port) in &firsts {
+                *url = url.replace(placeholder.as_str(), &port.to_string());
+            }
+        }
+    }
     Ok(instances)
 }
 
@@ -585,6 +602,14 @@ impl<'g> Driver<'g, '_> {
             true => "restart",
             false => "signal",
         };
+        // A restart is a deploy while the graph runs: once its stop has begun, the stop
+        // order decides who goes when, and a second signal would cut a drain short.
+        if scheduled.restart && (self.interrupted || self.stop_began.is_some()) {
+            self.notes.note(format!(
+                "fault schedule: the restart of `{name}` not played, the graph is stopping"
+            ));
+            return;
+        }
         for k in self.of(s).collect::<Vec<_>>() {
             let signal = match scheduled.own_signal {
                 true => self.instances[k].plan.signal,
@@ -604,9 +629,13 @@ impl<'g> Driver<'g, '_> {
                 });
             state.restarting |= sent && scheduled.restart;
             let instance = &self.instances[k].name;
-            self.notes.note(match sent {
-                true => format!("`{instance}`: {signal} from the fault schedule's {what}"),
-                false => format!(
+            self.notes.note(match (sent, state.restarting) {
+                (true, _) => format!("`{instance}`: {signal} from the fault schedule's {what}"),
+                (false, true) => format!(
+                    "`{instance}`: restarting already, so not sent {signal} from the fault \
+                     schedule's {what}"
+                ),
+                (false, false) => format!(
                     "`{instance}`: not running, so not sent {signal} from the fault schedule's \
                      {what}"
                 ),
@@ -671,6 +700,8 @@ impl<'g> Driver<'g, '_> {
             on_ready: vec![ready_tx],
             stop_early: Some(stop_rx),
             signals: Some(signals_rx),
+            // A soak samples each instance on its own.
+            pid: (self.hooks.pid.as_ref()).and_then(|p| p.instance(&instance.name)),
             ..Hooks::default()
         };
         let (base_dir, ready_timeout) = (self.ctx.base_dir, self.ctx.ready_timeout);

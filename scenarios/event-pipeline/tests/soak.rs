@@ -75,28 +75,33 @@ async fn a_set_leak_is_found_at_its_rate() {
     let dir = tempfile::tempdir().unwrap();
     let report = soak_for_a_minute(dir.path(), 2_000).await;
     let summary = quiesce::report::summary(&report.verdict);
-    assert!(report.memory.is_leak(), "{summary}");
+    assert_eq!(report.soaked.len(), 1, "one process target: {summary}");
+    assert!(report.soaked[0].memory.is_leak(), "{summary}");
     assert_eq!(
         report.verdict.violations(),
         1,
         "only memory_flat: {summary}"
     );
-    let trend = report.memory.trend().expect("a leak has a trend");
+    let trend = report.soaked[0].memory.trend().expect("a leak has a trend");
     let set = 2_000.0 * 50.0 * 86_400.0 / 1_048_576.0;
     assert!(
         (trend.slope_mb_per_day - set).abs() < set * 0.15,
         "measured {:.0} MiB/day, set {set:.0}: {summary}",
         trend.slope_mb_per_day
     );
-    assert!(report.samples >= 100, "{} samples", report.samples);
+    assert!(
+        report.soaked[0].samples >= 100,
+        "{} samples",
+        report.soaked[0].samples
+    );
     // The probe reports the live heap, and the leak is found there, where it is exact.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     assert_eq!(
-        report.memory.series(),
+        report.soaked[0].memory.series(),
         quiesce_soak::Series::Heap,
         "{summary}"
     );
-    assert!(report.timeline.is_file() && report.plot.is_file());
+    assert!(report.soaked[0].timeline.is_file() && report.soaked[0].plot.is_file());
     assert_eq!(memory_flat_failed(&report), Some(true), "{summary}");
 }
 
@@ -106,7 +111,7 @@ async fn the_correct_service_is_not_called_leaky() {
     let dir = tempfile::tempdir().unwrap();
     let report = soak_for_a_minute(dir.path(), 0).await;
     let summary = quiesce::report::summary(&report.verdict);
-    assert!(!report.memory.is_leak(), "{summary}");
+    assert!(!report.soaked[0].memory.is_leak(), "{summary}");
     assert_eq!(report.verdict.violations(), 0, "{summary}");
     assert_eq!(memory_flat_failed(&report), Some(false), "{summary}");
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -134,7 +139,7 @@ async fn periodic_outages_are_on_the_timeline_and_the_correct_service_rides_them
     let dir = tempfile::tempdir().unwrap();
     let report = soak_scenario_for_a_minute(&outages_every_20_s(), dir.path(), &[]).await;
     let summary = quiesce::report::summary(&report.verdict);
-    let (_, _, events, _) = quiesce_soak::read_timeline(&report.timeline).unwrap();
+    let (_, _, events, _) = quiesce_soak::read_timeline(&report.soaked[0].timeline).unwrap();
     let faults: Vec<(u64, &str)> = events
         .iter()
         .filter(|e| e.event.starts_with("fault: "))
@@ -152,7 +157,7 @@ async fn periodic_outages_are_on_the_timeline_and_the_correct_service_rides_them
     for ((t, _), at) in faults.iter().zip([15_000, 18_000, 35_000, 38_000]) {
         assert!(*t >= at, "{faults:?}");
     }
-    let plot = std::fs::read_to_string(&report.plot).unwrap();
+    let plot = std::fs::read_to_string(&report.soaked[0].plot).unwrap();
     assert!(plot.contains("proxy down on kafka"), "the plot marks them");
     // Every check but memory passes. A minute holding two outages says nothing of a leak:
     // librdkafka's buffers grow while the broker is away and are given back later, and on a
