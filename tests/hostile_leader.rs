@@ -136,3 +136,23 @@ fn a_constant_lock_value_is_each_holders_in_turn() {
         assert_eq!(judged.outcome(check), "pass", "{check}: {}", judged.output);
     }
 }
+
+/// The standby runs the service's own code: what it leaves behind fails
+/// no_orphan_processes, named as the standby's, though the target itself left nothing.
+#[test]
+fn what_the_standby_leaves_behind_is_an_orphan() {
+    let judged = judge("leader-standby-orphan.toml");
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    assert_eq!(
+        judged.outcome("no_orphan_processes"),
+        "violation",
+        "{}",
+        judged.output
+    );
+    assert!(
+        judged.output.contains("sleep 300 (left by the standby)"),
+        "{}",
+        judged.output
+    );
+    assert_eq!(judged.outcome("lock_released"), "pass", "{}", judged.output);
+}

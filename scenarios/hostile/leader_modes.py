@@ -13,11 +13,14 @@ with SET key token NX PX 5000, renews it, and runs `report` on the wall clock's 
   fast        runs `report` every 300 ms: never two within half the 500 ms interval
   constval    correct, but both instances' token is "1" (a constant, a hostname): a value the
               standby writes too is not the standby's while the target holds it
+  standby-orphan  correct, but the standby starts a helper in a session of its own and never
+              stops it: the second instance's leftovers are the service's too
 """
 
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -57,6 +60,8 @@ if mode == "steal" and me == "primary":
 if mode == "zero" and me == "standby":
     raw(b"*0\r\n" + resp(b"SET", key.encode(), b"handoff", b"NX", b"PX", b"60000")
         + resp(b"SET", b"hostile:other", b"1"))
+if mode == "standby-orphan" and me == "standby":
+    subprocess.Popen(["sleep", "300"], start_new_session=True)
 print("ready", flush=True)
 period, phase = 0.5, 0.0
 if mode == "twoleaders":

@@ -123,6 +123,9 @@ pub struct StandbyRun {
     pub started_at: Option<Instant>,
     /// Why it did not start, or how it ended.
     pub notes: Vec<String>,
+    /// What it left running once stopped (killed then): the service's orphans as much as
+    /// the target's would be.
+    pub orphans: Vec<crate::target::OrphanProcess>,
 }
 
 /// A second instance of a process target, started once the target leads and stopped at the
@@ -222,7 +225,7 @@ impl Standby {
                     )),
                     Err(e) => run.notes.push(format!("standby: {e}")),
                 }
-                crate::target::find_orphans(&run_id).await;
+                run.orphans = crate::target::find_orphans(&run_id).await;
                 run
             }
         });
@@ -530,6 +533,19 @@ impl<'a> Leader<'a> {
         for note in &standby.notes {
             let at = observed.timeline.last().map_or(0, |(at, _)| *at);
             observed.timeline.push((at, note.clone()));
+        }
+        // The standby runs the target's own code: what it leaves behind fails
+        // no_orphan_processes as the target's would, named as the standby's.
+        if let Some(orphans) = &mut observed.orphans {
+            orphans.extend(
+                standby
+                    .orphans
+                    .iter()
+                    .map(|o| crate::target::OrphanProcess {
+                        command: format!("{} (left by the standby)", o.command),
+                        ..o.clone()
+                    }),
+            );
         }
         let watched = watcher.finish().await;
         let (commands, lost) = tap.map(|t| t.commands()).unwrap_or_default();
