@@ -343,10 +343,18 @@ fn a_worker_that_consumes_before_its_store_is_ready_loses_orders() {
 
 /// graph.toml with its workers restarted 200 ms after the graph is ready, run for `run_ms`.
 fn restarted(bug: &str, run_ms: u64) -> Judged {
+    redeployed("restart", bug, run_ms)
+}
+
+/// graph.toml with its workers redeployed by `action` 200 ms after the graph is ready, run
+/// for `run_ms`.
+fn redeployed(action: &str, bug: &str, run_ms: u64) -> Judged {
     let (_dir, file) = graph_copy(|text| {
         text.replace(
             "[stop]\n",
-            "[[faults]]\nat_ms = 200\naction = \"restart\"\nservice = \"worker\"\n\n[stop]\n",
+            &format!(
+                "[[faults]]\nat_ms = 200\naction = \"{action}\"\nservice = \"worker\"\n\n[stop]\n"
+            ),
         )
         .replace("after_ms = 500", &format!("after_ms = {run_ms}"))
     });
@@ -510,6 +518,125 @@ fn a_ready_url_may_name_another_services_port() {
     assert_eq!(
         judged.outcome("api/starts_within"),
         "pass",
+        "{}",
+        judged.output
+    );
+}
+
+/// `rollout` of one service, as a Deployment's rolling update (surge 1, unavailable 0): each
+/// worker's replacement started beside it, and the old one stopped only once the new one is
+/// ready; the next only once the old one has exited. Every instance judged.
+#[test]
+fn a_rollout_stops_each_instance_only_once_its_replacement_is_ready() {
+    let judged = redeployed("rollout", "", 4_000);
+    assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
+    let mut last = 0;
+    for worker in ["worker#1", "worker#2"] {
+        let new = format!("{worker}@2");
+        let beside = at(
+            &judged,
+            &format!("rollout: `{new}` starting beside `{worker}`"),
+        );
+        let ready = at(&judged, &format!("{new}: ready"));
+        let retired = at(
+            &judged,
+            &format!("rollout: `{new}` ready, `{worker}` sent SIGTERM"),
+        );
+        let exited = at(&judged, &format!("{worker}: exited (exit code 0)"));
+        // One at a time, and never fewer ready workers than the service has replicas.
+        assert!(
+            last <= beside && beside <= ready && ready <= retired && retired <= exited,
+            "{worker}: {last} {beside} {ready} {retired} {exited}\n{}",
+            judged.output
+        );
+        last = exited;
+        for (instance, check) in [
+            (worker, "stops_within"),
+            (worker, "exit_code"),
+            (new.as_str(), "starts_within"),
+            (new.as_str(), "stops_within"),
+        ] {
+            let name = format!("{instance}/{check}");
+            assert_eq!(judged.outcome(&name), "pass", "{name}\n{}", judged.output);
+        }
+    }
+    assert!(
+        at(&judged, "rollout of `worker` done") <= at(&judged, "stopping `api`"),
+        "{}",
+        judged.output
+    );
+}
+
+/// `stubborn-worker` rolled out: each old worker ignores SIGTERM and is killed at its grace
+/// period (`kill_after_ms`, 3 s), failing its stop; the next replacement waits for the kill.
+#[test]
+fn a_rollout_of_a_service_that_ignores_sigterm_fails_each_old_instance() {
+    let judged = redeployed("rollout", "stubborn-worker", 12_000);
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    for worker in ["worker#1", "worker#2"] {
+        let name = format!("{worker}/stops_within");
+        assert_eq!(judged.outcome(&name), "violation", "{}", judged.output);
+    }
+    let retired = at(
+        &judged,
+        "rollout: `worker#1@2` ready, `worker#1` sent SIGTERM",
+    );
+    let next = at(&judged, "rollout: `worker#2@2` starting beside `worker#2`");
+    assert!(next >= retired + 2_900, "{}", judged.output);
+}
+
+/// chain.toml with its worker rolled out 3 s into the stream, `CHAIN_BUG=bug`.
+fn chain_rolled_out(bug: &str) -> Judged {
+    let (_dir, file) = copy_scenario("chain.toml", &["chain.py"], |text| {
+        text.replace(
+            "[stop]\n",
+            "[[faults]]\nat_ms = 3000\naction = \"rollout\"\nservice = \"worker\"\n\n[stop]\n",
+        )
+    });
+    judge_hostile(
+        file.to_str().unwrap(),
+        &["--backend", "local"],
+        &[("CHAIN_BUG", bug)],
+    )
+}
+
+/// chain.toml with its worker rolled out mid-stream: the new member joins the group while
+/// the old one consumes, and the old one is stopped once the new one is ready, inside or
+/// just after the rebalance; every order is still processed once end to end (the worker
+/// commits what it handed on when partitions are revoked).
+#[test]
+fn a_worker_rolled_out_mid_stream_loses_and_repeats_nothing() {
+    let judged = chain_rolled_out("");
+    assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
+    passed(&judged, &["worker/stops_within", "worker@2/starts_within"]);
+    let retired = at(&judged, "rollout: `worker@2` ready, `worker` sent SIGTERM");
+    assert!(
+        retired <= at(&judged, "stopping `intake`"),
+        "{}",
+        judged.output
+    );
+}
+
+/// `worker-ignores-rebalance`: a worker that commits every partition it ever read, with no
+/// rebalance listener. A plain run has one member and passes; the rollout's new member takes
+/// partitions away, and the old worker's next commit names partitions it no longer owns:
+/// aiokafka raises, and the worker dies mid-rollout.
+#[test]
+fn a_worker_that_ignores_rebalances_passes_a_plain_stop_and_dies_in_a_rollout() {
+    let plain = chain("worker-ignores-rebalance");
+    assert_eq!(plain.code, exit_codes::OK, "{}", plain.output);
+    let judged = chain_rolled_out("worker-ignores-rebalance");
+    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
+    assert_eq!(
+        judged.outcome("worker/exit_code"),
+        "violation",
+        "{}",
+        judged.output
+    );
+    assert!(
+        judged
+            .output
+            .contains("ended by itself before it was told to stop"),
         "{}",
         judged.output
     );

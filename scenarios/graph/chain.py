@@ -13,7 +13,8 @@ contract, its settings from its command line and environment.
 
 Each creates the topic between them if it is not there yet, so either may start first. On
 SIGTERM or SIGINT each stops taking input, flushes its producer, commits, and stops its
-clients. CHAIN_BUG makes one of them wrong:
+clients; when a rebalance takes partitions away (a replica joining), it first flushes and
+commits what it took from them. CHAIN_BUG makes one of them wrong:
 
   worker-assumes-topic  the worker subscribes to MID_TOPIC without creating it: started before
                     the intake has created it, it waits for a topic that is not there
@@ -25,6 +26,11 @@ clients. CHAIN_BUG makes one of them wrong:
   worker-no-wait    the worker consumes as soon as it starts, without waiting for its store to
                     be ready; an order the store refuses is logged and skipped, as an
                     `except Exception: log` does, and committed with the rest
+
+  worker-ignores-rebalance  the worker keeps the positions of every partition it ever read and
+                    commits them all, with no rebalance listener: once a new member joins and
+                    takes partitions away (a rolling update), its commit names partitions it
+                    no longer owns, and aiokafka raises
 """
 
 import asyncio
@@ -44,6 +50,7 @@ sys.path.insert(0, os.path.join(CACHE, "python"))
 
 try:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+    from aiokafka.abc import ConsumerRebalanceListener  # noqa: E402
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
     from aiokafka.errors import TopicAlreadyExistsError  # noqa: E402
 except ImportError as e:
@@ -165,7 +172,6 @@ async def main(role, bootstrap, source, sink, group, bug):
     if not (role == "worker" and bug == "worker-assumes-topic"):
         await ensure_topic(bootstrap, middle)
     consumer = AIOKafkaConsumer(
-        source,
         bootstrap_servers=bootstrap,
         group_id=group,
         enable_auto_commit=False,
@@ -180,11 +186,43 @@ async def main(role, bootstrap, source, sink, group, bug):
     if role == "intake":
         linger = 3000 if bug == "intake-no-flush" else 1000
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger)
+    positions = {}
+    # Held while one record is taken in hand: a rebalance waits for it to be done, so what
+    # this member commits on the way out covers everything it sent.
+    busy = asyncio.Lock()
+
+    ignores_rebalance = role == "worker" and bug == "worker-ignores-rebalance"
+
+    def owned():
+        """The positions of the partitions this member still owns."""
+        if ignores_rebalance:
+            return dict(positions)
+        assigned = consumer.assignment()
+        return {tp: offset for tp, offset in positions.items() if tp in assigned}
+
+    class HandOver(ConsumerRebalanceListener):
+        """Before partitions go to another member (a replica joining or leaving): what was
+        taken from them is handed on and committed, so their new owner starts there."""
+
+        async def on_partitions_revoked(self, revoked):
+            async with busy:
+                if not (role == "intake" and bug == "intake-no-flush"):
+                    await producer.flush()
+                handed = {tp: positions.pop(tp) for tp in revoked if tp in positions}
+                if handed:
+                    await consumer.commit(handed)
+
+        async def on_partitions_assigned(self, assigned):
+            pass
+
+    if ignores_rebalance:
+        consumer.subscribe([source])
+    else:
+        consumer.subscribe([source], listener=HandOver())
     await consumer.start()
     await producer.start()
     print(f"{role} ready", flush=True)
 
-    positions = {}
     while not stop.is_set():
         getter = asyncio.ensure_future(consumer.getmany(timeout_ms=100, max_records=50))
         stopper = asyncio.ensure_future(stop.wait())
@@ -200,28 +238,35 @@ async def main(role, bootstrap, source, sink, group, bug):
         sent = []
         for tp, records in getter.result().items():
             for record in records:
-                kept = True
-                if orders_store:
-                    kept = await store_order(orders_store, record, bug, stop)
-                    if kept is None:
+                async with busy:
+                    # A rebalance may take the partition away mid-batch: its new owner has
+                    # it from the offset committed on the way out.
+                    if tp not in consumer.assignment() and not ignores_rebalance:
                         break
-                positions[tp] = record.offset + 1
-                if kept:
-                    sent.append(await producer.send(sink, key=record.key, value=record.value))
+                    kept = True
+                    if orders_store:
+                        kept = await store_order(orders_store, record, bug, stop)
+                        if kept is None:
+                            break
+                    if kept:
+                        sent.append(
+                            await producer.send(sink, key=record.key, value=record.value)
+                        )
+                    positions[tp] = record.offset + 1
         if role == "intake" and bug == "intake-no-flush":
             # Committed as soon as handed to the producer, delivered or not.
-            if positions:
-                await consumer.commit(dict(positions))
+            if owned():
+                await consumer.commit(owned())
             continue
         if sent:
             await asyncio.gather(*sent)
-        if positions:
-            await consumer.commit(dict(positions))
+        if owned():
+            await consumer.commit(owned())
 
     if not (role == "intake" and bug == "intake-no-flush"):
         await producer.flush()
-        if positions:
-            await consumer.commit(dict(positions))
+        if owned():
+            await consumer.commit(owned())
         await producer.stop()
     await consumer.stop()
     print(f"{role} stopped", flush=True)

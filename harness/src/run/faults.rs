@@ -247,19 +247,22 @@ async fn act(
                 .send(crate::target::Scheduled {
                     service: step.service.clone(),
                     signal,
-                    restart: false,
+                    redeploy: None,
                     own_signal: false,
                 })
                 .map_err(|_| "the target is gone".to_owned()),
             None => Err("no signal named".to_owned()),
         },
         // The graph's runner stops and starts the service's instances.
-        (Action::Restart, _) => reach
+        (Action::Restart | Action::Rollout, _) => reach
             .signals
             .send(crate::target::Scheduled {
                 service: step.service.clone(),
                 signal: step.signal.unwrap_or_default(),
-                restart: true,
+                redeploy: Some(match step.action {
+                    Action::Rollout => crate::target::Redeploy::Rollout,
+                    _ => crate::target::Redeploy::Restart,
+                }),
                 own_signal: step.signal.is_none(),
             })
             .map_err(|_| "the target is gone".to_owned()),

@@ -8,12 +8,12 @@
 //! at_ms = 1000             # this long after it
 //! action = "latency"       # proxy:      down | up | latency | timeout | reset_peer | bandwidth | clear
 //!                          # dependency: stop | start | kill | pause | resume
-//!                          # target:     signal; a graph's service: signal | restart
-//! dependency = "redis"     # every action but signal and restart
+//!                          # target:     signal; a graph's service: signal | restart | rollout
+//! dependency = "redis"     # every action but signal, restart and rollout
 //! instance = "primary"     # all (default): every client; primary: the target alone
 //! latency_ms = 1500        # latency: latency_ms, jitter_ms; timeout, reset_peer: timeout_ms;
 //!                          # bandwidth: rate_kb; signal: signal = "term" | "int" | "kill"
-//! service = "worker"       # signal, restart, in a graph ([[services]]): the service
+//! service = "worker"       # signal, restart, rollout, in a graph ([[services]]): the service
 //! every_ms = 600000        # optional: played again this long after each time (not signal)
 //! times = 6                # optional, with every_ms: at most this many times in all
 //! ```
@@ -29,7 +29,9 @@
 //!
 //! `restart`, in a graph, stops every running instance of the service (with `signal`, else
 //! its own stop signal, killed at its `kill_after_ms`) and starts each again once it has
-//! exited, while the rest of the graph runs on: a deploy of one service.
+//! exited, while the rest of the graph runs on: a deploy of one service. `rollout` replaces
+//! them one by one as a Deployment's rolling update does: a new instance started beside the
+//! old, and the old one stopped only once the new one is ready.
 //!
 //! `instance = "primary"` puts a proxy of its own between the target and the dependency's
 //! proxy, so the target alone is partitioned while its standby (and the harness) still reach
@@ -103,11 +105,14 @@ pub enum Action {
     Signal,
     /// A graph's service stopped and started again, instance by instance.
     Restart,
+    /// A graph's service replaced one instance at a time, each new one ready before the old
+    /// one is stopped.
+    Rollout,
 }
 
 impl Action {
     /// Every action, in the order a scenario file's comment lists them.
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 15] = [
         Action::Down,
         Action::Up,
         Action::Latency,
@@ -122,6 +127,7 @@ impl Action {
         Action::Resume,
         Action::Signal,
         Action::Restart,
+        Action::Rollout,
     ];
 
     /// The name a scenario file gives it.
@@ -141,6 +147,7 @@ impl Action {
             Action::Resume => "resume",
             Action::Signal => "signal",
             Action::Restart => "restart",
+            Action::Rollout => "rollout",
         }
     }
 
@@ -227,11 +234,12 @@ impl FaultStep {
     /// In words, for the timeline: `latency 1500 ms on redis (primary)`.
     pub fn describe(&self) -> String {
         let what = match self.action {
-            Action::Restart => {
+            Action::Restart | Action::Rollout => {
                 let service = self.service.as_deref().unwrap_or("?");
+                let action = self.action;
                 return match self.signal {
-                    Some(signal) => format!("restart of service `{service}` ({signal})"),
-                    None => format!("restart of service `{service}`"),
+                    Some(signal) => format!("{action} of service `{service}` ({signal})"),
+                    None => format!("{action} of service `{service}`"),
                 };
             }
             Action::Signal => {
@@ -288,7 +296,7 @@ impl FaultStep {
             Action::Timeout | Action::ResetPeer => (&["dependency"], &["dependency", "timeout_ms"]),
             Action::Bandwidth => (&["dependency", "rate_kb"], &["dependency", "rate_kb"]),
             Action::Signal => (&["signal"], &["signal"]),
-            Action::Restart => (&[], &["signal"]),
+            Action::Restart | Action::Rollout => (&[], &["signal"]),
             _ => (&["dependency"], &["dependency"]),
         };
         let action = self.action;
@@ -322,27 +330,29 @@ impl FaultStep {
                  `instance = \"primary\"` is for proxy actions"
             ));
         }
-        let to_service = matches!(self.action, Action::Signal | Action::Restart);
+        let redeploy = matches!(self.action, Action::Restart | Action::Rollout);
+        let to_service = redeploy || self.action == Action::Signal;
         if self.service.is_some() && !to_service {
             return Err(format!(
                 "`service` names where a signal goes: `{action}` acts on a dependency"
             ));
         }
-        if self.action == Action::Restart && self.service.is_none() {
-            return Err(
-                "`restart` needs `service`: it restarts a service of a graph ([[services]])"
-                    .to_owned(),
-            );
-        }
-        if self.action == Action::Restart && self.after != Point::Ready {
+        if redeploy && self.service.is_none() {
             return Err(format!(
-                "a restart is timed from `ready`: one from `{}` would meet the graph starting \
+                "`{action}` needs `service`: it redeploys a service of a graph ([[services]])"
+            ));
+        }
+        if redeploy && self.after != Point::Ready {
+            return Err(format!(
+                "a {action} is timed from `ready`: one from `{}` would meet the graph starting \
                  or stopping",
                 self.after
             ));
         }
-        if self.instance == Instance::Primary && self.action == Action::Restart {
-            return Err("`restart` goes to a service: it has no `instance`".to_owned());
+        if self.instance == Instance::Primary && redeploy {
+            return Err(format!(
+                "`{action}` goes to a service: it has no `instance`"
+            ));
         }
         if self.instance == Instance::Primary && self.action == Action::Signal {
             return Err("`signal` goes to the target: it has no `instance`".to_owned());
@@ -432,6 +442,10 @@ mod tests {
         assert_eq!(s.describe(), "restart of service `api` (SIGINT)");
         let e = step("action = \"restart\"").unwrap_err();
         assert!(e.contains("`restart` needs `service`"), "{e}");
+        let s = step("action = \"rollout\"\nservice = \"worker\"").unwrap();
+        assert_eq!(s.describe(), "rollout of service `worker`");
+        let e = step("action = \"rollout\"\nservice = \"w\"\nafter = \"start\"").unwrap_err();
+        assert!(e.contains("a rollout is timed from `ready`"), "{e}");
         let e = step("action = \"restart\"\nservice = \"w\"\nafter = \"stop\"").unwrap_err();
         assert!(e.contains("timed from `ready`"), "{e}");
         let e = step("action = \"restart\"\nservice = \"w\"\ndependency = \"redis\"").unwrap_err();

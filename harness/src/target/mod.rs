@@ -155,10 +155,20 @@ type ScheduledSignals = Option<tokio::sync::mpsc::UnboundedReceiver<Scheduled>>;
 pub struct Scheduled {
     pub service: Option<String>,
     pub signal: crate::scenario::StopSignal,
-    /// A graph's service to be started again once each instance has exited (`restart`);
-    /// `signal` is then its stop, unless `own_signal` says to use the service's own.
-    pub restart: bool,
+    /// A graph's service redeployed: `signal` is then each old instance's stop, unless
+    /// `own_signal` says to use the service's own.
+    pub redeploy: Option<Redeploy>,
     pub own_signal: bool,
+}
+
+/// How a graph's service is redeployed by the fault schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Redeploy {
+    /// Each instance stopped, then started again once it has exited.
+    Restart,
+    /// One instance at a time: a new one started beside it, and it stopped once the new one
+    /// is ready.
+    Rollout,
 }
 
 /// The next signal the schedule sends; never, without a schedule or once it is done.

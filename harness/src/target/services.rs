@@ -22,6 +22,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::scenario::{ReadyProbe, ServiceGraph, StopPlan, StopSignal};
 use crate::signal::{SignalEvent, SignalHandler};
+use crate::target::Redeploy;
 use crate::target::{
     Hooks, ProbeReport, ProcessContext, ReadyState, Scheduled, TargetExit, TargetRun, run_process,
 };
@@ -86,6 +87,18 @@ struct State {
     blocked: Option<String>,
     /// A `restart` stopped it: once it has exited, another takes its place.
     restarting: bool,
+    /// Started by a rollout beside this instance, which is stopped once it is ready.
+    replacing: Option<usize>,
+    /// A rollout stopped it: once it has exited, the rollout goes on.
+    rolled: bool,
+}
+
+/// A rollout of one service under way: its instances still to replace, one at a time.
+struct Rollout {
+    service: usize,
+    /// The old instances' stop signal; `None`: each one's own.
+    signal: Option<StopSignal>,
+    queue: std::collections::VecDeque<usize>,
 }
 
 enum Event {
@@ -143,6 +156,7 @@ pub async fn run_services(
             })
             .collect(),
         instances,
+        rollouts: Vec::new(),
         hooks,
     };
     driver.schedule = driver.hooks.signals.take();
@@ -328,10 +342,7 @@ fn instances(
                 Some(port) => *port,
                 None => super::free_port()?,
             };
-            let mut target = spec.process();
-            if let ReadyProbe::Http(url) | ReadyProbe::Tcp(url) = &mut target.ready {
-                *url = url.replace("{port}", &port.to_string());
-            }
+            let target = spec.process();
             let plan = spec.stop_plan(stop, UNTIL_STOPPED.as_millis() as u64);
             instances.push(Instance {
                 service,
@@ -347,24 +358,31 @@ fn instances(
             });
         }
     }
-    // `{port:store}` in a ready URL: the store's first instance's port.
-    let firsts: Vec<(String, u16)> = graph
-        .services
-        .iter()
-        .enumerate()
+    let firsts = first_ports(graph, &instances);
+    for instance in &mut instances {
+        fill_ready(instance, &firsts);
+    }
+    Ok(instances)
+}
+
+/// Each service's first instance's port, by its placeholder (`{port:store}`).
+fn first_ports(graph: &ServiceGraph, instances: &[Instance]) -> Vec<(String, u16)> {
+    (graph.services.iter().enumerate())
         .filter_map(|(s, spec)| {
             let first = instances.iter().find(|i| i.service == s)?;
             Some((format!("{{port:{}}}", spec.name), first.port))
         })
-        .collect();
-    for instance in &mut instances {
-        if let ReadyProbe::Http(url) | ReadyProbe::Tcp(url) = &mut instance.target.ready {
-            for (placeholder, port) in &firsts {
-                *url = url.replace(placeholder.as_str(), &port.to_string());
-            }
+        .collect()
+}
+
+/// `{port}` and `{port:NAME}` in an instance's ready URL, filled.
+fn fill_ready(instance: &mut Instance, firsts: &[(String, u16)]) {
+    if let ReadyProbe::Http(url) | ReadyProbe::Tcp(url) = &mut instance.target.ready {
+        *url = url.replace("{port}", &instance.port.to_string());
+        for (placeholder, port) in firsts {
+            *url = url.replace(placeholder.as_str(), &port.to_string());
         }
     }
-    Ok(instances)
 }
 
 impl Instance {
@@ -411,6 +429,8 @@ struct Driver<'g, 'c> {
     /// Each service's first instance's port (`QUIESCE_PORT_STORE`, `{port:store}`): how the
     /// services of a graph find one another.
     ports: Vec<(String, String)>,
+    /// The fault schedule's rollouts under way.
+    rollouts: Vec<Rollout>,
 }
 
 impl<'g> Driver<'g, '_> {
@@ -573,6 +593,9 @@ impl<'g> Driver<'g, '_> {
             // Each instance's own timeline says when it was ready and how it exited.
             Some(Event::Ready(k)) => {
                 self.state[k].ready = true;
+                if let Some(old) = self.state[k].replacing {
+                    self.retire(old, k);
+                }
                 true
             }
             Some(Event::Done(k, run)) => {
@@ -583,6 +606,16 @@ impl<'g> Driver<'g, '_> {
                 self.state[k].done = Some(*run);
                 if self.state[k].restarting {
                     self.replace(k);
+                }
+                let service = self.instances[k].service;
+                if self.state[k].rolled {
+                    self.roll(service);
+                } else if let (Some(old), false) = (self.state[k].replacing, self.state[k].ready) {
+                    let (new, old) = (&self.instances[k].name, &self.instances[old].name);
+                    self.notes.note(format!(
+                        "rollout halted: `{new}` exited before it was ready; `{old}` runs on"
+                    ));
+                    self.rollouts.retain(|r| r.service != service);
                 }
                 true
             }
@@ -598,16 +631,34 @@ impl<'g> Driver<'g, '_> {
                 .note(format!("fault schedule: no service `{name}` to signal"));
             return;
         };
-        let what = match scheduled.restart {
-            true => "restart",
-            false => "signal",
+        let what = match scheduled.redeploy {
+            Some(Redeploy::Restart) => "restart",
+            Some(Redeploy::Rollout) => "rollout",
+            None => "signal",
         };
-        // A restart is a deploy while the graph runs: once its stop has begun, the stop
-        // order decides who goes when, and a second signal would cut a drain short.
-        if scheduled.restart && (self.interrupted || self.stop_began.is_some()) {
+        // A redeploy happens while the graph runs: once its stop has begun, the stop order
+        // decides who goes when, and a second signal would cut a drain short.
+        if scheduled.redeploy.is_some() && (self.interrupted || self.stop_began.is_some()) {
             self.notes.note(format!(
-                "fault schedule: the restart of `{name}` not played, the graph is stopping"
+                "fault schedule: the {what} of `{name}` not played, the graph is stopping"
             ));
+            return;
+        }
+        if scheduled.redeploy == Some(Redeploy::Rollout) {
+            if self.rollouts.iter().any(|r| r.service == s) {
+                self.notes.note(format!(
+                    "fault schedule: the rollout of `{name}` not played, one is under way"
+                ));
+                return;
+            }
+            let queue = self.of(s).filter(|&k| self.is_running(k)).collect();
+            self.notes.note(format!("rollout of `{name}` begins"));
+            self.rollouts.push(Rollout {
+                service: s,
+                signal: (!scheduled.own_signal).then_some(scheduled.signal),
+                queue,
+            });
+            self.roll(s);
             return;
         }
         for k in self.of(s).collect::<Vec<_>>() {
@@ -615,19 +666,9 @@ impl<'g> Driver<'g, '_> {
                 true => self.instances[k].plan.signal,
                 false => scheduled.signal,
             };
+            let sent = self.is_running(k) && self.signal(k, signal);
             let state = &mut self.state[k];
-            let running = state.started && state.done.is_none() && !state.restarting;
-            let sent = running
-                && state.signals.as_ref().is_some_and(|tx| {
-                    tx.send(Scheduled {
-                        service: None,
-                        signal,
-                        restart: false,
-                        own_signal: false,
-                    })
-                    .is_ok()
-                });
-            state.restarting |= sent && scheduled.restart;
+            state.restarting |= sent && scheduled.redeploy.is_some();
             let instance = &self.instances[k].name;
             self.notes.note(match (sent, state.restarting) {
                 (true, _) => format!("`{instance}`: {signal} from the fault schedule's {what}"),
@@ -641,6 +682,110 @@ impl<'g> Driver<'g, '_> {
                 ),
             });
         }
+    }
+
+    /// Sends instance `k` `signal`, as its stop; false if it could not be (gone).
+    fn signal(&self, k: usize, signal: StopSignal) -> bool {
+        self.state[k].signals.as_ref().is_some_and(|tx| {
+            let stop = Scheduled {
+                service: None,
+                signal,
+                redeploy: None,
+                own_signal: false,
+            };
+            tx.send(stop).is_ok()
+        })
+    }
+
+    /// Whether instance `k` runs and no redeploy is stopping it.
+    fn is_running(&self, k: usize) -> bool {
+        let state = &self.state[k];
+        state.started && state.done.is_none() && !state.restarting && !state.rolled
+    }
+
+    /// The rollout of service `s`, on: the next old instance still running gets a new one
+    /// beside it, on a port of its own (the old one holds its own); none left, it is done.
+    fn roll(&mut self, s: usize) {
+        let Some(r) = self.rollouts.iter().position(|r| r.service == s) else {
+            return;
+        };
+        let name = &self.graph.services[s].name;
+        if self.interrupted || self.stop_began.is_some() {
+            self.notes.note(format!(
+                "rollout of `{name}` cut short: the graph is stopping"
+            ));
+            self.rollouts.remove(r);
+            return;
+        }
+        let old = loop {
+            match self.rollouts[r].queue.pop_front() {
+                Some(k) if self.is_running(k) => break k,
+                Some(_) => continue,
+                None => {
+                    self.notes.note(format!("rollout of `{name}` done"));
+                    self.rollouts.remove(r);
+                    return;
+                }
+            }
+        };
+        let next = super::free_port().and_then(|port| {
+            let mut next = self.instances[old].next(self.ctx)?;
+            next.port = port;
+            next.target.ready = self.graph.services[s].process().ready;
+            fill_ready(&mut next, &self.first_ports());
+            Ok(next)
+        });
+        match next {
+            Ok(next) => {
+                let (new, was) = (&next.name, &self.instances[old].name);
+                self.notes
+                    .note(format!("rollout: `{new}` starting beside `{was}`"));
+                self.instances.push(next);
+                self.state.push(State {
+                    replacing: Some(old),
+                    ..State::default()
+                });
+                self.start_instance(self.instances.len() - 1);
+            }
+            Err(e) => {
+                let was = &self.instances[old].name;
+                self.notes.note(format!(
+                    "rollout of `{name}` halted: no instance could be started beside `{was}`: {e}"
+                ));
+                self.rollouts.remove(r);
+            }
+        }
+    }
+
+    /// A rollout's new instance `new` is ready: the old one it replaces is stopped, with the
+    /// rollout's signal or its own, killed at its `kill_after_ms` (its grace period).
+    fn retire(&mut self, old: usize, new: usize) {
+        let s = self.instances[old].service;
+        let Some(rollout) = self.rollouts.iter().find(|r| r.service == s) else {
+            return;
+        };
+        let signal = rollout.signal.unwrap_or(self.instances[old].plan.signal);
+        let (was, now) = (&self.instances[old].name, &self.instances[new].name);
+        if !self.is_running(old) || self.stop_began.is_some() {
+            self.notes
+                .note(format!("rollout: `{now}` ready; `{was}` is not running"));
+            self.roll(s);
+            return;
+        }
+        let sent = self.signal(old, signal);
+        self.state[old].rolled = sent;
+        self.notes.note(match sent {
+            true => format!("rollout: `{now}` ready, `{was}` sent {signal}"),
+            false => format!("rollout: `{now}` ready, `{was}` could not be signalled"),
+        });
+        if !sent {
+            self.roll(s);
+        }
+    }
+
+    /// Each service's first instance's port, as `{port:NAME}` names it.
+    fn first_ports(&self) -> Vec<(String, u16)> {
+        first_ports(self.graph, &self.instances)
     }
 
     /// Starts, in the place of instance `k` that a restart stopped and that has exited,
