@@ -293,31 +293,33 @@ fn several_files_soak_one_after_another_with_one_report() {
 
 /// A graph soaked: each instance sampled into a timeline and a plot of its own and judged
 /// `memory_flat` on its own: the service that grows fails, named; the flat one passes.
+/// A graph scenario named `name` in `dir`, on the local backend: `services` with `{dir}` as
+/// the folder they run in.
+fn graph_scenario(dir: &Path, name: &str, services: &str) -> PathBuf {
+    let file = dir.join(format!("{name}.toml"));
+    let services = services.replace("{dir}", &dir.display().to_string());
+    let text = format!("name = \"{name}\"\n[infra]\nbackend = \"local\"\n\n{services}");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
 #[test]
 fn a_graph_soak_judges_each_instance_and_names_the_one_that_leaks() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("graph-soak.toml");
     // `leaky` keeps 256 KiB more every 100 ms: about 200 GiB a day.
-    let text = format!(
-        r#"name = "graph-soak"
-[infra]
-backend = "local"
-
-[[services]]
+    let services = r#"[[services]]
 name = "steady"
 cwd = "{dir}"
 command = ["sh", "-c", "trap 'exit 0' TERM; echo steady ready; while :; do sleep 0.05; done"]
-ready = {{ log = "^steady ready$" }}
+ready = { log = "^steady ready$" }
 
 [[services]]
 name = "leaky"
 cwd = "{dir}"
 command = ["python3", "-c", "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\nkept = []\nprint('leaky ready', flush=True)\nwhile True:\n    kept.append(b'x' * 262144)\n    time.sleep(0.1)\n"]
-ready = {{ log = "^leaky ready$" }}
-"#,
-        dir = dir.path().display()
-    );
-    std::fs::write(&file, text).unwrap();
+ready = { log = "^leaky ready$" }
+"#;
+    let file = graph_scenario(dir.path(), "graph-soak", services);
     let out = dir.path().join("out");
     let args = [
         "soak",
@@ -350,7 +352,7 @@ ready = {{ log = "^leaky ready$" }}
     assert!(line("leaky/memory_flat").contains("FAIL"), "{stdout}");
     assert!(line("steady/memory_flat").contains("PASS"), "{stdout}");
     for instance in ["steady", "leaky"] {
-        let folder = out.join(instance);
+        let folder = out.join("services").join(instance);
         assert!(samples(&folder.join("timeline.jsonl")) >= 60, "{instance}");
         assert!(folder.join("soak.svg").is_file(), "{instance}");
     }
@@ -358,5 +360,53 @@ ready = {{ log = "^leaky ready$" }}
         serde_json::from_str(&std::fs::read_to_string(out.join("soak.json")).unwrap()).unwrap();
     let soaked = json["soaked"].as_array().cloned().unwrap_or_default();
     assert_eq!(soaked.len(), 2, "{json}");
+    assert_eq!(processes_mentioning(dir.path()), Vec::<u32>::new());
+}
+
+/// An instance of a graph that never started still gets its `memory_flat` row, inconclusive,
+/// saying why: a soak's verdict names every instance.
+#[test]
+fn a_graph_soak_gives_an_instance_never_started_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = r#"[[services]]
+name = "never"
+cwd = "{dir}"
+command = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.05; done"]
+ready = { log = "^never printed$" }
+
+[[services]]
+name = "after"
+cwd = "{dir}"
+command = ["sh", "-c", "trap 'exit 0' TERM; echo after ready; while :; do sleep 0.05; done"]
+ready = { log = "^after ready$" }
+depends_on = ["never"]
+
+[checks]
+starts_within = { deadline_ms = 2000 }
+"#;
+    let file = graph_scenario(dir.path(), "graph-soak-unstarted", services);
+    let out = dir.path().join("out");
+    let (f, o) = (file.to_str().unwrap(), out.to_str().unwrap());
+    let args = [
+        "soak",
+        f,
+        "--duration",
+        "5s",
+        "--min-span",
+        "2s",
+        "--out",
+        o,
+    ];
+    let (code, stdout, stderr) = quiesce(dir.path(), &args, &[]);
+    assert_eq!(code, exit_codes::VIOLATION, "{stdout}\n{stderr}");
+    let row = stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("after/memory_flat"))
+        .unwrap_or_else(|| panic!("no after/memory_flat row:\n{stdout}"));
+    assert!(
+        row.contains("never started: nothing was sampled"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("never/memory_flat"), "{stdout}");
     assert_eq!(processes_mentioning(dir.path()), Vec::<u32>::new());
 }

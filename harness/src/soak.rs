@@ -242,23 +242,45 @@ pub async fn soak_on(
         .then(|| workload_unfinished(&options.out_dir.join("run").join("kafka.json")))
         .flatten();
     let mut soaked = Vec::new();
+    let mut judged = Vec::new();
     for sampled in sampled {
-        let (one, outcome) = settle(sampled, &cycle, options, stalled.as_deref())?;
+        let instance = sampled.instance.clone();
+        let outcome = match settle(sampled, &cycle, options, stalled.as_deref()) {
+            Ok((one, outcome)) => {
+                soaked.push(one);
+                outcome
+            }
+            // One instance's timeline that cannot be written is that instance's loss.
+            Err(e) if instance.is_some() => Outcome::inconclusive(e.to_string()),
+            Err(e) => return Err(e),
+        };
+        judged.push(instance.clone());
         cycle.verdict.results.push(CheckResult {
             check: CheckName::MemoryFlat,
-            service: one.instance.clone(),
+            service: instance,
             outcome,
         });
-        soaked.push(one);
     }
-    if matches!(scenario.target, Target::Services(_)) && soaked.is_empty() {
-        cycle.verdict.results.push(CheckResult {
-            check: CheckName::MemoryFlat,
-            service: None,
-            outcome: Outcome::inconclusive(
-                "no instance of the graph was started: nothing was sampled",
-            ),
-        });
+    // Every instance of a graph gets its row: one never started had nothing to sample.
+    if matches!(scenario.target, Target::Services(_)) {
+        let mut unsampled: Vec<String> = Vec::new();
+        for name in cycle
+            .verdict
+            .results
+            .iter()
+            .filter_map(|r| r.service.as_ref())
+        {
+            if !judged.contains(&Some(name.clone())) && !unsampled.contains(name) {
+                unsampled.push(name.clone());
+            }
+        }
+        for name in unsampled {
+            cycle.verdict.results.push(CheckResult {
+                check: CheckName::MemoryFlat,
+                service: Some(name),
+                outcome: Outcome::inconclusive("never started: nothing was sampled"),
+            });
+        }
     }
     Ok(SoakReport {
         verdict: cycle.verdict,
@@ -293,7 +315,11 @@ async fn sample_instances(
             },
             () = done.cancelled() => break,
         };
-        let folder = options.out_dir.join(instance.replace('#', "-"));
+        // Apart from the run's own folder (`OUT/run`), whatever the services are called.
+        let folder = options
+            .out_dir
+            .join("services")
+            .join(instance.replace('#', "-"));
         let timeline = folder.join("timeline.jsonl");
         let header = quiesce_soak::Header {
             scenario: format!("{} / {instance}", header.scenario),
@@ -374,7 +400,7 @@ fn settle(
             .verdict
             .timeline
             .iter()
-            .filter(|e| e.event.starts_with("fault") && e.at_ms >= spawned)
+            .filter(|e| e.event.starts_with("fault: ") && e.at_ms >= spawned)
         {
             let fault = quiesce_soak::Event {
                 t_ms: event.at_ms - spawned,

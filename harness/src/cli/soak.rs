@@ -139,7 +139,7 @@ async fn soak_one(
     options.min_span = args.min_span;
     options.env = parse_env(&args.common.env)?;
     let timeline = match &scenario.target {
-        crate::scenario::Target::Services(_) => out_dir.join("INSTANCE").join("timeline.jsonl"),
+        crate::scenario::Target::Services(_) => out_dir.join("services/INSTANCE/timeline.jsonl"),
         _ => out_dir.join("timeline.jsonl"),
     };
     eprintln!(

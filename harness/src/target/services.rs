@@ -662,6 +662,10 @@ impl<'g> Driver<'g, '_> {
             return;
         }
         for k in self.of(s).collect::<Vec<_>>() {
+            // An instance already gone (a restart's or a rollout's old one) is past history.
+            if self.state[k].done.is_some() {
+                continue;
+            }
             let signal = match scheduled.own_signal {
                 true => self.instances[k].plan.signal,
                 false => scheduled.signal,
@@ -671,6 +675,9 @@ impl<'g> Driver<'g, '_> {
             state.restarting |= sent && scheduled.redeploy.is_some();
             let instance = &self.instances[k].name;
             self.notes.note(match (sent, state.restarting) {
+                (true, _) if scheduled.redeploy.is_none() => {
+                    format!("`{instance}`: {signal} from the fault schedule")
+                }
                 (true, _) => format!("`{instance}`: {signal} from the fault schedule's {what}"),
                 (false, true) => format!(
                     "`{instance}`: restarting already, so not sent {signal} from the fault \
