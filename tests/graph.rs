@@ -610,6 +610,12 @@ fn a_worker_rolled_out_mid_stream_loses_and_repeats_nothing() {
     assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
     passed(&judged, &["worker/stops_within", "worker@2/starts_within"]);
     let retired = at(&judged, "rollout: `worker@2` ready, `worker` sent SIGTERM");
+    // The old member is stopped only once the new one has joined the group (SyncGroup).
+    let joined = (judged.timeline.iter())
+        .find(|(_, e)| e.starts_with("rollout: `worker@2` joined as member `"))
+        .map(|(at, _)| *at)
+        .unwrap_or_else(|| panic!("no join on the timeline:\n{}", judged.output));
+    assert!(joined <= retired, "{}", judged.output);
     assert!(
         retired <= at(&judged, "stopping `intake`"),
         "{}",

@@ -97,6 +97,26 @@ pub struct GroupEvent {
     pub request: GroupRequest,
 }
 
+/// The first member that joined since `since` and completed its join: its first request came
+/// then (none before), and it has sent SyncGroup. With the time of that SyncGroup. A member
+/// rejoining a rebalance keeps its id, and was seen before: it is not new.
+pub fn joined_since(events: &[GroupEvent], since: Instant) -> Option<(String, Instant)> {
+    let mut first_seen: BTreeMap<&str, Instant> = BTreeMap::new();
+    for event in events {
+        for member in event.request.member_ids() {
+            first_seen.entry(member).or_insert(event.at);
+        }
+        if let GroupRequest::Sync { member_id, .. } = &event.request
+            && first_seen
+                .get(member_id.as_str())
+                .is_some_and(|at| *at >= since)
+        {
+            return Some((member_id.clone(), event.at));
+        }
+    }
+    None
+}
+
 /// The library name and version a client gives in its ApiVersions request (v3 and later),
 /// from one request frame; `None` for any other frame.
 pub fn parse_client_software(frame: &[u8]) -> Option<(String, String)> {
@@ -655,6 +675,43 @@ impl crate::fault::Observer for GroupTap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_that_joins_after_a_moment_is_new_once_it_syncs() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+        let event = |ms: u64, request: GroupRequest| GroupEvent {
+            at: at(ms),
+            link: 1,
+            client_id: None,
+            software: None,
+            group: "g".into(),
+            request,
+        };
+        let join = |m: &str| GroupRequest::Join {
+            member_id: m.into(),
+            session_timeout_ms: 10_000,
+            group_instance_id: None,
+        };
+        let sync = |m: &str| GroupRequest::Sync {
+            member_id: m.into(),
+            generation: 2,
+        };
+        let events = vec![
+            event(0, join("")),
+            event(5, join("old")),
+            event(6, sync("old")),
+            // The rebalance the new member causes: the old one rejoins under its own id.
+            event(100, join("")),
+            event(101, join("new")),
+            event(102, join("old")),
+            event(103, sync("old")),
+            event(104, sync("new")),
+        ];
+        assert_eq!(joined_since(&events, at(50)), Some(("new".into(), at(104))));
+        assert_eq!(joined_since(&events[..7], at(50)), None, "not synced yet");
+        assert_eq!(joined_since(&events, at(200)), None, "nothing new since");
+    }
 
     /// Encodes requests the way clients do, for the tests.
     struct Enc {

@@ -434,13 +434,25 @@ async fn drive(
             }
         }
     }
+    // A rollout's new instance is given until it has joined one of the run's groups.
+    let join = scenario.kafka.as_ref().map(|k| crate::target::JoinWatch {
+        tap: groups.clone(),
+        groups: std::iter::once(k.group.clone())
+            .chain(k.via.iter().map(|hop| hop.group.clone()))
+            .collect(),
+        within: std::time::Duration::from_millis(scenario.checks.starts_within.params.deadline_ms),
+    });
     let observed = start_target(
         scenario,
         &scenario.stop,
         run_id,
         out_dir,
         &endpoints,
-        (&settings, &ports),
+        Placement {
+            settings: &settings,
+            ports: &ports,
+            join,
+        },
         hooks,
         signals,
     )
@@ -942,7 +954,11 @@ async fn restart(
         run_id,
         &restart_dir,
         endpoints,
-        (settings, &[]),
+        Placement {
+            settings,
+            ports: &[],
+            join: None,
+        },
         hooks,
         signals,
     )
@@ -1024,6 +1040,14 @@ fn ingress_target(
     })
 }
 
+/// What a target is started with besides the scenario: its variables, a graph's ports, and
+/// where a rollout sees a new instance join.
+struct Placement<'a> {
+    settings: &'a [(String, String)],
+    ports: &'a [Vec<u16>],
+    join: Option<crate::target::JoinWatch>,
+}
+
 /// One run of the target, process or graph.
 #[allow(clippy::too_many_arguments)]
 async fn start_target(
@@ -1032,7 +1056,11 @@ async fn start_target(
     run_id: &str,
     out_dir: &Path,
     endpoints: &Endpoints,
-    (settings, ports): (&[(String, String)], &[Vec<u16>]),
+    Placement {
+        settings,
+        ports,
+        join,
+    }: Placement<'_>,
     hooks: Hooks,
     signals: &mut SignalHandler,
 ) -> Result<TargetRun, RunError> {
@@ -1074,6 +1102,7 @@ async fn start_target(
                 out_dir,
                 base_dir: &scenario.base_dir,
                 ready_timeout,
+                join,
             };
             crate::target::run_services(graph, stop, ctx, hooks, signals).await
         }

@@ -35,7 +35,7 @@ pub use orphans::{OrphanProcess, find_orphans};
 pub use probe::{ProbeReport, ProbeSet, ProbeTask, ProbeThread, read_probe};
 pub use process::{ProcessContext, describe_status, log_files, resolve_program, run_process};
 pub use ready::{http_status, wait_ready};
-pub use services::{InstanceRun, ServicesContext, run_services};
+pub use services::{InstanceRun, JoinWatch, ServicesContext, run_services};
 
 /// A free loopback port, for a target (or a graph's instance) to listen on.
 pub fn free_port() -> std::io::Result<u16> {

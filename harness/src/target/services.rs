@@ -43,7 +43,21 @@ pub struct ServicesContext<'a> {
     /// The folder a relative `cwd` or command is resolved against.
     pub base_dir: &'a Path,
     pub ready_timeout: Duration,
+    /// With Kafka: where a rollout sees its new instance join a group.
+    pub join: Option<JoinWatch>,
 }
+
+/// How a rollout sees a new instance join a consumer group: the run's groups on the wire.
+pub struct JoinWatch {
+    pub tap: crate::kafka::wire::GroupTap,
+    /// The groups of the run (`[kafka] group`, each `via` hop's).
+    pub groups: Vec<String>,
+    /// How long a new instance gets, once ready, to join one.
+    pub within: Duration,
+}
+
+/// How often a rollout looks for its new instance's join.
+const JOIN_POLL: Duration = Duration::from_millis(20);
 
 /// One instance of one service: its run, or why it was never started.
 #[derive(Debug)]
@@ -91,6 +105,8 @@ struct State {
     replacing: Option<usize>,
     /// A rollout stopped it: once it has exited, the rollout goes on.
     rolled: bool,
+    /// When it was started.
+    started_at: Option<Instant>,
 }
 
 /// A rollout of one service under way: its instances still to replace, one at a time.
@@ -103,6 +119,8 @@ struct Rollout {
 
 enum Event {
     Ready(usize),
+    /// A rollout's new instance joined a group (the member, and when), or did not in time.
+    Joined(usize, Option<(String, Instant)>),
     NotReady,
     Done(usize, Box<std::io::Result<TargetRun>>),
 }
@@ -594,6 +612,33 @@ impl<'g> Driver<'g, '_> {
             Some(Event::Ready(k)) => {
                 self.state[k].ready = true;
                 if let Some(old) = self.state[k].replacing {
+                    self.joined(old, k);
+                }
+                true
+            }
+            Some(Event::Joined(k, member)) => {
+                if let Some(old) = self.state[k].replacing {
+                    let new = &self.instances[k].name;
+                    let note = match (&member, &self.ctx.join) {
+                        (Some((member, at)), _) => {
+                            let after = self.state[k]
+                                .started_at
+                                .map_or(0, |s| at.saturating_duration_since(s).as_millis());
+                            format!(
+                                "rollout: `{new}` joined as member `{member}` ({after} ms after \
+                                 its start)"
+                            )
+                        }
+                        (None, Some(join)) => format!(
+                            "rollout: `{new}` joined no group of the run within {} ms of ready \
+                             (it may consume none): its old instance is stopped anyway",
+                            join.within.as_millis()
+                        ),
+                        (None, None) => String::new(),
+                    };
+                    if !note.is_empty() {
+                        self.notes.note(note);
+                    }
                     self.retire(old, k);
                 }
                 true
@@ -764,6 +809,28 @@ impl<'g> Driver<'g, '_> {
         }
     }
 
+    /// A rollout's new instance `new` is ready: with Kafka, it is given until it has joined a
+    /// group of the run (a new member has sent SyncGroup since it started), bounded; then the
+    /// old one is retired.
+    fn joined(&mut self, old: usize, new: usize) {
+        let (Some(join), Some(since)) = (&self.ctx.join, self.state[new].started_at) else {
+            self.retire(old, new);
+            return;
+        };
+        let (tap, groups, within) = (join.tap.clone(), join.groups.clone(), join.within);
+        self.events.push(Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + within;
+            loop {
+                let seen = (groups.iter())
+                    .find_map(|g| crate::kafka::wire::joined_since(&tap.events(g), since));
+                if seen.is_some() || tokio::time::Instant::now() >= deadline {
+                    return Event::Joined(new, seen);
+                }
+                tokio::time::sleep(JOIN_POLL).await;
+            }
+        }));
+    }
+
     /// A rollout's new instance `new` is ready: the old one it replaces is stopped, with the
     /// rollout's signal or its own, killed at its `kill_after_ms` (its grace period).
     fn retire(&mut self, old: usize, new: usize) {
@@ -838,6 +905,7 @@ impl<'g> Driver<'g, '_> {
         let (stop_tx, stop_rx) = oneshot::channel();
         let (signals_tx, signals_rx) = tokio::sync::mpsc::unbounded_channel();
         self.state[k].started = true;
+        self.state[k].started_at = Some(Instant::now());
         self.state[k].stop = Some(stop_tx);
         self.state[k].signals = Some(signals_tx);
         let mut env = self.ctx.env.clone();
