@@ -87,19 +87,21 @@ pub(super) async fn explore_scenario(args: ExploreArgs) -> Result<i32, CliError>
     }
     let graph = matches!(scenario.target, crate::scenario::Target::Services(_));
     use crate::scenario::Action;
-    let to_services = |a: &Action| matches!(a, Action::Signal | Action::Restart);
+    let redeploy = |a: &Action| matches!(a, Action::Restart | Action::Rollout);
+    let to_services = |a: &Action| redeploy(a) || *a == Action::Signal;
     if graph && options.actions.iter().all(to_services) {
         return Err(bad(
             "--actions",
-            "`signal` and `restart` alone: they go to a named service, which explore does not \
-             draw (yet); give proxy or dependency actions"
+            "`signal`, `restart` and `rollout` alone: they go to a named service, which \
+             explore does not draw (yet); give proxy or dependency actions"
                 .to_owned(),
         ));
     }
-    if !graph && options.actions == [Action::Restart] {
+    if !graph && options.actions.iter().all(redeploy) {
         return Err(bad(
             "--actions",
-            "`restart` restarts a service of a graph ([[services]]); this scenario has none"
+            "`restart` and `rollout` redeploy a service of a graph ([[services]]); this \
+             scenario has none"
                 .to_owned(),
         ));
     }

@@ -66,8 +66,9 @@ impl Space {
             actions: actions
                 .iter()
                 .copied()
-                // A restart names a service: not a move of this space (yet).
-                .filter(|a| !(services && *a == Action::Signal) && *a != Action::Restart)
+                // A restart or a rollout names a service: not a move of this space (yet).
+                .filter(|a| !(services && *a == Action::Signal))
+                .filter(|a| !matches!(a, Action::Restart | Action::Rollout))
                 .collect(),
             dependencies,
             primary: !graph && scenario.redis.as_ref().is_some_and(|r| r.standby),
