@@ -40,15 +40,31 @@ fn graph_copy(edit: impl Fn(String) -> String) -> (tempfile::TempDir, PathBuf) {
     copy_scenario("graph.toml", &["service.py"], edit)
 }
 
+/// When an event starting with `prefix` first happened (see [`at`]).
+fn at_prefix(judged: &Judged, prefix: &str) -> u64 {
+    first(judged, &format!("{prefix}..."), |e| e.starts_with(prefix))
+}
+
+/// When the first event `matches` happened; `what` names it if none did.
+fn first(judged: &Judged, what: &str, matches: impl Fn(&str) -> bool) -> u64 {
+    (judged.timeline.iter())
+        .find(|(_, e)| matches(e))
+        .map(|(at, _)| *at)
+        .unwrap_or_else(|| panic!("no `{what}` on the timeline:\n{}", judged.output))
+}
+
+/// `text` with a `[[faults]]` step that redeploys `service` by `action` `at_ms` after ready,
+/// before its `[stop]` table.
+fn with_redeploy(text: &str, at_ms: u64, action: &str, service: &str) -> String {
+    let step =
+        format!("[[faults]]\nat_ms = {at_ms}\naction = \"{action}\"\nservice = \"{service}\"\n\n");
+    text.replace("[stop]\n", &format!("{step}[stop]\n"))
+}
+
 /// When `event` first happened, in ms since the graph started. Events of the same
 /// millisecond may stand in either order, so an order is asserted with `<=`.
 fn at(judged: &Judged, event: &str) -> u64 {
-    judged
-        .timeline
-        .iter()
-        .find(|(_, e)| e == event)
-        .map(|(at, _)| *at)
-        .unwrap_or_else(|| panic!("no `{event}` on the timeline:\n{}", judged.output))
+    first(judged, event, |e| e == event)
 }
 
 const INSTANCES: [&str; 4] = ["store", "worker#1", "worker#2", "api"];
@@ -350,13 +366,8 @@ fn restarted(bug: &str, run_ms: u64) -> Judged {
 /// for `run_ms`.
 fn redeployed(action: &str, bug: &str, run_ms: u64) -> Judged {
     let (_dir, file) = graph_copy(|text| {
-        text.replace(
-            "[stop]\n",
-            &format!(
-                "[[faults]]\nat_ms = 200\naction = \"{action}\"\nservice = \"worker\"\n\n[stop]\n"
-            ),
-        )
-        .replace("after_ms = 500", &format!("after_ms = {run_ms}"))
+        with_redeploy(&text, 200, action, "worker")
+            .replace("after_ms = 500", &format!("after_ms = {run_ms}"))
     });
     judge_hostile(
         file.to_str().unwrap(),
@@ -445,10 +456,7 @@ fn a_restart_of_a_service_that_ignores_sigterm_fails_its_stop() {
 #[test]
 fn a_worker_restarted_mid_stream_loses_and_repeats_nothing() {
     let (_dir, file) = copy_scenario("chain.toml", &["chain.py"], |text| {
-        text.replace(
-            "[stop]\n",
-            "[[faults]]\nat_ms = 3000\naction = \"restart\"\nservice = \"worker\"\n\n[stop]\n",
-        )
+        with_redeploy(&text, 3000, "restart", "worker")
     });
     let judged = judge_hostile(file.to_str().unwrap(), &["--backend", "local"], &[]);
     assert_eq!(judged.code, exit_codes::OK, "{}", judged.output);
@@ -467,11 +475,7 @@ fn a_worker_restarted_mid_stream_loses_and_repeats_nothing() {
 #[test]
 fn a_restart_due_during_the_graphs_stop_is_not_played() {
     let (_dir, file) = graph_copy(|text| {
-        text.replace(
-            "[stop]\n",
-            "[[faults]]\nat_ms = 1500\naction = \"restart\"\nservice = \"store\"\n\n[stop]\n",
-        )
-        .replace("after_ms = 500", "after_ms = 300")
+        with_redeploy(&text, 1500, "restart", "store").replace("after_ms = 500", "after_ms = 300")
     });
     let judged = judge_hostile(
         file.to_str().unwrap(),
@@ -588,10 +592,7 @@ fn a_rollout_of_a_service_that_ignores_sigterm_fails_each_old_instance() {
 /// chain.toml with its worker rolled out 3 s into the stream, `CHAIN_BUG=bug`.
 fn chain_rolled_out(bug: &str) -> Judged {
     let (_dir, file) = copy_scenario("chain.toml", &["chain.py"], |text| {
-        text.replace(
-            "[stop]\n",
-            "[[faults]]\nat_ms = 3000\naction = \"rollout\"\nservice = \"worker\"\n\n[stop]\n",
-        )
+        with_redeploy(&text, 3000, "rollout", "worker")
     });
     judge_hostile(
         file.to_str().unwrap(),
@@ -611,10 +612,7 @@ fn a_worker_rolled_out_mid_stream_loses_and_repeats_nothing() {
     passed(&judged, &["worker/stops_within", "worker@2/starts_within"]);
     let retired = at(&judged, "rollout: `worker@2` ready, `worker` sent SIGTERM");
     // The old member is stopped only once the new one has joined the group (SyncGroup).
-    let joined = (judged.timeline.iter())
-        .find(|(_, e)| e.starts_with("rollout: `worker@2` joined as member `"))
-        .map(|(at, _)| *at)
-        .unwrap_or_else(|| panic!("no join on the timeline:\n{}", judged.output));
+    let joined = at_prefix(&judged, "rollout: `worker@2` joined as member `");
     assert!(joined <= retired, "{}", judged.output);
     assert!(
         retired <= at(&judged, "stopping `intake`"),

@@ -163,14 +163,12 @@ pub async fn run_services(
         interrupted: false,
         schedule: None,
         stop_began: None,
-        ports: graph
-            .services
-            .iter()
-            .enumerate()
-            .filter_map(|(s, spec)| {
-                let first = instances.iter().find(|i| i.service == s)?;
-                let variable = crate::scenario::template::port_variable(&spec.name);
-                Some((variable, first.port.to_string()))
+        ports: (first_ports(graph, &instances).into_iter())
+            .map(|(name, port)| {
+                (
+                    crate::scenario::template::port_variable(name),
+                    port.to_string(),
+                )
             })
             .collect(),
         instances,
@@ -383,30 +381,37 @@ fn instances(
     Ok(instances)
 }
 
-/// Each service's first instance's port, by its placeholder (`{port:store}`).
-fn first_ports(graph: &ServiceGraph, instances: &[Instance]) -> Vec<(String, u16)> {
+/// Each service's name and its first instance's port: what `{port:NAME}` and
+/// `QUIESCE_PORT_NAME` stand for.
+fn first_ports<'g>(graph: &'g ServiceGraph, instances: &[Instance]) -> Vec<(&'g str, u16)> {
     (graph.services.iter().enumerate())
         .filter_map(|(s, spec)| {
             let first = instances.iter().find(|i| i.service == s)?;
-            Some((format!("{{port:{}}}", spec.name), first.port))
+            Some((spec.name.as_str(), first.port))
         })
         .collect()
 }
 
 /// `{port}` and `{port:NAME}` in an instance's ready URL, filled.
-fn fill_ready(instance: &mut Instance, firsts: &[(String, u16)]) {
+fn fill_ready(instance: &mut Instance, firsts: &[(&str, u16)]) {
     if let ReadyProbe::Http(url) | ReadyProbe::Tcp(url) = &mut instance.target.ready {
         *url = url.replace("{port}", &instance.port.to_string());
-        for (placeholder, port) in firsts {
-            *url = url.replace(placeholder.as_str(), &port.to_string());
+        for (name, port) in firsts {
+            *url = url.replace(&format!("{{port:{name}}}"), &port.to_string());
         }
     }
 }
 
 impl Instance {
-    /// The instance a `restart` starts in this one's place: the same replica, port and stop,
-    /// its own name (`worker#1@2`), run id and folder.
-    fn next(&self, ctx: &ServicesContext<'_>) -> std::io::Result<Instance> {
+    /// The instance a restart or a rollout starts in this one's place, on `port`: the same
+    /// replica and stop, its own name (`worker#1@2`), run id and folder, its ready probe
+    /// filled for its port and the services' `firsts`.
+    fn next(
+        &self,
+        ctx: &ServicesContext<'_>,
+        graph: &ServiceGraph,
+        (port, firsts): (u16, &[(&str, u16)]),
+    ) -> std::io::Result<Instance> {
         let incarnation = self.incarnation + 1;
         let base = self.name.split('@').next().unwrap_or(&self.name);
         let name = format!("{base}@{incarnation}");
@@ -415,14 +420,18 @@ impl Instance {
         let probe_file = out_dir.join("probe.json");
         let _ = std::fs::remove_file(&probe_file);
         let run_id = self.run_id.split('@').next().unwrap_or(&self.run_id);
-        Ok(Instance {
+        let mut next = Instance {
             run_id: format!("{run_id}@{incarnation}"),
             name,
             incarnation,
             out_dir,
             probe_file,
+            port,
+            target: graph.services[self.service].process(),
             ..self.clone()
-        })
+        };
+        fill_ready(&mut next, firsts);
+        Ok(next)
     }
 }
 
@@ -619,8 +628,9 @@ impl<'g> Driver<'g, '_> {
             Some(Event::Joined(k, member)) => {
                 if let Some(old) = self.state[k].replacing {
                     let new = &self.instances[k].name;
-                    let note = match (&member, &self.ctx.join) {
-                        (Some((member, at)), _) => {
+                    let within = self.ctx.join.as_ref().map_or(0, |j| j.within.as_millis());
+                    let note = match &member {
+                        Some((member, at)) => {
                             let after = self.state[k]
                                 .started_at
                                 .map_or(0, |s| at.saturating_duration_since(s).as_millis());
@@ -629,16 +639,12 @@ impl<'g> Driver<'g, '_> {
                                  its start)"
                             )
                         }
-                        (None, Some(join)) => format!(
-                            "rollout: `{new}` joined no group of the run within {} ms of ready \
-                             (it may consume none): its old instance is stopped anyway",
-                            join.within.as_millis()
+                        None => format!(
+                            "rollout: `{new}` joined no group of the run within {within} ms of \
+                             ready (it may consume none): its old instance is stopped anyway"
                         ),
-                        (None, None) => String::new(),
                     };
-                    if !note.is_empty() {
-                        self.notes.note(note);
-                    }
+                    self.notes.note(note);
                     self.retire(old, k);
                 }
                 true
@@ -780,13 +786,9 @@ impl<'g> Driver<'g, '_> {
                 }
             }
         };
-        let next = super::free_port().and_then(|port| {
-            let mut next = self.instances[old].next(self.ctx)?;
-            next.port = port;
-            next.target.ready = self.graph.services[s].process().ready;
-            fill_ready(&mut next, &self.first_ports());
-            Ok(next)
-        });
+        let firsts = first_ports(self.graph, &self.instances);
+        let next = super::free_port()
+            .and_then(|port| self.instances[old].next(self.ctx, self.graph, (port, &firsts)));
         match next {
             Ok(next) => {
                 let (new, was) = (&next.name, &self.instances[old].name);
@@ -857,11 +859,6 @@ impl<'g> Driver<'g, '_> {
         }
     }
 
-    /// Each service's first instance's port, as `{port:NAME}` names it.
-    fn first_ports(&self) -> Vec<(String, u16)> {
-        first_ports(self.graph, &self.instances)
-    }
-
     /// Starts, in the place of instance `k` that a restart stopped and that has exited,
     /// the next; not once the graph's stop has begun.
     fn replace(&mut self, k: usize) {
@@ -872,7 +869,9 @@ impl<'g> Driver<'g, '_> {
             ));
             return;
         }
-        match self.instances[k].next(self.ctx) {
+        let firsts = first_ports(self.graph, &self.instances);
+        let port = self.instances[k].port;
+        match self.instances[k].next(self.ctx, self.graph, (port, &firsts)) {
             Ok(next) => {
                 self.notes.note(format!(
                     "`{old}` exited: `{}` starting in its place",
