@@ -18,6 +18,10 @@ Cases (every one starts with a batching producer: linger 50 ms, up to 100 record
                  watermark the last fetch reported
   describe       two consumers share the group, the first closes, the second reads the rest;
                  then DescribeGroups, with the second still in the group
+  rollout        a rolling update: the first consumer reads a sixth; the second subscribes
+                 and is polled until the broker gave it a member id, then 0.5 s more, its
+                 join held for the first to rejoin; the first closes then, inside that
+                 rebalance; the second reads the rest
   outage         produce half; print `cut produce` and wait for `down` on stdin (the harness
   restart        has taken the broker away: its proxy down, or the broker stopped); produce
                  the other half with the same producer; consume a quarter committing each
@@ -29,6 +33,9 @@ Output: {"produced": [[partition, offset, value], ...], "phases": [[[p, o, v], .
          "limits": [records each phase was to consume], "committed": {partition: offset},
          "ends": {partition: [fetch_high, list_end]},
          "described": {"state": S, "members": [member id, ...], "survivor": member id},
+         "rollout": {"member_id": the second's at the close, "assigned_at_close": N,
+                     "read_before_close": N, "pending_ms": its join's wait at the close,
+                     "took_ms": from the close to its first record},
          "done": {"produce": ms, "consume": ms}, "commit_retries": N}
 Every wait is bounded: a phase ends IDLE seconds after its last record, FIRST seconds without
 any, or DEADLINE seconds in all.
@@ -53,6 +60,9 @@ DEADLINE = 90.0
 # the first phase's share of the records (resume cases) and each rejoin consumer's share
 LIMIT_SHARE = 250 / 600
 REJOIN_CONSUMERS = 4
+# how long the rollout case's second consumer waits in its join, the broker holding it for
+# the first consumer to rejoin, before the first closes
+PENDING = 0.5
 
 
 def value_of(raw):
@@ -132,17 +142,19 @@ class Confluent:
         c.commit(offsets=tps, asynchronous=False)
         c.close()
 
-    def describe(self, topic, group, n):
-        def poll_commit(c):
-            m = c.poll(0.2)
-            if m is None or m.error() is not None:
-                return []
-            c.commit(message=m, asynchronous=False)
-            return [[m.partition(), m.offset(), value_of(m.value())]]
+    @staticmethod
+    def poll_commit(c):
+        """One record at most, committed: the two-consumer cases' poll."""
+        m = c.poll(0.2)
+        if m is None or m.error() is not None:
+            return []
+        c.commit(message=m, asynchronous=False)
+        return [[m.partition(), m.offset(), value_of(m.value())]]
 
+    def describe(self, topic, group, n):
         first, second = self.consumer(group), self.consumer(group)
         first.subscribe([topic])
-        phases = two_consumers(first, second, lambda c: c.subscribe([topic]), poll_commit, n)
+        phases = two_consumers(first, second, lambda c: c.subscribe([topic]), self.poll_commit, n)
         survivor = second.memberid()
         from confluent_kafka.admin import AdminClient
 
@@ -151,6 +163,11 @@ class Confluent:
         second.close()
         state = getattr(d.state, "name", str(d.state))
         return phases, described(state, [m.member_id for m in d.members], survivor)
+
+    def rollout(self, topic, group, n):
+        first, second = self.consumer(group), self.consumer(group)
+        first.subscribe([topic])
+        return rollout_consumers(first, second, lambda c: c.subscribe([topic]), self.poll_commit, lambda c: c.memberid(), n)
 
     def ends(self, topic, partitions):
         c = self.consumer("conformance-ends")
@@ -232,19 +249,21 @@ class KafkaPython:
         c.commit({TopicPartition(topic, p): OffsetAndMetadata(o, None, -1) for p, o in offsets.items()})
         c.close()
 
-    def describe(self, topic, group, n):
+    @staticmethod
+    def poll_commit(c):
+        """One record at most, committed: the two-consumer cases' poll."""
         from kafka.structs import OffsetAndMetadata, TopicPartition
 
-        def poll_commit(c):
-            got = c.poll(timeout_ms=200, max_records=1)
-            seen = []
-            for r in (r for rs in got.values() for r in rs):
-                c.commit({TopicPartition(r.topic, r.partition): OffsetAndMetadata(r.offset + 1, None, -1)})
-                seen.append([r.partition, r.offset, value_of(r.value)])
-            return seen
+        got = c.poll(timeout_ms=200, max_records=1)
+        seen = []
+        for r in (r for rs in got.values() for r in rs):
+            c.commit({TopicPartition(r.topic, r.partition): OffsetAndMetadata(r.offset + 1, None, -1)})
+            seen.append([r.partition, r.offset, value_of(r.value)])
+        return seen
 
+    def describe(self, topic, group, n):
         first, second = self.consumer(group, topic), self.consumer(group)
-        phases = two_consumers(first, second, lambda c: c.subscribe([topic]), poll_commit, n)
+        phases = two_consumers(first, second, lambda c: c.subscribe([topic]), self.poll_commit, n)
         generation = getattr(getattr(second, "_coordinator", None), "_generation", None)
         survivor = getattr(generation, "member_id", None)
         admin = self.kafka.KafkaAdminClient(bootstrap_servers=self.bootstrap)
@@ -254,6 +273,14 @@ class KafkaPython:
         second.close()
         members = [field(m, "member_id") for m in field(info, "members")]
         return phases, described(field(info, "state", "group_state"), members, survivor)
+
+    def rollout(self, topic, group, n):
+        def member_id(c):
+            generation = getattr(getattr(c, "_coordinator", None), "_generation", None)
+            return getattr(generation, "member_id", "")
+
+        first, second = self.consumer(group, topic), self.consumer(group)
+        return rollout_consumers(first, second, lambda c: c.subscribe([topic]), self.poll_commit, member_id, n)
 
     def ends(self, topic, partitions):
         from kafka.structs import TopicPartition
@@ -359,45 +386,18 @@ class AioKafka:
 
         asyncio.run(run())
 
-    def describe(self, topic, group, n):
-        from aiokafka.structs import TopicPartition
-
-        async def poll_commit(c):
-            got = await c.getmany(timeout_ms=200, max_records=1)
-            seen = []
-            for r in (r for rs in got.values() for r in rs):
-                await c.commit({TopicPartition(r.topic, r.partition): r.offset + 1})
-                seen.append([r.partition, r.offset, value_of(r.value)])
-            return seen
-
-        # The synchronous helper drives both consumers on one event loop, run whenever it
-        # waits on a consumer (so heartbeats go on while it polls).
-        loop = asyncio.new_event_loop()
-        run = loop.run_until_complete
-
-        class Blocking:
-            def __init__(self, consumer):
-                self.consumer = consumer
-
-            def assignment(self):
-                return self.consumer.assignment()
-
-            def close(self):
-                run(self.consumer.stop())
-
+    def pair(self, group, topic):
         async def make():
             return self.consumer(group, topic), self.consumer(group, topic)
 
+        return BlockingPair(make)
+
+    def describe(self, topic, group, n):
+        pair = self.pair(group, topic)
+        run, first, second = pair.run, pair.first, pair.second
         try:
-            first, second = (Blocking(c) for c in run(make()))
             run(first.consumer.start())
-            phases = two_consumers(
-                first,
-                second,
-                lambda c: run(c.consumer.start()),
-                lambda c: run(poll_commit(c.consumer)),
-                n,
-            )
+            phases = two_consumers(first, second, lambda c: run(c.consumer.start()), pair.poll_commit, n)
             survivor = getattr(getattr(second.consumer, "_coordinator", None), "member_id", None)
 
             async def describe_group():
@@ -415,10 +415,43 @@ class AioKafka:
             finally:
                 second.close()
         finally:
-            loop.close()
+            pair.loop.close()
         group_info = field(response, "groups")[0]
         members = [m[0] for m in group_info[5]]
         return phases, described(group_info[2], members, survivor)
+
+    def rollout(self, topic, group, n):
+        pair = self.pair(group, topic)
+        run, first, second = pair.run, pair.first, pair.second
+        started = {}
+
+        def start(c):
+            # In the background: start() returns only once the group has rebalanced, the
+            # first consumer's rejoin included (it runs on the same loop).
+            started[c] = pair.loop.create_task(c.consumer.start())
+
+        def polled(c):
+            if c in started:
+                run(started.pop(c))
+            return pair.poll_commit(c)
+
+        def joining(c):
+            run(asyncio.sleep(0.01))
+            return []
+
+        try:
+            run(first.consumer.start())
+            return rollout_consumers(
+                first,
+                second,
+                start,
+                polled,
+                lambda c: getattr(getattr(c.consumer, "_coordinator", None), "member_id", ""),
+                n,
+                joining,
+            )
+        finally:
+            pair.loop.close()
 
     def ends(self, topic, partitions):
         from aiokafka.structs import TopicPartition
@@ -464,15 +497,63 @@ def consume_into(batches, fields, commit_one, commit_all, limit, per_record, cut
     return seen
 
 
+class BlockingPair:
+    """Two aiokafka consumers of one group, `make()`'s, driven from the synchronous helpers on
+    one event loop of their own, which runs whenever a helper waits on a consumer (so
+    heartbeats go on while it polls)."""
+
+    def __init__(self, make):
+        self.loop = asyncio.new_event_loop()
+        self.first, self.second = (Blocking(self, c) for c in self.run(make()))
+
+    def run(self, awaitable):
+        return self.loop.run_until_complete(awaitable)
+
+    def poll_commit(self, c):
+        """One record at most, committed."""
+        from aiokafka.structs import TopicPartition
+
+        async def poll():
+            got = await c.consumer.getmany(timeout_ms=200, max_records=1)
+            seen = []
+            for r in (r for rs in got.values() for r in rs):
+                await c.consumer.commit({TopicPartition(r.topic, r.partition): r.offset + 1})
+                seen.append([r.partition, r.offset, value_of(r.value)])
+            return seen
+
+        return self.run(poll())
+
+
+class Blocking:
+    """An aiokafka consumer of a `BlockingPair`, as the helpers call a consumer."""
+
+    def __init__(self, pair, consumer):
+        self.pair = pair
+        self.consumer = consumer
+
+    def assignment(self):
+        return self.consumer.assignment()
+
+    def close(self):
+        self.pair.run(self.consumer.stop())
+
+
+def first_reads_a_sixth(first, poll_commit, n):
+    """What the first consumer of the two-consumer cases reads: a sixth of the records (or
+    what came in FIRST seconds)."""
+    seen = []
+    start = time.monotonic()
+    while len(seen) < n // 6 and time.monotonic() - start < FIRST:
+        seen += poll_commit(first)
+    return seen
+
+
 def two_consumers(first, second, subscribe, poll_commit, n):
     """The describe case's consumers, polled in turn on one thread: the first reads a sixth of
     the records; the second joins, and both read until the second has partitions and a record
     (or FIRST seconds); the first closes (leaves); the second reads the rest. Returns what
     each read; the second stays open for the describe."""
-    phases = [[], []]
-    start = time.monotonic()
-    while len(phases[0]) < n // 6 and time.monotonic() - start < FIRST:
-        phases[0] += poll_commit(first)
+    phases = [first_reads_a_sixth(first, poll_commit, n), []]
     subscribe(second)
     joined = time.monotonic()
     while time.monotonic() - joined < FIRST:
@@ -488,6 +569,45 @@ def two_consumers(first, second, subscribe, poll_commit, n):
             phases[1] += got
             last = time.monotonic()
     return phases
+
+
+def rollout_consumers(first, second, subscribe, poll_commit, member_id, n, joining=None):
+    """The rollout case's consumers, polled in turn on one thread: the first reads a sixth of
+    the records; the second subscribes and is polled, the first not, until the broker gave
+    it a member id (the answer to its first JoinGroup), then PENDING seconds more, its join
+    held by the broker for the first to rejoin (`joining`, by default a poll, is what lets it
+    join); the first closes then, inside that rebalance; the second reads the rest. Returns
+    what each read, and the rollout's evidence: the second's member id, its partitions and
+    records at the close, how long its join had been pending then, and how long after the
+    close its first record came (durations by the monotonic clock)."""
+    joining = joining or poll_commit
+    phases = [first_reads_a_sixth(first, poll_commit, n), []]
+    subscribe(second)
+    joined = time.monotonic()
+    while not member_id(second) and time.monotonic() - joined < FIRST:
+        phases[1] += joining(second)
+    pending = time.monotonic()
+    while member_id(second) and time.monotonic() - pending < PENDING:
+        phases[1] += joining(second)
+    rollout = {
+        "member_id": member_id(second) or None,
+        "assigned_at_close": len(second.assignment()),
+        "read_before_close": len(phases[1]),
+        "pending_ms": int((time.monotonic() - pending) * 1000),
+    }
+    closed = last = time.monotonic()
+    first.close()
+    while time.monotonic() - joined < DEADLINE:
+        waited = time.monotonic() - (last if "took_ms" in rollout else closed)
+        if waited >= (IDLE if "took_ms" in rollout else FIRST):
+            break
+        got = poll_commit(second)
+        if got:
+            rollout.setdefault("took_ms", int((time.monotonic() - closed) * 1000))
+            phases[1] += got
+            last = time.monotonic()
+    second.close()
+    return phases, rollout
 
 
 def field(obj, *names):
@@ -595,7 +715,7 @@ async def apolls(poll):
 # --- cases ----------------------------------------------------------------------------------------
 
 CLIENTS = {"confluent-kafka": Confluent, "kafka-python": KafkaPython, "aiokafka": AioKafka}
-CASES = ("resume-record", "resume-batch", "rejoin", "seek", "end", "describe", "outage", "restart")
+CASES = ("resume-record", "resume-batch", "rejoin", "seek", "end", "describe", "rollout", "outage", "restart")
 
 
 def run(client, case, topic, group, n):
@@ -634,6 +754,9 @@ def run(client, case, topic, group, n):
         out["ends"] = client.ends(topic, partitions)
     elif case == "describe":
         out["phases"], out["described"] = client.describe(topic, group, n)
+        out["limits"] = [n // 6, 0]
+    elif case == "rollout":
+        out["phases"], out["rollout"] = client.rollout(topic, group, n)
         out["limits"] = [n // 6, 0]
     return out
 

@@ -1,7 +1,7 @@
 //! `quiesce conformance` as CI runs it: every client library against the local broker (the
 //! full table), and the containers backend's broker on the cases that fail on a broker that
-//! mishandles batches, forgets on a restart or loses a client across an outage. A row that
-//! fails prints its evidence.
+//! mishandles batches, forgets on a restart, loses a client across an outage or waits out a
+//! departed leader in a rollout. A row that fails prints its evidence.
 
 use quiesce::exit_codes;
 use quiesce::infra::{InfraConfig, images};
@@ -42,6 +42,11 @@ fn assert_conforms(code: i32, stdout: &str, stderr: &str, expected_rows: usize) 
                     evidence.contains("each once") || evidence.contains("end = high watermark"),
                     "{client} {case}: {evidence}"
                 );
+                // a rollout passes only with its close inside the rebalance
+                assert!(
+                    case != "rollout" || evidence.contains("closed inside the rebalance"),
+                    "{client} {case}: {evidence}"
+                );
                 // an outage passes only when both cuts were crossed
                 assert!(
                     case != "outage"
@@ -71,32 +76,32 @@ fn conforms_on_the_local_broker(client: &str, passes: usize) {
         ],
         &[],
     );
-    assert_conforms(code, &stdout, &stderr, 8);
-    let summary = format!("{passes} passed, 0 failed, {} not applicable", 8 - passes);
+    assert_conforms(code, &stdout, &stderr, 9);
+    let summary = format!("{passes} passed, 0 failed, {} not applicable", 9 - passes);
     assert!(stderr.contains(&summary), "{stderr}");
 }
 
 #[test]
 fn rdkafka_conforms_on_the_local_broker() {
-    conforms_on_the_local_broker("rdkafka", 8);
+    conforms_on_the_local_broker("rdkafka", 9);
 }
 
 #[test]
 fn confluent_kafka_conforms_on_the_local_broker() {
-    conforms_on_the_local_broker("confluent-kafka", 8);
+    conforms_on_the_local_broker("confluent-kafka", 9);
 }
 
 #[test]
 fn kafka_python_conforms_on_the_local_broker() {
-    conforms_on_the_local_broker("kafka-python", 8);
+    conforms_on_the_local_broker("kafka-python", 9);
 }
 
 #[test]
 fn aiokafka_conforms_on_the_local_broker() {
-    conforms_on_the_local_broker("aiokafka", 8);
+    conforms_on_the_local_broker("aiokafka", 9);
 }
 
-/// kcat has no commits of its own: its six group cases are not applicable, never a pass.
+/// kcat has no commits of its own: its seven group cases are not applicable, never a pass.
 #[test]
 fn kcat_conforms_on_the_local_broker() {
     conforms_on_the_local_broker("kcat", 2);
@@ -120,9 +125,9 @@ fn the_containers_broker_serves_a_resume_inside_a_batch() {
         "--client",
         "rdkafka,confluent-kafka,kcat",
         "--case",
-        "resume-record,seek,end,outage,restart",
+        "resume-record,seek,end,outage,restart,rollout",
         "--json",
     ];
     let (code, stdout, stderr) = quiesce(tmp.path(), &args, &env);
-    assert_conforms(code, &stdout, &stderr, 15);
+    assert_conforms(code, &stdout, &stderr, 18);
 }

@@ -11,7 +11,7 @@ use quiesce::infra::BackendKind;
 use quiesce::scenario::{ProcessedBy, Scenario};
 use quiesce::verdict::CheckName;
 
-use crate::util::judge_hostile;
+use crate::util::judge_on_containers;
 
 use CheckName::*;
 
@@ -283,22 +283,10 @@ async fn outputs_that_name_no_input_are_no_evidence() {
     assert!(report.contains("is no input of this run"), "{report}");
 }
 
-/// `file` run through the `quiesce` binary on the containers backend, with the local images
-/// built (none can be pulled here).
+/// `file` on the containers backend, its Python services finding their clients.
 fn on_containers(file: &Path) -> crate::util::Judged {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let built = runtime
-        .block_on(quiesce::infra::images::build_local_images(
-            &quiesce::infra::InfraConfig::default(),
-        ))
-        .expect("local images build");
     let path = python_path();
-    let mut env: Vec<(&str, &str)> = built
-        .iter()
-        .map(|image| (image.env_var, image.name.as_str()))
-        .collect();
-    env.push(("PYTHONPATH", &path));
-    judge_hostile(file.to_str().unwrap(), &["--backend", "containers"], &env)
+    judge_on_containers(file, &[("PYTHONPATH", &path)])
 }
 
 /// The file as it is, on the containers backend.

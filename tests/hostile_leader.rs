@@ -12,17 +12,22 @@ fn judge(file: &str) -> Judged {
     judge_hostile(file, &["--backend", "local"], &[("PYTHONPATH", python)])
 }
 
+/// `file`'s verdict exits `code`, its `check` comes out `outcome`, and it says `why`.
+fn judged_as(file: &str, code: i32, (check, outcome): (&str, &str), why: &str) {
+    let judged = judge(file);
+    assert_eq!(judged.code, code, "{}", judged.output);
+    assert_eq!(judged.outcome(check), outcome, "{check}\n{}", judged.output);
+    assert!(judged.output.contains(why), "{why}\n{}", judged.output);
+}
+
 /// `file`'s `lock_released` is a violation that says `why`.
 fn lock_not_released(file: &str, why: &str) {
-    let judged = judge(file);
-    assert_eq!(judged.code, exit_codes::VIOLATION, "{}", judged.output);
-    assert_eq!(
-        judged.outcome("lock_released"),
-        "violation",
-        "{}",
-        judged.output
+    judged_as(
+        file,
+        exit_codes::VIOLATION,
+        ("lock_released", "violation"),
+        why,
     );
-    assert!(judged.output.contains(why), "{}", judged.output);
 }
 
 #[test]
@@ -55,6 +60,41 @@ fn a_lock_renamed_to_the_standby_is_not_handed_over() {
     lock_not_released(
         "leader-impersonates.toml",
         "the target's `SET` of the key, which the server took",
+    );
+}
+
+/// A graph's replicas: each leader's release script deletes nothing, and the next replica
+/// overwrites the stale lock with a plain `SET`. A script on the key is no release unless it
+/// answers that it deleted; a write without `NX` is no hand-over.
+#[test]
+fn a_lock_overwritten_after_a_release_that_deleted_nothing_is_not_released() {
+    judged_as(
+        "leader-graph-overwrite.toml",
+        exit_codes::VIOLATION,
+        ("scheduler/lock_released", "violation"),
+        "overwrote the key",
+    );
+}
+
+/// A graph's leader releases through its proxy and takes the lock again around it, straight
+/// from Redis: the value it leaves was written by no instance the harness saw, after a stop,
+/// so the release is not proven.
+#[test]
+fn a_lock_taken_back_around_the_proxy_is_not_passed_over() {
+    let judged = judge("leader-graph-around.toml");
+    assert_eq!(judged.code, exit_codes::INCONCLUSIVE, "{}", judged.output);
+    assert_eq!(
+        judged.outcome("scheduler/lock_released"),
+        "inconclusive",
+        "{}",
+        judged.output
+    );
+    assert!(
+        judged
+            .output
+            .contains("a value no instance was seen writing"),
+        "{}",
+        judged.output
     );
 }
 

@@ -48,6 +48,7 @@ fn step(action: Action, at_ms: u64) -> FaultStep {
         rate_kb: None,
         every_ms: None,
         times: None,
+        stop_old: None,
     }
 }
 

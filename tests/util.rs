@@ -628,6 +628,23 @@ pub fn judge_hostile(file: &str, args: &[&str], env: &[(&str, &str)]) -> Judged 
     }
 }
 
+/// `file` run through the `quiesce` binary on the containers backend, with the local images
+/// built (none can be pulled here) and `env` besides.
+pub fn judge_on_containers(file: &Path, env: &[(&str, &str)]) -> Judged {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let built = runtime
+        .block_on(quiesce::infra::images::build_local_images(
+            &quiesce::infra::InfraConfig::default(),
+        ))
+        .expect("local images build");
+    let mut all: Vec<(&str, &str)> = built
+        .iter()
+        .map(|image| (image.env_var, image.name.as_str()))
+        .collect();
+    all.extend_from_slice(env);
+    judge_hostile(file.to_str().unwrap(), &["--backend", "containers"], &all)
+}
+
 /// A binary of the workspace (a reference service), beside the quiesce binary the tests run:
 /// the build the test command made, not a release build that may or may not be there.
 pub fn workspace_bin(name: &str) -> String {

@@ -31,6 +31,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CACHE = os.environ.get("QUIESCE_CACHE") or os.path.join(
@@ -112,11 +113,13 @@ def main(port, bootstrap, topic):
     serving.start()
     print(f"api listening on {port}", flush=True)
 
-    # Waited in slices: a signal the kernel hands to another thread runs its Python handler
-    # only once this thread runs Python again, and an endless wait never does. (Waited
-    # whole, 1 stop in 20 hung here: quiesce loop, the main thread in futex_wait, idle.)
-    while not stopping.wait(0.2):
-        pass
+    # Polled, never waited: Python runs the signal handler in this thread, between two of its
+    # bytecodes, and an Event.wait here holds the Event's lock while it checks the flag, so
+    # the handler's Event.set can block on that lock forever: the stop hangs, the main
+    # thread idle in futex_wait. (Waited whole, 1 stop in 20 hung; waited in 0.2 s slices,
+    # still one in many: a graph test in CI, killed at its grace period.)
+    while not stopping.is_set():
+        time.sleep(0.2)
     if "producer-first" in BUGS:
         producer.flush(30)
     else:

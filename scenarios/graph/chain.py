@@ -31,6 +31,22 @@ commits what it took from them. CHAIN_BUG makes one of them wrong:
                     commits them all, with no rebalance listener: once a new member joins and
                     takes partitions away (a rolling update), its commit names partitions it
                     no longer owns, and aiokafka raises
+
+  worker-no-close   the worker flushes and commits on the way out but never stops its
+                    consumer (`await consumer.stop()` forgotten): it exits without LeaveGroup,
+                    and the group keeps its partitions until its session times out
+
+  worker-v2-warms-up  the new release (an instance a rollout or restart started: its run id
+                    has an `@`) warms a cache for 12 s after it has joined and is ready, before
+                    its first record: assigned its partitions, it consumes none of them
+
+  worker-waits-handover  on the way out, if anyone else is in its group (the replacement a
+                    rolling update starts beside it), the worker waits with no bound for its
+                    partitions to be revoked before it stops its consumer, so that its
+                    listener hands each one over; but a rebalance revokes them all and hands
+                    it a share back, so while it is a member they never all go: it waits
+                    until SIGKILL and never sends LeaveGroup. Alone (a plain stop), it leaves
+                    at once
 """
 
 import asyncio
@@ -69,6 +85,17 @@ async def ensure_topic(bootstrap, topic):
         await admin.close()
 
 
+async def members(bootstrap, group):
+    """The members of GROUP, as its coordinator has them now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    return [member[0] for member in described.groups[0][5]]
+
+
 def store(port):
     """The order store: refuses everything while it loads, then keeps what it is given."""
     loaded_at = time.monotonic() + int(os.environ.get("STORE_LOAD_MS", "5000")) / 1000
@@ -103,8 +130,10 @@ def store(port):
         signal.signal(sig, lambda *_: stopped.set())
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print("store loading", flush=True)
-    while not stopped.wait(0.1):
-        pass
+    # Polled, not waited: the handler runs in this thread, and would block on the lock an
+    # Event.wait here holds (a stop that hangs, one signal in many).
+    while not stopped.is_set():
+        time.sleep(0.1)
     server.shutdown()
     server.server_close()
     print(f"store stopped with {len(orders)} orders", flush=True)
@@ -198,7 +227,16 @@ async def main(role, bootstrap, source, sink, group, bug):
         if ignores_rebalance:
             return dict(positions)
         assigned = consumer.assignment()
-        return {tp: offset for tp, offset in positions.items() if tp in assigned}
+        return {
+            tp: offset
+            for tp, offset in positions.items()
+            if tp in assigned and tp not in handed_over
+        }
+
+    # Partitions handed over in a rebalance and not yet given back: records of theirs already
+    # fetched are not processed (their new owner starts at the commit), however long the
+    # client still lists them as assigned while the rebalance completes.
+    handed_over = set()
 
     class HandOver(ConsumerRebalanceListener):
         """Before partitions go to another member (a replica joining or leaving): what was
@@ -206,6 +244,7 @@ async def main(role, bootstrap, source, sink, group, bug):
 
         async def on_partitions_revoked(self, revoked):
             async with busy:
+                handed_over.update(revoked)
                 if not (role == "intake" and bug == "intake-no-flush"):
                     await producer.flush()
                 handed = {tp: positions.pop(tp) for tp in revoked if tp in positions}
@@ -213,7 +252,8 @@ async def main(role, bootstrap, source, sink, group, bug):
                     await consumer.commit(handed)
 
         async def on_partitions_assigned(self, assigned):
-            pass
+            async with busy:
+                handed_over.difference_update(assigned)
 
     if ignores_rebalance:
         consumer.subscribe([source])
@@ -222,6 +262,11 @@ async def main(role, bootstrap, source, sink, group, bug):
     await consumer.start()
     await producer.start()
     print(f"{role} ready", flush=True)
+    if bug == "worker-v2-warms-up" and role == "worker" and "@" in os.environ["QUIESCE_RUN_ID"]:
+        try:
+            await asyncio.wait_for(stop.wait(), 12)
+        except asyncio.TimeoutError:
+            pass
 
     while not stop.is_set():
         getter = asyncio.ensure_future(consumer.getmany(timeout_ms=100, max_records=50))
@@ -241,7 +286,7 @@ async def main(role, bootstrap, source, sink, group, bug):
                 async with busy:
                     # A rebalance may take the partition away mid-batch: its new owner has
                     # it from the offset committed on the way out.
-                    if tp not in consumer.assignment() and not ignores_rebalance:
+                    if (tp in handed_over or tp not in consumer.assignment()) and not ignores_rebalance:
                         break
                     kept = True
                     if orders_store:
@@ -263,11 +308,23 @@ async def main(role, bootstrap, source, sink, group, bug):
         if owned():
             await consumer.commit(owned())
 
+    handover = role == "worker" and bug == "worker-waits-handover"
+    if handover and len(await members(bootstrap, group)) > 1:
+        # In a rolling update our replacement has joined the group by the time we are told
+        # to stop: stay until it has taken our partitions over, so that our listener hands
+        # each one over (flush, commit) as it is revoked and the new owner starts where we
+        # stopped. Alone in the group, nobody will take them, and we leave at once.
+        while consumer.assignment():
+            await asyncio.sleep(0.1)
+
     if not (role == "intake" and bug == "intake-no-flush"):
         await producer.flush()
         if owned():
             await consumer.commit(owned())
         await producer.stop()
+    if role == "worker" and bug == "worker-no-close":
+        print(f"{role} stopped", flush=True)
+        os._exit(0)
     await consumer.stop()
     print(f"{role} stopped", flush=True)
 

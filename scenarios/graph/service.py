@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 role = sys.argv[1]
 bug = os.environ.get("GRAPH_BUG", "")
@@ -21,6 +22,8 @@ stopping = threading.Event()
 
 
 def on_signal(_signum, _frame):
+    # Set from the handler, waited by polling: the handler runs in the main thread, and an
+    # Event.wait there holds the Event's lock, so an Event.set here could wait on it forever.
     stopping.set()
 
 
@@ -52,8 +55,8 @@ if role == "store":
 
 replica = os.environ.get("QUIESCE_REPLICA", "1")
 print(f"{role} {replica} ready", flush=True)
-while not stopping.wait(0.05):
-    pass
+while not stopping.is_set():
+    time.sleep(0.05)
 if server is not None:
     server.shutdown()
 print(f"{role} {replica} stopped", flush=True)

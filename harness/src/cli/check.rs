@@ -148,8 +148,12 @@ fn check_file(path: &Path) -> Checked {
                         k.input_topic
                     ))
                 }),
-                checks: scenario
-                    .enabled_checks()
+                checks: (scenario.enabled_checks())
+                    .chain(
+                        scenario
+                            .judges_takeover()
+                            .then_some(crate::verdict::CheckName::TakeoverWithin),
+                    )
                     .map(|check| Needs {
                         check,
                         evidence: check.evidence(),

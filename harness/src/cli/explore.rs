@@ -88,15 +88,6 @@ pub(super) async fn explore_scenario(args: ExploreArgs) -> Result<i32, CliError>
     let graph = matches!(scenario.target, crate::scenario::Target::Services(_));
     use crate::scenario::Action;
     let redeploy = |a: &Action| matches!(a, Action::Restart | Action::Rollout);
-    let to_services = |a: &Action| redeploy(a) || *a == Action::Signal;
-    if graph && options.actions.iter().all(to_services) {
-        return Err(bad(
-            "--actions",
-            "`signal`, `restart` and `rollout` alone: they go to a named service, which \
-             explore does not draw (yet); give proxy or dependency actions"
-                .to_owned(),
-        ));
-    }
     if !graph && options.actions.iter().all(redeploy) {
         return Err(bad(
             "--actions",

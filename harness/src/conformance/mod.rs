@@ -92,6 +92,11 @@ pub enum Case {
     /// Two consumers share the group; the first closes (leaves), the second reads the rest;
     /// DescribeGroups then lists the second alone, in state Stable.
     Describe,
+    /// A rolling update: the first consumer reads; the second subscribes and is polled, the
+    /// first not, until the broker gives it a member id and then 500 ms more, its join held
+    /// for the first to rejoin; the first closes then, inside that rebalance; the second gets
+    /// the partitions within [`TAKEOVER`] of the close and reads the rest.
+    Rollout,
     /// The client reaches the broker through the fault proxy, which goes down for
     /// [`AWAY`] twice: while the producer sends its second half, and while a consumer
     /// committing each record is mid-way. Both carry on once it is back; a new consumer
@@ -103,13 +108,14 @@ pub enum Case {
 }
 
 impl Case {
-    pub const ALL: [Case; 8] = [
+    pub const ALL: [Case; 9] = [
         Case::ResumeRecord,
         Case::ResumeBatch,
         Case::Rejoin,
         Case::Seek,
         Case::End,
         Case::Describe,
+        Case::Rollout,
         Case::Outage,
         Case::Restart,
     ];
@@ -122,6 +128,7 @@ impl Case {
             Case::Seek => "seek",
             Case::End => "end",
             Case::Describe => "describe",
+            Case::Rollout => "rollout",
             Case::Outage => "outage",
             Case::Restart => "restart",
         }
@@ -206,6 +213,9 @@ pub struct Observations {
     /// What DescribeGroups answered for the group once the first consumer had left.
     #[serde(default)]
     pub described: Option<Described>,
+    /// The rollout case: the second consumer at the first's close, and its takeover.
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
     /// The outage and restart cases: when the client's work across each cut ended (epoch
     /// ms), by what it was doing.
     #[serde(default)]
@@ -226,6 +236,36 @@ pub struct Described {
     /// The member id of the consumer still in the group, where the client tells it.
     pub survivor: Option<String>,
 }
+
+/// The rollout case's second consumer at the first one's close, as its client tells it
+/// (durations by the driver's monotonic clock).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct Rollout {
+    /// Its member id, which the broker gives in answer to its first JoinGroup.
+    pub member_id: Option<String>,
+    /// How many partitions it held, polled all along: none while its join is held.
+    pub assigned_at_close: usize,
+    /// How many records it read before the close: none while its join is held.
+    pub read_before_close: usize,
+    /// How long it had been joining (polled, its member id given) when the first closed.
+    pub pending_ms: u64,
+    /// From the first consumer's close to the second's first record.
+    pub took_ms: Option<u64>,
+}
+
+/// How long the rollout case's second consumer must have been joining, polled and given no
+/// partition, when the first closes: the broker held its join for the first to rejoin, so
+/// the close lands inside the rebalance. The driver waits 500 ms.
+pub const PENDING: std::time::Duration = std::time::Duration::from_millis(400);
+/// How long it may have been joining then: a close later than this is not the one the case
+/// times (a driver stalled on a loaded machine).
+pub const PENDING_AT_MOST: std::time::Duration = std::time::Duration::from_millis(1_200);
+/// How soon after the first consumer's close in a rebalance the rollout case's second one
+/// must read: Kafka completes the join once every remaining member has joined, so the
+/// leave ends the rebalance at once (measured here: under 400 ms); a broker that waits
+/// for the departed leader to rejoin (3 s in tansu before patch 0010, of which at most
+/// [`PENDING_AT_MOST`] before the close) fails.
+pub const TAKEOVER: std::time::Duration = std::time::Duration::from_millis(1_500);
 
 /// A case's outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -303,6 +343,7 @@ pub fn judge(case: Case, obs: &Observations) -> (Outcome, String) {
             }
         }
         Case::Describe => judge_describe(&produced, obs),
+        Case::Rollout => judge_rollout(&produced, obs),
         Case::Seek => judge_seek(&produced, &ends, obs),
         Case::End => judge_end(&partitions, &ends, obs),
     }
@@ -343,6 +384,79 @@ fn judge_describe(produced: &BTreeMap<(i32, i64), &str>, obs: &Observations) -> 
             Outcome::Fail,
             format!("{listed} ({}); {read}", wrong.join(", ")),
         ),
+    }
+}
+
+/// `rollout`: every record once, the close inside the rebalance (the second held a member id
+/// and no partition), and the second's first record within [`TAKEOVER`] of the close.
+fn judge_rollout(produced: &BTreeMap<(i32, i64), &str>, obs: &Observations) -> (Outcome, String) {
+    let (outcome, read) = judge_exactly_once(produced, obs, produced.keys().copied().collect());
+    let Some(r) = &obs.rollout else {
+        return (
+            Outcome::Fail,
+            format!("the client did not say how the first consumer closed; {read}"),
+        );
+    };
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let mut wrong = Vec::new();
+    // Two consumers, the first with its share: not one consumer reading everything.
+    let share = produced.len() / 6;
+    if obs.phases.len() != 2 || obs.phases[0].len() < share.max(1) {
+        wrong.push(format!(
+            "not two consumers with the first reading {share} records first (read {})",
+            obs.phases
+                .iter()
+                .map(|p| p.len().to_string())
+                .collect::<Vec<_>>()
+                .join(" + ")
+        ));
+    }
+    match &r.member_id {
+        None => wrong.push(
+            "the second consumer had no member id at the close: its join had not begun, so \
+             the close was not inside a rebalance"
+                .to_owned(),
+        ),
+        Some(_) if r.assigned_at_close > 0 || r.read_before_close > 0 => wrong.push(format!(
+            "the second consumer already held {} partition(s) and had read {} record(s) at the \
+             close: its join was over, so the close was not inside the rebalance",
+            r.assigned_at_close, r.read_before_close
+        )),
+        Some(_) if r.pending_ms < ms(PENDING) => wrong.push(format!(
+            "the second consumer had been joining only {} ms at the close (under {} ms): \
+             whether the broker held its join cannot be told",
+            r.pending_ms,
+            ms(PENDING)
+        )),
+        Some(_) if r.pending_ms > ms(PENDING_AT_MOST) => wrong.push(format!(
+            "the close came {} ms into the second consumer's join (over {} ms): the driver \
+             was late, the case did not time that close",
+            r.pending_ms,
+            ms(PENDING_AT_MOST)
+        )),
+        Some(_) => {}
+    }
+    match r.took_ms {
+        Some(took) if took > ms(TAKEOVER) => wrong.push(format!(
+            "the second consumer read its first record {took} ms after the first one's close \
+             (over {} ms)",
+            ms(TAKEOVER)
+        )),
+        Some(_) => {}
+        None => wrong.push("the second consumer read nothing after the close".to_owned()),
+    }
+    let closed = match (&r.member_id, r.took_ms) {
+        (Some(id), Some(took)) => format!(
+            "closed inside the rebalance (the second, member {id}, joining {} ms with no \
+             partition); the second read its first record {took} ms after the close",
+            r.pending_ms
+        ),
+        _ => "the close".to_owned(),
+    };
+    match (outcome, wrong.is_empty()) {
+        (Outcome::Pass, true) => (Outcome::Pass, format!("{closed}; {read}")),
+        _ if wrong.is_empty() => (Outcome::Fail, read),
+        _ => (Outcome::Fail, format!("{}; {read}", wrong.join("; "))),
     }
 }
 
@@ -979,6 +1093,77 @@ mod tests {
             evidence.contains("no end reported for partition(s) 1"),
             "{evidence}"
         );
+    }
+
+    /// Hostile brokers and drivers: a close that was not inside a rebalance (no member id
+    /// yet, or partitions already held), a takeover past the deadline, none at all, and a
+    /// record read twice all fail; only a prompt takeover inside the rebalance passes.
+    #[test]
+    fn rollout_needs_the_close_inside_the_rebalance_and_a_prompt_takeover() {
+        let mut obs = Observations {
+            produced: produced(30),
+            ..Default::default()
+        };
+        split(&mut obs, 5);
+        assert_eq!(judge(Case::Rollout, &obs).0, Outcome::Fail, "no evidence");
+        let inside = Rollout {
+            member_id: Some("b".into()),
+            assigned_at_close: 0,
+            read_before_close: 0,
+            pending_ms: 510,
+            took_ms: Some(300),
+        };
+        obs.rollout = Some(inside.clone());
+        let (outcome, evidence) = judge(Case::Rollout, &obs);
+        assert_eq!(outcome, Outcome::Pass, "{evidence}");
+        assert!(evidence.contains("300 ms after the close"), "{evidence}");
+        let hostile = [
+            // Its join had not begun.
+            Rollout {
+                member_id: None,
+                ..inside.clone()
+            },
+            // Its join was over: partitions held, or records read.
+            Rollout {
+                assigned_at_close: 2,
+                ..inside.clone()
+            },
+            Rollout {
+                read_before_close: 1,
+                ..inside.clone()
+            },
+            // Closed at once (the join may not have reached the broker) or far too late.
+            Rollout {
+                pending_ms: 10,
+                ..inside.clone()
+            },
+            Rollout {
+                pending_ms: 2_500,
+                ..inside.clone()
+            },
+            // A broker that waits 3 s for the departed leader; one that never hands over.
+            Rollout {
+                took_ms: Some(2_800),
+                ..inside.clone()
+            },
+            Rollout {
+                took_ms: None,
+                ..inside.clone()
+            },
+        ];
+        for r in hostile {
+            obs.rollout = Some(r.clone());
+            assert_eq!(judge(Case::Rollout, &obs).0, Outcome::Fail, "{r:?}");
+        }
+        obs.rollout = Some(inside);
+        // One consumer reading everything, with the first's share claimed away.
+        let mut lone = obs.clone();
+        lone.phases = vec![Vec::new(), obs.produced.clone()];
+        lone.limits = vec![0, 0];
+        assert_eq!(judge(Case::Rollout, &lone).0, Outcome::Fail, "one consumer");
+        let again = obs.phases[0][0].clone();
+        obs.phases[1].push(again);
+        assert_eq!(judge(Case::Rollout, &obs).0, Outcome::Fail, "read twice");
     }
 
     #[test]

@@ -25,6 +25,9 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// Records a per-batch consumer reads between commits (the Python clients' poll size).
 const POLL_BATCH: usize = 50;
 const REJOIN_CONSUMERS: usize = 4;
+/// How long the rollout case's second consumer is polled in its join, the broker holding it
+/// for the first to rejoin, before the first closes.
+const PENDING: Duration = Duration::from_millis(500);
 
 fn failed(what: &str) -> impl Fn(rdkafka::error::KafkaError) -> String + '_ {
     move |e| format!("rdkafka: {what}: {e}")
@@ -94,6 +97,7 @@ pub(super) async fn run(
                 obs.ends = ends(&bootstrap, &topic, &partitions)?;
             }
             Case::Describe => describe(&bootstrap, &topic, &group, records, &mut obs)?,
+            Case::Rollout => rollout(&bootstrap, &topic, &group, records, &mut obs)?,
             Case::Outage | Case::Restart => unreachable!("run across the cuts above"),
         }
         Ok(obs)
@@ -368,6 +372,26 @@ fn seen_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Seen {
     (message.partition(), message.offset(), value)
 }
 
+/// The two-consumer cases' start: the first consumer reads a sixth (committing each record),
+/// then the second subscribes. The first, what it read, and the second.
+fn first_then_second(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    records: usize,
+) -> Result<(BaseConsumer, Vec<Seen>, BaseConsumer), String> {
+    let first = consumer(bootstrap, group)?;
+    first.subscribe(&[topic]).map_err(failed("subscribe"))?;
+    let mut read = Vec::new();
+    let start = Instant::now();
+    while read.len() < records / 6 && start.elapsed() < FIRST {
+        read.extend(poll_commit(&first, topic)?);
+    }
+    let second = consumer(bootstrap, group)?;
+    second.subscribe(&[topic]).map_err(failed("subscribe"))?;
+    Ok((first, read, second))
+}
+
 /// The first consumer reads a sixth; the second joins and both read until the second has
 /// partitions (or 30 s); the first closes; the second reads the rest; then the group is
 /// described while the second is still in it.
@@ -378,15 +402,8 @@ fn describe(
     records: usize,
     obs: &mut Observations,
 ) -> Result<(), String> {
-    let first = consumer(bootstrap, group)?;
-    first.subscribe(&[topic]).map_err(failed("subscribe"))?;
-    let (mut read_first, mut read_second) = (Vec::new(), Vec::new());
-    let start = Instant::now();
-    while read_first.len() < records / 6 && start.elapsed() < FIRST {
-        read_first.extend(poll_commit(&first, topic)?);
-    }
-    let second = consumer(bootstrap, group)?;
-    second.subscribe(&[topic]).map_err(failed("subscribe"))?;
+    let (first, mut read_first, second) = first_then_second(bootstrap, topic, group, records)?;
+    let mut read_second = Vec::new();
     let joined = Instant::now();
     while joined.elapsed() < FIRST {
         read_first.extend(poll_commit(&first, topic)?);
@@ -408,16 +425,7 @@ fn describe(
         .fetch_group_list(Some(group), Duration::from_secs(10))
         .map_err(failed("DescribeGroups"))?;
     let group_info = list.groups().iter().find(|g| g.name() == group);
-    // SAFETY: the client pointer is live for as long as `second`; the returned string is
-    // librdkafka's, copied here and freed with its own allocator.
-    let survivor = unsafe {
-        let ptr = rdkafka::bindings::rd_kafka_memberid(second.client().native_ptr());
-        (!ptr.is_null()).then(|| {
-            let id = std::ffi::CStr::from_ptr(ptr).to_string_lossy().into_owned();
-            rdkafka::bindings::rd_kafka_mem_free(second.client().native_ptr(), ptr.cast());
-            id
-        })
-    };
+    let survivor = member_id(&second);
     obs.described = Some(super::Described {
         state: group_info.map(|g| g.state().to_owned()).unwrap_or_default(),
         members: group_info
@@ -425,6 +433,74 @@ fn describe(
             .unwrap_or_default(),
         survivor,
     });
+    obs.limits = vec![records / 6, 0];
+    obs.phases = vec![read_first, read_second];
+    Ok(())
+}
+
+/// librdkafka's member id for `consumer`, once the broker gave it one.
+fn member_id(consumer: &BaseConsumer) -> Option<String> {
+    // SAFETY: the client pointer is live for as long as `consumer`; the returned string is
+    // librdkafka's, copied here and freed with its own allocator.
+    unsafe {
+        let ptr = rdkafka::bindings::rd_kafka_memberid(consumer.client().native_ptr());
+        (!ptr.is_null()).then(|| {
+            let id = std::ffi::CStr::from_ptr(ptr).to_string_lossy().into_owned();
+            rdkafka::bindings::rd_kafka_mem_free(consumer.client().native_ptr(), ptr.cast());
+            id
+        })
+    }
+    .filter(|id| !id.is_empty())
+}
+
+/// The first consumer reads a sixth; the second subscribes and is polled, the first not,
+/// until the broker gave it a member id, then 500 ms more, its join held for the first to
+/// rejoin; the first closes then, inside that rebalance; the second reads the rest.
+fn rollout(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    records: usize,
+    obs: &mut Observations,
+) -> Result<(), String> {
+    let (first, read_first, second) = first_then_second(bootstrap, topic, group, records)?;
+    let mut read_second = Vec::new();
+    let joined = Instant::now();
+    while member_id(&second).is_none() && joined.elapsed() < FIRST {
+        read_second.extend(poll_commit(&second, topic)?);
+    }
+    // Its join held by the broker for the first to rejoin, polled all along.
+    let pending = Instant::now();
+    while member_id(&second).is_some() && pending.elapsed() < PENDING {
+        read_second.extend(poll_commit(&second, topic)?);
+    }
+    let mut evidence = super::Rollout {
+        member_id: member_id(&second),
+        assigned_at_close: second.assignment().map_err(failed("assignment"))?.count(),
+        read_before_close: read_second.len(),
+        pending_ms: pending.elapsed().as_millis() as u64,
+        took_ms: None,
+    };
+    let closed = Instant::now();
+    drop(first);
+    let mut last = Instant::now();
+    while joined.elapsed() < DEADLINE {
+        let waited = match evidence.took_ms {
+            Some(_) => last.elapsed() >= IDLE,
+            None => closed.elapsed() >= FIRST,
+        };
+        if waited {
+            break;
+        }
+        if let Some(seen) = poll_commit(&second, topic)? {
+            evidence
+                .took_ms
+                .get_or_insert(closed.elapsed().as_millis() as u64);
+            read_second.push(seen);
+            last = Instant::now();
+        }
+    }
+    obs.rollout = Some(evidence);
     obs.limits = vec![records / 6, 0];
     obs.phases = vec![read_first, read_second];
     Ok(())

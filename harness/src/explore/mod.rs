@@ -9,10 +9,14 @@
 //! Shrinking walks proptest's value tree: each simpler candidate is run; one that breaks an
 //! invariant the original broke is kept. A candidate that passes is run again, up to
 //! `retries` times, before it is given up: a schedule that fails only sometimes is *flaky*,
-//! kept, and reported as such. The walk is bounded by `shrink_runs`.
+//! kept, and reported as such. The walk is bounded by `shrink_runs`. The smallest failing
+//! schedule is then *confirmed*: run `retries + 1` times more, it must fail every time, or
+//! the walk steps back to the schedule it shrank from (a timing bug at the edge of a
+//! latency fails some runs, and a replay file must replay it).
 //!
 //! Failures are kept in the output folder as replay files; the next exploration with that
-//! folder runs them first, and stops at the first that still fails.
+//! folder runs them first (each up to `retries + 1` times: a timing bug does not show every
+//! time), and stops at the first that still fails.
 
 mod space;
 
@@ -71,6 +75,26 @@ impl ExploreOptions {
     }
 }
 
+impl Finding {
+    /// `tried` as it failed, not shrunk: a kept failure run again.
+    fn unshrunk(case: u32, tried: Tried, replay: Option<PathBuf>) -> Finding {
+        Finding {
+            case,
+            original: tried.clone(),
+            shrunk: tried,
+            shrink_runs: 0,
+            flaky: Vec::new(),
+            confirmed: (1, 1),
+            stopped: None,
+            replay,
+        }
+    }
+}
+
+/// The most steps a shrinking walk takes, run or not (each run is one; a schedule already
+/// seen is a step that runs nothing).
+const MAX_WALK: u32 = 10_000;
+
 /// One run of a schedule.
 #[derive(Clone, Debug, Serialize)]
 pub struct Tried {
@@ -88,8 +112,11 @@ pub struct Finding {
     pub shrunk: Tried,
     /// Runs shrinking took, retries included.
     pub shrink_runs: u32,
-    /// Shrink candidates that passed once and failed when run again.
+    /// Shrink candidates that passed once and failed when run again, and shrunk schedules
+    /// that did not fail every confirmation run.
     pub flaky: Vec<String>,
+    /// How many of the confirmation runs of `shrunk` failed, of how many.
+    pub confirmed: (u32, u32),
     /// Why shrinking ended before its walk did: a run that could not run at all.
     pub stopped: Option<String>,
     /// The replay file: `quiesce run` on it plays `shrunk`.
@@ -204,7 +231,13 @@ impl Explorer<'_> {
                     continue;
                 }
             };
-            let tried = self.try_steps(&steps).await?;
+            let mut tried = self.try_steps(&steps).await?;
+            for _ in 0..self.options.retries {
+                if !tried.violated.is_empty() || self.interrupted {
+                    break;
+                }
+                tried = self.try_steps(&steps).await?;
+            }
             if self.interrupted {
                 return Ok((Ended::Interrupted, 0, kept, None));
             }
@@ -216,15 +249,7 @@ impl Explorer<'_> {
             ));
             kept.push((path.clone(), fails));
             if fails {
-                let finding = Finding {
-                    case: 0,
-                    original: tried.clone(),
-                    shrunk: tried,
-                    shrink_runs: 0,
-                    flaky: Vec::new(),
-                    stopped: None,
-                    replay: Some(path),
-                };
+                let finding = Finding::unshrunk(0, tried, Some(path));
                 return Ok((Ended::KeptFailure, 0, kept, Some(finding)));
             }
         }
@@ -273,22 +298,36 @@ impl Explorer<'_> {
         progress: Progress<'_>,
     ) -> Result<Finding, RunError> {
         let mut best = original.clone();
+        // The schedules `best` was shrunk from, the original first.
+        let mut accepted: Vec<Tried> = Vec::new();
         let mut runs = 0;
         let mut flaky = Vec::new();
         // Schedules seen failing: proptest walks back to one after a simpler one passed,
         // and running it again would only cost time.
         let mut failing = vec![original.steps.clone()];
+        // Schedules given up (they passed every try): the walk comes back to them too.
+        let mut passing: Vec<Vec<FaultStep>> = Vec::new();
         let mut stopped = None;
         let mut more = tree.simplify();
-        while more && runs < self.options.shrink_runs && !self.interrupted {
+        // Steps of the walk that run nothing are bounded too.
+        let mut steps = 0;
+        while more && runs < self.options.shrink_runs && !self.interrupted && steps < MAX_WALK {
+            steps += 1;
             let candidate = tree.current();
             if failing.contains(&candidate) {
                 more = tree.simplify();
                 continue;
             }
+            if passing.contains(&candidate) {
+                more = tree.complicate();
+                continue;
+            }
             let mut fails = None;
+            // Every try run: a candidate the budget cut short is not given up as passing.
+            let mut tried_all = true;
             for attempt in 0..=self.options.retries {
                 if runs >= self.options.shrink_runs {
+                    tried_all = false;
                     break;
                 }
                 runs += 1;
@@ -326,8 +365,16 @@ impl Explorer<'_> {
                         describe_steps(&tried.steps)
                     ));
                     failing.push(tried.steps.clone());
-                    best = tried;
+                    accepted.push(std::mem::replace(&mut best, tried));
                     more = tree.simplify();
+                }
+                None if !tried_all => {
+                    progress(&format!(
+                        "shrink {runs}/{}: {}: not decided, the shrink runs are used up",
+                        self.options.shrink_runs,
+                        describe_steps(&candidate)
+                    ));
+                    break;
                 }
                 None => {
                     progress(&format!(
@@ -335,7 +382,32 @@ impl Explorer<'_> {
                         self.options.shrink_runs,
                         describe_steps(&candidate)
                     ));
+                    passing.push(candidate);
                     more = tree.complicate();
+                }
+            }
+        }
+        if steps >= MAX_WALK {
+            progress(&format!(
+                "shrinking stopped after {MAX_WALK} steps of the walk, most of them schedules \
+                 already run"
+            ));
+        }
+        let mut confirmed = (1, 1);
+        if !self.interrupted && stopped.is_none() {
+            loop {
+                let (failed, of) = self.confirm(&best, &original, progress).await?;
+                confirmed = (failed, of);
+                if failed == of || self.interrupted {
+                    break;
+                }
+                flaky.push(format!(
+                    "{} failed {failed} of {of} confirmation runs",
+                    describe_steps(&best.steps)
+                ));
+                match accepted.pop() {
+                    Some(previous) => best = previous,
+                    None => break,
                 }
             }
         }
@@ -345,9 +417,36 @@ impl Explorer<'_> {
             shrunk: best,
             shrink_runs: runs,
             flaky,
+            confirmed,
             stopped,
             replay: None,
         })
+    }
+
+    /// Runs `best` `retries + 1` times more: how many broke an invariant `original` broke, of
+    /// how many ran (fewer after Ctrl-C).
+    async fn confirm(
+        &mut self,
+        best: &Tried,
+        original: &Tried,
+        progress: Progress<'_>,
+    ) -> Result<(u32, u32), RunError> {
+        let (mut failed, mut of) = (0, 0);
+        for _ in 0..=self.options.retries {
+            let tried = self.try_steps(&best.steps).await?;
+            if self.interrupted {
+                break;
+            }
+            of += 1;
+            if tried.violated.iter().any(|c| original.violated.contains(c)) {
+                failed += 1;
+            }
+        }
+        progress(&format!(
+            "confirm: {}: failed {failed} of {of}",
+            describe_steps(&best.steps)
+        ));
+        Ok((failed, of))
     }
 
     /// One cycle with `steps` as the schedule.
@@ -455,6 +554,10 @@ fn replay_text(
     let text = std::fs::read_to_string(source).map_err(|e| e.to_string())?;
     // The scenario's folder as given may be relative (or empty, for a bare file name): the
     // replay lives elsewhere, so its paths are made absolute from here.
+    let base_dir = match base_dir.as_os_str().is_empty() {
+        true => Path::new("."),
+        false => base_dir,
+    };
     let base_dir = std::path::absolute(base_dir).map_err(|e| e.to_string())?;
     let base_dir = base_dir.as_path();
     let mut table: toml::Table = toml::from_str(&text).map_err(|e| e.to_string())?;
@@ -511,6 +614,10 @@ fn replay_text(
         violated.join(", "),
         path.display(),
     );
+    header.push_str(&format!(
+        "# Confirmed: it failed {} of {} runs again.\n",
+        finding.confirmed.0, finding.confirmed.1
+    ));
     for note in &finding.flaky {
         header.push_str(&format!("# Flaky while shrinking: {note}\n"));
     }
@@ -529,7 +636,22 @@ pub fn describe_steps(steps: &[FaultStep]) -> String {
     }
     steps
         .iter()
-        .map(|s| format!("{} @{}+{}", s.describe(), s.after, s.at_ms))
+        .map(|s| {
+            let mut how = String::new();
+            if let Some(at) = s.stop_old {
+                how.push_str(&format!(
+                    ", each old one stopped at its replacement's {}",
+                    at.name()
+                ));
+            }
+            if let Some(every) = s.every_ms {
+                how.push_str(&format!(", again every {every} ms"));
+                if let Some(times) = s.times {
+                    how.push_str(&format!(", {times} times in all"));
+                }
+            }
+            format!("{}{how} @{}+{}", s.describe(), s.after, s.at_ms)
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -585,6 +707,12 @@ pub fn summary(report: &ExploreReport) -> String {
             ));
         }
         out.push_str(&format!("  breaks: {}\n", describe_outcome(&f.shrunk)));
+        if f.case > 0 {
+            out.push_str(&format!(
+                "  confirmed: failed {} of {} runs again\n",
+                f.confirmed.0, f.confirmed.1
+            ));
+        }
         for note in &f.flaky {
             out.push_str(&format!("  flaky: {note}\n"));
         }
@@ -596,4 +724,56 @@ pub fn summary(report: &ExploreReport) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A schedule in words names what changes how its steps are played: a rollout's stop of
+    /// the old instances, a repeated step's period and count.
+    #[test]
+    fn a_step_in_words_says_how_it_is_played() {
+        let steps: Vec<FaultStep> = [
+            "at_ms = 3000\naction = \"rollout\"\nservice = \"worker\"\nstop_old = \"join\"\n",
+            "at_ms = 500\naction = \"down\"\ndependency = \"kafka\"\nevery_ms = 4000\ntimes = 3\n",
+        ]
+        .iter()
+        .map(|text| toml::from_str(text).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+        let words = describe_steps(&steps);
+        assert!(
+            words.contains(
+                "rollout of service `worker`, each old one stopped at its replacement's join @"
+            ),
+            "{words}"
+        );
+        assert!(
+            words.contains("proxy down on kafka, again every 4000 ms, 3 times in all @"),
+            "{words}"
+        );
+    }
+
+    /// A scenario named by a bare file name has an empty folder: its replay's relative paths
+    /// are made absolute from the current one (it was an error, and the replay was lost).
+    #[test]
+    fn a_bare_file_name_replays_from_the_current_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("s.toml");
+        std::fs::write(
+            &source,
+            "name = \"s\"\n[target]\ncommand = [\"./bin/svc\"]\nready = { log = \"r\" }\n",
+        )
+        .unwrap();
+        let tried = Tried {
+            steps: Vec::new(),
+            violated: BTreeSet::new(),
+        };
+        let finding = Finding::unshrunk(1, tried, None);
+        let options = ExploreOptions::new(dir.path().join("out"));
+        let text = replay_text(&source, &source, Path::new(""), &options, &finding)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let here = std::env::current_dir().unwrap().join("./bin/svc");
+        assert!(text.contains(&here.display().to_string()), "{text}");
+    }
 }

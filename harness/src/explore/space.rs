@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 use crate::infra::DependencyKind;
-use crate::scenario::{Action, FaultStep, Instance, Point, Scenario, StopSignal, Target};
+use crate::scenario::{Action, FaultStep, Instance, Point, Scenario, StopOld, StopSignal, Target};
 
 /// The grid schedules are timed on.
 pub const SLOT_MS: u64 = 250;
@@ -34,6 +34,11 @@ pub struct Space {
     run_ms: u64,
     /// From the stop to the kill.
     drain_ms: u64,
+    /// A service graph's services: where a signal, a restart or a rollout goes.
+    services: Vec<String>,
+    /// When a rollout stops an old instance: every step of the join with `[kafka]`, else at
+    /// ready only.
+    stop_olds: Vec<StopOld>,
 }
 
 impl Space {
@@ -60,21 +65,34 @@ impl Space {
             true => vec![StopSignal::Term, StopSignal::Int],
             false => vec![StopSignal::Term, StopSignal::Int, StopSignal::Kill],
         };
-        // A graph's signal goes to one named service: not a move of this space (yet).
-        let services = matches!(scenario.target, Target::Services(_));
+        // A service graph's signal, restart or rollout goes to one of its services.
+        let services: Vec<String> = match &scenario.target {
+            Target::Services(graph) => graph.services.iter().map(|s| s.name.clone()).collect(),
+            _ => Vec::new(),
+        };
+        let stop_olds = match scenario.kafka.is_some() {
+            true => vec![
+                StopOld::Sync,
+                StopOld::Ready,
+                StopOld::Join,
+                StopOld::Synced,
+            ],
+            false => vec![StopOld::Ready],
+        };
         Space {
             actions: actions
                 .iter()
                 .copied()
-                // A restart or a rollout names a service: not a move of this space (yet).
-                .filter(|a| !(services && *a == Action::Signal))
-                .filter(|a| !matches!(a, Action::Restart | Action::Rollout))
+                // A redeploy is of a graph's service: nothing to redeploy elsewhere.
+                .filter(|a| !services.is_empty() || !matches!(a, Action::Restart | Action::Rollout))
                 .collect(),
             dependencies,
             primary: !graph && scenario.redis.as_ref().is_some_and(|r| r.standby),
             signals,
             run_ms: scenario.stop.after_ms,
             drain_ms: scenario.stop.kill_after_ms.min(5_000),
+            services,
+            stop_olds,
         }
     }
 
@@ -94,6 +112,13 @@ impl Space {
             select(vec![Point::Ready, Point::Stop, Point::Start]),
             0..=slots,
             select(LATENCIES_MS.to_vec()),
+            (
+                select(match self.services.is_empty() {
+                    true => vec![String::new()],
+                    false => self.services.clone(),
+                }),
+                select(self.stop_olds.clone()),
+            ),
         )
             .prop_map(move |choice| space.step(choice));
         proptest::collection::vec(step, 1..=max_steps.max(1)).boxed()
@@ -104,9 +129,10 @@ impl Space {
         (self.run_ms.max(self.drain_ms).max(STARTUP_MS) / SLOT_MS).max(1)
     }
 
+    #[allow(clippy::type_complexity)]
     fn step(
         &self,
-        (action, dependency, instance, signal, point, slot, latency): (
+        (action, dependency, instance, signal, point, slot, latency, (service, stop_old)): (
             Action,
             DependencyKind,
             Instance,
@@ -114,11 +140,15 @@ impl Space {
             Point,
             u64,
             u64,
+            (String, StopOld),
         ),
     ) -> FaultStep {
+        let redeploy = matches!(action, Action::Restart | Action::Rollout);
         let after = match (action, point) {
             // A signal during the start is not a schedule's to send (see FaultStep::validate).
             (Action::Signal, Point::Start) => Point::Ready,
+            // A redeploy is timed from ready: the graph runs whole by then.
+            _ if redeploy => Point::Ready,
             _ => point,
         };
         let window = match after {
@@ -126,16 +156,19 @@ impl Space {
             Point::Ready => self.run_ms,
             Point::Stop => self.drain_ms,
         };
-        let proxy = action != Action::Signal && action.lifecycle().is_none();
+        let proxy = action != Action::Signal && !redeploy && action.lifecycle().is_none();
         let mut step = FaultStep {
             after,
             // The slot scaled to the point's own window, on the grid: 0 stays 0, so a time
             // shrinks towards its point.
             at_ms: slot * (window / SLOT_MS) / self.slots() * SLOT_MS,
             action,
-            dependency: (action != Action::Signal).then_some(dependency),
+            dependency: (action != Action::Signal && !redeploy).then_some(dependency),
             signal: (action == Action::Signal).then_some(signal),
-            service: None,
+            // In a graph, a signal or a redeploy goes to a service.
+            service: (action == Action::Signal || redeploy)
+                .then_some(service)
+                .filter(|s| !s.is_empty()),
             instance: match proxy && dependency == DependencyKind::Redis {
                 true => instance,
                 false => Instance::All,
@@ -146,6 +179,7 @@ impl Space {
             rate_kb: None,
             every_ms: None,
             times: None,
+            stop_old: (action == Action::Rollout).then_some(stop_old),
         };
         match action {
             Action::Latency => step.latency_ms = Some(latency),
@@ -216,6 +250,53 @@ mod tests {
             for step in strategy.new_tree(&mut runner).unwrap().current() {
                 assert_ne!(step.signal, Some(StopSignal::Kill));
                 assert_eq!(step.instance, Instance::All);
+            }
+        }
+    }
+
+    /// In a service graph with Kafka, signals, restarts and rollouts go to its services, a
+    /// rollout at every step of the new member's join; each schedule drawn is one the file
+    /// may hold. Without Kafka a rollout stops old instances at ready only.
+    #[test]
+    fn a_graph_of_services_gets_redeploys_of_its_services() {
+        let graph = "name = \"g\"\n[[services]]\nname = \"api\"\ncommand = [\"x\"]\n\
+                     [[services]]\nname = \"worker\"\ncommand = [\"x\"]\nreplicas = 2\n\
+                     [stop]\nafter_ms = 4000\n";
+        let with_kafka = scenario(&format!("{graph}[kafka]\n"));
+        let without = scenario(graph);
+        for (s, steps_of_join) in [(with_kafka, 4), (without, 1)] {
+            let strategy = Space::of(&s, &Action::ALL).strategy(3);
+            let mut runner = TestRunner::deterministic();
+            let mut stop_olds = std::collections::BTreeSet::new();
+            let mut redeployed = std::collections::BTreeSet::new();
+            for _ in 0..600 {
+                let steps = strategy.new_tree(&mut runner).unwrap().current();
+                for step in &steps {
+                    if matches!(
+                        step.action,
+                        Action::Signal | Action::Restart | Action::Rollout
+                    ) {
+                        let service = step.service.as_deref().expect("a service named");
+                        redeployed.insert((step.action.name(), service.to_owned()));
+                    }
+                    if let Some(stop_old) = step.stop_old {
+                        stop_olds.insert(stop_old.name());
+                    }
+                }
+                let mut drawn = s.clone();
+                drawn.faults = steps;
+                drawn
+                    .validate("drawn")
+                    .unwrap_or_else(|e| panic!("{:?}: {e}", drawn.faults));
+            }
+            assert_eq!(stop_olds.len(), steps_of_join, "{stop_olds:?}");
+            for action in [Action::Signal, Action::Restart, Action::Rollout] {
+                for service in ["api", "worker"] {
+                    assert!(
+                        redeployed.contains(&(action.name(), service.to_owned())),
+                        "{action} of {service} never drawn"
+                    );
+                }
             }
         }
     }

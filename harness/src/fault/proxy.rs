@@ -66,6 +66,9 @@ pub trait Observer: Send + Sync + 'static {
     fn server_bytes(&self, _link: u64, _bytes: &[u8]) {}
     /// Connection `link` ended.
     fn closed(&self, link: u64);
+    /// Connection `link` was accepted from `client` on the proxy's address `listen`, before
+    /// its first byte.
+    fn opened(&self, _link: u64, _client: SocketAddr, _listen: SocketAddr) {}
 }
 
 struct Enablement {
@@ -322,6 +325,11 @@ impl ProxySwitch {
         self.inner.listen
     }
 
+    /// As [`FaultProxy::upstream`].
+    pub fn upstream(&self) -> SocketAddr {
+        *lock(&self.inner.upstream)
+    }
+
     /// As [`FaultProxy::observe`].
     pub fn observe(&self, observer: Arc<dyn Observer>) {
         *lock(&self.inner.observer) = Some(observer);
@@ -481,6 +489,13 @@ async fn accept_loop(inner: Arc<Inner>, listener: Arc<TcpListener>, epoch: Cance
 }
 
 async fn serve_link(inner: &Inner, client: TcpStream, link_id: u64, link: CancellationToken) {
+    let observer = lock(&inner.observer).clone();
+    // The address the client reached, as the kernel records it (`127.0.0.1:P`), not the
+    // listening one (which may be `0.0.0.0:P`).
+    if let (Some(observer), Ok(from), Ok(to)) = (&observer, client.peer_addr(), client.local_addr())
+    {
+        observer.opened(link_id, from, to);
+    }
     let upstream = *lock(&inner.upstream);
     let server = tokio::select! {
         () = link.cancelled() => return,
@@ -505,7 +520,6 @@ async fn serve_link(inner: &Inner, client: TcpStream, link_id: u64, link: Cancel
         cancel: link,
         reset: AtomicBool::new(false),
     };
-    let observer = lock(&inner.observer).clone();
     let (client_read, server_read, server_write, client_write) = tokio::join!(
         read_chunks(
             client_read,

@@ -140,6 +140,14 @@ impl std::str::FromStr for LifecycleAction {
     }
 }
 
+/// A Redis `url` with its host and port replaced by `addr` (user, password and database kept).
+pub fn with_addr(url: &str, addr: std::net::SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let user = authority.rsplit_once('@').map(|(u, _)| format!("{u}@"));
+    format!("{scheme}://{}{addr}{path}", user.unwrap_or_default())
+}
+
 /// What a running infrastructure gives the target: the proxies' addresses.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Endpoints {

@@ -34,6 +34,7 @@
 //! no fetch response has said (yet), past the ListOffsets end it waits for a second of quiet.
 
 mod client;
+pub mod fetch;
 mod judge;
 pub mod log;
 pub mod wire;

@@ -12,6 +12,8 @@
 //! their time. Only request headers and the first fields of four request bodies are read; the
 //! bytes are forwarded untouched whatever the parse makes of them.
 
+use super::fetch::{Assigned, Fetched, Sync};
+use crate::scenario::StopOld;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -95,23 +97,74 @@ pub struct GroupEvent {
     pub software: Option<String>,
     pub group: String,
     pub request: GroupRequest,
+    /// The run id of the process that opened its connection (an instance's: `RUN.worker.1@2`;
+    /// empty for one with none, such as the harness), read from the kernel's socket table when
+    /// the connection was accepted; `None` if no process could be found.
+    pub owner: Option<String>,
+    /// Its connection's owner is still being looked up.
+    pub owner_pending: bool,
+    /// When the broker's answer to it passed back (JoinGroup and SyncGroup only): a join
+    /// is answered when its rebalance round completes, and a member cannot leave before.
+    pub answered: Option<Instant>,
 }
 
 /// The first member that joined since `since` and completed its join: its first request came
 /// then (none before), and it has sent SyncGroup. With the time of that SyncGroup. A member
 /// rejoining a rebalance keeps its id, and was seen before: it is not new.
 pub fn joined_since(events: &[GroupEvent], since: Instant) -> Option<(String, Instant)> {
+    join_step_since(events, since, StopOld::Sync, None)
+}
+
+/// The first new member (none of its requests before `since`) to reach `step` of its join,
+/// and when: its first JoinGroup (a first join carries no member id: it is new by being
+/// first, and named by no id: an empty one), its SyncGroup, or its first heartbeat or commit
+/// after that SyncGroup. `Ready` waits for no step: `None`.
+///
+/// `owner`: the run id of the instance whose join it is; a request on a connection another
+/// process opened (another instance, another service) is not its, and one whose connection's
+/// owner is still being looked up is not taken yet (the next look may). One whose owner could
+/// not be found is taken as it may be.
+pub fn join_step_since(
+    events: &[GroupEvent],
+    since: Instant,
+    step: StopOld,
+    owner: Option<&str>,
+) -> Option<(String, Instant)> {
     let mut first_seen: BTreeMap<&str, Instant> = BTreeMap::new();
-    for event in events {
+    let mut synced: Vec<&str> = Vec::new();
+    let theirs = |e: &&GroupEvent| match (owner, &e.owner) {
+        (Some(wanted), Some(found)) => wanted == found,
+        (Some(_), None) => !e.owner_pending,
+        (None, _) => true,
+    };
+    for event in events.iter().filter(theirs) {
+        if let (StopOld::Join, GroupRequest::Join { member_id, .. }) = (step, &event.request)
+            && member_id.is_empty()
+            && event.at >= since
+        {
+            return Some((String::new(), event.at));
+        }
         for member in event.request.member_ids() {
             first_seen.entry(member).or_insert(event.at);
         }
-        if let GroupRequest::Sync { member_id, .. } = &event.request
-            && first_seen
-                .get(member_id.as_str())
-                .is_some_and(|at| *at >= since)
-        {
-            return Some((member_id.clone(), event.at));
+        let new = |m: &str| first_seen.get(m).is_some_and(|at| *at >= since);
+        match (step, &event.request) {
+            (StopOld::Join, GroupRequest::Join { member_id, .. })
+            | (StopOld::Sync, GroupRequest::Sync { member_id, .. })
+                if new(member_id) =>
+            {
+                return Some((member_id.clone(), event.at));
+            }
+            (StopOld::Synced, GroupRequest::Sync { member_id, .. }) if new(member_id) => {
+                synced.push(member_id);
+            }
+            (
+                StopOld::Synced,
+                GroupRequest::Heartbeat { member_id, .. } | GroupRequest::Commit { member_id },
+            ) if synced.contains(&member_id.as_str()) => {
+                return Some((member_id.clone(), event.at));
+            }
+            _ => {}
         }
     }
     None
@@ -236,10 +289,10 @@ pub fn parse_request(frame: &[u8]) -> Option<(Option<String>, String, GroupReque
     Some((client_id, group, request))
 }
 
-struct Reader<'a>(&'a [u8]);
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Option<&[u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -248,15 +301,19 @@ impl Reader<'_> {
         Some(head)
     }
 
-    fn i16(&mut self) -> Option<i16> {
+    pub(super) fn i16(&mut self) -> Option<i16> {
         Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
     }
 
-    fn i32(&mut self) -> Option<i32> {
+    pub(super) fn i32(&mut self) -> Option<i32> {
         Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
     }
 
-    fn varint(&mut self) -> Option<u64> {
+    pub(super) fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    pub(super) fn varint(&mut self) -> Option<u64> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = *self.take(1)?.first()?;
@@ -273,7 +330,7 @@ impl Reader<'_> {
     }
 
     /// A classic nullable string: an i16 length, -1 for null.
-    fn nullable_string(&mut self) -> Option<Option<String>> {
+    pub(super) fn nullable_string(&mut self) -> Option<Option<String>> {
         match self.i16()? {
             -1 => Some(None),
             len if len >= 0 => self.utf8(len as usize).map(Some),
@@ -281,7 +338,7 @@ impl Reader<'_> {
         }
     }
 
-    fn tagged_fields(&mut self) -> Option<()> {
+    pub(super) fn tagged_fields(&mut self) -> Option<()> {
         for _ in 0..self.varint()? {
             let _tag = self.varint()?;
             let len = usize::try_from(self.varint()?).ok()?;
@@ -292,13 +349,13 @@ impl Reader<'_> {
 }
 
 /// Reads strings and arrays in the encoding of the request's version.
-struct StringReader<'a> {
-    r: Reader<'a>,
-    flexible: bool,
+pub(super) struct StringReader<'a> {
+    pub(super) r: Reader<'a>,
+    pub(super) flexible: bool,
 }
 
 impl StringReader<'_> {
-    fn nullable_string(&mut self) -> Option<Option<String>> {
+    pub(super) fn nullable_string(&mut self) -> Option<Option<String>> {
         if !self.flexible {
             return self.r.nullable_string();
         }
@@ -309,11 +366,11 @@ impl StringReader<'_> {
         }
     }
 
-    fn string(&mut self) -> Option<String> {
+    pub(super) fn string(&mut self) -> Option<String> {
         self.nullable_string()?
     }
 
-    fn array_len(&mut self) -> Option<usize> {
+    pub(super) fn array_len(&mut self) -> Option<usize> {
         if self.flexible {
             return usize::try_from(self.r.varint()?).ok()?.checked_sub(1);
         }
@@ -327,11 +384,14 @@ struct Framer {
     buf: Vec<u8>,
     /// Bytes of an oversized frame still to skip.
     skip: usize,
+    /// How many frames began, skipped ones included.
+    count: u64,
 }
 
 impl Framer {
-    /// Feeds `bytes`; returns the whole frames they complete.
-    fn feed(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+    /// Feeds `bytes`; returns the whole frames they complete, each with its place among the
+    /// connection's frames (from 0).
+    fn feed(&mut self, bytes: &[u8]) -> Vec<(u64, Vec<u8>)> {
         let mut input = bytes;
         let mut frames = Vec::new();
         loop {
@@ -362,6 +422,7 @@ impl Framer {
                 // A large produce request, say: skipped, not kept.
                 self.buf.clear();
                 self.skip = size;
+                self.count += 1;
                 continue;
             }
             let n = (4 + size - self.buf.len()).min(input.len());
@@ -370,7 +431,8 @@ impl Framer {
             if self.buf.len() < 4 + size {
                 return frames;
             }
-            frames.push(self.buf[4..].to_vec());
+            frames.push((self.count, self.buf[4..].to_vec()));
+            self.count += 1;
             self.buf.clear();
         }
     }
@@ -381,6 +443,8 @@ impl Framer {
 #[derive(Clone, Debug, Default)]
 pub struct GroupTap {
     inner: Arc<Mutex<TapState>>,
+    /// Whether each connection's owner is looked up: only a graph's instances are told apart.
+    owners: bool,
 }
 
 #[derive(Debug, Default)]
@@ -389,11 +453,79 @@ struct TapState {
     events: Vec<GroupEvent>,
     /// Per link, the client library and version it named (ApiVersions v3+).
     software: BTreeMap<u64, (String, String)>,
+    /// Per link, the run id of the process that opened it, once looked up.
+    owners: BTreeMap<u64, String>,
+    /// Links whose owner is being looked up.
+    pending: std::collections::BTreeSet<u64>,
+    /// The partitions named in Fetch requests, kept by a tap that looks up owners.
+    fetched: Vec<Fetched>,
+    /// Fetches were dropped past [`MAX_FETCHED`]: from then on they say nothing.
+    fetched_full: Option<Instant>,
+    /// The assignments of group leaders' SyncGroup requests, kept by a tap that looks up
+    /// owners.
+    assigned: Vec<(Instant, Sync)>,
+    /// Per link, the broker's answers being read.
+    answers: BTreeMap<u64, Answers>,
+}
+
+/// The responses on one connection, read only as far as their correlation ids: each is
+/// matched to the JoinGroup or SyncGroup it answers, and the rest is skipped unread.
+#[derive(Debug, Default)]
+struct Answers {
+    /// The size and correlation id of the next response, as far as they have come.
+    head: Vec<u8>,
+    /// Bytes of the current response's body still to skip.
+    skip: usize,
+    /// The correlation ids awaited, oldest first, each with its event's index.
+    awaited: std::collections::VecDeque<(i32, usize)>,
+    /// How many answers began.
+    told: u64,
+}
+
+impl Answers {
+    /// Reads `bytes`; returns the indexes of the events they answer.
+    fn feed(&mut self, mut bytes: &[u8]) -> Vec<usize> {
+        let mut answered = Vec::new();
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (8 - self.head.len()).min(bytes.len());
+            self.head.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.head.len() < 8 {
+                break;
+            }
+            let word = |i: usize| i32::from_be_bytes([0, 1, 2, 3].map(|k| self.head[i + k]));
+            let (size, correlation) = (word(0), word(4));
+            self.head.clear();
+            self.told += 1;
+            let Some(body) = usize::try_from(size).ok().and_then(|s| s.checked_sub(4)) else {
+                // Not Kafka framing: nothing more is read from this connection.
+                self.skip = usize::MAX;
+                self.awaited.clear();
+                break;
+            };
+            self.skip = body;
+            // Answers come in the order asked: those before it were not awaited answers.
+            if let Some(i) = self.awaited.iter().position(|(c, _)| *c == correlation) {
+                answered.push(self.awaited[i].1);
+                self.awaited.drain(..=i);
+            }
+        }
+        answered
+    }
 }
 
 /// How many events the tap keeps at most: a long soak's heartbeats would otherwise grow
 /// without bound. Past it, heartbeats and commits of members already seen are not kept.
 const MAX_EVENTS: usize = 100_000;
+
+/// How many partition fetches the tap keeps at most (about 100 bytes each).
+pub(crate) const MAX_FETCHED: usize = 1_000_000;
 
 impl GroupTap {
     /// Bytes a client sent on connection `link`.
@@ -401,9 +533,39 @@ impl GroupTap {
         let now = Instant::now();
         let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let frames = state.framers.entry(link).or_default().feed(bytes);
-        for frame in frames {
+        // Read from the link's first byte, before any answer can come.
+        state.answers.entry(link).or_default();
+        for (place, frame) in frames {
             if let Some(software) = parse_client_software(&frame) {
                 state.software.insert(link, software);
+                continue;
+            }
+            if self.owners
+                && let Some(sync) = super::fetch::parse_sync_assignments(&frame)
+                && state.assigned.len() < MAX_EVENTS
+            {
+                state.assigned.push((now, sync));
+            }
+            if self.owners
+                && let Some(fetch) = super::fetch::parse_fetch(&frame)
+            {
+                for (topic, partitions) in fetch.topics {
+                    for (partition, offset) in partitions {
+                        if state.fetched.len() >= MAX_FETCHED {
+                            state.fetched_full.get_or_insert(now);
+                            break;
+                        }
+                        state.fetched.push(Fetched {
+                            at: now,
+                            link,
+                            topic: topic.clone(),
+                            partition,
+                            offset,
+                            incremental: fetch.incremental,
+                            owner: None,
+                        });
+                    }
+                }
                 continue;
             }
             let Some((client_id, group, request)) = parse_request(&frame) else {
@@ -417,6 +579,20 @@ impl GroupTap {
                 continue;
             }
             let software = state.software.get(&link).map(|(name, _)| name.clone());
+            // Dated by its answer only when it was alone in flight on its link: Kafka answers
+            // a connection's requests in turn, so one queued behind another (a long-polling
+            // fetch) would be held by that one, not by its round.
+            let index = state.events.len();
+            let answers = state.answers.entry(link).or_default();
+            if matches!(
+                request,
+                GroupRequest::Join { .. } | GroupRequest::Sync { .. }
+            ) && place == answers.told
+                && let Some(correlation) = frame.get(4..8)
+            {
+                let correlation = i32::from_be_bytes([0, 1, 2, 3].map(|k| correlation[k]));
+                answers.awaited.push_back((correlation, index));
+            }
             state.events.push(GroupEvent {
                 at: now,
                 link,
@@ -424,7 +600,24 @@ impl GroupTap {
                 software,
                 group,
                 request,
+                owner: None,
+                owner_pending: false,
+                answered: None,
             });
+        }
+    }
+
+    /// Bytes the broker sent back on connection `link`.
+    pub fn server_bytes(&self, link: u64, bytes: &[u8]) {
+        let now = Instant::now();
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(answers) = state.answers.get_mut(&link) else {
+            return;
+        };
+        for index in answers.feed(bytes) {
+            if let Some(event) = state.events.get_mut(index) {
+                event.answered = Some(now);
+            }
         }
     }
 
@@ -432,17 +625,87 @@ impl GroupTap {
     pub fn closed(&self, link: u64) {
         let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         state.framers.remove(&link);
+        state.answers.remove(&link);
     }
 
-    /// Every event about `group` so far, in the order seen.
+    /// Every event about `group` so far, in the order seen, each with its link's owner.
     pub fn events(&self, group: &str) -> Vec<GroupEvent> {
         let state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         state
             .events
             .iter()
             .filter(|e| e.group == group)
-            .cloned()
+            .map(|e| GroupEvent {
+                owner: state.owners.get(&e.link).cloned(),
+                owner_pending: state.pending.contains(&e.link),
+                ..e.clone()
+            })
             .collect()
+    }
+
+    /// Every partition fetch so far, in the order seen, each with its link's owner; and when
+    /// the tap stopped keeping them, if it did (a tap [`GroupTap::with_owners`] only).
+    pub fn fetched(&self) -> (Vec<Fetched>, Option<Instant>) {
+        let state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let fetched = (state.fetched.iter())
+            .map(|f| Fetched {
+                owner: state.owners.get(&f.link).cloned(),
+                ..f.clone()
+            })
+            .collect();
+        (fetched, state.fetched_full)
+    }
+
+    /// The assignments of `group`'s leaders, in the order seen (a tap
+    /// [`GroupTap::with_owners`] only).
+    pub fn assigned(&self, group: &str) -> Vec<(Instant, Assigned)> {
+        let state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (state.assigned.iter())
+            .filter_map(|(at, sync)| match sync {
+                Sync::Assigned(a) if a.group == group => Some((*at, a.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// When a leader's SyncGroup of `group` (or of a group whose name could not be read)
+    /// carried an assignment that could not be read.
+    pub fn unreadable(&self, group: &str) -> Vec<Instant> {
+        let state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (state.assigned.iter())
+            .filter_map(|(at, sync)| match sync {
+                Sync::Unreadable(g) if g == group || g.is_empty() => Some(*at),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A tap that also looks up which process opened each connection (see [`GroupTap::opened`]).
+    pub fn with_owners() -> GroupTap {
+        GroupTap {
+            owners: true,
+            ..GroupTap::default()
+        }
+    }
+
+    /// Connection `link` was accepted from `client`: which process opened it is looked up
+    /// now, while it is open, off the proxy's way (by a tap [`GroupTap::with_owners`] only).
+    pub fn opened(&self, link: u64, client: std::net::SocketAddr, listen: std::net::SocketAddr) {
+        if !self.owners {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        (inner.lock().unwrap_or_else(|e| e.into_inner()))
+            .pending
+            .insert(link);
+        std::thread::spawn(move || {
+            let owner = crate::target::run_id_of_client(client, listen);
+            let mut state = inner.lock().unwrap_or_else(|e| e.into_inner());
+            state.pending.remove(&link);
+            if let Some(owner) = owner {
+                state.owners.insert(link, owner);
+            }
+        });
     }
 }
 
@@ -455,6 +718,9 @@ pub struct StopWindow {
     pub exited: Instant,
     /// SIGKILL, by the scenario or by the harness past the stop deadline.
     pub killed: bool,
+    /// Killed by the harness past its grace period after a clean stop signal: it hung in its
+    /// shutdown, and a member that had not left by then is the service's failure, not the kill's.
+    pub hung: bool,
 }
 
 /// One member of the target's group, as the tap saw it.
@@ -541,10 +807,63 @@ fn members_at_stop(
     members
 }
 
-/// `group_left`: after a clean stop, every member the target had in `group` sent LeaveGroup,
-/// within `within` of the stop, so its partitions went to the others at once rather than
-/// after its session timeout. Judged from what the target sent (`events`, from a
-/// [`GroupTap`]), which no broker can misreport.
+/// The JoinGroup or SyncGroup `member` of `group` had in flight at `stop`: its last of them
+/// sent before the stop, if the broker answered it after.
+fn in_round_at<'a>(
+    events: &'a [GroupEvent],
+    group: &str,
+    member: &str,
+    stop: Instant,
+) -> Option<(usize, &'a GroupEvent)> {
+    events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.group == group && e.at < stop && e.request.member_ids() == [member])
+        .rfind(|(_, e)| {
+            matches!(
+                e.request,
+                GroupRequest::Join { .. } | GroupRequest::Sync { .. }
+            )
+        })
+        .filter(|(_, e)| e.answered.is_some_and(|a| a > stop))
+}
+
+/// How long after `stop`, and before the leave at `left`, the broker held `member` in the
+/// rebalance round it was in at the stop, by the answers it saw: a JoinGroup in flight at the
+/// stop, to its answer, and then the SyncGroup the member sent next, from its send to its
+/// answer (a follower's waits for the leader's); or a SyncGroup in flight at the stop, to its
+/// answer. The member's own time between the two is its own. Zero when no round was in
+/// flight. Only a request alone in flight on its link is dated by its answer (see
+/// [`GroupTap::client_bytes`]). With the name of the request in flight at the stop.
+fn held_in_round(
+    events: &[GroupEvent],
+    group: &str,
+    member: &str,
+    stop: Instant,
+    left: Instant,
+) -> (std::time::Duration, &'static str) {
+    let Some((i, request)) = in_round_at(events, group, member, stop) else {
+        return (std::time::Duration::ZERO, "");
+    };
+    let name = match request.request {
+        GroupRequest::Join { .. } => "JoinGroup",
+        _ => "SyncGroup",
+    };
+    let answered = request.answered.unwrap_or(stop);
+    let mut held = answered.min(left).saturating_duration_since(stop);
+    if matches!(request.request, GroupRequest::Join { .. })
+        && let Some(sync) = events[i + 1..]
+            .iter()
+            .filter(|e| e.group == group && e.request.member_ids() == [member])
+            .find(|e| e.at >= answered)
+            .filter(|e| matches!(e.request, GroupRequest::Sync { .. }))
+        && let Some(synced) = sync.answered
+    {
+        held += synced.min(left).saturating_duration_since(sync.at);
+    }
+    (held, name)
+}
+
 /// How long the broker keeps the partitions of the members that did not leave by the time the
 /// target exited: the longest session timeout among them (45 s, current clients' default,
 /// where none was seen). `None`: every member left, or none was seen.
@@ -562,6 +881,10 @@ pub fn held_after_stop(
         .map(|ms| std::time::Duration::from_millis(ms as u64))
 }
 
+/// `group_left`: after a clean stop, every member the target had in `group` sent LeaveGroup,
+/// within `within` of the stop, so its partitions went to the others at once rather than
+/// after its session timeout. Judged from what the target sent (`events`, from a
+/// [`GroupTap`]), which no broker can misreport.
 pub fn group_left(
     events: &[GroupEvent],
     group: &str,
@@ -591,7 +914,7 @@ pub fn group_left(
             });
         format!("member `{id}` ({client}, {timeout})")
     };
-    if window.killed {
+    if window.killed && !window.hung {
         let held: Vec<String> = members.iter().map(|(id, m)| describe(id, m)).collect();
         return Outcome::inconclusive(format!(
             "the target was killed: a killed consumer cannot leave, so the broker keeps its \
@@ -607,15 +930,32 @@ pub fn group_left(
         match member.left {
             Some(at) => {
                 let after = at.saturating_duration_since(stop_sent);
-                if after <= within {
+                // The round's time is taken off only where the leave was late without it.
+                let (held, request) = match after <= within {
+                    true => (std::time::Duration::ZERO, ""),
+                    false => held_in_round(events, group, id, stop_sent, at),
+                };
+                let own = after.saturating_sub(held);
+                let how = match held.is_zero() {
+                    true => String::new(),
+                    false => format!(
+                        ", {} ms of it in the rebalance round its {} was in at the stop (the \
+                         broker answers a join when the round completes, and a member cannot \
+                         leave before), {} ms its own",
+                        ms(held),
+                        request,
+                        ms(own)
+                    ),
+                };
+                if own <= within {
                     passed.push(format!(
-                        "{who} sent LeaveGroup {} ms after the stop",
+                        "{who} sent LeaveGroup {} ms after the stop{how}",
                         ms(after)
                     ));
                 } else {
                     failed.push(format!(
-                        "{who} sent LeaveGroup {} ms after the stop ({} ms allowed): its partitions \
-                         waited that long for it",
+                        "{who} sent LeaveGroup {} ms after the stop{how} ({} ms allowed): its \
+                         partitions waited that long for it",
                         ms(after),
                         ms(within)
                     ));
@@ -640,6 +980,11 @@ pub fn group_left(
                     member.generation.unwrap_or_default()
                 ))
             }
+            None if window.hung => failed.push(format!(
+                "{who} never sent LeaveGroup: the target hung in its shutdown past its grace \
+                 period and was killed, so the broker keeps its partitions assigned until the \
+                 session timeout, and the group waits that long"
+            )),
             None => failed.push(format!(
                 "{who} never sent LeaveGroup before the target exited: the broker keeps its \
                  partitions assigned until the session timeout, and the group waits that long"
@@ -667,8 +1012,16 @@ impl crate::fault::Observer for GroupTap {
         GroupTap::client_bytes(self, link, bytes);
     }
 
+    fn server_bytes(&self, link: u64, bytes: &[u8]) {
+        GroupTap::server_bytes(self, link, bytes);
+    }
+
     fn closed(&self, link: u64) {
         GroupTap::closed(self, link);
+    }
+
+    fn opened(&self, link: u64, client: std::net::SocketAddr, listen: std::net::SocketAddr) {
+        GroupTap::opened(self, link, client, listen);
     }
 }
 
@@ -687,6 +1040,9 @@ mod tests {
             software: None,
             group: "g".into(),
             request,
+            owner: None,
+            owner_pending: false,
+            answered: None,
         };
         let join = |m: &str| GroupRequest::Join {
             member_id: m.into(),
@@ -711,6 +1067,69 @@ mod tests {
         assert_eq!(joined_since(&events, at(50)), Some(("new".into(), at(104))));
         assert_eq!(joined_since(&events[..7], at(50)), None, "not synced yet");
         assert_eq!(joined_since(&events, at(200)), None, "nothing new since");
+        // Each step a rollout may stop the old instance at.
+        let step = |events: &[GroupEvent], step| join_step_since(events, at(50), step, None);
+        assert_eq!(step(&events, StopOld::Join), Some((String::new(), at(100))));
+        assert_eq!(
+            step(&events[4..], StopOld::Join),
+            Some(("new".into(), at(101)))
+        );
+        assert_eq!(
+            step(&events, StopOld::Ready),
+            None,
+            "ready waits for no step"
+        );
+        let heartbeat = |m: &str| GroupRequest::Heartbeat {
+            member_id: m.into(),
+            generation: 2,
+        };
+        let commit = |m: &str| GroupRequest::Commit {
+            member_id: m.into(),
+        };
+        let mut later = events.clone();
+        assert_eq!(
+            step(&later, StopOld::Synced),
+            None,
+            "synced, not yet heard from"
+        );
+        // The old member's heartbeat says nothing of the new one.
+        later.push(event(110, heartbeat("old")));
+        assert_eq!(step(&later, StopOld::Synced), None);
+        later.push(event(120, commit("new")));
+        assert_eq!(step(&later, StopOld::Synced), Some(("new".into(), at(120))));
+        // Another service's member joining at the same moment, on a connection its own
+        // process opened, is not the new instance's.
+        let owned = |e: GroupEvent, owner: &str| GroupEvent {
+            owner: Some(owner.into()),
+            ..e
+        };
+        let mut both = events[..3].to_vec();
+        both.push(owned(event(90, join("other")), "run.api.1"));
+        both.push(owned(event(91, sync("other")), "run.api.1"));
+        both.push(owned(event(101, join("new")), "run.worker.1@2"));
+        both.push(event(104, sync("new")));
+        let mine = Some("run.worker.1@2");
+        assert_eq!(
+            join_step_since(&both, at(50), StopOld::Sync, mine),
+            Some(("new".into(), at(104))),
+            "its own, and one whose owner is unknown"
+        );
+        assert_eq!(
+            join_step_since(&both, at(50), StopOld::Sync, None),
+            Some(("other".into(), at(91))),
+            "without an owner, the first new member"
+        );
+        // A connection whose owner is still being looked up is not taken yet.
+        let mut pending = events[..3].to_vec();
+        pending.push(GroupEvent {
+            owner_pending: true,
+            ..event(90, join("other"))
+        });
+        pending.push(GroupEvent {
+            owner_pending: true,
+            ..event(91, sync("other"))
+        });
+        assert_eq!(join_step_since(&pending, at(50), StopOld::Sync, mine), None);
     }
 
     /// Encodes requests the way clients do, for the tests.
@@ -794,6 +1213,9 @@ mod tests {
             software: None,
             group: "g".into(),
             request,
+            owner: None,
+            owner_pending: false,
+            answered: None,
         }
     }
 
@@ -835,6 +1257,7 @@ mod tests {
             stop_sent: Some(at(t0, 1000)),
             exited: at(t0, 1500),
             killed: false,
+            hung: false,
         }
     }
 
@@ -886,6 +1309,136 @@ mod tests {
         assert_eq!(held_after_stop(&left, "g", &window(t0)), None);
     }
 
+    /// A member whose JoinGroup the broker held from before the stop until its round completed
+    /// could not leave sooner: that time is the round's, and its own after it is judged. The
+    /// excuse covers only what the answers show: not a join sent after the stop, not one
+    /// never answered, not the member's own wait before its SyncGroup.
+    #[test]
+    fn a_leave_held_by_the_round_in_flight_at_the_stop_is_judged_on_its_own_time() {
+        let t0 = Instant::now();
+        let answered = |mut e: GroupEvent, ms: u64| {
+            e.answered = Some(at(t0, ms));
+            e
+        };
+        let sync = |id: &str| GroupRequest::Sync {
+            member_id: id.into(),
+            generation: 2,
+        };
+        let mut late = window(t0);
+        late.exited = at(t0, 8000);
+        // Joined at 900, held to 3600; synced at once, held 9 ms; left 10 ms later.
+        let round = |join_at: u64, sync_at: u64| {
+            member(
+                t0,
+                vec![
+                    answered(event(t0, join_at, 1, join("m-1", None)), 3600),
+                    answered(event(t0, sync_at, 1, sync("m-1")), sync_at + 9),
+                    event(t0, sync_at + 19, 1, leave("m-1")),
+                ],
+            )
+        };
+        let crate::verdict::Outcome::Pass { detail, .. } = judged(&round(900, 3601), late) else {
+            panic!("held by the round")
+        };
+        assert!(
+            detail.contains(
+                "sent LeaveGroup 2620 ms after the stop, 2609 ms of it in the rebalance round \
+                 its JoinGroup was in at the stop"
+            ) && detail.ends_with("11 ms its own"),
+            "{detail}"
+        );
+        // Its own 3 s between the join's answer and its SyncGroup are its own.
+        assert!(judged(&round(900, 6601), late).is_violation());
+        // A join sent after the stop is the member's own doing.
+        assert!(judged(&round(1005, 3601), late).is_violation());
+        // A join never answered shows no round held.
+        let mut unanswered = round(900, 3601);
+        unanswered[3].answered = None;
+        assert!(judged(&unanswered, late).is_violation());
+        // A leave in time needs no excuse.
+        let mut early = round(900, 3601);
+        early[5].at = at(t0, 1040);
+        let crate::verdict::Outcome::Pass { detail, .. } = judged(&early, late) else {
+            panic!("left at once")
+        };
+        assert!(
+            detail.ends_with("sent LeaveGroup 40 ms after the stop"),
+            "{detail}"
+        );
+        // A leave sent while its SyncGroup was still held: the round counts up to the leave.
+        let mut syncing = round(900, 3601);
+        syncing[4].answered = Some(at(t0, 5700));
+        syncing[5].at = at(t0, 5610);
+        let crate::verdict::Outcome::Pass { detail, .. } = judged(&syncing, late) else {
+            panic!("left inside its round")
+        };
+        assert!(detail.ends_with(", 1 ms its own"), "{detail}");
+    }
+
+    /// The broker's answers are read as far as their correlation ids, across reads, and each
+    /// is matched to its JoinGroup or SyncGroup; answers to other requests are skipped,
+    /// whatever their size. A request queued behind one still unanswered on its link (a
+    /// long-polling fetch) would be held by that one: it is not dated by its answer.
+    #[test]
+    fn a_join_alone_in_flight_is_dated_by_its_answer() {
+        let tap = GroupTap::default();
+        let with_id = |mut bytes: Vec<u8>, id: i32| {
+            bytes[8..12].copy_from_slice(&id.to_be_bytes());
+            bytes
+        };
+        let join = |id| {
+            let join = Enc::request(JOIN_GROUP, 5, false)
+                .string(Some("g"))
+                .i32(10_000)
+                .i32(300_000)
+                .string(Some("m-1"))
+                .string(None)
+                .framed();
+            with_id(join, id)
+        };
+        let sync = with_id(
+            Enc::request(SYNC_GROUP, 2, false)
+                .string(Some("g"))
+                .i32(2)
+                .string(Some("m-1"))
+                .framed(),
+            13,
+        );
+        let fetch = |id| with_id(Enc::request(1, 4, false).i32(-1).framed(), id);
+        let response = |id: i32, body: usize| {
+            let mut r = ((body + 4) as i32).to_be_bytes().to_vec();
+            r.extend(id.to_be_bytes());
+            r.extend(vec![0u8; body]);
+            r
+        };
+        // A fetch answered (a large answer), then the join alone, answered a byte at a time.
+        tap.client_bytes(1, &fetch(10));
+        tap.server_bytes(1, &response(10, 100_000));
+        tap.client_bytes(1, &join(11));
+        let before = Instant::now();
+        for byte in &response(11, 40) {
+            tap.server_bytes(1, std::slice::from_ref(byte));
+        }
+        tap.client_bytes(1, &sync);
+        let events = tap.events("g");
+        assert!(
+            events[0].answered.is_some_and(|a| a >= before),
+            "{events:?}"
+        );
+        assert_eq!(events[1].answered, None);
+        tap.server_bytes(1, &response(13, 8));
+        assert!(tap.events("g")[1].answered.is_some());
+        // Queued behind a fetch: not dated.
+        tap.client_bytes(1, &fetch(20));
+        tap.client_bytes(1, &join(21));
+        tap.server_bytes(1, &response(20, 8));
+        tap.server_bytes(1, &response(21, 8));
+        assert_eq!(tap.events("g")[2].answered, None);
+        // A closed link's answers are not waited for.
+        tap.closed(1);
+        tap.server_bytes(1, &response(21, 8));
+    }
+
     #[test]
     fn a_leave_long_after_the_stop_fails() {
         let t0 = Instant::now();
@@ -906,6 +1459,14 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(unsure(judged(&events, killed)).contains("killed"));
+        // Killed by the harness past its grace after a SIGTERM: it hung, and not leaving is
+        // its failure.
+        let mut hung = killed;
+        hung.hung = true;
+        let outcome = judged(&events, hung);
+        assert!(outcome.is_violation(), "{outcome:?}");
+        let left = member(t0, vec![event(t0, 1100, 1, leave("m-1"))]);
+        assert!(!judged(&left, hung).is_violation());
         let statics = vec![
             event(t0, 10, 1, join("", Some("pod-0"))),
             event(t0, 30, 1, beat("m-1", 1)),
@@ -968,6 +1529,7 @@ mod tests {
             stop_sent: Some(at(t0, 100_000)),
             exited: at(t0, 100_500),
             killed: false,
+            hung: false,
         };
         let crate::verdict::Outcome::Pass { detail, .. } = judged(&events, window) else {
             panic!("{:?}", judged(&events, window))

@@ -109,6 +109,9 @@ pub struct CycleRecord {
     pub ready_ms: Option<u64>,
     /// From the stop request to the target gone, in ms.
     pub stop_ms: Option<u64>,
+    /// Each partition move's takeover time in the cycle's rollouts, in ms.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub takeover_ms: Vec<u64>,
     /// The checks that failed.
     pub failed_checks: Vec<CheckName>,
     /// The checks that could not be decided.
@@ -166,6 +169,10 @@ pub struct LoopReport {
     pub start: Option<Percentiles>,
     pub ready: Option<Percentiles>,
     pub stop: Option<Percentiles>,
+    /// Every partition move's takeover time over every cycle's rollouts (`takeover_ms`);
+    /// its `samples` counts the moves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub takeover: Option<Percentiles>,
     /// The failing cycles, in order.
     pub failing: Vec<CycleRecord>,
     pub ended: Ended,
@@ -274,6 +281,7 @@ fn record(number: u64, cycle: &Cycle, out_dir: &std::path::Path) -> CycleRecord 
             _ => None,
         },
         stop_ms: cycle.stopped_after.map(|d| d.as_millis() as u64),
+        takeover_ms: cycle.takeover_ms.clone(),
         inconclusive: failure.is_none() && !undecided.is_empty(),
         failed_checks,
         inconclusive_checks,
@@ -443,6 +451,11 @@ fn report(
         start: times(|c| Some(c.start_ms)),
         ready: times(|c| c.ready_ms),
         stop: times(|c| c.stop_ms),
+        takeover: Percentiles::of(
+            &(all.iter())
+                .flat_map(|c| c.takeover_ms.iter().copied())
+                .collect::<Vec<_>>(),
+        ),
         failing,
         ended,
         error: None,
@@ -481,7 +494,74 @@ mod tests {
             killed_by_harness: false,
             hangs: Vec::new(),
             interrupted: false,
+            takeover_ms: Vec::new(),
         }
+    }
+
+    /// A loop of rollouts reports the takeover times of every cycle's partition moves
+    /// together; a loop without rollouts reports none.
+    #[test]
+    fn takeover_times_are_gathered_over_the_cycles() {
+        let dir = std::path::Path::new("/nonexistent");
+        let passed = || vec![(CheckName::StopsWithin, Outcome::pass("stopped"))];
+        let with = |ms: &[u64]| {
+            let mut c = cycle(passed(), Vec::new());
+            c.takeover_ms = ms.to_vec();
+            c
+        };
+        let records = vec![
+            record(1, &with(&[40, 41, 42]), dir),
+            record(2, &with(&[]), dir),
+            record(3, &with(&[30, 50, 900]), dir),
+        ];
+        let report = looped(records);
+        let p = report.takeover.as_ref().expect("takeover times");
+        assert_eq!((p.p50, p.max, p.samples), (41, 900, 6));
+        let text = summary(&report);
+        assert!(
+            text.contains(
+                "takeover p50 41 ms  p95 900 ms  p99 900 ms  max 900 ms  (6 partition moves)"
+            ),
+            "{text}"
+        );
+        let none = looped(vec![record(1, &cycle(passed(), Vec::new()), dir)]);
+        assert!(none.takeover.is_none());
+        assert!(!summary(&none).contains("takeover"));
+        // A cycle whose takeover failed (a partition never taken over adds no time) is said
+        // beside the times, never hidden by them.
+        let stalled = vec![(
+            CheckName::TakeoverWithin,
+            Outcome::violation("never taken over", Vec::new()),
+        )];
+        let mut records = vec![record(1, &with(&[40]), dir)];
+        records.push(record(2, &cycle(stalled, Vec::new()), dir));
+        let text = summary(&looped(records));
+        assert!(
+            text.contains(
+                "(1 partition moves; takeover_within failed in 1 cycle(s) and was undecided in 0"
+            ),
+            "{text}"
+        );
+    }
+
+    fn minimal() -> crate::scenario::Scenario {
+        crate::scenario::Scenario::parse(
+            std::path::Path::new("s.toml"),
+            "name = \"s\"\n[target]\ncommand = [\"true\"]\n",
+        )
+        .expect("a minimal scenario")
+    }
+
+    /// The report of a loop of `records`, every cycle run.
+    fn looped(records: Vec<CycleRecord>) -> LoopReport {
+        report(
+            &minimal(),
+            "local".into(),
+            &options(),
+            records,
+            Ended::Count,
+            Duration::ZERO,
+        )
     }
 
     fn options() -> LoopOptions {
@@ -528,19 +608,8 @@ mod tests {
             ["lock_released: the key was never held"]
         );
         assert!(!records[2].inconclusive);
-        let scenario = crate::scenario::Scenario::parse(
-            std::path::Path::new("s.toml"),
-            "name = \"s\"\n[target]\ncommand = [\"true\"]\n",
-        )
-        .expect("a minimal scenario");
-        let report = report(
-            &scenario,
-            "local".into(),
-            &options(),
-            records,
-            Ended::Count,
-            Duration::ZERO,
-        );
+        let scenario = minimal();
+        let report = looped(records);
         assert_eq!(
             (report.passed, report.failed, report.inconclusive),
             (2, 0, 1)

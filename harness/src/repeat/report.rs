@@ -73,6 +73,34 @@ pub fn summary(report: &LoopReport) -> String {
     let _ = writeln!(out, "{}", times_line("start", &report.start));
     let _ = writeln!(out, "{}", times_line("ready", &report.ready));
     let _ = writeln!(out, "{}", times_line("stop", &report.stop));
+    // Takeovers are counted where a cycle's row was decided, and only those that happened:
+    // the cycles whose row failed or was undecided are said beside them.
+    let with = |pick: fn(&super::CycleRecord) -> &Vec<crate::verdict::CheckName>| {
+        (report.all.iter())
+            .filter(|c| pick(c).contains(&crate::verdict::CheckName::TakeoverWithin))
+            .count()
+    };
+    let (failed, undecided) = (with(|c| &c.failed_checks), with(|c| &c.inconclusive_checks));
+    let besides = match (failed, undecided) {
+        (0, 0) => String::new(),
+        _ => format!(
+            "; takeover_within failed in {failed} cycle(s) and was undecided in {undecided}: \
+             a partition never taken over, and undecided cycles, add no time"
+        ),
+    };
+    match &report.takeover {
+        Some(p) => {
+            let _ = writeln!(
+                out,
+                "  takeover p50 {} ms  p95 {} ms  p99 {} ms  max {} ms  ({} partition moves{besides})",
+                p.p50, p.p95, p.p99, p.max, p.samples
+            );
+        }
+        None if !besides.is_empty() => {
+            let _ = writeln!(out, "  takeover  no samples{besides}");
+        }
+        None => {}
+    }
     let unsure: Vec<&super::CycleRecord> = report.all.iter().filter(|c| c.inconclusive).collect();
     if !unsure.is_empty() {
         // Counted apart: such a cycle neither passed nor failed. Each distinct reason once,

@@ -28,12 +28,22 @@ pub fn evaluate(scenario: &Scenario, run: &TargetRun, findings: &Findings) -> Ve
     // A graph: the lifecycle checks per instance, the rest of the graph as a whole.
     if let crate::scenario::Target::Services(graph) = &scenario.target {
         let mut results = super::services::judge(scenario, graph, run);
+        // The leader checks are the contending service's.
+        let contending = scenario.redis.as_ref().and_then(|r| r.service.clone());
         results.extend(
             scenario
                 .enabled_checks()
                 .filter(|c| !CheckName::LIFECYCLE.contains(c))
-                .map(|check| CheckResult::new(check, decide(check, scenario, run, findings))),
+                .map(|check| {
+                    let mut result =
+                        CheckResult::new(check, decide(check, scenario, run, findings));
+                    if CheckName::REDIS.contains(&check) {
+                        result.service.clone_from(&contending);
+                    }
+                    result
+                }),
         );
+        results.extend(findings.instances.iter().cloned());
         return results;
     }
     scenario
@@ -93,6 +103,9 @@ fn decide(check: CheckName, scenario: &Scenario, run: &TargetRun, findings: &Fin
             decided_outcome(check, run, findings.readiness.as_ref(), "readiness")
         }
         CheckName::MemoryFlat => Outcome::inconclusive("judged by `quiesce soak` only"),
+        CheckName::TakeoverWithin => {
+            Outcome::inconclusive("judged per rolled-out service of a graph only")
+        }
     }
 }
 

@@ -260,7 +260,9 @@ async fn act(
                 service: step.service.clone(),
                 signal: step.signal.unwrap_or_default(),
                 redeploy: Some(match step.action {
-                    Action::Rollout => crate::target::Redeploy::Rollout,
+                    Action::Rollout => {
+                        crate::target::Redeploy::Rollout(step.stop_old.unwrap_or_default())
+                    }
                     _ => crate::target::Redeploy::Restart,
                 }),
                 own_signal: step.signal.is_none(),

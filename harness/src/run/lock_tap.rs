@@ -20,6 +20,20 @@ pub enum Side {
     Shared,
     /// The standby's own proxy.
     Standby,
+    /// The own proxy of a service graph's instance, by its index among the graph's instances:
+    /// no other instance's commands pass it.
+    Instance(u32),
+}
+
+impl Side {
+    /// A number of its own, to key the links it carries.
+    fn id(self) -> u64 {
+        match self {
+            Side::Shared => 0,
+            Side::Standby => 1,
+            Side::Instance(k) => 2 + u64::from(k),
+        }
+    }
 }
 
 /// One command that named the leader key.
@@ -33,6 +47,14 @@ pub struct KeyCommand {
     pub values: Vec<String>,
     /// What the server answered.
     pub written: Written,
+    /// A write that only takes an absent key (`SET ... NX`, `SETNX`): taken, it proves the key
+    /// was gone first.
+    pub only_if_absent: bool,
+    /// The server's integer answer, if it gave one (a release script's count of deletes).
+    pub answer: Option<i64>,
+    /// When the tap read the server's answer: the server ran the command between `at` and
+    /// this (a loaded harness forwards a command it has read later than it read it).
+    pub answered: Option<Instant>,
 }
 
 /// Whether a write took effect, from the server's reply: `SET ... NX` answers nil when the
@@ -46,12 +68,39 @@ pub enum Written {
 }
 
 impl KeyCommand {
+    /// Learns from the server's answer to it, read at `now`.
+    fn answered_by(&mut self, answer: Reply, now: Instant) {
+        self.answered = Some(now);
+        if let Reply::Int(n) = answer {
+            self.answer = Some(n);
+        }
+        self.written = match (self.name.as_str(), answer) {
+            (_, Reply::Ok) => Written::Yes,
+            ("SETNX", Reply::Int(n)) => [Written::No, Written::Yes][(n == 1) as usize],
+            ("GETSET", Reply::Bulk | Reply::Nil) => Written::Yes,
+            ("DEL" | "UNLINK", Reply::Int(n)) => [Written::No, Written::Yes][(n > 0) as usize],
+            ("GETDEL", Reply::Bulk) => Written::Yes,
+            (_, Reply::Nil | Reply::Error) => Written::No,
+            _ => Written::Unknown,
+        };
+    }
+
+    /// By when the server had run it: its answer, or its send when no answer was read.
+    fn ran_by(&self) -> Instant {
+        self.answered.unwrap_or(self.at).max(self.at)
+    }
+
     /// Whether it removes the key.
     fn deletes(&self) -> bool {
         matches!(
             self.name.as_str(),
             "DEL" | "UNLINK" | "GETDEL" | "RENAME" | "RENAMENX" | "MOVE"
         )
+    }
+
+    /// Whether it is a script that may write the key (a lock's release by its token).
+    fn scripted(&self) -> bool {
+        matches!(self.name.as_str(), "EVAL" | "EVALSHA" | "FCALL")
     }
 
     /// Whether it may change the key's value without naming the new one.
@@ -72,24 +121,36 @@ impl KeyCommand {
 /// multi-megabyte value in flight); the link's commands are then not seen, and said so.
 const MAX_PENDING: usize = 16 << 20;
 
-/// A link's replies still to come, oldest first: for each command sent, the index of its
-/// entry in `commands` if it named the key.
+/// A link's replies still to come, oldest first: for each command sent, what its reply answers.
 #[derive(Default)]
 struct Replies {
-    awaited: VecDeque<Option<usize>>,
+    awaited: VecDeque<Awaited>,
     pending: Vec<u8>,
     /// Replies no longer follow commands one to one (subscribe mode): stop matching.
     unmatched: bool,
 }
 
+/// What one reply answers: each holds the index in `commands` of the commands that named the key.
+enum Awaited {
+    /// A command run when sent.
+    Ran(Option<usize>),
+    /// A command queued in a transaction (`MULTI`): its reply says only whether it was queued.
+    Queued(Option<usize>),
+    /// `EXEC`: one reply per queued command, or nil (a `WATCH`ed key changed) or an error
+    /// (a command could not be queued) for none run.
+    Exec(Vec<Option<usize>>),
+}
+
 #[derive(Default)]
 struct State {
     /// Each link's database, where it sent `SELECT` (0 before).
-    dbs: HashMap<(u8, u64), i64>,
-    pending: HashMap<(u8, u64), Vec<u8>>,
-    replies: HashMap<(u8, u64), Replies>,
+    dbs: HashMap<(u64, u64), i64>,
+    pending: HashMap<(u64, u64), Vec<u8>>,
+    replies: HashMap<(u64, u64), Replies>,
+    /// The links in a transaction, with the commands they queued since `MULTI`.
+    queued: HashMap<(u64, u64), Vec<Option<usize>>>,
     /// Links given up on: bytes that are not RESP, or too much at once.
-    lost: Vec<(u8, u64)>,
+    lost: Vec<(u64, u64)>,
     commands: Vec<KeyCommand>,
 }
 
@@ -123,11 +184,13 @@ impl LockTap {
         })
     }
 
-    /// Every command seen that named the key, in the order seen, and how many links could
-    /// not be read.
+    /// Every command seen that named the key, in the order sent (a transaction's at its
+    /// `EXEC`), and how many links could not be read.
     pub fn commands(&self) -> (Vec<KeyCommand>, usize) {
         let state = lock(&self.state);
-        (state.commands.clone(), state.lost.len())
+        let mut commands = state.commands.clone();
+        commands.sort_by_key(|c| c.at);
+        (commands, state.lost.len())
     }
 
     /// Whether `side` was seen writing `value` to the key, and the server took it.
@@ -140,7 +203,7 @@ impl LockTap {
 
     fn bytes(&self, side: Side, link: u64, bytes: &[u8]) {
         let at = Instant::now();
-        let id = (side as u8, link);
+        let id = (side.id(), link);
         let mut state = lock(&self.state);
         if state.lost.contains(&id) {
             return;
@@ -166,6 +229,9 @@ impl LockTap {
                     }
                     let here = state.dbs.get(&id).copied().unwrap_or(0) == self.db;
                     let about = here.then(|| self.about_key(&args)).flatten();
+                    let only_if_absent = name == b"SETNX"
+                        || (name == b"SET"
+                            && args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"NX")));
                     let index = about.map(|(name, values)| {
                         state.commands.push(KeyCommand {
                             at,
@@ -173,9 +239,45 @@ impl LockTap {
                             name,
                             values,
                             written: Written::Unknown,
+                            only_if_absent,
+                            answer: None,
+                            answered: None,
                         });
                         state.commands.len() - 1
                     });
+                    // A transaction's commands run at its `EXEC`, or never.
+                    let awaited = match (name.as_slice(), state.queued.remove(&id)) {
+                        // `MULTI` with arguments is refused: no transaction begins.
+                        (b"MULTI", queued) if args.len() == 1 => {
+                            state.queued.insert(id, queued.unwrap_or_default());
+                            Awaited::Ran(None)
+                        }
+                        (b"EXEC", Some(queued)) => {
+                            for i in queued.iter().flatten() {
+                                state.commands[*i].at = at;
+                            }
+                            Awaited::Exec(queued)
+                        }
+                        (b"DISCARD" | b"RESET", Some(queued)) => {
+                            for i in queued.iter().flatten() {
+                                state.commands[*i].written = Written::No;
+                            }
+                            Awaited::Ran(None)
+                        }
+                        // Not queued: run at once (or refused), though in a transaction.
+                        (b"WATCH" | b"MULTI" | b"EXEC" | b"DISCARD", queued) => {
+                            if let Some(queued) = queued {
+                                state.queued.insert(id, queued);
+                            }
+                            Awaited::Ran(index)
+                        }
+                        (_, Some(mut queued)) => {
+                            queued.push(index);
+                            state.queued.insert(id, queued);
+                            Awaited::Queued(index)
+                        }
+                        (_, None) => Awaited::Ran(index),
+                    };
                     let replies = state.replies.entry(id).or_default();
                     if matches!(
                         name.as_slice(),
@@ -184,7 +286,7 @@ impl LockTap {
                         replies.unmatched = true;
                     }
                     if !replies.unmatched {
-                        replies.awaited.push_back(index);
+                        replies.awaited.push_back(awaited);
                     }
                 }
                 Ok(None) => break,
@@ -203,7 +305,7 @@ impl LockTap {
     }
 
     fn reply_bytes(&self, side: Side, link: u64, bytes: &[u8]) {
-        let id = (side as u8, link);
+        let id = (side.id(), link);
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         let Some(replies) = state.replies.get_mut(&id) else {
@@ -226,20 +328,46 @@ impl LockTap {
                         replies.unmatched = true;
                         return;
                     };
-                    if let Some(command) = awaited.and_then(|i| state.commands.get_mut(i)) {
-                        command.written = match (command.name.as_str(), answer) {
-                            (_, Reply::Ok) => Written::Yes,
-                            ("SETNX", Reply::Int(n)) => {
-                                [Written::No, Written::Yes][(n == 1) as usize]
+                    let now = Instant::now();
+                    let commands = &mut state.commands;
+                    match awaited {
+                        Awaited::Ran(index) => {
+                            if let Some(command) = index.and_then(|i| commands.get_mut(i)) {
+                                command.answered_by(answer, now);
                             }
-                            ("GETSET", Reply::Bulk | Reply::Nil) => Written::Yes,
-                            ("DEL" | "UNLINK", Reply::Int(n)) => {
-                                [Written::No, Written::Yes][(n > 0) as usize]
+                        }
+                        // Refused in the queue: the `EXEC` will run nothing.
+                        Awaited::Queued(index) => {
+                            if let Some(command) = index.and_then(|i| commands.get_mut(i))
+                                && answer == Reply::Error
+                            {
+                                command.written = Written::No;
                             }
-                            ("GETDEL", Reply::Bulk) => Written::Yes,
-                            (_, Reply::Nil | Reply::Error) => Written::No,
-                            _ => Written::Unknown,
-                        };
+                        }
+                        Awaited::Exec(queued) => {
+                            let each = match answer {
+                                Reply::Nil | Reply::Error => Vec::new(),
+                                _ => match items(&replies.pending[used - len..used]) {
+                                    Some(each) => each,
+                                    None => {
+                                        replies.unmatched = true;
+                                        return;
+                                    }
+                                },
+                            };
+                            for (n, index) in queued.into_iter().enumerate() {
+                                let Some(command) = index.and_then(|i| commands.get_mut(i)) else {
+                                    continue;
+                                };
+                                match each.get(n) {
+                                    Some(answer) => command.answered_by(*answer, now),
+                                    None => {
+                                        command.written = Written::No;
+                                        command.answered = Some(now);
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
                 Ok(None) => break,
@@ -291,9 +419,14 @@ impl LockTap {
 
     fn closed(&self, side: Side, link: u64) {
         let mut state = lock(&self.state);
-        state.pending.remove(&(side as u8, link));
-        state.replies.remove(&(side as u8, link));
-        state.dbs.remove(&(side as u8, link));
+        let id = (side.id(), link);
+        state.pending.remove(&id);
+        state.replies.remove(&id);
+        state.dbs.remove(&id);
+        // A transaction cut off before its `EXEC` runs nothing.
+        for i in state.queued.remove(&id).into_iter().flatten().flatten() {
+            state.commands[i].written = Written::No;
+        }
     }
 }
 
@@ -397,6 +530,24 @@ fn reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ()> {
         }
         _ => Err(()),
     }
+}
+
+/// The items of the array reply that is all of `buf` (an `EXEC`'s, one per queued command);
+/// `None` if it is no array.
+fn items(buf: &[u8]) -> Option<Vec<Reply>> {
+    if buf.first() != Some(&b'*') {
+        return None;
+    }
+    let end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let n: usize = std::str::from_utf8(&buf[1..end]).ok()?.parse().ok()?;
+    let mut at = end + 2;
+    let mut each = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        let (answer, len) = reply(&buf[at..]).ok()??;
+        each.push(answer);
+        at += len;
+    }
+    Some(each)
 }
 
 /// A command's arguments, its name first.
@@ -542,10 +693,20 @@ pub struct Attribution {
     pub holders: Vec<Holder>,
     /// When the standby deleted (or renamed away) the key.
     pub standby_deletes: Vec<Instant>,
+    /// Every delete (or rename away) the server took or may have, with who sent it.
+    pub deletes: Vec<(Instant, Holder)>,
+    /// Every command that let go of the key: a delete the server took (or may have), or a
+    /// script naming it that answered a count of one or more (a release by token answers how
+    /// many keys it deleted; one that deleted nothing answers 0), with its sender and name.
+    pub lets_go: Vec<(Instant, Holder, String)>,
+    /// Every write of a value the server took: when it was sent, its writer, whether it could
+    /// take only an absent key (`SET ... NX`, whose take proves the key had gone first; any
+    /// other write is an overwrite), and when its answer came (the server took it by then).
+    pub takes: Vec<(Instant, Holder, bool, Instant)>,
     /// What the wire says changed hands, whether or not the watcher saw it (a value written
     /// again by the next holder, a delete and a take within one look): each write and delete
-    /// the server took, with its writer.
-    pub events: Vec<(Instant, Holder)>,
+    /// the server took, with its writer, and when its answer came (it had run by then).
+    pub events: Vec<(Instant, Holder, Instant)>,
     /// How the target's values were learnt, for the evidence.
     pub how: Vec<String>,
 }
@@ -556,17 +717,54 @@ pub enum Holder {
     Nobody,
     Primary,
     Standby,
+    /// An instance of a service graph, by name (`scheduler#2`).
+    Instance(String),
     /// A value no instance was seen writing.
     Unknown(String),
 }
 
 impl Holder {
-    /// The instance's name, for one of the two.
-    pub fn instance(&self) -> Option<&'static str> {
+    /// The instance's name, for one the harness started.
+    pub fn instance(&self) -> Option<&str> {
         match self {
             Holder::Primary => Some(crate::run::redis::PRIMARY),
             Holder::Standby => Some(crate::run::redis::STANDBY),
+            Holder::Instance(name) => Some(name),
             Holder::Nobody | Holder::Unknown(_) => None,
+        }
+    }
+}
+
+/// Who the commands' senders are.
+#[derive(Clone, Copy, Debug)]
+pub enum Writers<'a> {
+    /// A target on the shared proxy, and a standby started at this time (if it was) behind a
+    /// proxy of its own.
+    Pair { standby_from: Option<Instant> },
+    /// A service graph's instances, each behind a proxy of its own, named by their index.
+    Instances(&'a [String]),
+}
+
+impl Writers<'_> {
+    /// Who sent a command seen on `side`.
+    fn holder(&self, side: Side) -> Holder {
+        match (side, self) {
+            (Side::Shared, _) => Holder::Primary,
+            (Side::Standby, _) => Holder::Standby,
+            (Side::Instance(k), Writers::Instances(names)) => match names.get(k as usize) {
+                Some(name) => Holder::Instance(name.clone()),
+                None => Holder::Instance(format!("instance {k}")),
+            },
+            (Side::Instance(k), Writers::Pair { .. }) => Holder::Instance(format!("instance {k}")),
+        }
+    }
+
+    /// Whose a command seen on `side` was, as evidence says it.
+    fn whose(&self, side: Side) -> String {
+        match self.holder(side) {
+            Holder::Primary => "the target's".to_owned(),
+            Holder::Standby => "the standby's".to_owned(),
+            other => format!("`{}`'s", other.instance().unwrap_or_default()),
         }
     }
 }
@@ -575,14 +773,14 @@ impl Attribution {
     /// The holder of each change of `owners` (when the watcher saw it, and the value), from
     /// the commands the tap saw: the last write of that value the server took (or may have)
     /// before it was seen; else the last command that changed the key without naming a value
-    /// (`APPEND`, a script); else, for a value first held while the target ran alone (after
-    /// `first_read`, before `standby_from`), the target.
+    /// (`APPEND`, a script); else, for a pair, a value first held while the target ran alone
+    /// (after `first_read`, before the standby started), the target.
     pub fn learn(
         owners: &[(Instant, Option<String>)],
         commands: &[KeyCommand],
         lost: usize,
         first_read: Option<Instant>,
-        standby_from: Option<Instant>,
+        writers: Writers<'_>,
     ) -> Attribution {
         let mut attribution = Attribution::default();
         // A shared command is the standby's if the standby sent its like just before.
@@ -610,6 +808,10 @@ impl Attribution {
         }
         // Each command with who sent it.
         let sent: Vec<(&KeyCommand, Side)> = commands.iter().zip(sender).collect();
+        let alone_until = match writers {
+            Writers::Pair { standby_from } => Some(standby_from),
+            Writers::Instances(_) => None,
+        };
         let mut since = first_read;
         for (at, value) in owners {
             let previous = since.replace(*at);
@@ -634,22 +836,28 @@ impl Attribution {
                     Some(*side),
                     match c.written {
                         Written::Yes => format!(
-                            "the target's `{}` of the key, which the server took",
+                            "{} `{}` of the key, which the server took",
+                            writers.whose(*side),
                             c.name
                         ),
-                        _ => format!("the target's `{}` of the key (its reply unseen)", c.name),
+                        _ => format!(
+                            "{} `{}` of the key (its reply unseen)",
+                            writers.whose(*side),
+                            c.name
+                        ),
                     },
                 ),
                 None => match changed() {
                     Some((c, side)) => (
                         Some(*side),
                         format!(
-                            "the target's `{}` on the key just before the value was seen",
+                            "{} `{}` on the key just before the value was seen",
+                            writers.whose(*side),
                             c.name
                         ),
                     ),
                     None if first_read.is_some_and(|f| *at > f)
-                        && standby_from.is_none_or(|s| *at < s) =>
+                        && alone_until.is_some_and(|s| s.is_none_or(|s| *at < s)) =>
                     {
                         (
                             Some(Side::Shared),
@@ -661,12 +869,12 @@ impl Attribution {
             };
             attribution.holders.push(match holder {
                 Some(Side::Standby) => Holder::Standby,
-                Some(Side::Shared) => {
+                Some(side) => {
                     let line = format!("`{}`: {how}", short(value));
                     if !attribution.how.contains(&line) {
                         attribution.how.push(line);
                     }
-                    Holder::Primary
+                    writers.holder(side)
                 }
                 None => Holder::Unknown(value.clone()),
             });
@@ -675,19 +883,39 @@ impl Attribution {
             .iter()
             .filter(|(c, _)| c.written == Written::Yes)
             .filter_map(|(c, side)| {
-                let holder = match side {
-                    _ if c.deletes() => Holder::Nobody,
-                    Side::Standby if c.values.first().is_some_and(|v| c.sets(v)) => Holder::Standby,
-                    Side::Shared if c.values.first().is_some_and(|v| c.sets(v)) => Holder::Primary,
-                    _ => return None,
-                };
-                Some((c.at, holder))
+                let answered = c.ran_by();
+                if c.deletes() {
+                    return Some((c.at, Holder::Nobody, answered));
+                }
+                c.values
+                    .first()
+                    .is_some_and(|v| c.sets(v))
+                    .then(|| (c.at, writers.holder(*side), answered))
             })
             .collect();
-        attribution.standby_deletes = sent
+        attribution.deletes = sent
             .iter()
-            .filter(|(c, side)| c.written != Written::No && c.deletes() && *side == Side::Standby)
-            .map(|(c, _)| c.at)
+            .filter(|(c, _)| c.written != Written::No && c.deletes())
+            .map(|(c, side)| (c.at, writers.holder(*side)))
+            .collect();
+        attribution.lets_go = sent
+            .iter()
+            .filter(|(c, _)| {
+                (c.written != Written::No && c.deletes())
+                    || (c.scripted() && c.answer.is_some_and(|n| n >= 1))
+            })
+            .map(|(c, side)| (c.at, writers.holder(*side), c.name.clone()))
+            .collect();
+        attribution.takes = sent
+            .iter()
+            .filter(|(c, _)| {
+                c.written == Written::Yes && c.values.first().is_some_and(|v| c.sets(v))
+            })
+            .map(|(c, side)| (c.at, writers.holder(*side), c.only_if_absent, c.ran_by()))
+            .collect();
+        attribution.standby_deletes = (attribution.deletes.iter())
+            .filter(|(_, h)| *h == Holder::Standby)
+            .map(|(at, _)| *at)
             .collect();
         if lost > 0 {
             attribution
@@ -774,6 +1002,107 @@ mod tests {
         standby.client_bytes(2, &resp(&["SET", "k", "late"]));
         standby.server_bytes(2, b"+OK\r\n");
         assert_eq!(tap.commands().0[3].written, Written::Unknown);
+        // Which writes need the key gone; which release scripts deleted it.
+        let (commands, _) = tap.commands();
+        let nx: Vec<_> = commands.iter().map(|c| c.only_if_absent).collect();
+        assert_eq!(nx, [true, true, true, false]);
+        let instance = tap.side(Side::Instance(0));
+        let mut sent = resp(&["EVALSHA", "f00", "1", "k", "token"]);
+        sent.extend(resp(&["EVALSHA", "f00", "1", "k", "token"]));
+        sent.extend(resp(&["SET", "k", "v", "nx", "px", "100"]));
+        instance.client_bytes(3, &sent);
+        instance.server_bytes(3, b":0\r\n:1\r\n+OK\r\n");
+        let (commands, _) = tap.commands();
+        let answers: Vec<_> = commands[4..].iter().map(|c| c.answer).collect();
+        assert_eq!(answers, [Some(0), Some(1), None]);
+        assert!(commands[6].only_if_absent, "nx in any case");
+        let names = ["s".to_owned()];
+        let a = Attribution::learn(&[], &commands, 0, None, Writers::Instances(&names));
+        // The script that deleted nothing is no release.
+        assert_eq!(a.lets_go.len(), 1, "{:?}", a.lets_go);
+        assert_eq!(a.lets_go[0].0, commands[5].at);
+        assert_eq!(a.takes.last().map(|t| t.2), Some(true));
+    }
+
+    /// A transaction's commands run at its `EXEC`, by what the `EXEC` answers, or never: a
+    /// `DEL` queued and discarded, or cut off by a `WATCH`, or by the link's close, lets
+    /// nothing go, though it was answered `+QUEUED`; one run is dated no earlier than the
+    /// `EXEC`, and a release script run in one is a let-go.
+    #[test]
+    fn a_transaction_runs_its_commands_at_exec_or_never() {
+        let tap = LockTap::new("k", 0);
+        let instance = tap.side(Side::Instance(0));
+        let mut sent = resp(&["MULTI"]);
+        sent.extend(resp(&["DEL", "k"]));
+        sent.extend(resp(&["DISCARD"]));
+        sent.extend(resp(&["WATCH", "k"]));
+        sent.extend(resp(&["MULTI"]));
+        sent.extend(resp(&["DEL", "k"]));
+        sent.extend(resp(&["EXEC"]));
+        sent.extend(resp(&["MULTI"]));
+        sent.extend(resp(&["SET", "k", "v", "NX", "BAD"]));
+        sent.extend(resp(&["EXEC"]));
+        // A refused MULTI begins nothing: the DEL runs at once; UNWATCH is queued like any
+        // other command, so the DEL's answer is the second item of the EXEC's.
+        sent.extend(resp(&["MULTI", "junk"]));
+        sent.extend(resp(&["DEL", "k"]));
+        sent.extend(resp(&["MULTI"]));
+        sent.extend(resp(&["UNWATCH"]));
+        sent.extend(resp(&["DEL", "k"]));
+        sent.extend(resp(&["EXEC"]));
+        instance.client_bytes(1, &sent);
+        instance.server_bytes(
+            1,
+            b"+OK\r\n+QUEUED\r\n+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*-1\r\n+OK\r\n-ERR syntax\r\n-EXECABORT\r\n\
+              -ERR wrong number of arguments\r\n:0\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n:0\r\n",
+        );
+        instance.client_bytes(2, &resp(&["MULTI"]));
+        instance.client_bytes(2, &resp(&["DEL", "k"]));
+        instance.server_bytes(2, b"+OK\r\n+QUEUED\r\n");
+        instance.closed(2);
+        let queued_at = Instant::now();
+        let mut sent = resp(&["MULTI"]);
+        sent.extend(resp(&["EVALSHA", "f00", "1", "k", "token"]));
+        sent.extend(resp(&["GET", "other"]));
+        sent.extend(resp(&["DEL", "k"]));
+        instance.client_bytes(3, &sent);
+        instance.server_bytes(3, b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n");
+        let exec = Instant::now();
+        assert!(exec > queued_at);
+        instance.client_bytes(3, &resp(&["EXEC"]));
+        let (commands, _) = tap.commands();
+        assert!(
+            commands[6..]
+                .iter()
+                .all(|c| c.at >= exec && c.answered.is_none())
+        );
+        instance.server_bytes(3, b"*3\r\n:1\r\n$-1\r\n:0\r\n");
+        let (commands, lost) = tap.commands();
+        assert_eq!(lost, 0);
+        let seen: Vec<_> = commands
+            .iter()
+            .map(|c| (c.name.as_str(), c.written, c.answer))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("DEL", Written::No, None),
+                ("DEL", Written::No, None),
+                ("SET", Written::No, None),
+                ("DEL", Written::No, Some(0)),
+                ("DEL", Written::No, Some(0)),
+                ("DEL", Written::No, None),
+                ("EVALSHA", Written::Unknown, Some(1)),
+                ("DEL", Written::No, Some(0)),
+            ]
+        );
+        assert!(commands[6].answered.is_some_and(|a| a >= exec));
+        let names = ["s".to_owned()];
+        let a = Attribution::learn(&[], &commands, 0, None, Writers::Instances(&names));
+        // The script alone let go.
+        let lets_go: Vec<_> = a.lets_go.iter().map(|l| l.2.as_str()).collect();
+        assert_eq!(lets_go, ["EVALSHA"]);
+        assert!(a.deletes.is_empty(), "{:?}", a.deletes);
     }
 
     #[test]
@@ -796,6 +1125,9 @@ mod tests {
             name: "SET".into(),
             values: vec![value.into()],
             written,
+            only_if_absent: true,
+            answer: None,
+            answered: None,
         }
     }
 
@@ -806,6 +1138,9 @@ mod tests {
     fn each_change_belongs_to_the_write_before_it() {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
+        let pair = |ms| Writers::Pair {
+            standby_from: Some(at(ms)),
+        };
         let commands = [
             set(Side::Shared, at(8), "1", Written::Yes),
             set(Side::Standby, at(300), "1", Written::No),
@@ -817,6 +1152,9 @@ mod tests {
                 name: "APPEND".into(),
                 values: Vec::new(),
                 written: Written::Unknown,
+                only_if_absent: false,
+                answer: None,
+                answered: None,
             },
             set(Side::Standby, at(1_500), "1", Written::Yes),
             set(Side::Shared, at(1_501), "1", Written::Yes),
@@ -826,6 +1164,9 @@ mod tests {
                 name: "DEL".into(),
                 values: Vec::new(),
                 written: Written::Unknown,
+                only_if_absent: false,
+                answer: None,
+                answered: None,
             },
         ];
         let owners = [
@@ -836,7 +1177,7 @@ mod tests {
             (at(1_510), Some("1".to_owned())),
             (at(1_600), Some("scripted".to_owned())),
         ];
-        let a = Attribution::learn(&owners, &commands, 0, Some(at(0)), Some(at(200)));
+        let a = Attribution::learn(&owners, &commands, 0, Some(at(0)), pair(200));
         assert_eq!(
             a.holders,
             [
@@ -851,7 +1192,7 @@ mod tests {
         assert_eq!(a.standby_deletes, [at(1_490)]);
         assert!(a.how.iter().any(|h| h.contains("`APPEND`")), "{:?}", a.how);
         // Held while the target ran alone, no write seen: the target's.
-        let alone = Attribution::learn(&owners[..2], &[], 0, Some(at(5)), Some(at(200)));
+        let alone = Attribution::learn(&owners[..2], &[], 0, Some(at(5)), pair(200));
         assert_eq!(
             alone.holders,
             [Holder::Unknown("left-over".into()), Holder::Primary]
@@ -884,6 +1225,75 @@ mod tests {
         assert_eq!(
             inline_words(b"SET \"a\\x41\\\"b\" c").unwrap(),
             [b"SET".to_vec(), b"aA\"b".to_vec(), b"c".to_vec()]
+        );
+    }
+
+    /// A graph's contenders each on a proxy of their own: every write and delete is the
+    /// sender's, by name; a value held with no write seen is nobody's known (no instance ran
+    /// alone), and a write on no instance's link is not guessed.
+    #[test]
+    fn each_instance_on_its_own_link_owns_what_it_writes() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let names = ["store".to_owned(), "s#1".to_owned(), "s#2".to_owned()];
+        let delete = |side, ms| KeyCommand {
+            at: at(ms),
+            side,
+            name: "DEL".into(),
+            values: Vec::new(),
+            written: Written::Yes,
+            only_if_absent: false,
+            answer: Some(1),
+            answered: None,
+        };
+        let commands = [
+            set(Side::Instance(1), at(10), "a", Written::Yes),
+            set(Side::Instance(2), at(11), "b", Written::No),
+            delete(Side::Instance(2), 500),
+            set(Side::Instance(2), at(510), "b", Written::Yes),
+        ];
+        let owners = [
+            (at(5), Some("old".to_owned())),
+            (at(12), Some("a".to_owned())),
+            (at(505), None),
+            (at(515), Some("b".to_owned())),
+        ];
+        let a = Attribution::learn(
+            &owners,
+            &commands,
+            0,
+            Some(at(0)),
+            Writers::Instances(&names),
+        );
+        let named = |n: &str| Holder::Instance(n.to_owned());
+        assert_eq!(
+            a.holders,
+            [
+                Holder::Unknown("old".into()),
+                named("s#1"),
+                Holder::Nobody,
+                named("s#2"),
+            ]
+        );
+        assert_eq!(a.deletes, [(at(500), named("s#2"))]);
+        assert_eq!(a.lets_go, [(at(500), named("s#2"), "DEL".to_owned())]);
+        assert!(a.standby_deletes.is_empty());
+        assert!(
+            a.how.iter().any(|h| h.contains("`s#1`'s `SET` of the key")),
+            "{:?}",
+            a.how
+        );
+        // With no write seen, a value held after the first read is not the first instance's.
+        let unseen = Attribution::learn(
+            &owners[..2],
+            &[],
+            0,
+            Some(at(0)),
+            Writers::Instances(&names),
+        );
+        assert_eq!(
+            unseen.holders,
+            [Holder::Unknown("old".into()), Holder::Unknown("a".into())]
         );
     }
 }

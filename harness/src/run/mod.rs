@@ -12,6 +12,7 @@ mod lock_tap;
 mod readiness;
 mod redis;
 mod services;
+mod takeover;
 
 pub use checks::{BUILTIN_LEAK_SIGNATURES, evaluate};
 pub use redis::JobRun;
@@ -160,6 +161,8 @@ pub struct Cycle {
     pub hangs: Vec<Hang>,
     /// Ctrl-C cut it short.
     pub interrupted: bool,
+    /// Each partition move's takeover time in the cycle's rollouts, in ms.
+    pub takeover_ms: Vec<u64>,
 }
 
 impl Session {
@@ -176,7 +179,11 @@ impl Session {
             .into_iter()
             .map(|d| (d, infra.proxy(d).switch()))
             .collect();
-        let groups = GroupTap::default();
+        // Only a graph's instances need telling apart by the connections they open.
+        let groups = match scenario.target {
+            Target::Services(_) => GroupTap::with_owners(),
+            _ => GroupTap::default(),
+        };
         infra
             .proxy(DependencyKind::Kafka)
             .observe(std::sync::Arc::new(groups.clone()));
@@ -293,6 +300,7 @@ impl Session {
             stopped_after: observed.stopped_after,
             killed_by_harness: observed.killed_by_harness,
             hangs: observed.hangs,
+            takeover_ms: findings.takeover_ms,
             interrupted: observed.interrupted,
         })
     }
@@ -345,6 +353,11 @@ pub struct Findings {
     pub kafka: Option<Decided>,
     pub redis: Option<Decided>,
     pub readiness: Option<Decided>,
+    /// A graph's checks of one instance or service decided outside its run (`worker#1/group_left`
+    /// of an instance a rollout stopped, `worker/takeover_within` of the rollout).
+    pub instances: Vec<crate::verdict::CheckResult>,
+    /// Each partition move's takeover time in a rollout, in ms (`takeover_within`).
+    pub takeover_ms: Vec<u64>,
 }
 
 /// Outcomes of a family of checks decided outside the target's run, or why none could be.
@@ -452,6 +465,10 @@ async fn drive(
             settings: &settings,
             ports: &ports,
             join,
+            redis: watchers
+                .leader
+                .as_ref()
+                .and_then(redis::Leader::per_instance),
         },
         hooks,
         signals,
@@ -471,9 +488,23 @@ async fn drive(
         }
         None => (None, None),
     };
+    let mut instances = match (&scenario.kafka, &scenario.target) {
+        (Some(workload), Target::Services(_))
+            if scenario.enabled_checks().any(|c| c == CheckName::GroupLeft) =>
+        {
+            instances_left(scenario, workload, &observed, &groups)
+        }
+        _ => Vec::new(),
+    };
+    let (takeovers, takeover_ms) = takeover::rows(scenario, &observed, &groups);
+    instances.extend(takeovers);
     merge_timeline(&mut observed, before, noted);
 
-    let mut findings = Findings::default();
+    let mut findings = Findings {
+        instances,
+        takeover_ms,
+        ..Findings::default()
+    };
     if let (Some(config), Some(player)) = (&scenario.readiness, watchers.player) {
         let log = player.finish().await;
         for note in &log.notes {
@@ -679,12 +710,17 @@ impl<'a> Watchers<'a> {
                 }),
                 Target::Process(_) => Err("turned off ([redis] standby = false)"),
                 Target::Graph(_) => Err("a graph target has no standby"),
-                Target::Services(_) => Err("a service graph has no standby"),
+                Target::Services(_) => Err("a service graph has no standby: its replicas contend"),
+            };
+            let contenders = match (&scenario.target, &leadership.service) {
+                (Target::Services(graph), Some(name)) => graph.index_of(name),
+                _ => None,
             };
             let reach = redis::RedisReach {
                 url: &endpoints.redis_url,
                 shared: shared_redis,
                 out_dir,
+                contenders,
             };
             let (started, more) = redis::Leader::start(leadership, reach, standby)
                 .await
@@ -742,6 +778,7 @@ fn group_left(
         // The run returns once the target is gone and its leftovers are looked at.
         exited: std::time::Instant::now(),
         killed: stop_kind(observed) == StopKind::Kill,
+        hung: observed.stop_signal != StopSignal::Kill && observed.killed_by_harness,
     };
     let events = groups.events(&workload.group);
     let held = crate::kafka::wire::held_after_stop(&events, &workload.group, &window);
@@ -752,6 +789,91 @@ fn group_left(
         Duration::from_millis(within),
     );
     (outcome, held)
+}
+
+/// `group_left` of each instance of a graph, at its own stop (the graph's, a rollout's, a
+/// restart's, a signal's): the members on connections its own processes opened (the kernel's
+/// socket table names them, by its run id) must leave, in every group of the run, each hop's
+/// included. An instance with no request tied to it is no consumer, unless requests whose
+/// connection could not be tied to any process came while it ran: then it is inconclusive,
+/// saying so.
+fn instances_left(
+    scenario: &Scenario,
+    workload: &KafkaWorkload,
+    observed: &TargetRun,
+    groups: &GroupTap,
+) -> Vec<crate::verdict::CheckResult> {
+    let within = Duration::from_millis(
+        scenario
+            .checks
+            .group_left
+            .as_ref()
+            .map_or(GroupLeftParams::default().within_ms, |c| c.params.within_ms),
+    );
+    let names: Vec<&String> = std::iter::once(&workload.group)
+        .chain(workload.via.iter().map(|hop| &hop.group))
+        .collect();
+    let events: Vec<(&String, Vec<crate::kafka::wire::GroupEvent>)> =
+        names.iter().map(|g| (*g, groups.events(g))).collect();
+    let mut rows = Vec::new();
+    for instance in &observed.instances {
+        let Ok(run) = &instance.run else { continue };
+        let Some(sent) = run.stop_sent_at.map(|d| run.started_at + d) else {
+            continue;
+        };
+        let exited = run
+            .stopped_after
+            .map_or_else(std::time::Instant::now, |d| sent + d);
+        let window = StopWindow {
+            started: run.started_at,
+            stop_sent: Some(sent),
+            exited,
+            killed: run.stop_signal == StopSignal::Kill || run.killed_by_harness,
+            hung: run.stop_signal != StopSignal::Kill && run.killed_by_harness,
+        };
+        let mut judged = Vec::new();
+        let mut untied = 0;
+        for (group, all) in &events {
+            let during =
+                |e: &&crate::kafka::wire::GroupEvent| e.at >= run.started_at && e.at <= exited;
+            untied += all
+                .iter()
+                .filter(during)
+                .filter(|e| e.owner.is_none())
+                .count();
+            let own: Vec<_> = (all.iter())
+                .filter(|e| e.owner.as_deref() == Some(instance.run_id.as_str()))
+                .cloned()
+                .collect();
+            if !own.is_empty() {
+                let outcome = crate::kafka::wire::group_left(&own, group, window, within);
+                judged.push((group, outcome));
+            }
+        }
+        // The worst of its groups' outcomes speaks for it.
+        let rank = |o: &Outcome| match o {
+            Outcome::Violation { .. } => 2,
+            Outcome::Inconclusive { .. } => 1,
+            _ => 0,
+        };
+        let outcome = match judged.into_iter().max_by_key(|(_, o)| rank(o)) {
+            Some((group, outcome)) => outcome.sourced(
+                &format!(" (group `{group}`)"),
+                format!("in group `{group}`"),
+            ),
+            None if untied == 0 => continue,
+            None => Outcome::inconclusive(format!(
+                "no group request was tied to its processes, and {untied} request(s) while it \
+                 ran came on connections whose process could not be found"
+            )),
+        };
+        rows.push(crate::verdict::CheckResult {
+            check: CheckName::GroupLeft,
+            service: Some(instance.name.clone()),
+            outcome,
+        });
+    }
+    rows
 }
 
 /// What the Kafka phase works with.
@@ -958,6 +1080,7 @@ async fn restart(
             settings,
             ports: &[],
             join: None,
+            redis: None,
         },
         hooks,
         signals,
@@ -1046,6 +1169,7 @@ struct Placement<'a> {
     settings: &'a [(String, String)],
     ports: &'a [Vec<u16>],
     join: Option<crate::target::JoinWatch>,
+    redis: Option<crate::target::RedisPerInstance>,
 }
 
 /// One run of the target, process or graph.
@@ -1060,6 +1184,7 @@ async fn start_target(
         settings,
         ports,
         join,
+        redis,
     }: Placement<'_>,
     hooks: Hooks,
     signals: &mut SignalHandler,
@@ -1103,6 +1228,7 @@ async fn start_target(
                 base_dir: &scenario.base_dir,
                 ready_timeout,
                 join,
+                redis,
             };
             crate::target::run_services(graph, stop, ctx, hooks, signals).await
         }

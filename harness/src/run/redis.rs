@@ -16,7 +16,7 @@ use crate::fault::{FaultProxy, ProxySwitch};
 use crate::kafka::StopKind;
 use crate::process::{ChildProcess, ProcessSpec};
 use crate::run::Decided;
-use crate::run::lock_tap::{Attribution, Holder, LockTap, Side};
+use crate::run::lock_tap::{Attribution, Holder, LockTap, Side, Writers};
 use crate::scenario::{ProcessTarget, RedisLeadership};
 use crate::signal::SignalHandler;
 use crate::target::{Hooks, ReadyState, TargetRun};
@@ -34,8 +34,10 @@ const LISTED: usize = 10;
 pub type Owners = Vec<(Instant, Option<String>)>;
 
 /// For each change of [`Owners`] (same index), the last time-to-live read of the key before
-/// it (when, and PTTL in ms: -1 for no expiry): how the harness tells a key deleted or handed
-/// over from one that expired.
+/// it (when the read was sent, and PTTL in ms: -1 for no expiry): how the harness tells a key
+/// deleted or handed over from one that expired. The server counted that PTTL at or after the
+/// send, so the send plus the PTTL is the earliest the key could expire; the time its answer
+/// came can be later by however long a loaded harness took to read it.
 pub type Ttls = Vec<Option<(Instant, i64)>>;
 
 /// What the watch of the leader key saw.
@@ -55,8 +57,13 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn start(url: &str, key: &str) -> Result<Watcher, String> {
+    /// Reads `key` at `url`; with `past`, the proxy behind `url`, at that proxy's upstream
+    /// instead (as it is at each reconnect): the harness's reads must meet none of the faults
+    /// played on the proxy, or a read a latency held back would date an old holder after the
+    /// write that replaced it.
+    pub fn start(url: &str, key: &str, past: Option<ProxySwitch>) -> Result<Watcher, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis {url}: {e}"))?;
+        let url = url.to_owned();
         let key = key.to_owned();
         let stop = CancellationToken::new();
         let (owner_tx, owner) = watch::channel(None);
@@ -68,11 +75,26 @@ impl Watcher {
                 let mut connection = None;
                 while !stop.is_cancelled() {
                     if connection.is_none() {
-                        connection = client.get_multiplexed_async_connection().await.ok();
+                        let direct = past.as_ref().map(|p| {
+                            redis::Client::open(crate::infra::with_addr(&url, p.upstream()))
+                        });
+                        // Never through the proxy when there is one: better no reading
+                        // than a late one.
+                        connection = match direct {
+                            Some(Ok(direct)) => {
+                                direct.get_multiplexed_async_connection().await.ok()
+                            }
+                            Some(Err(_)) => None,
+                            None => client.get_multiplexed_async_connection().await.ok(),
+                        };
                     }
                     if let Some(c) = connection.as_mut() {
-                        // The value and its time to live in one round trip.
+                        // The value and its time to live in one round trip, in a transaction:
+                        // read apart, the key could expire, or be taken by another value,
+                        // between the two, and the time to live would be another hold's.
+                        let sent = Instant::now();
                         let read: redis::RedisResult<(Option<String>, i64)> = redis::pipe()
+                            .atomic()
                             .cmd("GET")
                             .arg(&key)
                             .cmd("PTTL")
@@ -88,7 +110,10 @@ impl Watcher {
                                     seen.ttls.push(last_ttl);
                                     owner_tx.send_replace(value.clone());
                                 }
-                                last_ttl = value.is_some().then_some((now, ttl));
+                                // A value read with no key left (-2) ran out as it was read:
+                                // none of its time to live was left.
+                                let ttl = if ttl == -2 { 0 } else { ttl };
+                                last_ttl = value.is_some().then_some((sent, ttl));
                             }
                             Err(_) => connection = None,
                         }
@@ -283,12 +308,18 @@ pub async fn prepare(url: &str, config: &RedisLeadership) -> Result<Option<Strin
     outwait_key(url, &config.leader_key).await
 }
 
-/// `url` with its host and port replaced by `addr` (user, password and database kept).
-fn with_addr(url: &str, addr: std::net::SocketAddr) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let user = authority.rsplit_once('@').map(|(u, _)| format!("{u}@"));
-    format!("{scheme}://{}{addr}{path}", user.unwrap_or_default())
+/// The address of the Redis at `url`.
+fn redis_addr(url: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let client = redis::Client::open(url).map_err(|e| format!("redis {url}: {e}"))?;
+    let redis::ConnectionAddr::Tcp(host, port) = client.get_connection_info().addr.clone() else {
+        return Err(format!("redis {url}: not a TCP address"));
+    };
+    (host.as_str(), port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut all| all.next())
+        .ok_or_else(|| format!("redis {url}: {host}:{port} does not resolve"))
 }
 
 /// How often the instances' output is read for job lines.
@@ -401,6 +432,8 @@ pub struct Leader<'a> {
     stop_at: oneshot::Receiver<Instant>,
     /// The standby, or why there is none.
     standby: Result<Standby, &'static str>,
+    /// A service graph's contending instances' ways to Redis, each with a proxy of its own.
+    per_instance: Option<crate::target::RedisPerInstance>,
 }
 
 /// Where the Redis side of a run reaches Redis.
@@ -410,6 +443,8 @@ pub struct RedisReach<'b> {
     /// The proxy behind that URL, if the harness has one: the tap reads it.
     pub shared: Option<ProxySwitch>,
     pub out_dir: &'b Path,
+    /// For a service graph: the index of the service whose instances contend for the lock.
+    pub contenders: Option<usize>,
 }
 
 impl<'a> Leader<'a> {
@@ -419,13 +454,46 @@ impl<'a> Leader<'a> {
         reach: RedisReach<'_>,
         standby: Result<StandbySpec<'_>, &'static str>,
     ) -> Result<(Leader<'a>, Hooks), String> {
-        let watcher = Watcher::start(reach.url, &config.leader_key)?;
+        let watcher = Watcher::start(reach.url, &config.leader_key, reach.shared.clone())?;
         let (mut hooks, stop_at) = stop_time();
+        // The key's database: the URL's (`redis://host:port/N`), 0 by default.
+        let db = redis::Client::open(reach.url)
+            .map(|c| c.get_connection_info().redis.db)
+            .unwrap_or(0);
+        if let Some(service) = reach.contenders {
+            // A graph's contenders each reach Redis through a proxy of their own, in front of
+            // the shared one (whose faults they still meet): the tap reads only those.
+            let tap = LockTap::new(&config.leader_key, db);
+            let upstream = match &reach.shared {
+                Some(shared) => shared.listen_addr(),
+                None => redis_addr(reach.url)?,
+            };
+            let observer = {
+                let tap = tap.clone();
+                Arc::new(move |k: u32| tap.side(Side::Instance(k)))
+            };
+            let lines = config.job_pattern().map(|pattern| {
+                let (lines, more) = JobLines::start(pattern, reach.out_dir);
+                hooks = std::mem::take(&mut hooks).merge(more);
+                lines
+            });
+            let leader = Leader {
+                config,
+                watcher,
+                tap: Some(tap),
+                standby_proxy: None,
+                lines,
+                stop_at,
+                standby: Err("a service graph has no standby: its replicas contend"),
+                per_instance: Some(crate::target::RedisPerInstance {
+                    service,
+                    upstream,
+                    observer,
+                }),
+            };
+            return Ok((leader, hooks));
+        }
         let tap = reach.shared.as_ref().map(|shared| {
-            // The key's database: the URL's (`redis://host:port/N`), 0 by default.
-            let db = redis::Client::open(reach.url)
-                .map(|c| c.get_connection_info().redis.db)
-                .unwrap_or(0);
             let tap = LockTap::new(&config.leader_key, db);
             shared.observe(tap.side(Side::Shared));
             tap
@@ -446,7 +514,7 @@ impl<'a> Leader<'a> {
                     proxy.observe(tap.side(Side::Standby));
                     for (key, value) in &mut spec.env {
                         if key == "QUIESCE_REDIS_URL" {
-                            *value = with_addr(value, proxy.listen_addr());
+                            *value = crate::infra::with_addr(value, proxy.listen_addr());
                         }
                     }
                     standby_proxy = Some(proxy);
@@ -475,9 +543,15 @@ impl<'a> Leader<'a> {
                 lines,
                 stop_at,
                 standby,
+                per_instance: None,
             },
             hooks,
         ))
+    }
+
+    /// For a service graph: how its contending instances reach Redis.
+    pub fn per_instance(&self) -> Option<crate::target::RedisPerInstance> {
+        self.per_instance.clone()
     }
 
     /// Once the target has stopped: watches on until the standby leads (or, without one,
@@ -498,10 +572,23 @@ impl<'a> Leader<'a> {
             lines,
             stop_at,
             standby,
+            per_instance,
         } = self;
         let stop_at = stop_at.await.ok();
         let mut owner = watcher.owner();
-        if let Some(stop_at) = stop_at {
+        let contenders = per_instance.map(|p| contenders(observed, p.service));
+        if let Some(contenders) = &contenders {
+            // A graph has stopped whole by now: the key is watched until it is gone, up to the
+            // release deadline after the last contender's stop.
+            let last = contenders.iter().filter_map(|c| c.stop_at).max();
+            if let Some(last) = last {
+                let bound = last + Duration::from_millis(config.release_within_ms) + POLL * 5;
+                tokio::select! {
+                    _ = tokio::time::timeout_at(bound.into(), owner.wait_for(Option::is_none)) => {}
+                    _ = signals.recv() => observed.interrupted = true,
+                }
+            }
+        } else if let Some(stop_at) = stop_at {
             let failover = match standby {
                 Ok(_) => Duration::from_secs(10),
                 Err(_) => Duration::ZERO,
@@ -522,6 +609,7 @@ impl<'a> Leader<'a> {
         }
         let standby = match standby {
             Ok(standby) => standby.finish().await,
+            Err(_) if contenders.is_some() => StandbyRun::default(),
             Err(why) => StandbyRun {
                 notes: vec![why.to_owned()],
                 ..StandbyRun::default()
@@ -549,12 +637,19 @@ impl<'a> Leader<'a> {
         }
         let watched = watcher.finish().await;
         let (commands, lost) = tap.map(|t| t.commands()).unwrap_or_default();
+        let names: Vec<String> = observed.instances.iter().map(|i| i.name.clone()).collect();
+        let writers = match &contenders {
+            Some(_) => Writers::Instances(&names),
+            None => Writers::Pair {
+                standby_from: standby.started_at,
+            },
+        };
         let attribution = Attribution::learn(
             &watched.owners,
             &commands,
             lost,
             watched.first_read,
-            standby.started_at,
+            writers,
         );
         let jobs = match (&config.job_log, lines) {
             (Some(log), _) => Jobs::Listed(read_jobs(url, log).await),
@@ -571,6 +666,7 @@ impl<'a> Leader<'a> {
             standby,
             jobs,
             clock: (Instant::now(), unix_ms()),
+            contenders,
         };
         if matches!(observed.ready, ReadyState::Ready { .. }) {
             Ok(judge(&evidence))
@@ -682,6 +778,35 @@ pub struct RedisRun<'a> {
     pub jobs: Jobs,
     /// The same moment on both clocks: the watcher's (`Instant`) and the job runs' (Unix ms).
     pub clock: (Instant, u64),
+    /// For a service graph: the instances that contend for the lock, each judged at its stop.
+    pub contenders: Option<Vec<Contender>>,
+}
+
+/// An instance of a graph's contending service.
+#[derive(Clone, Debug)]
+pub struct Contender {
+    pub name: String,
+    /// When it was sent its stop (the graph's, a restart's, a rollout's).
+    pub stop_at: Option<Instant>,
+    /// It was killed (SIGKILL), or past its grace: only the key's expiry could release it.
+    pub killed: bool,
+}
+
+/// The instances of service `service` in `observed`, a graph's run.
+fn contenders(observed: &TargetRun, service: usize) -> Vec<Contender> {
+    (observed.instances.iter())
+        .filter(|i| i.service == service)
+        .map(|i| {
+            let run = i.run.as_ref().ok();
+            Contender {
+                name: i.name.clone(),
+                stop_at: run.and_then(|r| Some(r.started_at + r.stop_sent_at?)),
+                killed: run.is_some_and(|r| {
+                    r.stop_signal == crate::scenario::StopSignal::Kill || r.killed_by_harness
+                }),
+            }
+        })
+        .collect()
 }
 
 /// How long before a job run the lock must already have been another's for the run to count
@@ -722,7 +847,11 @@ const BURST_PER_JOB: usize = 3;
 /// Decides the Redis checks.
 pub fn judge(run: &RedisRun<'_>) -> BTreeMap<CheckName, Outcome> {
     let mut outcomes = BTreeMap::new();
-    outcomes.insert(CheckName::LockReleased, lock_released(run));
+    let released = match &run.contenders {
+        Some(contenders) => contenders_released(run, contenders),
+        None => lock_released(run),
+    };
+    outcomes.insert(CheckName::LockReleased, released);
     let config = run.config;
     let (jobs, source) = match &run.jobs {
         Jobs::Off => return outcomes,
@@ -767,8 +896,35 @@ pub fn judge(run: &RedisRun<'_>) -> BTreeMap<CheckName, Outcome> {
     } else {
         None
     };
+    // Runs are set against who held the lock by the instance they name.
+    let known: Vec<&str> = match &run.contenders {
+        Some(contenders) => contenders.iter().map(|c| c.name.as_str()).collect(),
+        None => vec![PRIMARY, STANDBY],
+    };
+    let strangers: std::collections::BTreeSet<&str> = (jobs.iter())
+        .map(|j| j.instance.as_str())
+        .filter(|i| !known.contains(i))
+        .collect();
     let (single, once) = match why {
         Some(why) => (Outcome::inconclusive(&why), Outcome::inconclusive(why)),
+        None if !strangers.is_empty() => (
+            Outcome::inconclusive(format!(
+                "runs name {}, no instance the harness started ({}): who ran them cannot be \
+                 set against who held the lock (hint: name each run by `{{instance}}` or \
+                 QUIESCE_INSTANCE)",
+                strangers
+                    .iter()
+                    .map(|i| format!("`{i}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                known
+                    .iter()
+                    .map(|i| format!("`{i}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            jobs_once_per_interval(jobs, config.interval_ms, matches!(run.jobs, Jobs::Lines(_))),
+        ),
         None => (
             single_leader(jobs, config.interval_ms, &held_unix(run)),
             jobs_once_per_interval(jobs, config.interval_ms, matches!(run.jobs, Jobs::Lines(_))),
@@ -791,6 +947,7 @@ fn named(holder: &Holder) -> String {
         Holder::Nobody => "nobody".to_owned(),
         Holder::Primary => format!("`{PRIMARY}`"),
         Holder::Standby => format!("`{STANDBY}`"),
+        Holder::Instance(name) => format!("`{name}`"),
         Holder::Unknown(value) => format!(
             "a value no instance was seen writing (`{}`)",
             crate::run::lock_tap::short(value)
@@ -806,6 +963,10 @@ struct Change {
     /// The last time to live read before it (when, and PTTL in ms), for a change the watcher
     /// saw: how an expiry is told from a delete.
     ttl: Option<(Instant, i64)>,
+    /// For a change the wire saw (dated by the write's send), when the write's answer came:
+    /// the server had run it by then. `None` for a change the watcher saw (dated by its
+    /// read's answer).
+    answered: Option<Instant>,
 }
 
 /// The key's holders through the run: each change the watcher saw, its value attributed,
@@ -821,14 +982,45 @@ fn changes(run: &RedisRun<'_>) -> Vec<Change> {
             at: *at,
             holder: holder.clone(),
             ttl: *ttl,
+            answered: None,
         })
-        .chain(run.attribution.events.iter().map(|(at, holder)| Change {
-            at: *at,
-            holder: holder.clone(),
-            ttl: None,
-        }))
+        .chain(
+            (run.attribution.events.iter()).map(|(at, holder, answered)| Change {
+                at: *at,
+                holder: holder.clone(),
+                ttl: None,
+                answered: Some(*answered),
+            }),
+        )
         .collect();
     all.sort_by_key(|c| c.at);
+    // A read the server ran before a write can be answered after the write was sent: then
+    // the watcher's older sight (the key gone, say) sorts after the write it came before. When
+    // the watcher's next sights after a write are of other holders and then of the write's
+    // own, those reads ran first: the write moves after them. Both are dated no later than
+    // the write's answer, by which the server had run it (and so the reads before it).
+    let watched = |c: &Change| c.answered.is_none();
+    let mut i = 0;
+    while i < all.len() {
+        if let Some(answered) = all[i].answered {
+            let others = (all[i + 1..].iter())
+                .take_while(|c| watched(c) && c.holder != all[i].holder)
+                .count();
+            let confirmed = all
+                .get(i + 1 + others)
+                .is_some_and(|c| watched(c) && c.holder == all[i].holder);
+            if others > 0 && confirmed {
+                let mut write = all.remove(i);
+                for sight in &mut all[i..i + others] {
+                    sight.at = sight.at.min(answered);
+                }
+                write.at = all[i + others - 1].at;
+                all.insert(i + others, write);
+                i += others;
+            }
+        }
+        i += 1;
+    }
     // One change per hand-over: the wire's record of it comes first (a command is seen
     // before the server runs it); the watcher's, after, brings the time to live read before.
     all.dedup_by(|later, earlier| {
@@ -839,6 +1031,29 @@ fn changes(run: &RedisRun<'_>) -> Vec<Change> {
         same
     });
     all
+}
+
+/// The latest `holder`'s hold, on since `from`, can have ended, for the test of its expiry:
+/// the key was seen changing to `next` at `went`, and `next`'s own `NX` take of it was
+/// answered by then (the server ran it between the tap's read of it and the answer; a loaded
+/// harness forwards a command late). Only `went` where `holder` itself sent a delete or a
+/// release between `from` and `went`: a take's answer can come seconds late (a latency played
+/// on Redis), and a hold that was released must not pass for one that ran out.
+fn gone_by(
+    run: &RedisRun<'_>,
+    holder: &Holder,
+    from: Instant,
+    went: Instant,
+    next: &Holder,
+) -> Instant {
+    let released =
+        (run.attribution.lets_go.iter()).any(|(t, by, _)| *t >= from && *t <= went && by == holder);
+    if released {
+        return went;
+    }
+    (run.attribution.takes.iter())
+        .rfind(|(t, by, nx, _)| *nx && *t >= from && *t <= went && by == next)
+        .map_or(went, |(_, _, _, answered)| (*answered).max(went))
 }
 
 /// The key's holders through the run.
@@ -910,7 +1125,8 @@ fn let_go_wrongly(
     let went = holders[i].0;
     if let Some((read_at, ttl)) = changes(run).get(i).and_then(|c| c.ttl)
         && ttl >= 0
-        && went + POLL * 3 >= read_at + Duration::from_millis(ttl as u64)
+        && gone_by(run, &Holder::Primary, stop_at, went, &holders[i].1) + POLL * 3
+            >= read_at + Duration::from_millis(ttl as u64)
     {
         let mut all = vec![format!(
             "{} ms before it went, its time to live was {ttl} ms: it went {} ms after the stop, \
@@ -1050,6 +1266,240 @@ fn lock_released(run: &RedisRun<'_>) -> Outcome {
             ],
         ),
     }
+}
+
+/// `lock_released` on a service graph: every contender that held the key when it was sent its
+/// stop (or took it after) let go of it within the deadline, by deleting it or handing it to
+/// another instance: never left it to expire, never had another instance remove it, never
+/// took it back. Each holding is judged from the wire (who wrote and deleted) and the watch
+/// (when the key changed, its time to live before).
+fn contenders_released(run: &RedisRun<'_>, contenders: &[Contender]) -> Outcome {
+    let key = &run.config.leader_key;
+    let deadline = Duration::from_millis(run.config.release_within_ms);
+    let all = changes(run);
+    let holders: Vec<(Instant, Holder)> = all.iter().map(|c| (c.at, c.holder.clone())).collect();
+    let how = format!("values learnt: {}", run.attribution.how.join("; "));
+    let held_by = |name: &str| holders.iter().any(|(_, h)| h.instance() == Some(name));
+    if !contenders.iter().any(|c| held_by(&c.name)) {
+        let values: Vec<String> = (run.owners.iter())
+            .filter_map(|(_, o)| o.as_deref().map(crate::run::lock_tap::short))
+            .collect();
+        return Outcome::inconclusive(format!(
+            "no instance of the contending service was seen holding the leader key `{key}` \
+             (a write of it on the instance's own link){}",
+            match values.is_empty() {
+                true => " (the key was never held)".to_owned(),
+                false => format!(" (values seen: {})", values.join(", ")),
+            }
+        ));
+    }
+    let (mut released, mut wrong, mut unsure) = (Vec::new(), Vec::new(), Vec::new());
+    // A value no instance was seen writing, held once a contender was stopped: an instance
+    // may have reached Redis around its proxy (an address Redis announces) and taken it back.
+    if let Some(first_stop) = contenders.iter().filter_map(|c| c.stop_at).min() {
+        for (i, (at, holder)) in holders.iter().enumerate() {
+            let until = holders.get(i + 1).map(|(t, _)| *t);
+            if let Holder::Unknown(value) = holder
+                && until.is_none_or(|t| t > first_stop)
+            {
+                unsure.push(format!(
+                    "`{}`, a value no instance was seen writing, was held from {} the first \
+                     stop: an instance may have reached Redis around its proxy",
+                    crate::run::lock_tap::short(value),
+                    match at.checked_duration_since(first_stop) {
+                        Some(d) => format!("{} ms after", ms(d)),
+                        None => format!("{} ms before", ms(first_stop.duration_since(*at))),
+                    }
+                ));
+            }
+        }
+    }
+    for c in contenders {
+        let name = &c.name;
+        let Some(stop_at) = c.stop_at else {
+            if held_by(name) {
+                unsure.push(format!(
+                    "`{name}` held the key and was never sent a stop (it exited by itself)"
+                ));
+            }
+            continue;
+        };
+        let after = |t: Instant| ms(t.saturating_duration_since(stop_at));
+        let mut let_go = false;
+        for (i, (at, holder)) in holders.iter().enumerate() {
+            if holder.instance() != Some(name) {
+                continue;
+            }
+            let end = (holders[i + 1..].iter())
+                .position(|(_, h)| h != holder)
+                .map(|j| i + 1 + j);
+            if end.is_some_and(|j| holders[j].0 <= stop_at) {
+                continue;
+            }
+            if *at > stop_at && let_go {
+                wrong.push(format!(
+                    "`{name}` took the key back {} ms after its stop, having let go of it",
+                    after(*at)
+                ));
+                continue;
+            }
+            let from = (*at).max(stop_at);
+            let took = match *at > stop_at {
+                true => format!(" (it took the key {} ms after its stop)", after(*at)),
+                false => String::new(),
+            };
+            let Some(j) = end else {
+                wrong.push(format!(
+                    "`{name}` still held the key {} ms after its stop, when the watch ended{took}",
+                    after(Instant::now().min(from + deadline + POLL * 5))
+                ));
+                continue;
+            };
+            let (went, next) = (&holders[j].0, &holders[j].1);
+            let_go = true;
+            if c.killed {
+                unsure.push(format!(
+                    "`{name}` was killed, so only the key's expiry could release it: it went {} \
+                     ms after its stop",
+                    after(*went)
+                ));
+                continue;
+            }
+            if let Holder::Unknown(value) = next {
+                unsure.push(format!(
+                    "{} ms after `{name}`'s stop the key held `{}`, a value no instance was seen \
+                     writing: whether `{name}` let go is unknown",
+                    after(*went),
+                    crate::run::lock_tap::short(value)
+                ));
+                continue;
+            }
+            if let Some((deleted, by)) = (run.attribution.deletes.iter())
+                .find(|(t, by)| *t >= from && *t <= *went && by.instance() != Some(name))
+            {
+                wrong.push(format!(
+                    "{}, not `{name}`, deleted the key {} ms after `{name}`'s stop: `{name}` \
+                     never released it",
+                    named(by),
+                    after(*deleted)
+                ));
+                continue;
+            }
+            if let Some((read_at, ttl)) = all[j].ttl
+                && ttl >= 0
+                && gone_by(run, holder, from, *went, next) + POLL * 3
+                    >= read_at + Duration::from_millis(ttl as u64)
+            {
+                wrong.push(format!(
+                    "`{name}`'s hold expired {} ms after its stop: {} ms before it went its time \
+                     to live was {ttl} ms, so it ran out, nobody deleted it{took}",
+                    after(*went),
+                    ms(went.saturating_duration_since(read_at))
+                ));
+                continue;
+            }
+            // Another instance's value in its place: taken only if the key had gone (an `NX`
+            // write the server took); any other write is an overwrite, not a hand-over.
+            if let Holder::Instance(_) = next {
+                match (run.attribution.takes.iter())
+                    .rfind(|(t, by, _, _)| *t >= from && *t <= *went && by == next)
+                {
+                    Some((_, _, true, _)) => {}
+                    Some((at, _, false, _)) => {
+                        wrong.push(format!(
+                            "{} overwrote the key {} ms after `{name}`'s stop (a write that does \
+                             not need the key gone): `{name}`'s hold did not end by its own \
+                             release{took}",
+                            named(next),
+                            after(*at)
+                        ));
+                        continue;
+                    }
+                    None => {
+                        unsure.push(format!(
+                            "{} held the key {} ms after `{name}`'s stop with no write of it \
+                             seen: whether `{name}`'s hold had gone first is unknown{took}",
+                            named(next),
+                            after(*went)
+                        ));
+                        continue;
+                    }
+                }
+            }
+            // Its own delete, or a release script that deleted, between its stop and the key's
+            // change: the evidence that it let go, not that a link went unread.
+            let Some((sent, _, command)) = (run.attribution.lets_go.iter())
+                .rfind(|(t, by, _)| *t >= from && *t <= *went && by.instance() == Some(name))
+            else {
+                let what = match next {
+                    Holder::Nobody => "the key went".to_owned(),
+                    other => format!("{} took the key", named(other)),
+                };
+                // What the watch read of its time to live, for whoever reads why it was not
+                // taken for an expiry.
+                let read = match all[j].ttl {
+                    Some((read_at, ttl)) => format!(
+                        " (its last time to live read: {ttl} ms, the read sent {} ms after the \
+                         stop)",
+                        after(read_at)
+                    ),
+                    None => " (no time to live of it was read)".to_owned(),
+                };
+                unsure.push(format!(
+                    "{what} {} ms after `{name}`'s stop, and `{name}` sent no delete or script \
+                     that deleted it before that{took}{read}",
+                    after(*went)
+                ));
+                continue;
+            };
+            let took_for = went.saturating_duration_since(from);
+            if took_for > deadline {
+                wrong.push(format!(
+                    "`{name}` let go of the key {} ms after its stop, past the deadline of {} \
+                     ms{took}",
+                    after(*went),
+                    ms(deadline)
+                ));
+                continue;
+            }
+            let next_leader = (holders[j..].iter())
+                .find(|(t, h)| *t >= *went && h.instance().is_some())
+                .map(|(t, h)| format!("{} led {} ms after that stop", named(h), after(*t)))
+                .unwrap_or_else(|| "nobody led after it".to_owned());
+            released.push(format!(
+                "`{name}` released the key {} ms after its stop (its `{command}` at +{} ms){took}; \
+                 {next_leader}",
+                after(*went),
+                after(*sent)
+            ));
+        }
+    }
+    if !wrong.is_empty() {
+        let summary = format!(
+            "{} hold(s) of leader key `{key}` not released by the instance at its stop",
+            wrong.len()
+        );
+        let mut evidence = wrong;
+        evidence.extend(released);
+        evidence.extend(unsure);
+        evidence.push(how);
+        return Outcome::violation(summary, evidence);
+    }
+    if released.is_empty() || !unsure.is_empty() {
+        let mut why = unsure;
+        if released.is_empty() && why.is_empty() {
+            why.push(format!(
+                "no instance held leader key `{key}` when it was sent its stop"
+            ));
+        }
+        why.extend(released);
+        return Outcome::inconclusive(format!("{}; {how}", why.join("; ")));
+    }
+    Outcome::pass(format!(
+        "{} (deadline {} ms); {how}",
+        released.join("; "),
+        ms(deadline)
+    ))
 }
 
 /// No two instances lead at once: no two runs by different instances overlap in time, and no
@@ -1473,6 +1923,7 @@ mod tests {
                 ..StandbyRun::default()
             },
             jobs: Jobs::Off,
+            contenders: None,
         };
         let released = run(vec![
             (at(0), Some(PRIMARY.into())),
@@ -1559,5 +2010,547 @@ mod tests {
             panic!("taken back")
         };
         assert!(summary.contains("took leader key"), "{summary}");
+    }
+
+    /// A graph's contenders, each judged at its own stop: every way a hold can end wrongly,
+    /// as a hostile scheduler would end it, and the hand-over that passes.
+    #[test]
+    fn each_contender_lets_go_at_its_own_stop() {
+        let config = RedisLeadership::default();
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let one = |n: u32| Holder::Instance(format!("s#{n}"));
+        let contenders = vec![
+            Contender {
+                name: "s#1".into(),
+                stop_at: Some(at(1_000)),
+                killed: false,
+            },
+            Contender {
+                name: "s#2".into(),
+                stop_at: Some(at(5_000)),
+                killed: false,
+            },
+        ];
+        // Each change: when, and who (`None`: nobody).
+        let run = |changes: &[(u64, Option<u32>)]| RedisRun {
+            config: &config,
+            owners: (changes.iter())
+                .map(|(t, h)| (at(*t), h.map(|n| format!("token-{n}"))))
+                .collect(),
+            ttls: vec![None; changes.len()],
+            attribution: Attribution {
+                holders: (changes.iter())
+                    .map(|(_, h)| h.map_or(Holder::Nobody, one))
+                    .collect(),
+                how: vec!["each value's SET on its instance's own link".into()],
+                ..Attribution::default()
+            },
+            clock: (t0, 0),
+            stop_at: Some(at(5_000)),
+            stop: StopKind::Clean,
+            standby: StandbyRun::default(),
+            jobs: Jobs::Off,
+            contenders: Some(contenders.clone()),
+        };
+        let judge = |run: &RedisRun<'_>| contenders_released(run, &contenders);
+        // Its release script or delete, seen on its own link.
+        let let_go = |run: &mut RedisRun<'_>, lets_go: &[(u64, u32, &str)]| {
+            run.attribution.lets_go = (lets_go.iter())
+                .map(|(t, n, what)| (at(*t), one(*n), (*what).to_owned()))
+                .collect();
+        };
+        // The writes that took the key: (when, who, `NX`), answered at once.
+        let took = |run: &mut RedisRun<'_>, takes: &[(u64, u32, bool)]| {
+            run.attribution.takes = (takes.iter())
+                .map(|(t, n, nx)| (at(*t), one(*n), *nx, at(*t)))
+                .collect();
+        };
+        // s#1 leads, released 40 ms after its stop; s#2 takes over 60 ms after it, and
+        // releases 30 ms after its own.
+        let mut good = run(&[(0, Some(1)), (1_040, None), (1_060, Some(2)), (5_030, None)]);
+        let_go(&mut good, &[(1_035, 1, "DEL"), (5_025, 2, "EVALSHA")]);
+        took(&mut good, &[(0, 1, true), (1_055, 2, true)]);
+        let Outcome::Pass { detail, .. } = judge(&good) else {
+            panic!("both released: {:?}", judge(&good))
+        };
+        assert!(
+            detail.contains(
+                "`s#1` released the key 40 ms after its stop (its `DEL` at +35 ms); `s#2` led \
+                 60 ms after that stop"
+            ) && detail.contains("`s#2` released the key 30 ms after its stop (its `EVALSHA`"),
+            "{detail}"
+        );
+        // Handed straight to s#2: released by its script, taken (`NX`) within one look.
+        let mut handed = run(&[(0, Some(1)), (1_040, Some(2)), (5_030, None)]);
+        let_go(&mut handed, &[(1_035, 1, "EVALSHA"), (5_025, 2, "EVALSHA")]);
+        took(&mut handed, &[(1_038, 2, true)]);
+        assert!(
+            matches!(judge(&handed), Outcome::Pass { .. }),
+            "{:?}",
+            judge(&handed)
+        );
+        // The same, but s#2's write was a plain `SET` (no `NX`): an overwrite, whatever
+        // s#1's script did.
+        let mut overwritten = run(&[(0, Some(1)), (1_040, Some(2)), (5_030, None)]);
+        let_go(
+            &mut overwritten,
+            &[(1_035, 1, "EVALSHA"), (5_025, 2, "EVALSHA")],
+        );
+        took(&mut overwritten, &[(1_038, 2, false)]);
+        let Outcome::Violation { evidence, .. } = judge(&overwritten) else {
+            panic!("overwritten")
+        };
+        assert!(
+            evidence[0].contains("`s#2` overwrote the key 38 ms after `s#1`'s stop"),
+            "{evidence:?}"
+        );
+        // Taken (`NX`) by s#2 with no release of s#1's seen (its script deleted nothing):
+        // whether s#1 let go is unknown.
+        let mut no_release = run(&[(0, Some(1)), (1_040, Some(2)), (5_030, None)]);
+        took(&mut no_release, &[(1_038, 2, true)]);
+        let_go(&mut no_release, &[(5_025, 2, "EVALSHA")]);
+        let outcome = judge(&no_release);
+        assert!(
+            matches!(&outcome, Outcome::Inconclusive { reason } if reason.contains("`s#1` sent no delete or script that deleted it")),
+            "{outcome:?}"
+        );
+        // Gone with nothing of s#1's seen (a link unread): whether it let go is unknown.
+        let mut unseen = run(&[(0, Some(1)), (1_040, None), (1_060, Some(2)), (5_030, None)]);
+        let_go(&mut unseen, &[(5_025, 2, "EVALSHA")]);
+        took(&mut unseen, &[(1_055, 2, true)]);
+        assert!(matches!(judge(&unseen), Outcome::Inconclusive { .. }));
+        // Released, then a value no instance wrote: taken back around the proxy, maybe.
+        let mut around = run(&[(0, Some(1)), (1_040, None), (1_140, Some(3)), (4_140, None)]);
+        around.attribution.holders[2] = Holder::Unknown("token-3".into());
+        let_go(&mut around, &[(1_035, 1, "EVALSHA")]);
+        let outcome = judge(&around);
+        assert!(
+            matches!(&outcome, Outcome::Inconclusive { reason } if reason.contains("`token-3`, a value no instance was seen writing, was held from 140 ms after")),
+            "{outcome:?}"
+        );
+        // Left to expire: its last time to live ran out when it went.
+        let mut expired = run(&[(0, Some(1)), (2_990, None), (3_000, Some(2)), (5_030, None)]);
+        expired.ttls[1] = Some((at(2_980), 10));
+        let Outcome::Violation { evidence, .. } = judge(&expired) else {
+            panic!("expired")
+        };
+        assert!(
+            evidence[0].contains("`s#1`'s hold expired 1990 ms"),
+            "{evidence:?}"
+        );
+        // The same expiry, s#2's `NX` take read by the tap 100 ms before the key's time to
+        // live ran out and forwarded late (a loaded harness): the server took it only once the
+        // key had gone, by its answer, 20 ms after the expiry. Still an expiry (it was
+        // inconclusive, "sent no delete", in CI).
+        let mut late_take = run(&[(0, Some(1)), (2_890, Some(2)), (5_030, None)]);
+        late_take.ttls[1] = Some((at(1_990), 1_000));
+        took(&mut late_take, &[(2_890, 2, true)]);
+        late_take.attribution.takes[0].3 = at(3_010);
+        let Outcome::Violation { evidence, .. } = judge(&late_take) else {
+            panic!("expired, taken late: {:?}", judge(&late_take))
+        };
+        assert!(
+            evidence[0].contains("`s#1`'s hold expired 1890 ms"),
+            "{evidence:?}"
+        );
+        // Answered before the time to live could have run out: not an expiry.
+        late_take.attribution.takes[0].3 = at(2_900);
+        assert!(
+            matches!(judge(&late_take), Outcome::Inconclusive { .. }),
+            "{:?}",
+            judge(&late_take)
+        );
+        // Released by its own script 2 ms before s#2's take, whose answer a latency on Redis
+        // held back 2 s: that lateness is no expiry (the review's hostile case).
+        let mut released_late = run(&[(0, Some(1)), (1_022, Some(2)), (5_030, None)]);
+        released_late.ttls[1] = Some((at(1_015), 1_985));
+        took(&mut released_late, &[(1_022, 2, true)]);
+        released_late.attribution.takes[0].3 = at(3_022);
+        let_go(
+            &mut released_late,
+            &[(1_020, 1, "EVALSHA"), (5_025, 2, "EVALSHA")],
+        );
+        let Outcome::Pass { detail, .. } = judge(&released_late) else {
+            panic!("released, taken late: {:?}", judge(&released_late))
+        };
+        assert!(
+            detail.contains("`s#1` released the key 22 ms after its stop"),
+            "{detail}"
+        );
+        // The same expiry, the watcher's read that saw the key gone answered 10 ms after the
+        // tap read s#2's take (the server ran the read first): the wire's take sorted before
+        // the watcher's sight of no holder, between s#1 and s#2, and the expiry was "sent no
+        // delete" (in a loaded run), with no time to live to judge it by.
+        let mut read_late = run(&[(0, Some(1)), (3_010, None), (3_030, Some(2)), (5_030, None)]);
+        read_late.ttls[1] = Some((at(2_980), 10));
+        read_late.attribution.events = vec![(at(3_000), one(2), at(3_020))];
+        took(&mut read_late, &[(3_000, 2, true)]);
+        let Outcome::Violation { evidence, .. } = judge(&read_late) else {
+            panic!("expired, seen gone late: {:?}", judge(&read_late))
+        };
+        assert!(
+            evidence[0].contains("`s#1`'s hold expired 2010 ms"),
+            "{evidence:?}"
+        );
+        // The watcher's late sights move the write after them, but never past its answer: a
+        // hand-over whose sight of no holder was answered 30 ms late still gives s#2 the key
+        // when its job, 10 ms after its take, ran (a review's hostile case: it was "s#2 ran
+        // while the lock was s#1's")...
+        let mut handed_late = run(&[(0, Some(1)), (3_030, None), (3_045, Some(2)), (5_030, None)]);
+        handed_late.clock = (at(10_000), 10_000);
+        handed_late.attribution.events = vec![(at(3_000), one(2), at(3_001))];
+        took(&mut handed_late, &[(3_000, 2, true)]);
+        let jobs = [
+            job("s#1", 2_000, 2_000),
+            job("s#1", 2_500, 2_500),
+            job("s#2", 3_010, 3_010),
+            job("s#2", 3_510, 3_510),
+        ];
+        let outcome = single_leader(&jobs, 500, &held_unix(&handed_late));
+        assert!(matches!(outcome, Outcome::Pass { .. }), "{outcome:?}");
+        // ... and s#1 running a job 150 ms after s#2's take was answered, the sight of no
+        // holder answered 300 ms late, is still two leaders (the same review: it passed).
+        let mut led = run(&[(0, Some(1)), (3_300, None), (3_310, Some(2)), (5_030, None)]);
+        led.clock = (at(10_000), 10_000);
+        led.attribution.events = vec![(at(3_000), one(2), at(3_002))];
+        let jobs = [
+            job("s#1", 2_650, 2_650),
+            job("s#1", 3_150, 3_150),
+            job("s#2", 3_400, 3_400),
+        ];
+        let outcome = single_leader(&jobs, 500, &held_unix(&led));
+        assert!(matches!(outcome, Outcome::Violation { .. }), "{outcome:?}");
+        // A release 950 ms after the stop, the key taken at once, seen gone 50 ms late: in
+        // time, dated by the take's answer, not by the late sight (the deadline is 1000 ms).
+        let mut in_time = run(&[(0, Some(1)), (2_010, None), (2_020, Some(2)), (5_030, None)]);
+        in_time.attribution.events = vec![(at(1_960), one(2), at(1_961))];
+        took(&mut in_time, &[(1_960, 2, true)]);
+        let_go(
+            &mut in_time,
+            &[(1_950, 1, "EVALSHA"), (5_025, 2, "EVALSHA")],
+        );
+        let Outcome::Pass { detail, .. } = judge(&in_time) else {
+            panic!("released in time, seen late: {:?}", judge(&in_time))
+        };
+        assert!(
+            detail.contains("`s#1` released the key 961 ms after its stop"),
+            "{detail}"
+        );
+        // Held past the deadline, whatever made it go.
+        let mut late = run(&[(0, Some(1)), (2_500, None), (2_510, Some(2)), (5_030, None)]);
+        let_go(&mut late, &[(2_495, 1, "DEL"), (5_025, 2, "DEL")]);
+        let Outcome::Violation { evidence, .. } = judge(&late) else {
+            panic!("late")
+        };
+        assert!(
+            evidence[0].contains("1500 ms after its stop, past the deadline"),
+            "{evidence:?}"
+        );
+        // Never let go: still s#2's when the watch ended.
+        let kept = run(&[(0, Some(2))]);
+        let Outcome::Violation { evidence, .. } = judge(&kept) else {
+            panic!("kept")
+        };
+        assert!(
+            evidence[0].contains("`s#2` still held the key"),
+            "{evidence:?}"
+        );
+        // Deleted by the other contender, which then took it: s#1 released nothing.
+        let mut stolen = run(&[(0, Some(1)), (1_030, Some(2)), (5_020, None)]);
+        stolen.attribution.deletes = vec![(at(1_025), one(2)), (at(5_020), one(2))];
+        let Outcome::Violation { evidence, .. } = judge(&stolen) else {
+            panic!("stolen")
+        };
+        assert!(
+            evidence[0].contains("`s#2`, not `s#1`, deleted the key"),
+            "{evidence:?}"
+        );
+        // Let go at its stop, then taken back.
+        let mut back = run(&[(0, Some(1)), (1_040, None), (1_300, Some(1)), (1_340, None)]);
+        let_go(&mut back, &[(1_035, 1, "DEL"), (1_335, 1, "DEL")]);
+        let Outcome::Violation { evidence, .. } = judge(&back) else {
+            panic!("taken back")
+        };
+        assert!(
+            evidence[0].contains("`s#1` took the key back 300 ms"),
+            "{evidence:?}"
+        );
+        // Replaced by a value nobody was seen writing: whether it let go is unknown.
+        let mut unknown = run(&[(0, Some(1)), (1_020, Some(3))]);
+        unknown.attribution.holders[1] = Holder::Unknown("token-3".into());
+        assert!(matches!(judge(&unknown), Outcome::Inconclusive { .. }));
+        // Killed: only the key's expiry could release it.
+        let mut killed = run(&[(0, Some(1)), (3_000, None)]);
+        let mut with_kill = contenders.clone();
+        with_kill[0].killed = true;
+        killed.contenders = Some(with_kill.clone());
+        let outcome = contenders_released(&killed, &with_kill);
+        assert!(
+            matches!(&outcome, Outcome::Inconclusive { reason } if reason.contains("was killed")),
+            "{outcome:?}"
+        );
+        // Held only by an instance never sent a stop, or by nobody at all: nothing judged.
+        let never = run(&[(0, None)]);
+        assert!(matches!(judge(&never), Outcome::Inconclusive { .. }));
+        let before = run(&[(0, Some(1)), (500, None)]);
+        let outcome = judge(&before);
+        assert!(
+            matches!(&outcome, Outcome::Inconclusive { reason } if reason.contains("when it was sent its stop")),
+            "{outcome:?}"
+        );
+    }
+
+    /// Runs named by something no instance is called (a pid, a hostname): they cannot be set
+    /// against the lock's holders, so `single_leader` cannot say two led; once per interval
+    /// still can.
+    #[test]
+    fn runs_named_by_no_instance_are_not_two_leaders() {
+        let config = RedisLeadership::default();
+        let t0 = Instant::now();
+        let jobs: Vec<JobRun> = (0..4)
+            .map(|i| job("scheduler-28114", i * 500, i * 500))
+            .collect();
+        let run = RedisRun {
+            config: &config,
+            owners: vec![(t0, Some("token".into()))],
+            ttls: vec![None],
+            attribution: Attribution {
+                holders: vec![Holder::Instance("scheduler#2".into())],
+                ..Attribution::default()
+            },
+            clock: (t0, 0),
+            stop_at: None,
+            stop: StopKind::Clean,
+            standby: StandbyRun::default(),
+            jobs: Jobs::Listed(Ok(jobs)),
+            contenders: Some(vec![Contender {
+                name: "scheduler#2".into(),
+                stop_at: None,
+                killed: false,
+            }]),
+        };
+        let outcomes = judge(&run);
+        let single = &outcomes[&CheckName::SingleLeader];
+        assert!(
+            matches!(single, Outcome::Inconclusive { reason } if reason.contains("`scheduler-28114`, no instance the harness started (`scheduler#2`)")),
+            "{single:?}"
+        );
+        assert!(matches!(
+            outcomes[&CheckName::JobsOncePerInterval],
+            Outcome::Pass { .. }
+        ));
+    }
+
+    /// A Redis enough for the watcher: `GET` answers `value`, `PTTL` 1000 ms, anything else
+    /// `+OK`.
+    async fn fake_redis(
+        value: Arc<std::sync::Mutex<Option<String>>>,
+    ) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        fake_redis_with(value, Duration::ZERO, None).await
+    }
+
+    /// [`fake_redis`], answering each batch of commands `delay` after it ran them, and `PTTL`
+    /// as the time left until `expires` when given (-2, no key, from then on).
+    async fn fake_redis_with(
+        value: Arc<std::sync::Mutex<Option<String>>>,
+        delay: Duration,
+        expires: Option<Instant>,
+    ) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((mut link, _)) = listener.accept().await {
+                let value = value.clone();
+                tokio::spawn(async move {
+                    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+                    let mut queued: Option<Vec<Vec<u8>>> = None;
+                    while let Ok(n @ 1..) = link.read(&mut chunk).await {
+                        buf.extend_from_slice(&chunk[..n]);
+                        // Whole commands only: `*N` then N `$len` arguments.
+                        let mut replies = Vec::new();
+                        while let Some((name, used)) = command(&buf) {
+                            buf.drain(..used);
+                            // A transaction queues its commands and answers them at EXEC.
+                            match (name.as_str(), queued.as_mut()) {
+                                ("MULTI", _) => {
+                                    queued = Some(Vec::new());
+                                    replies.extend(b"+OK\r\n");
+                                    continue;
+                                }
+                                ("EXEC", Some(answers)) => {
+                                    replies.extend(format!("*{}\r\n", answers.len()).into_bytes());
+                                    replies.append(&mut answers.concat());
+                                    queued = None;
+                                    continue;
+                                }
+                                _ => {}
+                            }
+                            let reply = match name.as_str() {
+                                "GET" => match value.lock().unwrap().as_deref() {
+                                    Some(v) => format!("${}\r\n{v}\r\n", v.len()),
+                                    None => "$-1\r\n".to_owned(),
+                                },
+                                // Past `expires` the key is gone, whatever GET said: -2.
+                                "PTTL" => match expires {
+                                    Some(at) if Instant::now() >= at => ":-2\r\n".to_owned(),
+                                    Some(at) => format!(
+                                        ":{}\r\n",
+                                        at.saturating_duration_since(Instant::now()).as_millis()
+                                    ),
+                                    None => ":1000\r\n".to_owned(),
+                                },
+                                _ => "+OK\r\n".to_owned(),
+                            };
+                            match queued.as_mut() {
+                                Some(answers) => {
+                                    answers.push(reply.into_bytes());
+                                    replies.extend(b"+QUEUED\r\n");
+                                }
+                                None => replies.extend(reply.into_bytes()),
+                            }
+                        }
+                        tokio::time::sleep(delay).await;
+                        if link.write_all(&replies).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, task)
+    }
+
+    /// The first whole command in `buf`: its name, upper case, and its length.
+    fn command(buf: &[u8]) -> Option<(String, usize)> {
+        let text = std::str::from_utf8(buf).ok()?;
+        let mut lines = text.split_inclusive("\r\n");
+        let count: usize = lines.next()?.strip_prefix('*')?.trim_end().parse().ok()?;
+        let mut used = text.find("\r\n")? + 2;
+        let mut name = None;
+        for _ in 0..count {
+            let len = lines.next().filter(|l| l.ends_with("\r\n"))?;
+            let arg = lines.next().filter(|l| l.ends_with("\r\n"))?;
+            name.get_or_insert_with(|| arg.trim_end().to_ascii_uppercase());
+            used += len.len() + arg.len();
+        }
+        Some((name?, used))
+    }
+
+    /// The harness's reads of the key meet none of the faults played on the shared proxy: a
+    /// latency held a read back and dated it late, so an old holder was taken for one that
+    /// came after the write that replaced it (two leaders at once, wrongly).
+    #[tokio::test]
+    async fn the_watcher_reads_past_the_faults_of_the_shared_proxy() {
+        let value = Arc::new(std::sync::Mutex::new(Some(PRIMARY.to_owned())));
+        let (redis, _server) = fake_redis(value.clone()).await;
+        let proxy = FaultProxy::start("redis", "127.0.0.1:0".parse().unwrap(), redis)
+            .await
+            .unwrap();
+        proxy
+            .add_toxic(crate::fault::Toxic::new(crate::fault::ToxicKind::Latency {
+                latency: 20_000,
+                jitter: 0,
+            }))
+            .unwrap();
+        let config = RedisLeadership {
+            leader_key: "k".to_owned(),
+            job_log: None,
+            job_line: None,
+            interval_ms: 500,
+            release_within_ms: 1_000,
+            lead_within_ms: 10_000,
+            standby: false,
+            service: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("redis://{}", proxy.listen_addr());
+        let reach = RedisReach {
+            url: &url,
+            shared: Some(proxy.switch()),
+            out_dir: dir.path(),
+            contenders: None,
+        };
+        let (leader, _hooks) = Leader::start(&config, reach, Err("none")).await.unwrap();
+        let mut owner = leader.watcher.owner();
+        let seen = |want: &'static str| move |o: &Option<String>| o.as_deref() == Some(want);
+        // Far under the proxy's latency, far over a read on a loaded machine.
+        let quick = Duration::from_millis(10_000);
+        tokio::time::timeout(quick, owner.wait_for(seen(PRIMARY)))
+            .await
+            .expect("the key read within 10 s, not after the proxy's 20 s")
+            .unwrap();
+        // The standby takes the key: the watcher sees it at once, and dates it then.
+        *value.lock().unwrap() = Some(STANDBY.to_owned());
+        let taken = Instant::now();
+        tokio::time::timeout(quick, owner.wait_for(seen(STANDBY)))
+            .await
+            .expect("the change read within 10 s, not after the proxy's 20 s")
+            .unwrap();
+        let watched = leader.watcher.finish().await;
+        let (at, _) = watched.owners.last().unwrap();
+        assert!(at.duration_since(taken) < quick, "{:?}", watched.owners);
+        proxy.close().await;
+    }
+
+    /// A time to live is dated by when its read was sent: the server counted it then or later,
+    /// whereas the answer can come late (a loaded harness). Dated by the answer, 300 ms late
+    /// here, a key that expired right on time was read as living 300 ms longer, and a graph's
+    /// `lock_released` took a hold that expired for one that might have been deleted (CI).
+    #[tokio::test]
+    async fn a_time_to_live_is_dated_by_its_read_not_its_late_answer() {
+        let expires = Instant::now() + Duration::from_millis(1_500);
+        let delay = Duration::from_millis(300);
+        let (read_at, ttl) = last_time_to_live(expires, delay, expires).await;
+        let expiry = read_at + Duration::from_millis(ttl as u64);
+        // At most the key's real expiry (a millisecond of rounding aside).
+        assert!(
+            expiry <= expires + Duration::from_millis(2),
+            "read {} ms after the real expiry",
+            expiry.saturating_duration_since(expires).as_millis()
+        );
+    }
+
+    /// The watcher on a fake Redis whose key expires at `expires` (answers `delay` late) and
+    /// whose value goes at `gone`: the last time to live it read before it saw the key go.
+    async fn last_time_to_live(expires: Instant, delay: Duration, gone: Instant) -> (Instant, i64) {
+        let value = Arc::new(std::sync::Mutex::new(Some(PRIMARY.to_owned())));
+        let (redis, _server) = fake_redis_with(value.clone(), delay, Some(expires)).await;
+        let watcher = Watcher::start(&format!("redis://{redis}"), "k", None).unwrap();
+        let mut owner = watcher.owner();
+        let deadline = Duration::from_secs(30);
+        tokio::time::timeout(deadline, owner.wait_for(|o| o.is_some()))
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep_until(gone.into()).await;
+        *value.lock().unwrap() = None;
+        tokio::time::timeout(deadline, owner.wait_for(|o| o.is_none()))
+            .await
+            .expect("the key's going seen")
+            .unwrap();
+        let watched = watcher.finish().await;
+        let i = (watched.owners.iter())
+            .position(|(_, o)| o.is_none())
+            .expect("a change to no holder");
+        watched.ttls[i].expect("a time to live read before it")
+    }
+
+    /// A key that runs out between the read of its value and of its time to live answers a
+    /// value and -2 (no key): it had none of its time left, which dates its expiry by that
+    /// read. Taken as "no time to live known", an expiry read that way was never told from
+    /// a hold left to another instance.
+    #[tokio::test]
+    async fn a_value_read_as_its_key_runs_out_had_no_time_left() {
+        let expires = Instant::now() + Duration::from_millis(300);
+        // The value stays readable past its expiry: every read then answers it with -2.
+        let gone = expires + Duration::from_millis(100);
+        let (read_at, ttl) = last_time_to_live(expires, Duration::ZERO, gone).await;
+        assert_eq!(ttl, 0, "the last read's time to live");
+        assert!(
+            read_at >= expires,
+            "the last read was sent after the expiry"
+        );
     }
 }

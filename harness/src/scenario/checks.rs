@@ -135,6 +135,23 @@ impl Default for GroupLeftParams {
     }
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TakeoverParams {
+    /// From a rolled-out instance's SIGTERM to every partition it consumed being fetched by
+    /// another instance of its service (default 5 s).
+    #[serde(default = "default_stop_deadline")]
+    pub deadline_ms: u64,
+}
+
+impl Default for TakeoverParams {
+    fn default() -> Self {
+        TakeoverParams {
+            deadline_ms: default_stop_deadline(),
+        }
+    }
+}
+
 /// Which of the optional tables a scenario has: each brings its checks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tables {
@@ -183,6 +200,9 @@ pub struct ChecksConfig {
     /// On when the scenario has a `[readiness]` table, the same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_truthful: Option<Check<NoParams>>,
+    /// On when a graph with `[kafka]` rolls out a service in its fault schedule, the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takeover_within: Option<Check<TakeoverParams>>,
     /// Checks whose inconclusive outcome does not make the run inconclusive (still reported
     /// as such): the explicit choice of a user who knows quiesce cannot see them here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -199,6 +219,7 @@ impl ChecksConfig {
             CheckName::NoLeakedThreads => self.no_leaked_threads.enabled,
             CheckName::NoOrphanProcesses => self.no_orphan_processes.enabled,
             CheckName::GroupLeft => self.group_left.as_ref().is_none_or(|c| c.enabled),
+            CheckName::TakeoverWithin => self.takeover_within.as_ref().is_none_or(|c| c.enabled),
             _ => self.optional_check(check).is_none_or(|c| c.enabled),
         }
     }
@@ -208,6 +229,7 @@ impl ChecksConfig {
     pub fn turned_on(&self, check: CheckName) -> bool {
         match check {
             CheckName::GroupLeft => self.group_left.as_ref().is_some_and(|c| c.enabled),
+            CheckName::TakeoverWithin => self.takeover_within.as_ref().is_some_and(|c| c.enabled),
             _ => self.optional_check(check).is_some_and(|c| c.enabled),
         }
     }
@@ -269,8 +291,8 @@ impl ChecksConfig {
                 CheckName::SingleLeader => config.single_leader = Some(toggle(on)),
                 CheckName::JobsOncePerInterval => config.jobs_once_per_interval = Some(toggle(on)),
                 CheckName::ReadinessTruthful => config.readiness_truthful = Some(toggle(on)),
-                // Not in ALL: `quiesce soak` adds it.
-                CheckName::MemoryFlat => {}
+                // Not in ALL: `quiesce soak` adds the one, a rollout the other.
+                CheckName::MemoryFlat | CheckName::TakeoverWithin => {}
             }
         }
         config

@@ -208,6 +208,39 @@ pub struct FaultStep {
     /// With `every_ms`: how many times in all, at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub times: Option<u32>,
+    /// `rollout`'s: when each old instance is sent its stop, relative to its replacement's
+    /// join of the run's consumer group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_old: Option<StopOld>,
+}
+
+/// When a rollout stops an old instance: once its replacement is ready, and then at a step of
+/// the new member's join of a consumer group (seen on the wire), so the stop lands before,
+/// inside or after the rebalance the join sets off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopOld {
+    /// At ready: no wait for a join (as Kubernetes does: it knows nothing of the group).
+    Ready,
+    /// At the new member's first JoinGroup: the rebalance has begun, no one has its
+    /// assignment yet.
+    Join,
+    /// At the new member's SyncGroup: the JoinGroup round is done, the assignment in flight.
+    #[default]
+    Sync,
+    /// At the new member's first heartbeat or commit after its SyncGroup: the join complete.
+    Synced,
+}
+
+impl StopOld {
+    pub fn name(self) -> &'static str {
+        match self {
+            StopOld::Ready => "ready",
+            StopOld::Join => "join",
+            StopOld::Sync => "sync",
+            StopOld::Synced => "synced",
+        }
+    }
 }
 
 impl FaultStep {
@@ -287,6 +320,7 @@ impl FaultStep {
             ("rate_kb", self.rate_kb.is_some()),
             ("signal", self.signal.is_some()),
             ("dependency", self.dependency.is_some()),
+            ("stop_old", self.stop_old.is_some()),
         ];
         let (needs, allows): (&[&str], &[&str]) = match self.action {
             Action::Latency => (
@@ -296,7 +330,8 @@ impl FaultStep {
             Action::Timeout | Action::ResetPeer => (&["dependency"], &["dependency", "timeout_ms"]),
             Action::Bandwidth => (&["dependency", "rate_kb"], &["dependency", "rate_kb"]),
             Action::Signal => (&["signal"], &["signal"]),
-            Action::Restart | Action::Rollout => (&[], &["signal"]),
+            Action::Restart => (&[], &["signal"]),
+            Action::Rollout => (&[], &["signal", "stop_old"]),
             _ => (&["dependency"], &["dependency"]),
         };
         let action = self.action;

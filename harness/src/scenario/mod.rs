@@ -35,7 +35,7 @@ pub use checks::{
     Check, ChecksConfig, ExitCodeParams, GroupLeftParams, LeakedTasksParams, NoParams,
     StartsWithinParams, StopsWithinParams, Tables,
 };
-pub use faults::{Action, FaultStep, Instance, Point};
+pub use faults::{Action, FaultStep, Instance, Point, StopOld};
 pub use services::{GraphError, MAX_REPLICAS, Service, ServiceGraph, ServiceStop};
 pub use workload::{
     INPUT_PLACEHOLDERS, Ingress, KafkaWorkload, ProcessedBy, Readiness, RedisLeadership, StopRule,
@@ -402,7 +402,7 @@ impl Scenario {
             (
                 "kafka",
                 self.kafka.is_some(),
-                &crate::verdict::CheckName::KAFKA,
+                &crate::verdict::CheckName::NEEDS_KAFKA,
             ),
             (
                 "redis",
@@ -422,6 +422,18 @@ impl Scenario {
                     "[checks] {check} needs a [{table}] table: what it judges (hint: add `[{table}]` to use the defaults)"
                 )));
             }
+        }
+        let rollout = self.faults.iter().any(|f| f.action == Action::Rollout);
+        if self
+            .checks
+            .turned_on(crate::verdict::CheckName::TakeoverWithin)
+            && !(matches!(self.target, Target::Services(_)) && rollout)
+        {
+            return Err(bad(
+                "[checks] takeover_within judges a rollout: it needs [[services]] and a \
+                 [[faults]] step with action = \"rollout\""
+                    .to_owned(),
+            ));
         }
         if let Some(redis) = &self.redis {
             let wanted = crate::verdict::CheckName::REDIS
@@ -455,6 +467,14 @@ impl Scenario {
         }
         if let Some(redis) = &self.redis {
             redis.validate().map_err(bad)?;
+            if let (Some(name), false) =
+                (&redis.service, matches!(self.target, Target::Services(_)))
+            {
+                return Err(bad(format!(
+                    "[redis] service = `{name}` names a [[services]] entry: this scenario has \
+                     one target, which contends with its standby (remove `service`)"
+                )));
+            }
         }
         if let Some(readiness) = &self.readiness {
             readiness.validate().map_err(bad)?;
@@ -532,14 +552,34 @@ impl Scenario {
             .is_some_and(|k| matches!(k.processed, ProcessedBy::Log { .. }));
         let tables = [
             ("[kafka] processed = { by = \"log\" }", by_log),
-            ("[redis]", self.redis.is_some()),
+            (
+                "[redis] job_line",
+                self.redis.as_ref().is_some_and(|r| r.job_line.is_some()),
+            ),
         ];
         if let Some((table, _)) = tables.iter().find(|(_, given)| *given) {
             return Err(format!(
                 "{table} with [[services]] is not supported yet: a graph is judged on \
-                 each service's start and stop, and on [kafka] by its topics (use \
-                 [target] for {table})"
+                 each service's start and stop, on [kafka] by its topics and on [redis] by \
+                 its job_log (use [target] for {table})"
             ));
+        }
+        if let Some(redis) = &self.redis {
+            match &redis.service {
+                None => {
+                    return Err(
+                        "[redis] service: which of the [[services]] contends for the \
+                                leader lock (hint: service = \"scheduler\")"
+                            .to_owned(),
+                    );
+                }
+                Some(name) if graph.index_of(name).is_none() => {
+                    return Err(format!(
+                        "[redis] service = `{name}` names no [[services]] entry"
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         for service in &graph.services {
             let place = format!("[[services]] `{}`", service.name);
@@ -582,6 +622,13 @@ impl Scenario {
                 _ if step.instance == Instance::Primary => Some(
                     "`instance = \"primary\"` needs a single target: a graph has none".to_owned(),
                 ),
+                _ if self.kafka.is_none() && step.stop_old.is_some_and(|s| s != StopOld::Ready) => {
+                    Some(format!(
+                        "`stop_old = \"{}\"` is a step of the new instance's join of a consumer \
+                         group: it needs [kafka] (or stop_old = \"ready\")",
+                        step.stop_old.unwrap_or_default().name()
+                    ))
+                }
                 _ => None,
             };
             if let Some(m) = wrong {
@@ -657,6 +704,17 @@ impl Scenario {
             jobs: self.redis.as_ref().is_some_and(RedisLeadership::has_jobs),
             readiness: self.readiness.is_some(),
         })
+    }
+
+    /// Whether `takeover_within` is judged: a graph with `[kafka]` whose fault schedule rolls
+    /// out a service, the check not turned off.
+    pub fn judges_takeover(&self) -> bool {
+        matches!(self.target, Target::Services(_))
+            && self.kafka.is_some()
+            && self.faults.iter().any(|f| f.action == Action::Rollout)
+            && self
+                .checks
+                .is_enabled(crate::verdict::CheckName::TakeoverWithin)
     }
 
     /// A scenario that runs `command` with every check on, on the default backend.
@@ -889,6 +947,29 @@ mod tests {
         }
     }
 
+    /// `takeover_within` is judged on a graph with `[kafka]` that rolls a service out; turned
+    /// on where nothing is rolled out, it is bad input.
+    #[test]
+    fn takeover_within_needs_a_rollout_of_a_graph() {
+        let graph = "[[services]]\nname = \"w\"\ncommand = [\"x\"]\n[kafka]\n";
+        let rollout = "[[faults]]\naction = \"rollout\"\nservice = \"w\"\n";
+        let s = parse(&format!("{graph}{rollout}")).unwrap();
+        assert!(s.judges_takeover());
+        let s = parse(&format!(
+            "{graph}{rollout}[checks]\ntakeover_within = false\n"
+        ))
+        .unwrap();
+        assert!(!s.judges_takeover());
+        let s = parse(&format!(
+            "{graph}[checks]\ntakeover_within = {{ deadline_ms = 9000 }}\n"
+        ));
+        let err = s.unwrap_err().to_string();
+        assert!(err.contains("takeover_within judges a rollout"), "{err}");
+        assert!(!parse(graph).unwrap().judges_takeover());
+        let no_kafka = format!("{}{rollout}", graph.replace("[kafka]\n", ""));
+        assert!(!parse(&no_kafka).unwrap().judges_takeover());
+    }
+
     #[test]
     fn a_redis_table_adds_the_leader_checks() {
         let s = parse("[target]\ncommand = [\"x\"]\n[redis]\ninterval_ms = 250\n").unwrap();
@@ -1095,8 +1176,38 @@ mod tests {
                  target",
             ),
             (
+                format!(
+                    "{two}[[faults]]\naction = \"rollout\"\nservice = \"a\"\nstop_old = \"join\"\n"
+                ),
+                "[[faults]] step 1: `stop_old = \"join\"` is a step of the new instance's join",
+            ),
+            (
+                format!(
+                    "{two}[[faults]]\naction = \"restart\"\nservice = \"a\"\nstop_old = \"join\"\n"
+                ),
+                "`stop_old` is not a setting of `restart`",
+            ),
+            (
+                format!(
+                    "{two}[[faults]]\naction = \"rollout\"\nservice = \"a\"\nstop_old = \"now\"\n"
+                ),
+                "unknown variant `now`",
+            ),
+            (
                 format!("{two}[redis]\n"),
-                "[redis] with [[services]] is not supported yet",
+                "[redis] service: which of the [[services]] contends for the leader lock",
+            ),
+            (
+                format!("{two}[redis]\nservice = \"c\"\n"),
+                "[redis] service = `c` names no [[services]] entry",
+            ),
+            (
+                format!("{two}[redis]\nservice = \"a\"\njob_line = 'ran (\\w+)'\n"),
+                "[redis] job_line with [[services]] is not supported yet",
+            ),
+            (
+                "[target]\ncommand = [\"x\"]\n[redis]\nservice = \"x\"\n".to_owned(),
+                "[redis] service = `x` names a [[services]] entry: this scenario has one target",
             ),
             (
                 format!("{two}[kafka]\nprocessed = {{ by = \"log\", pattern = \"(?<key>x)\" }}\n"),

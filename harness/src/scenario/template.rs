@@ -106,7 +106,7 @@ pub const PLACEHOLDERS: [Placeholder; 16] = [
     Placeholder {
         name: "instance",
         variable: "QUIESCE_INSTANCE",
-        what: "`primary`, or `standby` for the second instance a leader scenario starts",
+        what: "`primary`, or `standby` for the second instance a leader scenario starts; in a service graph, the instance's name (`scheduler#2`)",
         needs: Some("redis"),
     },
     Placeholder {

@@ -529,6 +529,10 @@ pub struct RedisLeadership {
     /// the failover (process targets).
     #[serde(default = "yes")]
     pub standby: bool,
+    /// With `[[services]]`: the service whose instances contend for the lock (its replicas,
+    /// and the instances a restart or a rollout starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 fn default_leader_key() -> String {
@@ -557,6 +561,7 @@ impl Default for RedisLeadership {
             release_within_ms: default_release(),
             lead_within_ms: default_lead(),
             standby: true,
+            service: None,
         }
     }
 }

@@ -27,6 +27,7 @@ mod probe;
 mod process;
 mod ready;
 mod services;
+mod sockets;
 
 pub use graph::{Graph, GraphContext, run_graph};
 pub use hang::{Hang, HookRun, LOOK as HANG_LOOK, Phase, Stuck, explain_process};
@@ -35,7 +36,8 @@ pub use orphans::{OrphanProcess, find_orphans};
 pub use probe::{ProbeReport, ProbeSet, ProbeTask, ProbeThread, read_probe};
 pub use process::{ProcessContext, describe_status, log_files, resolve_program, run_process};
 pub use ready::{http_status, wait_ready};
-pub use services::{InstanceRun, JoinWatch, ServicesContext, run_services};
+pub use services::{InstanceRun, JoinWatch, RedisPerInstance, ServicesContext, run_services};
+pub use sockets::run_id_of_client;
 
 /// A free loopback port, for a target (or a graph's instance) to listen on.
 pub fn free_port() -> std::io::Result<u16> {
@@ -167,8 +169,8 @@ pub enum Redeploy {
     /// Each instance stopped, then started again once it has exited.
     Restart,
     /// One instance at a time: a new one started beside it, and it stopped once the new one
-    /// is ready.
-    Rollout,
+    /// is ready and has reached the step of its group join that `StopOld` names.
+    Rollout(crate::scenario::StopOld),
 }
 
 /// The next signal the schedule sends; never, without a schedule or once it is done.

@@ -20,7 +20,7 @@ use futures::future::LocalBoxFuture;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{oneshot, watch};
 
-use crate::scenario::{ReadyProbe, ServiceGraph, StopPlan, StopSignal};
+use crate::scenario::{ReadyProbe, ServiceGraph, StopOld, StopPlan, StopSignal};
 use crate::signal::{SignalEvent, SignalHandler};
 use crate::target::Redeploy;
 use crate::target::{
@@ -45,6 +45,29 @@ pub struct ServicesContext<'a> {
     pub ready_timeout: Duration,
     /// With Kafka: where a rollout sees its new instance join a group.
     pub join: Option<JoinWatch>,
+    /// With `[redis] service`: how that service's instances reach Redis, each on its own.
+    pub redis: Option<RedisPerInstance>,
+}
+
+/// Each instance of the service that contends for the leader lock reaches Redis through a
+/// proxy of its own, so every command on the key is known to be that instance's.
+#[derive(Clone)]
+pub struct RedisPerInstance {
+    /// Index of the service in the graph.
+    pub service: usize,
+    /// Where its proxies forward to: the shared proxy (whose faults they still meet), or
+    /// Redis itself.
+    pub upstream: std::net::SocketAddr,
+    /// The reader of an instance's commands, given its index among the graph's instances.
+    pub observer: std::sync::Arc<dyn Fn(u32) -> std::sync::Arc<dyn crate::fault::Observer>>,
+}
+
+/// Sets `key` in `env`, in place of any value it had.
+fn set_var(env: &mut Vec<(String, String)>, key: &str, value: String) {
+    match env.iter_mut().find(|(k, _)| k == key) {
+        Some((_, v)) => *v = value,
+        None => env.push((key.to_owned(), value)),
+    }
 }
 
 /// How a rollout sees a new instance join a consumer group: the run's groups on the wire.
@@ -66,10 +89,14 @@ pub struct InstanceRun {
     pub service: usize,
     /// `api`, or `worker#2` for the second of several replicas.
     pub name: String,
+    /// Its `QUIESCE_RUN_ID`, which every process it starts carries.
+    pub run_id: String,
     pub out_dir: PathBuf,
     /// 1 for the instance the graph started; 2 for the one a `restart` started in its place
     /// (`worker#1@2`), and so on.
     pub incarnation: u32,
+    /// A rollout stopped it, once its replacement had joined (or was ready).
+    pub rolled_out: bool,
     pub run: Result<TargetRun, String>,
 }
 
@@ -103,6 +130,8 @@ struct State {
     restarting: bool,
     /// Started by a rollout beside this instance, which is stopped once it is ready.
     replacing: Option<usize>,
+    /// For an instance a rollout started: when the old one is stopped.
+    stop_old: StopOld,
     /// A rollout stopped it: once it has exited, the rollout goes on.
     rolled: bool,
     /// When it was started.
@@ -115,6 +144,8 @@ struct Rollout {
     /// The old instances' stop signal; `None`: each one's own.
     signal: Option<StopSignal>,
     queue: std::collections::VecDeque<usize>,
+    /// When each old instance is stopped, relative to its replacement's join.
+    stop_old: crate::scenario::StopOld,
 }
 
 enum Event {
@@ -163,14 +194,6 @@ pub async fn run_services(
         interrupted: false,
         schedule: None,
         stop_began: None,
-        ports: (first_ports(graph, &instances).into_iter())
-            .map(|(name, port)| {
-                (
-                    crate::scenario::template::port_variable(name),
-                    port.to_string(),
-                )
-            })
-            .collect(),
         instances,
         rollouts: Vec::new(),
         hooks,
@@ -192,6 +215,7 @@ pub async fn run_services(
     } = driver;
     let mut runs = Vec::new();
     for (instance, state) in instances.iter().zip(state) {
+        let rolled_out = state.rolled;
         let run = match (state.done, state.blocked) {
             (Some(Ok(run)), _) => {
                 let offset = run
@@ -212,8 +236,10 @@ pub async fn run_services(
         runs.push(InstanceRun {
             service: instance.service,
             name: instance.name.clone(),
+            run_id: instance.run_id.clone(),
             out_dir: instance.out_dir.clone(),
             incarnation: instance.incarnation,
+            rolled_out,
             run,
         });
     }
@@ -453,9 +479,6 @@ struct Driver<'g, 'c> {
     schedule: super::ScheduledSignals,
     /// When the graph's stop began: its first service asked to stop, or Ctrl-C.
     stop_began: Option<Instant>,
-    /// Each service's first instance's port (`QUIESCE_PORT_STORE`, `{port:store}`): how the
-    /// services of a graph find one another.
-    ports: Vec<(String, String)>,
     /// The fault schedule's rollouts under way.
     rollouts: Vec<Rollout>,
 }
@@ -620,24 +643,40 @@ impl<'g> Driver<'g, '_> {
             // Each instance's own timeline says when it was ready and how it exited.
             Some(Event::Ready(k)) => {
                 self.state[k].ready = true;
-                if let Some(old) = self.state[k].replacing {
+                // At `join` the watch began with the start: the stop does not wait for ready.
+                if let Some(old) = self.state[k].replacing
+                    && self.state[k].stop_old != StopOld::Join
+                {
                     self.joined(old, k);
                 }
                 true
             }
             Some(Event::Joined(k, member)) => {
-                if let Some(old) = self.state[k].replacing {
+                // A new instance gone before its join step: its exit halted the rollout.
+                if let (Some(old), true) = (self.state[k].replacing, self.state[k].done.is_none()) {
                     let new = &self.instances[k].name;
                     let within = self.ctx.join.as_ref().map_or(0, |j| j.within.as_millis());
+                    let step = self.state[k].stop_old;
                     let note = match &member {
                         Some((member, at)) => {
                             let after = self.state[k]
                                 .started_at
                                 .map_or(0, |s| at.saturating_duration_since(s).as_millis());
-                            format!(
-                                "rollout: `{new}` joined as member `{member}` ({after} ms after \
-                                 its start)"
-                            )
+                            let reached = match step {
+                                StopOld::Join => "sent its JoinGroup",
+                                StopOld::Synced => "completed its join",
+                                StopOld::Ready | StopOld::Sync => "joined",
+                            };
+                            match member.is_empty() {
+                                true => format!(
+                                    "rollout: `{new}` sent its first JoinGroup ({after} ms after \
+                                     its start)"
+                                ),
+                                false => format!(
+                                    "rollout: `{new}` {reached} as member `{member}` ({after} \
+                                     ms after its start)"
+                                ),
+                            }
                         }
                         None => format!(
                             "rollout: `{new}` joined no group of the run within {within} ms of \
@@ -684,7 +723,7 @@ impl<'g> Driver<'g, '_> {
         };
         let what = match scheduled.redeploy {
             Some(Redeploy::Restart) => "restart",
-            Some(Redeploy::Rollout) => "rollout",
+            Some(Redeploy::Rollout(_)) => "rollout",
             None => "signal",
         };
         // A redeploy happens while the graph runs: once its stop has begun, the stop order
@@ -695,7 +734,7 @@ impl<'g> Driver<'g, '_> {
             ));
             return;
         }
-        if scheduled.redeploy == Some(Redeploy::Rollout) {
+        if let Some(Redeploy::Rollout(stop_old)) = scheduled.redeploy {
             if self.rollouts.iter().any(|r| r.service == s) {
                 self.notes.note(format!(
                     "fault schedule: the rollout of `{name}` not played, one is under way"
@@ -708,6 +747,7 @@ impl<'g> Driver<'g, '_> {
                 service: s,
                 signal: (!scheduled.own_signal).then_some(scheduled.signal),
                 queue,
+                stop_old,
             });
             self.roll(s);
             return;
@@ -740,6 +780,23 @@ impl<'g> Driver<'g, '_> {
                 ),
             });
         }
+    }
+
+    /// Each service's port as an instance started now finds it (`{port:NAME}`): its first
+    /// instance still running and not being replaced, else its first (at the start, before
+    /// any runs).
+    fn live_ports(&self) -> Vec<(&'g str, u16)> {
+        let firsts = first_ports(self.graph, &self.instances);
+        (firsts.into_iter())
+            .map(|(name, first)| {
+                let live = (self.instances.iter().enumerate())
+                    .find(|(k, i)| {
+                        self.graph.services[i.service].name == name && self.is_running(*k)
+                    })
+                    .map_or(first, |(_, i)| i.port);
+                (name, live)
+            })
+            .collect()
     }
 
     /// Sends instance `k` `signal`, as its stop; false if it could not be (gone).
@@ -786,7 +843,7 @@ impl<'g> Driver<'g, '_> {
                 }
             }
         };
-        let firsts = first_ports(self.graph, &self.instances);
+        let firsts = self.live_ports();
         let next = super::free_port()
             .and_then(|port| self.instances[old].next(self.ctx, self.graph, (port, &firsts)));
         match next {
@@ -795,11 +852,19 @@ impl<'g> Driver<'g, '_> {
                 self.notes
                     .note(format!("rollout: `{new}` starting beside `{was}`"));
                 self.instances.push(next);
+                let stop_old = self.rollouts[r].stop_old;
                 self.state.push(State {
                     replacing: Some(old),
+                    stop_old,
                     ..State::default()
                 });
-                self.start_instance(self.instances.len() - 1);
+                let new = self.instances.len() - 1;
+                self.start_instance(new);
+                // At `join` the old one is stopped at the new member's JoinGroup, ready or not:
+                // inside the rebalance it sets off.
+                if stop_old == StopOld::Join && self.ctx.join.is_some() {
+                    self.joined(old, new);
+                }
             }
             Err(e) => {
                 let was = &self.instances[old].name;
@@ -811,20 +876,28 @@ impl<'g> Driver<'g, '_> {
         }
     }
 
-    /// A rollout's new instance `new` is ready: with Kafka, it is given until it has joined a
-    /// group of the run (a new member has sent SyncGroup since it started), bounded; then the
-    /// old one is retired.
+    /// A rollout's new instance `new` is ready (at `join`: started): with Kafka, it is given
+    /// until it has reached the rollout's step of a group join (a new member's JoinGroup,
+    /// SyncGroup, or first heartbeat after it), bounded; then the old one is retired.
     fn joined(&mut self, old: usize, new: usize) {
-        let (Some(join), Some(since)) = (&self.ctx.join, self.state[new].started_at) else {
+        let step = self.state[new].stop_old;
+        let (Some(join), Some(since), false) = (
+            &self.ctx.join,
+            self.state[new].started_at,
+            step == StopOld::Ready,
+        ) else {
             self.retire(old, new);
             return;
         };
         let (tap, groups, within) = (join.tap.clone(), join.groups.clone(), join.within);
+        // Its own join: requests on connections its processes opened (or not yet looked up).
+        let owner = self.instances[new].run_id.clone();
         self.events.push(Box::pin(async move {
             let deadline = tokio::time::Instant::now() + within;
             loop {
-                let seen = (groups.iter())
-                    .find_map(|g| crate::kafka::wire::joined_since(&tap.events(g), since));
+                let seen = (groups.iter()).find_map(|g| {
+                    crate::kafka::wire::join_step_since(&tap.events(g), since, step, Some(&owner))
+                });
                 if seen.is_some() || tokio::time::Instant::now() >= deadline {
                     return Event::Joined(new, seen);
                 }
@@ -850,9 +923,13 @@ impl<'g> Driver<'g, '_> {
         }
         let sent = self.signal(old, signal);
         self.state[old].rolled = sent;
+        let now = match self.state[new].ready {
+            true => format!("`{now}` ready"),
+            false => format!("`{now}` joining, not yet ready"),
+        };
         self.notes.note(match sent {
-            true => format!("rollout: `{now}` ready, `{was}` sent {signal}"),
-            false => format!("rollout: `{now}` ready, `{was}` could not be signalled"),
+            true => format!("rollout: {now}, `{was}` sent {signal}"),
+            false => format!("rollout: {now}, `{was}` could not be signalled"),
         });
         if !sent {
             self.roll(s);
@@ -869,7 +946,7 @@ impl<'g> Driver<'g, '_> {
             ));
             return;
         }
-        let firsts = first_ports(self.graph, &self.instances);
+        let firsts = self.live_ports();
         let port = self.instances[k].port;
         match self.instances[k].next(self.ctx, self.graph, (port, &firsts)) {
             Ok(next) => {
@@ -914,7 +991,16 @@ impl<'g> Driver<'g, '_> {
             "QUIESCE_REPLICA".to_owned(),
             (instance.replica + 1).to_string(),
         ));
-        env.extend(self.ports.iter().cloned());
+        // How the services of a graph find one another (`QUIESCE_PORT_STORE`, as `{port:store}`).
+        env.extend(self.live_ports().into_iter().map(|(name, port)| {
+            (
+                crate::scenario::template::port_variable(name),
+                port.to_string(),
+            )
+        }));
+        // Which instance it is, for a service that logs its job runs by instance.
+        set_var(&mut env, "QUIESCE_INSTANCE", instance.name.clone());
+        let redis = (self.ctx.redis.clone()).filter(|r| r.service == instance.service);
         let hooks = Hooks {
             on_ready: vec![ready_tx],
             stop_early: Some(stop_rx),
@@ -926,6 +1012,39 @@ impl<'g> Driver<'g, '_> {
         let (base_dir, ready_timeout) = (self.ctx.base_dir, self.ctx.ready_timeout);
         let mut relayed = SignalHandler::relay(&self.relay);
         self.events.push(Box::pin(async move {
+            let mut env = env;
+            // The contender's own way to Redis, read by the lock tap as its alone.
+            let proxy = match redis {
+                Some(redis) => {
+                    let name = format!("redis ({}'s own)", instance.name);
+                    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                    match crate::fault::FaultProxy::start(name, any, redis.upstream).await {
+                        Ok(proxy) => {
+                            proxy.observe((redis.observer)(k as u32));
+                            let addr = proxy.listen_addr();
+                            for (key, value) in &mut env {
+                                match key.as_str() {
+                                    "QUIESCE_REDIS_URL" => {
+                                        *value = crate::infra::with_addr(value, addr);
+                                    }
+                                    "QUIESCE_REDIS_HOST" => *value = addr.ip().to_string(),
+                                    "QUIESCE_REDIS_PORT" => *value = addr.port().to_string(),
+                                    _ => {}
+                                }
+                            }
+                            Some(proxy)
+                        }
+                        Err(e) => {
+                            let e = std::io::Error::other(format!(
+                                "the Redis proxy of `{}`: {e}",
+                                instance.name
+                            ));
+                            return Event::Done(k, Box::new(Err(e)));
+                        }
+                    }
+                }
+                None => None,
+            };
             let process = ProcessContext {
                 env,
                 run_id: &instance.run_id,
@@ -935,8 +1054,11 @@ impl<'g> Driver<'g, '_> {
                 ready_timeout,
                 hooks,
             };
-            let run = run_process(&instance.target, &instance.plan, process, &mut relayed);
-            Event::Done(k, Box::new(run.await))
+            let run = run_process(&instance.target, &instance.plan, process, &mut relayed).await;
+            if let Some(proxy) = proxy {
+                proxy.close().await;
+            }
+            Event::Done(k, Box::new(run))
         }));
         self.events.push(Box::pin(async move {
             match ready_rx.await {

@@ -30,6 +30,9 @@ pub enum CheckName {
     SingleLeader,
     JobsOncePerInterval,
     ReadinessTruthful,
+    /// Judged on a graph whose fault schedule rolls out a service, with `[kafka]`: not in
+    /// [`CheckName::ALL`].
+    TakeoverWithin,
     /// Judged by `quiesce soak` alone, from its timeline: not in [`CheckName::ALL`].
     MemoryFlat,
 }
@@ -52,6 +55,16 @@ impl CheckName {
         CheckName::NoRedelivery,
         CheckName::ProducerFlushed,
         CheckName::GroupLeft,
+    ];
+
+    /// Every check that needs a `[kafka]` table: those, and a rollout's `takeover_within`.
+    pub const NEEDS_KAFKA: [CheckName; 6] = [
+        CheckName::OffsetsCommitted,
+        CheckName::NoMessageLoss,
+        CheckName::NoRedelivery,
+        CheckName::ProducerFlushed,
+        CheckName::GroupLeft,
+        CheckName::TakeoverWithin,
     ];
 
     /// The checks of a scenario with leader election on Redis (`[redis]`), in report order.
@@ -96,7 +109,7 @@ impl CheckName {
 
     /// Whether the check judges the Kafka workload (and needs a `[kafka]` table).
     pub fn needs_kafka(self) -> bool {
-        CheckName::KAFKA.contains(&self)
+        CheckName::NEEDS_KAFKA.contains(&self)
     }
 
     /// What the harness must observe for this check to pass, in one line (`quiesce check`
@@ -143,6 +156,11 @@ impl CheckName {
             CheckName::ReadinessTruthful => {
                 "/ready polled inside every outage and the drain, 503 throughout each; /health 200"
             }
+            CheckName::TakeoverWithin => {
+                "a Fetch on the wire by its next owner (by the leader's SyncGroup) of every \
+                 partition a rolled-out instance held, within the deadline after its SIGTERM, and \
+                 no partition unconsumed longer in the rollout"
+            }
             CheckName::MemoryFlat => "enough samples of a soak, the trend below the threshold",
         }
     }
@@ -165,6 +183,7 @@ impl CheckName {
             CheckName::SingleLeader => "single_leader",
             CheckName::JobsOncePerInterval => "jobs_once_per_interval",
             CheckName::ReadinessTruthful => "readiness_truthful",
+            CheckName::TakeoverWithin => "takeover_within",
         }
     }
 }

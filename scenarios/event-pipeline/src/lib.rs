@@ -416,7 +416,9 @@ async fn consume_commit_on_receipt(
     tracker: &TaskTracker,
     outputs_sent: &Arc<AtomicU64>,
 ) -> Result<(), String> {
-    let (queue, mut work) = tokio::sync::mpsc::unbounded_channel::<OwnedMessage>();
+    // Bounded, as a real service's hand-off is: the consumer runs at most `COMMIT_AHEAD`
+    // records ahead of its worker, so a clean stop's drain (and the leave after it) is short.
+    let (queue, mut work) = tokio::sync::mpsc::channel::<OwnedMessage>(COMMIT_AHEAD);
     let worker = {
         let config = config.clone();
         let producer = producer.clone();
@@ -443,7 +445,11 @@ async fn consume_commit_on_receipt(
         };
         let position = BTreeMap::from([(message.partition(), message.offset() + 1)]);
         commit(config, consumer, &position, CommitMode::Async)?;
-        let _ = queue.send(message.detach());
+        // Awaited even once the stop has come: the record is committed, so it must be
+        // processed; the worker frees a place within one record's work.
+        if queue.send(message.detach()).await.is_err() {
+            break;
+        }
     }
     // A clean stop drains the queue: only a crash shows the bug.
     drop(queue);
@@ -451,6 +457,10 @@ async fn consume_commit_on_receipt(
         .await
         .map_err(|e| format!("the processing worker failed: {e}"))?
 }
+
+/// How many committed records `commit-before-process` queues ahead of its worker: all of them
+/// are lost to a SIGKILL.
+const COMMIT_AHEAD: usize = 50;
 
 /// `auto-offset-store`: poll into a buffer, process on a worker; the offsets are librdkafka's
 /// to store (on poll) and commit (every interval, and on the way out).

@@ -95,7 +95,9 @@ def main():
             leading.clear()
         except redis.RedisError as e:
             log.info(f"settle: redis: {e}")
-        stopping.wait(0.1)
+        # Slept, not stopping.wait: the signal handler runs in this thread, and its
+        # stopping.set() would block forever on the lock a wait here holds.
+        time.sleep(0.1)
     leading.clear()
     for t in threads:
         t.join()

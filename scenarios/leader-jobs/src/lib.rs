@@ -5,8 +5,13 @@
 //! - **one lock, owned by name**: `SET key instance NX PX ttl` to lead, a heartbeat that extends
 //!   the lock only while this instance still owns it (and steps down the moment it does not),
 //!   and on the way out a release that deletes the key only if it is still ours;
+//! - **a lease counted from the request**: leadership lasts a TTL from when the `SET` or the
+//!   extension was *sent*, less a margin, not from when its answer came: an answer that comes
+//!   late (a slow network) leaves less of the lease, never more;
 //! - **one registration per job**: the job is registered once and runs once per interval, and
 //!   only while this instance leads;
+//! - **ready once it knows its role**: it says it is ready once its first try to lead has
+//!   been answered (it leads or it follows), not before: what it does then is what it will do;
 //! - **every task tracked**: the elector, the heartbeat and the job run on a `TaskTracker` and
 //!   stop on one `CancellationToken`;
 //! - **a connection that outlives a partition**: a `ConnectionManager`, which reconnects once
@@ -21,6 +26,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::time::Instant;
+
 use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +39,15 @@ pub const JOB: &str = "report";
 const JOB_TAKES: Duration = Duration::from_millis(50);
 /// How often a follower tries to take the lock.
 const ELECT_EVERY: Duration = Duration::from_millis(200);
+/// How long before the lock's TTL runs out, counted from the request that took or extended
+/// it, this instance stops taking itself for the leader.
+fn lease(config: &Config) -> Duration {
+    config.lock_ttl - config.lock_ttl / 10
+}
+
+/// Until when this instance leads: `None` while it follows.
+type Lease = Option<Instant>;
+
 /// How many times `duplicate-registration` registers the job.
 const REGISTRATIONS: usize = 3;
 
@@ -136,24 +152,44 @@ async fn extend(redis: &mut ConnectionManager, config: &Config) -> bool {
 }
 
 /// The elector: follows until it takes the lock, then heartbeats until it loses it or the
-/// service stops. `leading` says which it is.
+/// service stops. `leading` says until when it leads; `tried` is told once its first try has
+/// been answered.
 async fn elect(
     mut redis: ConnectionManager,
     config: Config,
-    leading: watch::Sender<bool>,
+    leading: watch::Sender<Lease>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    tried: tokio::sync::oneshot::Sender<()>,
 ) {
+    let mut tried = Some(tried);
     while !shutdown.is_cancelled() {
-        if !*leading.borrow() && try_lead(&mut redis, &config).await {
-            leading.send_replace(true);
+        let sent = Instant::now();
+        // Given up at the shutdown: the way out must not wait for a slow reply (the release
+        // after it deletes the key if that take went through).
+        let follows = leading.borrow().is_none();
+        let took = follows
+            && tokio::select! {
+                took = try_lead(&mut redis, &config) => took,
+                () = shutdown.cancelled() => false,
+            };
+        if took {
+            leading.send_replace(Some(sent + lease(&config)));
+        }
+        if let Some(tried) = tried.take() {
+            let _ = tried.send(());
+        }
+        if took {
             if config.variant == Variant::HeartbeatLeak {
                 // The bug: a heartbeat on its own, beating whatever happens.
-                let (mut redis, config) = (redis.clone(), config.clone());
+                let (mut redis, config, leading) = (redis.clone(), config.clone(), leading.clone());
                 tokio::spawn(async move {
                     loop {
                         tokio::time::sleep(config.lock_ttl / 3).await;
-                        extend(&mut redis, &config).await;
+                        let sent = Instant::now();
+                        if extend(&mut redis, &config).await {
+                            leading.send_replace(Some(sent + lease(&config)));
+                        }
                     }
                 });
             } else {
@@ -177,7 +213,7 @@ async fn elect(
 async fn heartbeat(
     mut redis: ConnectionManager,
     config: Config,
-    leading: watch::Sender<bool>,
+    leading: watch::Sender<Lease>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -185,11 +221,13 @@ async fn heartbeat(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(config.lock_ttl / 3) => {}
         }
+        let sent = Instant::now();
         let held = tokio::time::timeout(config.lock_ttl / 3, extend(&mut redis, &config)).await;
         if held != Ok(true) {
-            leading.send_replace(false);
+            leading.send_replace(None);
             return;
         }
+        leading.send_replace(Some(sent + lease(&config)));
     }
 }
 
@@ -197,7 +235,7 @@ async fn heartbeat(
 async fn job(
     mut redis: ConnectionManager,
     config: Config,
-    mut leading: watch::Receiver<bool>,
+    mut leading: watch::Receiver<Lease>,
     shutdown: CancellationToken,
 ) {
     let mut ticks = tokio::time::interval(config.interval);
@@ -208,7 +246,9 @@ async fn job(
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let leads = *leading.borrow_and_update();
+        // A run must end inside the lease: the lock may be another's right after it.
+        let leads =
+            (*leading.borrow_and_update()).is_some_and(|until| Instant::now() + JOB_TAKES < until);
         led_once |= leads;
         // The bug of `ignores-lost-leadership`: having led once is taken for leading now.
         let run = if config.variant == Variant::IgnoresLostLeadership {
@@ -249,13 +289,15 @@ pub async fn run(
         .await
         .map_err(|e| format!("redis {}: {e}", config.redis_url))?;
     let tracker = TaskTracker::new();
-    let (leading, leads) = watch::channel(false);
+    let (leading, leads) = watch::channel(None);
+    let (tried, first_try) = tokio::sync::oneshot::channel();
     tracker.spawn(elect(
         redis.clone(),
         config.clone(),
         leading,
         shutdown.clone(),
         tracker.clone(),
+        tried,
     ));
     let registrations = if config.variant == Variant::DuplicateRegistration {
         REGISTRATIONS
@@ -270,7 +312,11 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    ready();
+    // Ready once its first try to lead has been answered: leading or following.
+    tokio::select! {
+        _ = first_try => ready(),
+        () = shutdown.cancelled() => {}
+    }
 
     shutdown.cancelled().await;
     // The way out: tasks stopped and awaited (no job runs after this), then the lock given

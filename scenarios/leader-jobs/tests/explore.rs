@@ -32,21 +32,29 @@ fn scenario_file(dir: &Path) -> PathBuf {
 
 fn options(out: &Path, variant: &str, cases: u32) -> ExploreOptions {
     let mut options = ExploreOptions::new(out.to_owned());
-    // Case 1 of seed 10 is two latency steps on the leader's own connection.
-    options.seed = 10;
+    // Case 1 of seed 64 is two latency steps: 2000 ms on the leader's own connection 750 ms
+    // after ready, which breaks the invariant whoever else runs, and 100 ms on every client
+    // at start+500, which does nothing. (A latency on every client is a flaky schedule: see
+    // the file.)
+    options.seed = 64;
     options.cases = cases;
     options.max_steps = 2;
     options.actions = vec![Action::Latency];
     options.checks = vec![CheckName::SingleLeader];
-    options.shrink_runs = 16;
+    options.shrink_runs = 8;
     options.env = vec![("QUIESCE_VARIANT".to_owned(), variant.to_owned())];
     options
 }
 
-async fn run(file: &Path, options: &ExploreOptions) -> ExploreReport {
+/// The exploration's report, and its progress lines (also printed).
+async fn run(file: &Path, options: &ExploreOptions) -> (ExploreReport, Vec<String>) {
     let scenario = Scenario::load(file).unwrap_or_else(|e| panic!("{e}"));
-    let mut log = |line: &str| eprintln!("  {line}");
-    explore(
+    let mut lines = Vec::new();
+    let mut log = |line: &str| {
+        eprintln!("  {line}");
+        lines.push(line.to_owned());
+    };
+    let report = explore(
         &scenario,
         file,
         options,
@@ -54,7 +62,8 @@ async fn run(file: &Path, options: &ExploreOptions) -> ExploreReport {
         &mut log,
     )
     .await
-    .unwrap_or_else(|e| panic!("explore: {e}"))
+    .unwrap_or_else(|e| panic!("explore: {e}"));
+    (report, lines)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,8 +71,14 @@ async fn explore_finds_and_shrinks_a_leader_ignoring_lost_leadership() {
     let dir = tempfile::tempdir().unwrap();
     let file = scenario_file(dir.path());
     let out = dir.path().join("explore");
-    let report = run(&file, &options(&out, "ignores-lost-leadership", 4)).await;
+    let (report, lines) = run(&file, &options(&out, "ignores-lost-leadership", 4)).await;
     let summary = quiesce::explore::summary(&report);
+    // No schedule is shrunk twice: the walk comes back to some, and skips them.
+    let mut shrunk = std::collections::BTreeSet::new();
+    for line in lines.iter().filter(|l| l.starts_with("shrink ")) {
+        let (_, schedule) = line.split_once(": ").expect(line);
+        assert!(shrunk.insert(schedule.to_owned()), "{}", lines.join("\n"));
+    }
     assert_eq!(report.ended, Ended::Failure, "{summary}");
     let finding = report.finding.as_ref().expect(&summary);
     assert!(
@@ -78,35 +93,46 @@ async fn explore_finds_and_shrinks_a_leader_ignoring_lost_leadership() {
     );
     let step = &finding.shrunk.steps[0];
     assert_eq!(step.action, Action::Latency, "{summary}");
+    // It broke the invariant again in every confirmation run.
+    let (failed, of) = finding.confirmed;
+    assert!(of >= 2 && failed == of, "{summary}");
 
-    // The replay file plays that one step and breaks the same invariant, with no --env.
+    // The replay file plays that one step and breaks the same invariant, with no --env: in
+    // one of six runs at least. A timing bug does not show every time: the shrunk schedule,
+    // 2 s on every client at ready+0, passed 4 of 12 runs seen (a race between the leader and
+    // the standby for the expired lock, see the scenario file), so two runs were not enough
+    // (both passed once in CI), and six passes in a row come about once in 700 runs of the
+    // test; the confirmation above ran it twice already.
     let replay = finding.replay.as_ref().expect(&summary);
     let replayed = Scenario::load(replay).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(replayed.faults, finding.shrunk.steps);
-    let verdict = quiesce::run::run(
-        &replayed,
-        &quiesce::run::RunOptions {
-            env: Vec::new(),
-            out_dir: Some(dir.path().join("replay")),
-        },
-        &mut SignalHandler::noop(),
-    )
-    .await
-    .unwrap();
-    let broken: Vec<CheckName> = verdict
-        .results
-        .iter()
-        .filter(|r| r.outcome.is_violation())
-        .map(|r| r.check)
-        .collect();
-    assert!(
-        broken.contains(&CheckName::SingleLeader),
-        "{}",
-        quiesce::report::summary(&verdict)
-    );
+    let mut reports = Vec::new();
+    const REPLAYS: usize = 6;
+    for attempt in 0..REPLAYS {
+        let verdict = quiesce::run::run(
+            &replayed,
+            &quiesce::run::RunOptions {
+                env: Vec::new(),
+                out_dir: Some(dir.path().join(format!("replay-{attempt}"))),
+            },
+            &mut SignalHandler::noop(),
+        )
+        .await
+        .unwrap();
+        reports.push(quiesce::report::summary(&verdict));
+        let broken = (verdict.results.iter())
+            .any(|r| r.check == CheckName::SingleLeader && r.outcome.is_violation());
+        if broken {
+            break;
+        }
+        assert!(attempt + 1 < REPLAYS, "{}", reports.join("\n"));
+    }
 
-    // Next time, the kept failure runs first, and still fails.
-    let again = run(&file, &options(&out, "ignores-lost-leadership", 0)).await;
+    // Next time, the kept failure runs first, and still fails (tried up to six times, as
+    // above).
+    let mut kept = options(&out, "ignores-lost-leadership", 0);
+    kept.retries = 5;
+    let (again, _) = run(&file, &kept).await;
     assert_eq!(
         again.ended,
         Ended::KeptFailure,
@@ -122,7 +148,7 @@ async fn explore_finds_and_shrinks_a_leader_ignoring_lost_leadership() {
 async fn explore_of_the_correct_service_finds_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file = scenario_file(dir.path());
-    let report = run(&file, &options(&dir.path().join("explore"), "correct", 2)).await;
+    let (report, _) = run(&file, &options(&dir.path().join("explore"), "correct", 2)).await;
     let summary = quiesce::explore::summary(&report);
     assert_eq!(
         (report.ended, report.cases),
