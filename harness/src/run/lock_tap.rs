@@ -806,8 +806,15 @@ impl Attribution {
                 sender[i] = Side::Standby;
             }
         }
-        // Each command with who sent it.
-        let sent: Vec<(&KeyCommand, Side)> = commands.iter().zip(sender).collect();
+        // Each command with who sent it, once: a standby command paired with its copy is
+        // counted by the copy, which is what reached the server (and its answer the first
+        // sign the server ran it). Counted twice, a take seen on the standby's proxy before
+        // the watcher saw the key gone, and on the shared one after, split the hand-over in
+        // two, and the key's expiry read as a hold kept past the deadline.
+        let sent: Vec<(&KeyCommand, Side)> = (commands.iter().zip(sender).zip(paired))
+            .filter(|(_, paired)| !paired)
+            .map(|(sent, _)| sent)
+            .collect();
         let alone_until = match writers {
             Writers::Pair { standby_from } => Some(standby_from),
             Writers::Instances(_) => None,

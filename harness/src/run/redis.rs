@@ -1905,18 +1905,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_lock_must_go_within_the_deadline() {
-        let config = RedisLeadership::default();
-        let t0 = Instant::now();
-        let at = |ms| t0 + Duration::from_millis(ms);
-        let run = |owners: Owners| RedisRun {
-            config: &config,
+    /// A target and its standby, the target stopped cleanly 1000 ms after `t0`.
+    fn paired(
+        config: &RedisLeadership,
+        t0: Instant,
+        owners: Owners,
+        attribution: Attribution,
+    ) -> RedisRun<'_> {
+        RedisRun {
+            config,
             ttls: vec![None; owners.len()],
-            attribution: by_name(&owners),
+            attribution,
             owners,
             clock: (t0, 0),
-            stop_at: Some(at(1_000)),
+            stop_at: Some(t0 + Duration::from_millis(1_000)),
             stop: StopKind::Clean,
             standby: StandbyRun {
                 started: true,
@@ -1924,6 +1926,78 @@ mod tests {
             },
             jobs: Jobs::Off,
             contenders: None,
+        }
+    }
+
+    /// The standby's take passes two proxies, its own and then the shared one: on a loaded
+    /// harness the watcher's sight of the key gone can fall between the two. Counted once,
+    /// by the copy that reached the server, the key is seen to run out, and not taken over
+    /// while the target still held it (a CI run judged a key left to expire "still held
+    /// 1000 ms after the stop", the failover's write dated by its first copy).
+    #[test]
+    fn a_take_seen_on_two_proxies_is_one_hand_over() {
+        let config = RedisLeadership::default();
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let command = |ms, side, value: &str, answered| crate::run::lock_tap::KeyCommand {
+            at: at(ms),
+            side,
+            name: "SET".into(),
+            values: vec![value.into()],
+            written: crate::run::lock_tap::Written::Yes,
+            only_if_absent: true,
+            answer: None,
+            answered: Some(at(answered)),
+        };
+        let commands = [
+            command(0, Side::Shared, "p-token", 1),
+            // Read by the standby's proxy at 3720; by the shared one, 25 ms later, after the
+            // watcher's read that found the key gone (answered at 3740).
+            command(3_720, Side::Standby, "s-token", 3_750),
+            command(3_745, Side::Shared, "s-token", 3_747),
+        ];
+        let owners: Owners = vec![
+            (at(2), Some("p-token".into())),
+            (at(3_740), None),
+            (at(3_760), Some("s-token".into())),
+        ];
+        let writers = Writers::Pair {
+            standby_from: Some(at(500)),
+        };
+        let attribution = Attribution::learn(&owners, &commands, 0, Some(at(2)), writers);
+        let mut run = paired(&config, t0, owners, attribution);
+        // Its time to live, read 40 ms before the key went: 30 ms.
+        run.ttls[1] = Some((at(3_700), 30));
+        let Outcome::Violation { summary, evidence } = lock_released(&run) else {
+            panic!("left to expire: {:?}", lock_released(&run))
+        };
+        assert!(
+            summary.contains("expired instead of being released"),
+            "{summary}: {evidence:?}"
+        );
+        assert!(
+            evidence
+                .iter()
+                .any(|e| e.contains("took over 2745 ms after the stop")),
+            "{evidence:?}"
+        );
+        assert_eq!(
+            (run.attribution.takes.iter())
+                .map(|t| t.0)
+                .collect::<Vec<_>>(),
+            [at(0), at(3_745)],
+            "one take each, the standby's by its copy that reached the server"
+        );
+    }
+
+    #[test]
+    fn the_lock_must_go_within_the_deadline() {
+        let config = RedisLeadership::default();
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let run = |owners: Owners| {
+            let attribution = by_name(&owners);
+            paired(&config, t0, owners, attribution)
         };
         let released = run(vec![
             (at(0), Some(PRIMARY.into())),
